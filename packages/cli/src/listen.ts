@@ -1,0 +1,80 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Command, Option } from 'commander';
+import { request } from 'undici';
+import { HEADERS, parseChannel, parseConsumerId, WarrenError } from '@warren/protocol';
+import { DEFAULT_URL, fail } from './publish.js';
+
+interface ListenFlags {
+  url: string;
+  consumerId?: string;
+  count?: string;
+  timeout: string;
+}
+
+/**
+ * A long-poll consumer: prints each message body on its own line, keeps its
+ * consumer id from poll to poll, and waits out broker outages.
+ */
+export function listenCommand(): Command {
+  return new Command('listen')
+    .description('long-poll a channel and print each message on its own line')
+    .argument('<channel>', 'channel path, e.g. /greetings')
+    .addOption(new Option('--url <url>', 'gateway URL').env('WARREN_URL').default(DEFAULT_URL))
+    .addOption(new Option('--consumer-id <id>', 'consumer id (default: the one the gateway assigns)').env('WARREN_CONSUMER_ID'))
+    .option('--count <n>', 'exit after this many messages')
+    .option('--timeout <seconds>', 'long-poll timeout asked of the gateway', '25')
+    .action(async (channelArg: string, flags: ListenFlags) => {
+      let channel: string;
+      let consumerId: string | undefined;
+      try {
+        channel = parseChannel(channelArg);
+        if (flags.consumerId !== undefined) consumerId = parseConsumerId(flags.consumerId);
+      } catch (err) {
+        return fail((err as WarrenError).message);
+      }
+      const count = flags.count === undefined ? Infinity : Number(flags.count);
+      if (!(count >= 1) || !Number.isInteger(count === Infinity ? 1 : count)) fail('--count must be a whole number from 1');
+      const timeout = Number(flags.timeout);
+      if (!(timeout >= 0)) fail('--timeout must be a number of seconds');
+      const base = new URL(flags.url);
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      let received = 0;
+      let failures = 0;
+      let announced = false;
+      while (received < count && !stop.signal.aborted) {
+        const url = new URL(channel, base);
+        url.searchParams.set('timeout', String(timeout));
+        try {
+          const res = await request(url, {
+            headers: consumerId === undefined ? {} : { [HEADERS.consumerId]: consumerId },
+            signal: stop.signal,
+            headersTimeout: (timeout + 30) * 1000,
+            bodyTimeout: (timeout + 30) * 1000,
+          });
+          const body = Buffer.from(await res.body.arrayBuffer());
+          const given = res.headers[HEADERS.consumerId];
+          if (typeof given === 'string') consumerId = given;
+          if (!announced && consumerId !== undefined) {
+            process.stderr.write(`warren: listening on ${channel} as consumer ${consumerId}\n`);
+            announced = true;
+          }
+          failures = 0;
+          if (res.statusCode === 200) {
+            received++;
+            process.stdout.write(Buffer.concat([body, Buffer.from('\n')]));
+          } else if (res.statusCode === 503) {
+            await sleep(Number(res.headers['retry-after'] ?? 1) * 1000, undefined, { signal: stop.signal }).catch(() => undefined);
+          } else if (res.statusCode !== 204 && res.statusCode !== 409) {
+            fail(`gateway answered ${res.statusCode}: ${body.toString('utf8')}`);
+          }
+        } catch (err) {
+          if (stop.signal.aborted) break;
+          failures++;
+          const delay = Math.min(5000, 100 * 2 ** failures);
+          process.stderr.write(`warren: ${(err as Error).message}; retrying in ${delay} ms\n`);
+          await sleep(delay);
+        }
+      }
+    });
+}

@@ -1,0 +1,86 @@
+import { Command, Option } from 'commander';
+import { Producer } from '@warren/producer';
+import { WarrenError, type MessageData } from '@warren/protocol';
+import { isLoopback, portOf, readTokenFile } from './token-file.js';
+
+export const DEFAULT_URL = 'http://localhost:4000';
+
+interface PublishFlags {
+  url: string;
+  amqpUrl?: string;
+  token?: string;
+  exchange?: string;
+  event?: string;
+  id?: string;
+  contentType?: string;
+  json?: boolean;
+}
+
+export function publishCommand(): Command {
+  return new Command('publish')
+    .description('publish a message to a channel (over HTTP through the gateway, or straight to RabbitMQ with --amqp-url)')
+    .argument('<channel>', 'channel path, e.g. /greetings')
+    .argument('[message]', 'the message; read from standard input when absent (one trailing newline removed)')
+    .addOption(new Option('--url <url>', 'gateway URL').env('WARREN_URL').default(DEFAULT_URL))
+    .addOption(new Option('--amqp-url <url>', 'publish straight to RabbitMQ instead').env('WARREN_AMQP_URL'))
+    .addOption(new Option('--token <token>', 'publish token (default: the file written by warren serve on this machine)').env('WARREN_PUBLISH_TOKEN'))
+    .addOption(new Option('--exchange <name>', 'exchange, with --amqp-url').env('WARREN_EXCHANGE'))
+    .option('--event <name>', 'event name')
+    .option('--id <id>', 'message id (generated when absent)')
+    .option('--content-type <type>', 'content type (default: text/plain; charset=utf-8)')
+    .option('--json', 'the message is JSON: check it and send it as application/json')
+    .action(async (channel: string, text: string | undefined, flags: PublishFlags) => {
+      const body = text ?? (await readStdin());
+      let data: MessageData = body;
+      if (flags.json) {
+        try {
+          data = JSON.parse(body) as MessageData;
+        } catch (err) {
+          fail(`--json: the message is not JSON (${(err as Error).message})`);
+        }
+      }
+      const options: { url: string; token?: string; exchange?: string } = { url: flags.amqpUrl ?? flags.url };
+      if (flags.exchange !== undefined) options.exchange = flags.exchange;
+      if (flags.amqpUrl === undefined) {
+        const url = parseUrl(flags.url);
+        const token = flags.token ?? (isLoopback(url) ? readTokenFile(portOf(url)) : undefined);
+        if (token !== undefined) options.token = token;
+      }
+      const producer = new Producer(options);
+      try {
+        const result = await producer
+          .publish(data, {
+            ...(flags.event === undefined ? {} : { event: flags.event }),
+            ...(flags.id === undefined ? {} : { id: flags.id }),
+            ...(flags.contentType === undefined ? {} : { contentType: flags.contentType }),
+          })
+          .to(channel);
+        process.stdout.write(`${result.id}\n`);
+      } catch (err) {
+        if (err instanceof WarrenError) fail(`${err.code}: ${err.message}`);
+        throw err;
+      } finally {
+        await producer.close();
+      }
+    });
+}
+
+function parseUrl(text: string): URL {
+  try {
+    return new URL(text);
+  } catch {
+    return fail(`--url ${JSON.stringify(text)} is not a URL`);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) fail('give the message as an argument, or pipe it on standard input');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+export function fail(message: string): never {
+  process.stderr.write(`warren: ${message}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,75 @@
+import { randomBytes } from 'node:crypto';
+import { Command, Option } from 'commander';
+import { createGateway, OPTION_SPECS, OptionError, parseOptionText, type GatewayOptions } from '@warren/gateway';
+import { removeTokenFile, writeTokenFile } from './token-file.js';
+
+export function serveCommand(): Command {
+  const command = new Command('serve').description('run the gateway (embedded broker unless --amqp-url is given)');
+  for (const spec of OPTION_SPECS) {
+    const option = new Option(`${spec.flag} <value>`, spec.description).env(spec.env);
+    if (spec.defaultText !== undefined) option.defaultValueDescription = spec.defaultText;
+    else if (spec.default !== undefined) option.defaultValueDescription = String(spec.default);
+    command.addOption(option);
+  }
+  command.action(async (raw: Record<string, string | undefined>) => {
+    const input: Record<string, unknown> = {};
+    let gateway;
+    try {
+      for (const spec of OPTION_SPECS) {
+        // commander names the value after the flag: --poll-timeout → pollTimeout
+        const name = spec.flag.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+        const text = raw[name];
+        if (text !== undefined) input[spec.key] = parseOptionText(spec, text);
+      }
+      const generated = input.publishToken === undefined;
+      if (generated) input.publishToken = randomBytes(24).toString('base64url');
+      gateway = createGateway(input as GatewayOptions);
+      const address = await gateway.listen();
+      const port = address.port;
+      let tokenNote: string;
+      if (generated) {
+        const path = writeTokenFile(port, gateway.options.publishToken!);
+        tokenNote = `publish token: generated, in ${path} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`;
+      } else {
+        tokenNote = 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
+      }
+      const base = `http://localhost:${port}`;
+      const broker = gateway.options.amqpUrl === undefined ? 'embedded broker' : `RabbitMQ ${redact(gateway.options.amqpUrl)}`;
+      process.stdout.write(
+        `Warren gateway on ${base} (${broker})\n` +
+          `  receive:  curl ${base}/greetings\n` +
+          `  publish:  npx warren publish /greetings 'hi there!'${port === 4000 ? '' : ` --url ${base}`}\n` +
+          `  ${tokenNote}\n`,
+      );
+      const stop = async (): Promise<void> => {
+        if (generated) removeTokenFile(port);
+        await gateway!.close();
+        process.exit(0);
+      };
+      process.once('SIGINT', () => void stop());
+      process.once('SIGTERM', () => void stop());
+    } catch (err) {
+      if (err instanceof OptionError) {
+        process.stderr.write(`warren serve: ${err.message}\n`);
+        process.exit(2);
+      }
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+        process.stderr.write(`warren serve: port ${String(input.port ?? 4000)} is in use (choose another with --port or WARREN_PORT)\n`);
+        process.exit(1);
+      }
+      throw err;
+    }
+  });
+  return command;
+}
+
+/** The URL without its password, for printing. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid URL)';
+  }
+}

@@ -1,0 +1,125 @@
+import type { EventEmitter } from 'node:events';
+import { WarrenError, type ConsumerQueueLimits, type WarrenMessage } from '@warren/protocol';
+
+/**
+ * A message handed to a consumer. Settle it exactly once: `ack()` removes it
+ * from the queue, `requeue()` puts it back in its place. Calls after the
+ * first are ignored, so no code path can settle a delivery twice.
+ */
+export interface Delivery {
+  readonly message: WarrenMessage;
+  /** `true` when the broker delivered this message before (it may be a duplicate). */
+  readonly redelivered: boolean;
+  ack(): void;
+  requeue(): void;
+}
+
+/** Why a consumer stopped without being cancelled by its owner. */
+export type ConsumerEnd =
+  /** The broker connection went away; retry once the broker is `ready` again. */
+  | { reason: 'broker-lost' }
+  /** The consumer's AMQP channel closed while the connection stayed up; retry now. */
+  | { reason: 'channel-lost' }
+  /** The queue was deleted under the consumer; declare it again before retrying. */
+  | { reason: 'queue-deleted' };
+
+export interface ConsumeOptions {
+  /** Most unacknowledged deliveries this consumer holds at once. */
+  prefetch: number;
+  onMessage(delivery: Delivery): void;
+  /** Called at most once, and never after `cancel()` was called. */
+  onEnd(end: ConsumerEnd): void;
+}
+
+export interface Subscription {
+  /** Stops deliveries. Unsettled deliveries stay unsettled until settled. Idempotent. */
+  cancel(): Promise<void>;
+}
+
+/** Counters for churn and traffic; monotonic over the broker's life. */
+export interface BrokerStats {
+  kind: BrokerKind;
+  ready: boolean;
+  queueDeclares: number;
+  queueBinds: number;
+  consumersStarted: number;
+  consumersCancelled: number;
+  published: number;
+  delivered: number;
+  acked: number;
+  requeued: number;
+  connectionsOpened: number;
+  channelsOpened: number;
+  activeConsumers: number;
+}
+
+export type BrokerKind = 'memory' | 'rabbitmq';
+
+export interface BrokerEvents {
+  /** Connected and usable (again). */
+  ready: [];
+  /** Connection lost; every consumer ended with `broker-lost`. */
+  lost: [error: Error | undefined];
+}
+
+/**
+ * The seam between the gateway and the broker. The gateway never learns
+ * which implementation runs: the in-process {@link MemoryBroker} and
+ * {@link RabbitBroker} keep the same semantics (per-consumer queues with
+ * expiry and a length bound, single active consumer, ordering, requeue to
+ * the original position, acknowledge after delivery).
+ */
+export interface Broker extends EventEmitter<BrokerEvents> {
+  readonly kind: BrokerKind;
+  /** `true` while publish, declare and consume can be attempted. */
+  readonly ready: boolean;
+  /** Connects; never rejects for a broker that is merely down (it keeps retrying). */
+  start(): Promise<void>;
+  /** Disconnects for good. Idempotent. */
+  close(): Promise<void>;
+  /**
+   * Routes `message` to every queue bound to `channel`. Resolves once the
+   * broker has taken responsibility for it (publisher confirm).
+   * @throws WarrenError `BROKER_UNAVAILABLE`, `PUBLISH_NACKED`
+   */
+  publish(channel: string, message: WarrenMessage): Promise<void>;
+  /** Declares `queue` with `limits` and binds it to `channel`. Idempotent. */
+  declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void>;
+  /**
+   * Starts a consumer on `queue`.
+   * @throws QueueNotFoundError when the queue does not exist
+   * @throws WarrenError `BROKER_UNAVAILABLE`
+   */
+  consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
+  stats(): BrokerStats;
+}
+
+/** Raised by `consume()` for a queue that does not exist (expired or deleted). */
+export class QueueNotFoundError extends Error {
+  override readonly name = 'QueueNotFoundError';
+  constructor(readonly queue: string) {
+    super(`queue ${queue} does not exist`);
+  }
+}
+
+export function emptyStats(kind: BrokerKind): BrokerStats {
+  return {
+    kind,
+    ready: false,
+    queueDeclares: 0,
+    queueBinds: 0,
+    consumersStarted: 0,
+    consumersCancelled: 0,
+    published: 0,
+    delivered: 0,
+    acked: 0,
+    requeued: 0,
+    connectionsOpened: 0,
+    channelsOpened: 0,
+    activeConsumers: 0,
+  };
+}
+
+export function brokerUnavailable(message: string, cause?: unknown): WarrenError {
+  return new WarrenError('BROKER_UNAVAILABLE', message, cause === undefined ? undefined : { cause });
+}

@@ -1,0 +1,233 @@
+import { EventEmitter } from 'node:events';
+import type { ConsumerQueueLimits, WarrenMessage } from '@warren/protocol';
+import {
+  brokerUnavailable,
+  emptyStats,
+  QueueNotFoundError,
+  type Broker,
+  type BrokerEvents,
+  type BrokerStats,
+  type ConsumeOptions,
+  type Delivery,
+  type Subscription,
+} from './broker.js';
+
+interface Stored {
+  seq: number;
+  message: WarrenMessage;
+  redelivered: boolean;
+}
+
+class MemoryConsumer {
+  unacked = 0;
+  cancelled = false;
+  constructor(
+    readonly queue: MemoryQueue,
+    readonly options: ConsumeOptions,
+  ) {}
+}
+
+class MemoryQueue {
+  /** Ready messages, ordered by `seq` (requeued ones go back to their place). */
+  readonly ready: Stored[] = [];
+  /** The first consumer is the active one (single active consumer). */
+  readonly consumers: MemoryConsumer[] = [];
+  readonly channels = new Set<string>();
+  deleted = false;
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private pumpScheduled = false;
+
+  constructor(
+    readonly name: string,
+    public limits: ConsumerQueueLimits,
+    private readonly broker: MemoryBroker,
+  ) {}
+
+  /** Restarts the `x-expires` clock: it runs only while the queue has no consumer. */
+  touch(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    if (this.consumers.length === 0 && !this.deleted) {
+      this.expiryTimer = setTimeout(() => this.broker.deleteQueue(this), this.limits.expiresMs);
+      this.expiryTimer.unref();
+    }
+  }
+
+  enqueue(stored: Stored): void {
+    this.ready.push(stored);
+    // x-max-length counts ready messages; drop-head removes the oldest.
+    while (this.ready.length > this.limits.maxLength) this.ready.shift();
+    this.schedulePump();
+  }
+
+  requeue(stored: Stored): void {
+    if (this.deleted) return;
+    stored.redelivered = true;
+    let i = this.ready.length;
+    while (i > 0 && this.ready[i - 1]!.seq > stored.seq) i--;
+    this.ready.splice(i, 0, stored);
+    this.schedulePump();
+  }
+
+  schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    const consumer = this.consumers[0];
+    if (consumer === undefined) return;
+    while (!consumer.cancelled && consumer.unacked < consumer.options.prefetch && this.ready.length > 0) {
+      const stored = this.ready.shift()!;
+      consumer.unacked++;
+      this.broker.counters.delivered++;
+      consumer.options.onMessage(this.broker.delivery(consumer, stored));
+    }
+  }
+
+  dispose(): void {
+    this.deleted = true;
+    clearTimeout(this.expiryTimer);
+    this.ready.length = 0;
+  }
+}
+
+/**
+ * The embedded broker: RabbitMQ's semantics for Warren's use, in process.
+ * Nothing survives a restart of the process, and it cannot be shared between
+ * processes (publish to it through the gateway's HTTP endpoint).
+ */
+export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
+  readonly kind = 'memory' as const;
+  /** @internal */
+  readonly counters: BrokerStats = emptyStats('memory');
+  private readonly queues = new Map<string, MemoryQueue>();
+  private readonly bindings = new Map<string, Set<MemoryQueue>>();
+  private seq = 0;
+  private closed = false;
+  private started = false;
+
+  get ready(): boolean {
+    return this.started && !this.closed;
+  }
+
+  async start(): Promise<void> {
+    this.started = true;
+    this.counters.connectionsOpened++;
+    this.emit('ready');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const queue of this.queues.values()) queue.dispose();
+    this.queues.clear();
+    this.bindings.clear();
+  }
+
+  async publish(channel: string, message: WarrenMessage): Promise<void> {
+    this.assertReady();
+    this.counters.published++;
+    const queues = this.bindings.get(channel);
+    if (queues === undefined) return;
+    const seq = ++this.seq;
+    for (const queue of queues) queue.enqueue({ seq, message, redelivered: false });
+  }
+
+  async declareConsumerQueue(name: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
+    this.assertReady();
+    this.counters.queueDeclares++;
+    let queue = this.queues.get(name);
+    if (queue === undefined) {
+      queue = new MemoryQueue(name, limits, this);
+      this.queues.set(name, queue);
+    }
+    queue.touch();
+    this.counters.queueBinds++;
+    if (!queue.channels.has(channel)) {
+      queue.channels.add(channel);
+      let bound = this.bindings.get(channel);
+      if (bound === undefined) this.bindings.set(channel, (bound = new Set()));
+      bound.add(queue);
+    }
+  }
+
+  async consume(name: string, options: ConsumeOptions): Promise<Subscription> {
+    this.assertReady();
+    const queue = this.queues.get(name);
+    if (queue === undefined) throw new QueueNotFoundError(name);
+    const consumer = new MemoryConsumer(queue, options);
+    queue.consumers.push(consumer);
+    queue.touch();
+    this.counters.consumersStarted++;
+    queue.schedulePump();
+    return {
+      cancel: async () => {
+        if (consumer.cancelled) return;
+        consumer.cancelled = true;
+        this.counters.consumersCancelled++;
+        const i = queue.consumers.indexOf(consumer);
+        if (i >= 0) queue.consumers.splice(i, 1);
+        queue.touch();
+        queue.schedulePump();
+      },
+    };
+  }
+
+  stats(): BrokerStats {
+    let active = 0;
+    for (const queue of this.queues.values()) active += queue.consumers.length;
+    return { ...this.counters, ready: this.ready, activeConsumers: active };
+  }
+
+  /** @internal */
+  delivery(consumer: MemoryConsumer, stored: Stored): Delivery {
+    let settled = false;
+    const settle = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      consumer.unacked--;
+      return true;
+    };
+    const queue = consumer.queue;
+    return {
+      message: stored.message,
+      redelivered: stored.redelivered,
+      ack: () => {
+        if (!settle()) return;
+        this.counters.acked++;
+        queue.schedulePump();
+      },
+      requeue: () => {
+        if (!settle()) return;
+        this.counters.requeued++;
+        queue.requeue(stored);
+      },
+    };
+  }
+
+  /** @internal x-expires ran out. */
+  deleteQueue(queue: MemoryQueue): void {
+    if (queue.consumers.length > 0 || this.queues.get(queue.name) !== queue) return;
+    this.queues.delete(queue.name);
+    for (const channel of queue.channels) {
+      const bound = this.bindings.get(channel);
+      bound?.delete(queue);
+      if (bound?.size === 0) this.bindings.delete(channel);
+    }
+    queue.dispose();
+  }
+
+  /** Number of queues that exist now (for tests and stats). */
+  queueCount(): number {
+    return this.queues.size;
+  }
+
+  private assertReady(): void {
+    if (!this.ready) throw brokerUnavailable('embedded broker is closed');
+  }
+}

@@ -1,0 +1,391 @@
+import { EventEmitter, once } from 'node:events';
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import {
+  consumerQueueArguments,
+  EXCHANGE_TYPE,
+  fromWire,
+  routingKey,
+  toWireProperties,
+  WarrenError,
+  type ConsumerQueueLimits,
+  type WarrenMessage,
+} from '@warren/protocol';
+import type { Logger } from '../logger.js';
+import {
+  brokerUnavailable,
+  emptyStats,
+  QueueNotFoundError,
+  type Broker,
+  type BrokerEvents,
+  type BrokerStats,
+  type ConsumeOptions,
+  type ConsumerEnd,
+  type Delivery,
+  type Subscription,
+} from './broker.js';
+
+export interface RabbitBrokerOptions {
+  /** `amqp://user:pass@host:port/vhost` */
+  url: string;
+  /** Exchange that channels publish to. */
+  exchange: string;
+  /** First reconnect delay; doubles up to `reconnectMaxMs`, with ±20% jitter. */
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  /** Shown in RabbitMQ's connection list. */
+  connectionName: string;
+  logger: Logger;
+}
+
+type State = 'idle' | 'connecting' | 'ready' | 'down' | 'closed';
+
+class RabbitConsumer {
+  tag: string | undefined;
+  cancelled = false;
+  ended = false;
+  constructor(
+    readonly channel: Channel,
+    readonly options: ConsumeOptions,
+  ) {}
+
+  end(end: ConsumerEnd): void {
+    if (this.cancelled || this.ended) return;
+    this.ended = true;
+    this.options.onEnd(end);
+  }
+}
+
+/**
+ * RabbitMQ through amqplib: one connection per gateway process, long-lived
+ * channels (a confirm channel for publishing, one for declarations, one per
+ * prefetch value for consumers), reconnection with backoff.
+ */
+export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
+  readonly kind = 'rabbitmq' as const;
+  private readonly counters: BrokerStats = emptyStats('rabbitmq');
+  private state: State = 'idle';
+  private connection: ChannelModel | undefined;
+  private publishChannel: Promise<ConfirmChannel> | undefined;
+  private adminChannel: Promise<Channel> | undefined;
+  private readonly consumeChannels = new Map<number, Promise<Channel>>();
+  private readonly closedChannels = new WeakSet<Channel>();
+  private readonly consumers = new Set<RabbitConsumer>();
+  private publishDrain: Promise<void> | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private attempt = 0;
+  private readonly log: Logger;
+
+  constructor(private readonly options: RabbitBrokerOptions) {
+    super();
+    this.log = options.logger;
+  }
+
+  get ready(): boolean {
+    return this.state === 'ready';
+  }
+
+  async start(): Promise<void> {
+    if (this.state !== 'idle') return;
+    await this.connect();
+  }
+
+  async close(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearTimeout(this.reconnectTimer);
+    const connection = this.connection;
+    this.dropChannels();
+    if (connection !== undefined) {
+      try {
+        await connection.close();
+      } catch {
+        // already closing or closed
+      }
+    }
+  }
+
+  async publish(channel: string, message: WarrenMessage): Promise<void> {
+    const ch = await this.channel(() => this.publishChannel, (p) => (this.publishChannel = p), () => this.openPublishChannel());
+    while (this.publishDrain !== undefined) await this.publishDrain;
+    await new Promise<void>((resolve, reject) => {
+      let ok: boolean;
+      try {
+        ok = ch.publish(this.options.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
+          if (err == null) {
+            resolve();
+          } else if (err instanceof Error && err.message === 'message nacked') {
+            reject(new WarrenError('PUBLISH_NACKED', 'the broker refused the message'));
+          } else {
+            reject(brokerUnavailable('the broker went away before confirming the message; it may or may not have been routed', err));
+          }
+        });
+      } catch (err) {
+        reject(brokerUnavailable('the broker connection is closed', err));
+        return;
+      }
+      this.counters.published++;
+      if (!ok && this.publishDrain === undefined) {
+        // amqplib buffers; stop adding to its buffer until it drains.
+        this.publishDrain = once(ch, 'drain').then(
+          () => undefined,
+          () => undefined,
+        );
+        void this.publishDrain.finally(() => (this.publishDrain = undefined));
+      }
+    });
+  }
+
+  async declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
+    const ch = await this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
+    this.counters.queueDeclares++;
+    try {
+      await ch.assertQueue(queue, { durable: true, arguments: consumerQueueArguments(limits) });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 406 || !this.ready) throw this.translate(err);
+      // The queue exists with other arguments (the retention or length
+      // setting changed since it was declared). Keep using it as it is: its
+      // messages belong to the consumer. It expires under its old settings.
+      this.log.warn('queue exists with different arguments; using it as is', { queue });
+      const retry = await this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
+      try {
+        await retry.checkQueue(queue);
+      } catch (checkErr) {
+        throw this.translate(checkErr);
+      }
+    }
+    const ch2 = await this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
+    this.counters.queueBinds++;
+    try {
+      await ch2.bindQueue(queue, this.options.exchange, routingKey(channel));
+    } catch (err) {
+      throw this.translate(err);
+    }
+  }
+
+  async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
+    const prefetch = options.prefetch;
+    const ch = await this.channel(
+      () => this.consumeChannels.get(prefetch),
+      (p) => (p === undefined ? this.consumeChannels.delete(prefetch) : this.consumeChannels.set(prefetch, p)),
+      () => this.openConsumeChannel(prefetch),
+    );
+    const consumer = new RabbitConsumer(ch, options);
+    this.consumers.add(consumer);
+    let started: Promise<unknown>;
+    try {
+      started = ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false });
+      const reply = await started;
+      consumer.tag = (reply as { consumerTag: string }).consumerTag;
+    } catch (err) {
+      this.consumers.delete(consumer);
+      consumer.cancelled = true;
+      if ((err as { code?: number }).code === 404) throw new QueueNotFoundError(queue);
+      throw this.translate(err);
+    }
+    this.counters.consumersStarted++;
+    return {
+      cancel: async () => {
+        if (consumer.cancelled) return;
+        consumer.cancelled = true;
+        this.consumers.delete(consumer);
+        this.counters.consumersCancelled++;
+        if (consumer.ended || this.closedChannels.has(ch) || consumer.tag === undefined) return;
+        try {
+          await ch.cancel(consumer.tag);
+        } catch {
+          // The channel closed meanwhile: the consumer is gone with it.
+        }
+      },
+    };
+  }
+
+  stats(): BrokerStats {
+    return { ...this.counters, ready: this.ready, activeConsumers: this.consumers.size };
+  }
+
+  private onDelivery(consumer: RabbitConsumer, msg: ConsumeMessage | null): void {
+    if (msg === null) {
+      // basic.cancel from the server: the queue was deleted.
+      this.consumers.delete(consumer);
+      consumer.end({ reason: 'queue-deleted' });
+      return;
+    }
+    this.counters.delivered++;
+    const ch = consumer.channel;
+    let settled = false;
+    const settle = (ack: boolean): void => {
+      if (settled) return;
+      settled = true;
+      if (this.closedChannels.has(ch)) return; // the broker requeued it when the channel closed
+      try {
+        if (ack) {
+          ch.ack(msg);
+          this.counters.acked++;
+        } else {
+          ch.nack(msg, false, true);
+          this.counters.requeued++;
+        }
+      } catch {
+        // Channel closed between the check and the call: same as above.
+      }
+    };
+    const delivery: Delivery = {
+      message: fromWire(msg.content, msg.properties),
+      redelivered: msg.fields.redelivered,
+      ack: () => settle(true),
+      requeue: () => settle(false),
+    };
+    if (consumer.cancelled && consumer.tag !== undefined) {
+      // Arrived after cancel() was called: give it back.
+      delivery.requeue();
+      return;
+    }
+    consumer.options.onMessage(delivery);
+  }
+
+  /** Returns the cached channel, opening it when needed. */
+  private async channel<T extends Channel>(
+    get: () => Promise<T> | undefined,
+    set: (p: Promise<T> | undefined) => void,
+    open: () => Promise<T>,
+  ): Promise<T> {
+    if (this.state !== 'ready' || this.connection === undefined) throw brokerUnavailable(`RabbitMQ is not connected (${this.state})`);
+    let p = get();
+    if (p === undefined) {
+      p = open();
+      set(p);
+      p.catch(() => {
+        if (get() === p) set(undefined);
+      });
+    }
+    try {
+      return await p;
+    } catch (err) {
+      throw this.translate(err);
+    }
+  }
+
+  private async openChannel(): Promise<Channel> {
+    const ch = await this.connection!.createChannel();
+    this.watchChannel(ch, () => {
+      this.adminChannel = undefined;
+    });
+    return ch;
+  }
+
+  private async openPublishChannel(): Promise<ConfirmChannel> {
+    const ch = await this.connection!.createConfirmChannel();
+    this.watchChannel(ch, () => {
+      this.publishChannel = undefined;
+    });
+    return ch;
+  }
+
+  private async openConsumeChannel(prefetch: number): Promise<Channel> {
+    const ch = await this.connection!.createChannel();
+    this.watchChannel(ch, () => {
+      this.consumeChannels.delete(prefetch);
+      // Deferred: when the whole connection closed, its handler runs in this
+      // same tick and ends the consumers with `broker-lost` instead.
+      setImmediate(() => {
+        for (const consumer of this.consumers) {
+          if (consumer.channel !== ch) continue;
+          this.consumers.delete(consumer);
+          consumer.end({ reason: this.ready ? 'channel-lost' : 'broker-lost' });
+        }
+      });
+    });
+    // Per-consumer prefetch (global = false) for every consumer on this channel.
+    await ch.prefetch(prefetch, false);
+    return ch;
+  }
+
+  private watchChannel(ch: Channel, onClose: () => void): void {
+    this.counters.channelsOpened++;
+    ch.on('error', (err: Error) => {
+      // A channel-level error (the 'close' event follows). Connection-level
+      // errors are logged by the connection handler.
+      this.log.warn('AMQP channel error', { error: err.message });
+    });
+    ch.on('close', () => {
+      this.closedChannels.add(ch);
+      onClose();
+    });
+  }
+
+  private async connect(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'connecting';
+    let connection: ChannelModel | undefined;
+    try {
+      connection = await amqp.connect(this.options.url, {
+        clientProperties: { connection_name: this.options.connectionName },
+        timeout: 5000,
+      });
+      if (this.state !== 'connecting') {
+        await connection.close().catch(() => undefined);
+        return;
+      }
+      this.counters.connectionsOpened++;
+      const ch = await connection.createChannel();
+      await ch.assertExchange(this.options.exchange, EXCHANGE_TYPE, { durable: true });
+      await ch.close();
+    } catch (err) {
+      if (connection !== undefined) await connection.close().catch(() => undefined);
+      if (this.state !== 'connecting') return;
+      this.state = 'down';
+      this.log.warn('cannot connect to RabbitMQ', { error: (err as Error).message, attempt: this.attempt });
+      this.scheduleReconnect();
+      return;
+    }
+    const conn = connection;
+    conn.on('error', (err: Error) => this.log.warn('RabbitMQ connection error', { error: err.message }));
+    conn.on('blocked', (reason: string) => this.log.warn('RabbitMQ blocked publishing', { reason }));
+    conn.on('unblocked', () => this.log.info('RabbitMQ unblocked publishing'));
+    conn.on('close', (err?: Error) => this.onConnectionClosed(conn, err));
+    this.connection = conn;
+    this.state = 'ready';
+    this.attempt = 0;
+    this.log.info('connected to RabbitMQ', { exchange: this.options.exchange });
+    this.emit('ready');
+  }
+
+  private onConnectionClosed(conn: ChannelModel, err: Error | undefined): void {
+    if (this.connection !== conn) return;
+    this.connection = undefined;
+    this.dropChannels();
+    if (this.state === 'closed') return;
+    this.state = 'down';
+    this.log.warn('lost the RabbitMQ connection', { error: err?.message });
+    const consumers = [...this.consumers];
+    this.consumers.clear();
+    for (const consumer of consumers) consumer.end({ reason: 'broker-lost' });
+    this.emit('lost', err);
+    this.scheduleReconnect();
+  }
+
+  private dropChannels(): void {
+    this.publishChannel = undefined;
+    this.adminChannel = undefined;
+    this.consumeChannels.clear();
+    this.publishDrain = undefined;
+  }
+
+  private scheduleReconnect(): void {
+    if (this.state === 'closed') return;
+    const { reconnectMinMs, reconnectMaxMs } = this.options;
+    const base = Math.min(reconnectMaxMs, reconnectMinMs * 2 ** this.attempt);
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.attempt++;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => void this.connect(), delay);
+    this.reconnectTimer.unref();
+  }
+
+  private translate(err: unknown): Error {
+    if (err instanceof WarrenError || err instanceof QueueNotFoundError) return err;
+    if (!this.ready) return brokerUnavailable('RabbitMQ connection lost', err);
+    const code = (err as { code?: number }).code;
+    return new WarrenError('INTERNAL_ERROR', `RabbitMQ refused an operation${code === undefined ? '' : ` (${code})`}`, { cause: err });
+  }
+}

@@ -1,0 +1,96 @@
+import { consumerQueueName, type ConsumerQueueLimits } from '@warren/protocol';
+import type { Broker } from './broker/broker.js';
+
+interface Entry {
+  /** Consumers on the queue now; while any, the queue cannot expire. */
+  active: number;
+  /** With no consumer, the declaration is trusted until then (ms epoch). */
+  trustedUntil: number;
+}
+
+/**
+ * Declares and binds each consumer queue once, then reuses it. A queue's
+ * declaration is trusted while it has a consumer, and afterwards for its
+ * `x-expires` window less a safety margin: only a queue that may have
+ * expired is declared again. This is what keeps RabbitMQ's declare/bind
+ * rate at one per consumer and channel, however often the consumer polls.
+ */
+export class ConsumerQueues {
+  private readonly entries = new Map<string, Entry>();
+  private readonly declaring = new Map<string, Promise<void>>();
+  private readonly margin: number;
+  private readonly sweepTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly limits: ConsumerQueueLimits,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.margin = Math.min(Math.max(limits.expiresMs * 0.2, 100), 30_000);
+    this.sweepTimer = setInterval(() => this.sweep(), Math.min(limits.expiresMs, 60_000));
+    this.sweepTimer.unref();
+    broker.on('lost', () => this.clear());
+  }
+
+  /** Makes sure the queue of (`consumerId`, `channel`) exists and is bound; returns its name. */
+  async ensure(consumerId: string, channel: string): Promise<string> {
+    const name = consumerQueueName(consumerId, channel);
+    const entry = this.entries.get(name);
+    if (entry !== undefined && (entry.active > 0 || this.now() < entry.trustedUntil)) return name;
+    let pending = this.declaring.get(name);
+    if (pending === undefined) {
+      pending = this.broker.declareConsumerQueue(name, channel, this.limits).then(() => {
+        const current = this.entries.get(name);
+        const trustedUntil = this.now() + this.limits.expiresMs - this.margin;
+        if (current === undefined) this.entries.set(name, { active: 0, trustedUntil });
+        else current.trustedUntil = trustedUntil;
+      });
+      this.declaring.set(name, pending);
+      const forget = (): void => {
+        if (this.declaring.get(name) === pending) this.declaring.delete(name);
+      };
+      pending.then(forget, forget);
+    }
+    await pending;
+    return name;
+  }
+
+  /** A consumer started on `name`. */
+  acquire(name: string): void {
+    const entry = this.entries.get(name);
+    if (entry !== undefined) entry.active++;
+  }
+
+  /** A consumer on `name` stopped: the expiry clock starts again. */
+  release(name: string): void {
+    const entry = this.entries.get(name);
+    if (entry === undefined) return;
+    entry.active = Math.max(0, entry.active - 1);
+    if (entry.active === 0) entry.trustedUntil = this.now() + this.limits.expiresMs - this.margin;
+  }
+
+  /** Forget `name`: the next `ensure()` declares it again. */
+  invalidate(name: string): void {
+    this.entries.delete(name);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  close(): void {
+    clearInterval(this.sweepTimer);
+    this.entries.clear();
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const [name, entry] of this.entries) {
+      if (entry.active === 0 && now >= entry.trustedUntil) this.entries.delete(name);
+    }
+  }
+}

@@ -1,0 +1,12 @@
+export { createGateway, MAX_URL_LENGTH } from './gateway.js';
+export type { Gateway, GatewayStats } from './gateway.js';
+export { normalizeOptions, parseDuration, parseBytes, parseOptionText, OPTION_SPECS, OptionError, LOG_LEVELS } from './options.js';
+export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js';
+export { createLogger, silentLogger } from './logger.js';
+export type { Logger, LogLevel } from './logger.js';
+export { MemoryBroker } from './broker/memory.js';
+export { RabbitBroker } from './broker/rabbitmq.js';
+export type { RabbitBrokerOptions } from './broker/rabbitmq.js';
+export { QueueNotFoundError } from './broker/broker.js';
+export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
+export type { LongPollStats } from './long-poll.js';

@@ -1,0 +1,190 @@
+import type { Logger, LogLevel } from './logger.js';
+
+/**
+ * Options of {@link createGateway}. Every field has a default (see
+ * {@link OPTION_SPECS}) and is checked once by {@link normalizeOptions}.
+ */
+export interface GatewayOptions {
+  /** TCP port. `0` picks a free one. @default 4000 */
+  port?: number;
+  /** Address to listen on. @default all interfaces */
+  host?: string;
+  /** RabbitMQ URL. @default none: the embedded in-process broker */
+  amqpUrl?: string;
+  /** Exchange channels are published to. @default 'warren' */
+  exchange?: string;
+  /** Bearer token for `POST /_warren/publish`. @default none: HTTP publishing is off */
+  publishToken?: string;
+  /** How long a long-poll waits for a message. @default 25_000 */
+  pollTimeoutMs?: number;
+  /** Upper bound of the `timeout` a client may ask for. @default 120_000 */
+  maxPollTimeoutMs?: number;
+  /** How long a consumer queue outlives its last poll (`x-expires`). @default 300_000 */
+  queueExpiresMs?: number;
+  /** Most messages a consumer queue keeps; oldest dropped first. @default 10_000 */
+  queueMaxLength?: number;
+  /** Largest message accepted for publishing, in bytes. @default 262_144 */
+  maxMessageBytes?: number;
+  /** @default 'info' */
+  logLevel?: LogLevel;
+  /** First RabbitMQ reconnect delay. @default 100 */
+  reconnectMinMs?: number;
+  /** Longest RabbitMQ reconnect delay. @default 5_000 */
+  reconnectMaxMs?: number;
+  /** Replaces the JSON-lines logger on stderr. */
+  logger?: Logger;
+}
+
+export type NormalizedOptions = Required<Omit<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger'>> &
+  Pick<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger'>;
+
+type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'secret' | 'level';
+
+/** One setting: its library key, command-line flag, environment variable and bounds. */
+export interface OptionSpec {
+  key: keyof NormalizedOptions;
+  flag: string;
+  env: string;
+  kind: Kind;
+  default: number | string | undefined;
+  /** Shown where the default is not a plain value. */
+  defaultText?: string;
+  min?: number;
+  max?: number;
+  description: string;
+}
+
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+const DAY = 24 * 60 * MINUTE;
+
+export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
+
+/** Every gateway setting, in one place. README.md's configuration table mirrors it (a test checks). */
+export const OPTION_SPECS: readonly OptionSpec[] = [
+  { key: 'port', flag: '--port', env: 'WARREN_PORT', kind: 'integer', default: 4000, min: 0, max: 65535, description: 'TCP port to listen on (0 picks a free one).' },
+  { key: 'host', flag: '--host', env: 'WARREN_HOST', kind: 'string', default: undefined, defaultText: 'all interfaces', description: 'Address to listen on.' },
+  { key: 'amqpUrl', flag: '--amqp-url', env: 'WARREN_AMQP_URL', kind: 'url', default: undefined, defaultText: 'embedded broker', description: 'RabbitMQ URL (`amqp://` or `amqps://`). Without it the gateway runs its in-process broker.' },
+  { key: 'exchange', flag: '--exchange', env: 'WARREN_EXCHANGE', kind: 'string', default: 'warren', description: 'Exchange that channels are published to.' },
+  { key: 'publishToken', flag: '--publish-token', env: 'WARREN_PUBLISH_TOKEN', kind: 'secret', default: undefined, defaultText: '`warren serve` generates one', description: 'Bearer token for `POST /_warren/publish` (at least 16 characters).' },
+  { key: 'pollTimeoutMs', flag: '--poll-timeout', env: 'WARREN_POLL_TIMEOUT', kind: 'duration', default: 25 * SECOND, min: 0, max: 3600 * SECOND, description: 'How long a long-poll waits before answering 204.' },
+  { key: 'maxPollTimeoutMs', flag: '--max-poll-timeout', env: 'WARREN_MAX_POLL_TIMEOUT', kind: 'duration', default: 120 * SECOND, min: 0, max: 3600 * SECOND, description: 'Largest `?timeout=` a client may ask for.' },
+  { key: 'queueExpiresMs', flag: '--queue-expires', env: 'WARREN_QUEUE_EXPIRES', kind: 'duration', default: 5 * MINUTE, min: SECOND, max: 30 * DAY, description: 'How long a consumer queue outlives its last poll (`x-expires`).' },
+  { key: 'queueMaxLength', flag: '--queue-max-length', env: 'WARREN_QUEUE_MAX_LENGTH', kind: 'integer', default: 10_000, min: 1, max: 10_000_000, description: 'Most messages a consumer queue keeps; the oldest are dropped first (`x-max-length`).' },
+  { key: 'maxMessageBytes', flag: '--max-message-bytes', env: 'WARREN_MAX_MESSAGE_BYTES', kind: 'bytes', default: 256 * 1024, min: 1, max: 64 * 1024 * 1024, description: 'Largest message body accepted for publishing.' },
+  { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
+  { key: 'reconnectMinMs', flag: '--reconnect-min', env: 'WARREN_RECONNECT_MIN', kind: 'duration', default: 100, min: 10, max: 60 * SECOND, description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).' },
+  { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },
+];
+
+/** An option value that fails its check; the message names the flag and the variable. */
+export class OptionError extends Error {
+  override readonly name = 'OptionError';
+}
+
+function describe(spec: OptionSpec): string {
+  return `${spec.key} (${spec.flag}, ${spec.env})`;
+}
+
+/**
+ * Parses a duration: `500ms`, `25s`, `5m`, `2h`, `1d`; a bare number is seconds.
+ * @returns milliseconds
+ */
+export function parseDuration(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (m === null) throw new OptionError(`"${text}" is not a duration (e.g. 500ms, 25s, 5m, 2h, 1d; a bare number is seconds)`);
+  const unit = { ms: 1, s: SECOND, m: MINUTE, h: 60 * MINUTE, d: DAY }[(m[2] ?? 's') as 'ms'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** Parses a size: `65536`, `64kb`, `1mb` (binary multiples). @returns bytes */
+export function parseBytes(text: string): number {
+  const m = /^\s*(\d+)\s*(b|kb|kib|mb|mib)?\s*$/i.exec(text);
+  if (m === null) throw new OptionError(`"${text}" is not a size (e.g. 65536, 64kb, 1mb)`);
+  const unit = { b: 1, kb: 1024, kib: 1024, mb: 1024 * 1024, mib: 1024 * 1024 }[(m[2] ?? 'b').toLowerCase() as 'b'];
+  return Number(m[1]) * unit;
+}
+
+/** Turns the text of a flag or environment variable into the library's value. */
+export function parseOptionText(spec: OptionSpec, text: string): number | string {
+  try {
+    switch (spec.kind) {
+      case 'duration':
+        return parseDuration(text);
+      case 'bytes':
+        return parseBytes(text);
+      case 'integer': {
+        if (!/^\s*\d+\s*$/.test(text)) throw new OptionError(`"${text}" is not a whole number`);
+        return Number(text);
+      }
+      default:
+        return text;
+    }
+  } catch (err) {
+    throw new OptionError(`${describe(spec)}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * Fills in defaults and checks every option once; the rest of the gateway
+ * uses the result and never re-checks.
+ * @throws OptionError naming the option, its flag and its variable
+ */
+export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions {
+  const out: Record<string, unknown> = {};
+  for (const spec of OPTION_SPECS) {
+    const raw = (input as Record<string, unknown>)[spec.key];
+    const value = raw === undefined || raw === '' ? spec.default : raw;
+    if (value === undefined) continue;
+    const fail = (why: string): never => {
+      throw new OptionError(`${describe(spec)} ${why}`);
+    };
+    switch (spec.kind) {
+      case 'integer':
+      case 'duration':
+      case 'bytes': {
+        if (typeof value !== 'number' || !Number.isInteger(value)) fail(`must be a whole number, got ${JSON.stringify(value)}`);
+        const n = value as number;
+        if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+          fail(`must be between ${spec.min} and ${spec.max}${spec.kind === 'duration' ? ' ms' : ''}, got ${n}`);
+        }
+        break;
+      }
+      case 'url': {
+        if (typeof value !== 'string') fail('must be a string');
+        let url: URL | undefined;
+        try {
+          url = new URL(value as string);
+        } catch {
+          fail('is not a URL');
+        }
+        if (url!.protocol !== 'amqp:' && url!.protocol !== 'amqps:') fail(`must start with amqp:// or amqps://, got ${url!.protocol}//`);
+        break;
+      }
+      case 'secret': {
+        if (typeof value !== 'string' || value.length < 16 || value.length > 256 || !/^[\x21-\x7e]+$/.test(value)) {
+          fail('must be 16 to 256 visible ASCII characters');
+        }
+        break;
+      }
+      case 'level': {
+        if (!LOG_LEVELS.includes(value as LogLevel)) fail(`must be one of ${LOG_LEVELS.join(', ')}`);
+        break;
+      }
+      case 'string': {
+        if (typeof value !== 'string' || value.length === 0 || value.length > 255) fail('must be a non-empty string of at most 255 characters');
+        break;
+      }
+    }
+    out[spec.key] = value;
+  }
+  const options = out as NormalizedOptions;
+  if (options.pollTimeoutMs > options.maxPollTimeoutMs) {
+    throw new OptionError(`pollTimeoutMs (--poll-timeout) ${options.pollTimeoutMs} ms exceeds maxPollTimeoutMs (--max-poll-timeout) ${options.maxPollTimeoutMs} ms`);
+  }
+  if (options.reconnectMinMs > options.reconnectMaxMs) {
+    throw new OptionError('reconnectMinMs (--reconnect-min) exceeds reconnectMaxMs (--reconnect-max)');
+  }
+  if (input.logger !== undefined) options.logger = input.logger;
+  return options;
+}

@@ -1,0 +1,62 @@
+import { Pool } from 'undici';
+import { HEADERS, isErrorCode, PATHS, WarrenError, type WarrenMessage } from '@warren/protocol';
+import type { Transport } from './transport.js';
+
+/**
+ * Publishes through a gateway's `POST /_warren/publish` endpoint: one
+ * request names every channel, and the gateway answers once the broker
+ * confirmed all of them.
+ */
+export class HttpTransport implements Transport {
+  private readonly pool: Pool;
+
+  constructor(
+    url: URL,
+    private readonly token: string | undefined,
+    private readonly timeoutMs: number,
+  ) {
+    this.pool = new Pool(url.origin, { connections: 8, pipelining: 1 });
+  }
+
+  async send(channels: readonly string[], message: WarrenMessage): Promise<void> {
+    const query = new URLSearchParams();
+    for (const channel of channels) query.append('channel', channel);
+    const headers: Record<string, string> = {
+      'content-type': message.contentType,
+      [HEADERS.messageId]: message.id,
+    };
+    if (message.event !== undefined) headers[HEADERS.event] = message.event;
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    let status: number;
+    let text: string;
+    try {
+      const res = await this.pool.request({
+        path: `${PATHS.publish}?${query}`,
+        method: 'POST',
+        headers,
+        body: message.body,
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+      status = res.statusCode;
+      text = await res.body.text();
+    } catch (err) {
+      throw new WarrenError('GATEWAY_UNREACHABLE', `cannot reach the gateway: ${(err as Error).message}`, { cause: err });
+    }
+    if (status === 200) return;
+    let body: { code?: unknown; message?: unknown } = {};
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      // not JSON: reported below
+    }
+    if (isErrorCode(body.code)) {
+      throw new WarrenError(body.code, typeof body.message === 'string' ? body.message : `gateway answered ${status}`);
+    }
+    throw new WarrenError('GATEWAY_ERROR', `gateway answered ${status}`);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}

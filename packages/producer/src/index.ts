@@ -1,0 +1,4 @@
+export { Producer } from './producer.js';
+export type { ProducerOptions, PublishResult, Publication } from './producer.js';
+export { WarrenError, ERROR_CODES } from '@warren/protocol';
+export type { ErrorCode, MessageData, MessageOptions } from '@warren/protocol';

@@ -1,0 +1,121 @@
+import {
+  DEFAULT_EXCHANGE,
+  encodeMessage,
+  parseChannel,
+  WarrenError,
+  type MessageData,
+  type MessageOptions,
+} from '@warren/protocol';
+import { AmqpTransport } from './amqp-transport.js';
+import { HttpTransport } from './http-transport.js';
+import type { Transport } from './transport.js';
+
+export interface ProducerOptions {
+  /**
+   * Where to publish. `amqp://` or `amqps://`: straight to RabbitMQ.
+   * `http://` or `https://`: through a gateway's publish endpoint (the way to
+   * reach the embedded broker, or for a backend without AMQP).
+   */
+  url: string;
+  /** Publish token, for an `http(s)://` URL. */
+  token?: string;
+  /** Exchange, for an `amqp(s)://` URL. @default 'warren' */
+  exchange?: string;
+  /** Largest message accepted, checked before sending. @default 262144 */
+  maxMessageBytes?: number;
+  /** Longest wait for the gateway's answer, for an `http(s)://` URL. @default 10000 */
+  timeoutMs?: number;
+}
+
+/** What a confirmed publish returns. */
+export interface PublishResult {
+  /** The message id (the given one, or the generated one). */
+  id: string;
+  /** The channels it was confirmed on, without duplicates. */
+  channels: string[];
+}
+
+/** The second half of `producer.publish(data).to(channel)`. */
+export interface Publication {
+  /**
+   * Sends the message to one or several channels. Resolves once the broker
+   * confirmed it on every channel; rejects with a {@link WarrenError} otherwise
+   * (`BROKER_UNAVAILABLE` and `GATEWAY_UNREACHABLE` mean "not confirmed, may be
+   * retried"; the rest mean the message itself is at fault).
+   */
+  to(channels: string | readonly string[]): Promise<PublishResult>;
+}
+
+/**
+ * Publishes messages to Warren channels.
+ *
+ * @example
+ * const producer = new Producer({ url: 'amqp://localhost' });
+ * await producer.publish('hi there!').to('/greetings');
+ * await producer.publish({ price: 42 }, { event: 'tick' }).to(['/stocks/ACME', '/stocks']);
+ * await producer.close();
+ */
+export class Producer {
+  private readonly transport: Transport;
+  private readonly maxMessageBytes: number;
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private closed = false;
+
+  constructor(options: ProducerOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new TypeError(`Producer: url ${JSON.stringify(options.url)} is not a URL`);
+    }
+    this.maxMessageBytes = options.maxMessageBytes ?? 256 * 1024;
+    if (!Number.isInteger(this.maxMessageBytes) || this.maxMessageBytes < 1) throw new TypeError('Producer: maxMessageBytes must be a positive integer');
+    if (url.protocol === 'amqp:' || url.protocol === 'amqps:') {
+      this.transport = new AmqpTransport(options.url, options.exchange ?? DEFAULT_EXCHANGE);
+    } else if (url.protocol === 'http:' || url.protocol === 'https:') {
+      this.transport = new HttpTransport(url, options.token, options.timeoutMs ?? 10_000);
+    } else {
+      throw new TypeError(`Producer: url must start with amqp://, amqps://, http:// or https://, got ${url.protocol}//`);
+    }
+  }
+
+  /**
+   * Prepares a message; nothing is sent until `.to()`. A string is sent as
+   * UTF-8 text, bytes as `application/octet-stream`, anything else as JSON.
+   */
+  publish(data: MessageData, options: MessageOptions = {}): Publication {
+    return { to: (channels) => this.send(data, options, channels) };
+  }
+
+  /** Waits for publishes in flight, then disconnects. Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
+    await this.transport.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private send(data: MessageData, options: MessageOptions, channels: string | readonly string[]): Promise<PublishResult> {
+    const run = async (): Promise<PublishResult> => {
+      if (this.closed) throw new WarrenError('PRODUCER_CLOSED', 'publish() after close()');
+      const list = typeof channels === 'string' ? [channels] : [...channels];
+      if (list.length === 0) throw new WarrenError('INVALID_CHANNEL', 'name at least one channel');
+      const unique = [...new Set(list.map(parseChannel))];
+      const message = encodeMessage(data, options);
+      if (message.body.length > this.maxMessageBytes) {
+        throw new WarrenError('MESSAGE_TOO_LARGE', `message is ${message.body.length} bytes; the limit is ${this.maxMessageBytes}`);
+      }
+      message.publishedAt = Date.now();
+      await this.transport.send(unique, message);
+      return { id: message.id, channels: unique };
+    };
+    const promise = run();
+    this.inFlight.add(promise);
+    const forget = (): void => void this.inFlight.delete(promise);
+    promise.then(forget, forget);
+    return promise;
+  }
+}

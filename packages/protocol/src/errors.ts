@@ -1,0 +1,62 @@
+/**
+ * Every error Warren reports carries a stable `code`. Codes never change
+ * meaning; new ones may be added. Over HTTP an error is the JSON body
+ * `{ "code": "...", "message": "..." }` with the status listed here.
+ */
+export const ERROR_CODES = {
+  INVALID_REQUEST: { status: 400, description: 'The request line, URL or headers could not be parsed.' },
+  INVALID_CHANNEL: { status: 400, description: 'The channel path breaks the channel rules (characters, length, segments).' },
+  INVALID_CONSUMER_ID: { status: 400, description: 'The consumer id (header, query parameter) breaks the consumer-id rules.' },
+  INVALID_MESSAGE_ID: { status: 400, description: 'A message id breaks the message-id rules.' },
+  INVALID_EVENT_NAME: { status: 400, description: 'An event name breaks the event-name rules.' },
+  INVALID_CONTENT_TYPE: { status: 400, description: 'A content type is malformed or too long.' },
+  INVALID_TIMEOUT: { status: 400, description: 'The `timeout` query parameter is not a number of seconds within the allowed range.' },
+  INVALID_MESSAGE: { status: 400, description: 'The message body cannot be encoded (for example a value JSON cannot represent).' },
+  UNAUTHORIZED: { status: 401, description: 'The publish token is missing or wrong.' },
+  FORBIDDEN_FROM_BROWSER: { status: 403, description: 'The publish endpoint refuses requests that carry browser headers (Origin, Sec-Fetch-*).' },
+  PUBLISH_DISABLED: { status: 403, description: 'The gateway was started without a publish token, so HTTP publishing is off.' },
+  NOT_FOUND: { status: 404, description: 'No such endpoint.' },
+  METHOD_NOT_ALLOWED: { status: 405, description: 'The method is not allowed on this path; see the `Allow` header.' },
+  POLL_SUPERSEDED: { status: 409, description: 'A newer long-poll for the same consumer and channel took over this one; no message was taken.' },
+  MESSAGE_TOO_LARGE: { status: 413, description: 'The message body is larger than the configured maximum.' },
+  URI_TOO_LONG: { status: 414, description: 'The request URL is longer than allowed.' },
+  HEADERS_TOO_LARGE: { status: 431, description: 'The request headers are larger than allowed.' },
+  INTERNAL_ERROR: { status: 500, description: 'An unexpected error in the gateway; it is logged.' },
+  PUBLISH_NACKED: { status: 502, description: 'The broker refused the message (negative publisher confirm); it was not delivered.' },
+  BROKER_UNAVAILABLE: { status: 503, description: 'The broker is not reachable right now; retry after the `Retry-After` delay. A publish that failed with this code was not confirmed and may be retried.' },
+  GATEWAY_UNREACHABLE: { status: null, description: 'Client side: the gateway could not be reached over HTTP.' },
+  GATEWAY_ERROR: { status: null, description: 'Client side: the gateway answered with an unexpected status or body.' },
+  PRODUCER_CLOSED: { status: null, description: 'Client side: publish() was called after close().' },
+} as const satisfies Record<string, { status: number | null; description: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** The JSON body of every error response. */
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+}
+
+/**
+ * The one error class of Warren. Branch on `code`, never on `message`.
+ * `status` is the HTTP status the code maps to (`null` for client-side codes).
+ */
+export class WarrenError extends Error {
+  override readonly name = 'WarrenError';
+  readonly code: ErrorCode;
+  readonly status: number | null;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+  }
+
+  toJSON(): ErrorBody {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(ERROR_CODES, value);
+}

@@ -1,0 +1,22 @@
+/** HTTP names shared by the gateway, the producer's HTTP transport and clients. */
+export const HEADERS = {
+  /** Request: names the consumer. Response: the consumer id in use. */
+  consumerId: 'consumer-id',
+  /** Response to a long-poll, request to the publish endpoint: the message id. */
+  messageId: 'message-id',
+  /** Response to a long-poll, request to the publish endpoint: the event name. */
+  event: 'warren-event',
+} as const;
+
+/** Query parameter naming the consumer (alternative to the header). */
+export const CONSUMER_QUERY = 'consumer_id';
+/** Cookie naming the consumer (set by the gateway when it assigns an id). */
+export const CONSUMER_COOKIE = 'warren_consumer_id';
+
+/** The gateway's own endpoints; the `/_warren` prefix is never a channel. */
+export const PATHS = {
+  prefix: '/_warren/',
+  publish: '/_warren/publish',
+  health: '/_warren/health',
+  stats: '/_warren/stats',
+} as const;

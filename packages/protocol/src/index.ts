@@ -1,0 +1,31 @@
+export { ERROR_CODES, WarrenError, isErrorCode } from './errors.js';
+export type { ErrorBody, ErrorCode } from './errors.js';
+export {
+  MAX_CHANNEL_LENGTH,
+  MAX_CONSUMER_ID_LENGTH,
+  MAX_MESSAGE_ID_LENGTH,
+  MAX_EVENT_NAME_LENGTH,
+  MAX_CONTENT_TYPE_LENGTH,
+  parseChannel,
+  isChannel,
+  parseConsumerId,
+  generateConsumerId,
+  parseMessageId,
+  generateMessageId,
+  parseEventName,
+  parseContentType,
+} from './names.js';
+export { encodeMessage, TEXT_CONTENT_TYPE, JSON_CONTENT_TYPE, BINARY_CONTENT_TYPE } from './message.js';
+export type { MessageData, MessageOptions, WarrenMessage } from './message.js';
+export {
+  DEFAULT_EXCHANGE,
+  EXCHANGE_TYPE,
+  QUEUE_PREFIX,
+  routingKey,
+  consumerQueueName,
+  consumerQueueArguments,
+  toWireProperties,
+  fromWire,
+} from './wire.js';
+export type { ConsumerQueueLimits, WireProperties } from './wire.js';
+export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';

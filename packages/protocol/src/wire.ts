@@ -1,0 +1,87 @@
+/**
+ * The AMQP wire layout. Anything that speaks AMQP 0-9-1 can publish to a
+ * Warren channel by following it; README.md ("Wire layout") says the same.
+ *
+ * - Exchange: {@link DEFAULT_EXCHANGE} (`warren`), type `direct`, durable.
+ * - Routing key: the channel path exactly as in the URL (`/greetings`).
+ * - Consumer queue: `warren:<consumer id>:<channel>`, durable, with
+ *   `x-expires` (retention), `x-max-length` + `x-overflow: drop-head` and
+ *   `x-single-active-consumer: true`, bound to the exchange with the channel
+ *   as binding key.
+ * - Message properties: `messageId`, `contentType`, `type` (event name),
+ *   `timestamp` (seconds), `deliveryMode: 2` (persistent). The body is the
+ *   message bytes, untouched.
+ */
+import { generateMessageId, isChannel } from './names.js';
+import { BINARY_CONTENT_TYPE, type WarrenMessage } from './message.js';
+
+export const DEFAULT_EXCHANGE = 'warren';
+export const EXCHANGE_TYPE = 'direct';
+export const QUEUE_PREFIX = 'warren:';
+
+/** The routing key of a channel: the channel path itself. */
+export function routingKey(channel: string): string {
+  return channel;
+}
+
+/** The name of the queue that holds `channel`'s messages for `consumerId`. */
+export function consumerQueueName(consumerId: string, channel: string): string {
+  return `${QUEUE_PREFIX}${consumerId}:${channel}`;
+}
+
+/** Settings of a consumer queue. */
+export interface ConsumerQueueLimits {
+  /** Milliseconds a queue outlives its last consumer (`x-expires`). */
+  expiresMs: number;
+  /** Most messages kept; the oldest are dropped first (`x-max-length`). */
+  maxLength: number;
+}
+
+/** The `arguments` table of a consumer queue's declaration. */
+export function consumerQueueArguments(limits: ConsumerQueueLimits): Record<string, unknown> {
+  return {
+    'x-expires': limits.expiresMs,
+    'x-max-length': limits.maxLength,
+    'x-overflow': 'drop-head',
+    'x-single-active-consumer': true,
+  };
+}
+
+/** The subset of AMQP basic properties Warren writes and reads. */
+export interface WireProperties {
+  messageId?: string | undefined;
+  contentType?: string | undefined;
+  type?: string | undefined;
+  timestamp?: number | undefined;
+  deliveryMode?: number | undefined;
+  persistent?: boolean | undefined;
+}
+
+/** AMQP properties for publishing `message`. */
+export function toWireProperties(message: WarrenMessage): WireProperties {
+  const props: WireProperties = {
+    messageId: message.id,
+    contentType: message.contentType,
+    timestamp: Math.floor((message.publishedAt ?? Date.now()) / 1000),
+    persistent: true,
+  };
+  if (message.event !== undefined) props.type = message.event;
+  return props;
+}
+
+/**
+ * A message from AMQP properties and body. Publishers that follow the layout
+ * set `messageId`; for one that did not, a random id is given (such a message
+ * cannot be recognised again if it is redelivered).
+ */
+export function fromWire(body: Buffer, props: WireProperties): WarrenMessage {
+  const message: WarrenMessage = {
+    id: typeof props.messageId === 'string' && props.messageId.length > 0 ? props.messageId : generateMessageId(),
+    contentType: typeof props.contentType === 'string' && props.contentType.length > 0 ? props.contentType : BINARY_CONTENT_TYPE,
+    body,
+  };
+  if (typeof props.type === 'string' && props.type.length > 0) message.event = props.type;
+  if (typeof props.timestamp === 'number') message.publishedAt = props.timestamp * 1000;
+  return message;
+}
+
