@@ -189,9 +189,17 @@ export class LongPoll {
       [HEADERS.messageId]: message.id,
     };
     if (message.event !== undefined) out[HEADERS.event] = message.event;
+    // Node emits 'finish' even when the socket was destroyed with the
+    // response half written, so the socket itself says whether it was written.
+    const socket = res.socket;
     let finished = false;
     res.once('finish', () => {
       finished = true;
+      if (socket === null || socket.destroyed) {
+        this.stats.clientGone++;
+        delivery.requeue();
+        return;
+      }
       this.stats.delivered++;
       delivery.ack();
     });

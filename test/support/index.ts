@@ -1,0 +1,180 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import amqp from 'amqplib';
+import { request } from 'undici';
+import { createGateway, silentLogger, type Gateway, type GatewayOptions } from '@warren/gateway';
+
+const run = promisify(execFile);
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const WARREN_BIN = join(ROOT, 'packages', 'cli', 'bin', 'warren.js');
+export const AMQP_URL = process.env.WARREN_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+export const BROKERS = ['memory', 'rabbitmq'] as const;
+export type BrokerKindUnderTest = (typeof BROKERS)[number];
+export const TOKEN = 'test-token-0123456789abcdef';
+
+/** A name no other test (or earlier run) uses. */
+export function unique(prefix: string): string {
+  return `${prefix}${randomBytes(6).toString('hex')}`;
+}
+
+let rabbitChecked: Promise<void> | undefined;
+/**
+ * Fails (never skips) when RabbitMQ is not reachable: the RabbitMQ tests are
+ * the point of the suite. `.ci/run` starts the broker before `npm test`.
+ */
+export function requireRabbit(): Promise<void> {
+  rabbitChecked ??= (async () => {
+    try {
+      const conn = await amqp.connect(AMQP_URL, { timeout: 5000 });
+      await conn.close();
+    } catch (err) {
+      throw new Error(`RabbitMQ is required at ${AMQP_URL} (start it with 'rabbitmq-server -detached'): ${(err as Error).message}`);
+    }
+  })();
+  return rabbitChecked;
+}
+
+export interface TestGateway {
+  gateway: Gateway;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startGateway(kind: BrokerKindUnderTest, options: GatewayOptions = {}): Promise<TestGateway> {
+  if (kind === 'rabbitmq') await requireRabbit();
+  const gateway = createGateway({
+    port: 0,
+    host: '127.0.0.1',
+    publishToken: TOKEN,
+    logger: silentLogger,
+    ...(kind === 'rabbitmq' ? { amqpUrl: AMQP_URL } : {}),
+    ...options,
+  });
+  const address = await gateway.listen();
+  return { gateway, url: `http://127.0.0.1:${address.port}`, close: () => gateway.close() };
+}
+
+export interface PollResult {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** One long-poll with undici. */
+export async function poll(
+  base: string,
+  channel: string,
+  opts: { consumerId?: string; timeout?: number; headers?: Record<string, string>; query?: string } = {},
+): Promise<PollResult> {
+  const url = new URL(channel, base);
+  if (opts.timeout !== undefined) url.searchParams.set('timeout', String(opts.timeout));
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.consumerId !== undefined) headers['consumer-id'] = opts.consumerId;
+  const res = await request(`${url.toString()}${opts.query ?? ''}`, { headers });
+  return { status: res.statusCode, headers: res.headers, body: await res.body.text() };
+}
+
+/** A raw HTTP request with node:http (so a test controls the socket). */
+export function rawRequest(
+  base: string,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {},
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: url.hostname, port: url.port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+/** Publishes through the gateway's HTTP endpoint. */
+export async function httpPublish(base: string, channel: string | string[], body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+  const query = new URLSearchParams();
+  for (const c of Array.isArray(channel) ? channel : [channel]) query.append('channel', c);
+  const res = await request(`${base}/_warren/publish?${query}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'text/plain', ...headers },
+    body,
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, json: text === '' ? undefined : JSON.parse(text) };
+}
+
+/** Runs curl and returns what it printed. */
+export async function curl(args: string[], timeoutMs = 30_000): Promise<string> {
+  const { stdout } = await run('curl', ['-sS', ...args], { timeout: timeoutMs });
+  return stdout;
+}
+
+export async function rabbitmqctl(...args: string[]): Promise<string> {
+  const { stdout } = await run('rabbitmqctl', args, { timeout: 120_000 });
+  return stdout;
+}
+
+/** Names of the queues RabbitMQ holds now that start with `prefix`. */
+export async function rabbitQueues(prefix: string): Promise<string[]> {
+  const out = await rabbitmqctl('list_queues', '-q', '--no-table-headers', 'name');
+  return out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith(prefix));
+}
+
+/** Waits until `check` returns true, polling every `everyMs`. */
+export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000, everyMs = 20): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Runs the `warren` command to completion. */
+export async function warren(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [WARREN_BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  child.stdin.end(opts.input);
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+  const [code] = (await once(child, 'close')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/** Starts `warren serve` as a real process and waits for its banner. */
+export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string; output: () => string; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [WARREN_BIN, 'serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  await until(() => /Warren gateway on (http:\/\/\S+)/.test(output) || child.exitCode !== null, 'warren serve to start', 15_000);
+  const m = /Warren gateway on (http:\/\/\S+)/.exec(output);
+  if (m === null) throw new Error(`warren serve did not start:\n${output}`);
+  return {
+    child,
+    url: m[1]!.replace('localhost', '127.0.0.1'),
+    output: () => output,
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await once(child, 'close');
+    },
+  };
+}
