@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import amqp from 'amqplib';
+import { AMQP_URL, curl, poll, rabbitmqctl, startGateway, unique, until, type TestGateway } from './support/index.js';
+
+describe('the documented AMQP wire layout', () => {
+  let gw: TestGateway;
+  before(async () => {
+    gw = await startGateway('rabbitmq');
+  });
+  after(() => gw.close());
+
+  it('a message published with raw amqplib to the documented exchange reaches curl', async () => {
+    const channel = `/${unique('raw-')}`;
+    const consumerId = unique('curl-');
+    // curl waits on the channel (its first poll declares the queue)...
+    const received = curl(['-i', '-H', `Consumer-Id: ${consumerId}`, `${gw.url}${channel}?timeout=20`]);
+    await until(() => gw.gateway.stats().broker.activeConsumers === 1, 'curl to be waiting');
+    // ...and a plain AMQP client, not the SDK, publishes per README "Wire layout".
+    const conn = await amqp.connect(AMQP_URL);
+    const ch = await conn.createConfirmChannel();
+    await new Promise<void>((resolve, reject) =>
+      ch.publish('warren', channel, Buffer.from('from any AMQP client'), {
+        messageId: 'raw-1',
+        contentType: 'text/plain; charset=utf-8',
+        type: 'raw-event',
+        persistent: true,
+      }, (err: unknown) => (err ? reject(err) : resolve())),
+    );
+    await conn.close();
+    const out = await received;
+    assert.match(out, /^HTTP\/1\.1 200 OK/);
+    assert.match(out, /\r\nmessage-id: raw-1\r\n/);
+    assert.match(out, /\r\nwarren-event: raw-event\r\n/);
+    assert.match(out, /\r\ncontent-type: text\/plain; charset=utf-8\r\n/);
+    assert.ok(out.endsWith('\r\n\r\nfrom any AMQP client'));
+  });
+
+  it('gives a message without messageId or contentType an id and application/octet-stream', async () => {
+    const channel = `/${unique('bare-')}`;
+    const consumerId = unique('c-');
+    await poll(gw.url, channel, { consumerId, timeout: 0 });
+    const conn = await amqp.connect(AMQP_URL);
+    const ch = await conn.createConfirmChannel();
+    ch.publish('warren', channel, Buffer.from('bare'));
+    await ch.waitForConfirms();
+    await conn.close();
+    const res = await poll(gw.url, channel, { consumerId, timeout: 2 });
+    assert.equal(res.body, 'bare');
+    assert.equal(res.headers['content-type'], 'application/octet-stream');
+    assert.match(String(res.headers['message-id']), /^[0-9a-f-]{36}$/);
+  });
+
+  it('declares the queue and binding exactly as documented', async () => {
+    const channel = `/${unique('layout-')}`;
+    const consumerId = unique('c-');
+    await poll(gw.url, channel, { consumerId, timeout: 0 });
+    const queue = `warren:${consumerId}:${channel}`;
+    const queues = await rabbitmqctl('list_queues', '-q', '--no-table-headers', 'name', 'durable', 'arguments');
+    const line = queues.split('\n').find((l) => l.startsWith(`${queue}\t`));
+    assert.ok(line, `queue ${queue} exists`);
+    assert.match(line!, /\ttrue\t/);
+    for (const arg of ['{"x-expires",300000}', '{"x-max-length",10000}', '{"x-overflow","drop-head"}', '{"x-single-active-consumer",true}']) {
+      assert.ok(line!.includes(arg), `${arg} in ${line}`);
+    }
+    const bindings = await rabbitmqctl('list_bindings', '-q', '--no-table-headers', 'source_name', 'destination_name', 'routing_key');
+    assert.ok(bindings.split('\n').some((l) => l === `warren\t${queue}\t${channel}`), 'bound to exchange warren with the channel as key');
+    const exchanges = await rabbitmqctl('list_exchanges', '-q', '--no-table-headers', 'name', 'type', 'durable');
+    assert.ok(exchanges.split('\n').some((l) => l === 'warren\tdirect\ttrue'));
+  });
+});
