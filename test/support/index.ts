@@ -178,3 +178,53 @@ export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = {}): P
     },
   };
 }
+
+const MANAGEMENT = process.env.WARREN_TEST_MANAGEMENT_URL ?? 'http://guest:guest@127.0.0.1:15672';
+
+/** Enables RabbitMQ's management plugin (idempotent) and waits for its HTTP API. */
+export async function enableManagement(): Promise<void> {
+  await requireRabbit();
+  await run('rabbitmq-plugins', ['enable', 'rabbitmq_management'], { timeout: 120_000 });
+  await until(async () => {
+    try {
+      await managementGet('/api/overview');
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'the RabbitMQ management API', 60_000, 250);
+}
+
+export async function managementGet(path: string): Promise<any> {
+  const url = new URL(path, MANAGEMENT);
+  const auth = Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64');
+  url.username = '';
+  url.password = '';
+  const res = await request(url, { headers: { authorization: `Basic ${auth}` } });
+  if (res.statusCode !== 200) throw new Error(`management API ${path}: ${res.statusCode}`);
+  return res.body.json();
+}
+
+export type Churn = Record<'queue_declared' | 'queue_created' | 'queue_deleted' | 'channel_created' | 'connection_created', number>;
+
+/** RabbitMQ's own churn counters (totals since the node started), once they stop moving. */
+export async function settledChurn(): Promise<Churn> {
+  const read = async (): Promise<Churn> => {
+    const c = (await managementGet('/api/overview')).churn_rates ?? {};
+    return {
+      queue_declared: c.queue_declared ?? 0,
+      queue_created: c.queue_created ?? 0,
+      queue_deleted: c.queue_deleted ?? 0,
+      channel_created: c.channel_created ?? 0,
+      connection_created: c.connection_created ?? 0,
+    };
+  };
+  let last = await read();
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 1500));
+    const now = await read();
+    if (JSON.stringify(now) === JSON.stringify(last)) return now;
+    last = now;
+  }
+  throw new Error('RabbitMQ churn counters did not settle');
+}

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { enableManagement, httpPublish, managementGet, poll, settledChurn, startGateway, unique, type TestGateway } from './support/index.js';
+
+describe('low churn on RabbitMQ', () => {
+  let gw: TestGateway;
+  before(async () => {
+    await enableManagement();
+  });
+  after(() => gw?.close());
+
+  it('100 polls of one consumer cost one queue declare and one bind, on one connection', async () => {
+    const before = await settledChurn();
+    gw = await startGateway('rabbitmq');
+    const channel = `/${unique('churn-')}`;
+    const consumerId = unique('steady-');
+    // 100 polls: 50 with a message waiting, 50 that find the queue empty.
+    assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204);
+    for (let i = 0; i < 50; i++) assert.equal((await httpPublish(gw.url, channel, `m${i}`)).status, 200);
+    for (let i = 0; i < 50; i++) assert.equal((await poll(gw.url, channel, { consumerId, timeout: 1 })).body, `m${i}`);
+    for (let i = 0; i < 49; i++) assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204);
+
+    const stats = gw.gateway.stats();
+    assert.equal(stats.longPoll.started, 100);
+    // The gateway's own counters: what it asked of RabbitMQ.
+    assert.equal(stats.broker.queueDeclares, 1, 'one queue.declare');
+    assert.equal(stats.broker.queueBinds, 1, 'one queue.bind');
+    assert.equal(stats.broker.connectionsOpened, 1, 'one AMQP connection');
+    assert.ok(stats.broker.channelsOpened <= 3, `long-lived channels only (${stats.broker.channelsOpened})`);
+    assert.equal(stats.broker.consumersStarted, 100, 'one basic.consume per poll (cheap: no declare, no bind)');
+
+    // RabbitMQ's counters: what it actually did.
+    const after = await settledChurn();
+    const delta = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]));
+    assert.equal(delta.queue_declared, 1, `RabbitMQ counted ${delta.queue_declared} queue declarations`);
+    assert.equal(delta.queue_created, 1);
+    assert.equal(delta.queue_deleted, 0);
+    assert.equal(delta.connection_created, 1);
+    assert.equal(delta.channel_created, stats.broker.channelsOpened + 1, 'the start-up channel that asserts the exchange, plus the long-lived ones');
+
+    const queue = `warren:${consumerId}:${channel}`;
+    const bindings = (await managementGet(`/api/queues/%2F/${encodeURIComponent(queue)}/bindings`)) as Array<{ source: string; routing_key: string }>;
+    assert.deepEqual(
+      bindings.filter((b) => b.source !== '').map((b) => [b.source, b.routing_key]),
+      [['warren', channel]],
+      'exactly one binding to the warren exchange',
+    );
+  });
+});
