@@ -34,7 +34,7 @@ describe('low churn on RabbitMQ', () => {
     const delta = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]));
     assert.equal(delta.queue_declared, 1, `RabbitMQ counted ${delta.queue_declared} queue declarations`);
     assert.equal(delta.queue_created, 1);
-    assert.equal(delta.queue_deleted, 0);
+    // (queue_deleted is not checked: queues of earlier tests expire meanwhile.)
     assert.equal(delta.connection_created, 1);
     assert.equal(delta.channel_created, stats.broker.channelsOpened + 1, 'the start-up channel that asserts the exchange, plus the long-lived ones');
 

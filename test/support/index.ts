@@ -11,7 +11,8 @@ import { createGateway, silentLogger, type Gateway, type GatewayOptions } from '
 
 const run = promisify(execFile);
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+// This file runs from test/dist/support/.
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const WARREN_BIN = join(ROOT, 'packages', 'cli', 'bin', 'warren.js');
 export const AMQP_URL = process.env.WARREN_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 export const BROKERS = ['memory', 'rabbitmq'] as const;
@@ -207,7 +208,12 @@ export async function managementGet(path: string): Promise<any> {
 
 export type Churn = Record<'queue_declared' | 'queue_created' | 'queue_deleted' | 'channel_created' | 'connection_created', number>;
 
-/** RabbitMQ's own churn counters (totals since the node started), once they stop moving. */
+/**
+ * RabbitMQ's own churn counters (totals since the node started), once they
+ * stop moving. The management plugin publishes them every 5 s
+ * (`collect_statistics_interval`), so only two equal reads more than 5 s
+ * apart show that nothing is still on its way.
+ */
 export async function settledChurn(): Promise<Churn> {
   const read = async (): Promise<Churn> => {
     const c = (await managementGet('/api/overview')).churn_rates ?? {};
@@ -220,8 +226,8 @@ export async function settledChurn(): Promise<Churn> {
     };
   };
   let last = await read();
-  for (let i = 0; i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 1500));
+  for (let i = 0; i < 10; i++) {
+    await new Promise((r) => setTimeout(r, 5500));
     const now = await read();
     if (JSON.stringify(now) === JSON.stringify(last)) return now;
     last = now;

@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { AMQP_URL, curl, requireRabbit, ROOT, spawnServe, TOKEN, unique, until, warren } from './support/index.js';
+
+type Served = Awaited<ReturnType<typeof spawnServe>>;
+
+describe('warren serve / publish / listen as real processes (embedded broker)', () => {
+  let served: Served;
+  before(async () => {
+    served = await spawnServe([]);
+  });
+  after(() => served.stop());
+
+  it('prints how to receive and publish, and writes the publish token for the local CLI', () => {
+    const out = served.output();
+    assert.match(out, /receive: {2}curl http:\/\/localhost:\d+\/greetings/);
+    assert.match(out, /publish: {2}npx warren publish \/greetings 'hi there!'/);
+    const m = /generated, in (\S+)/.exec(out);
+    assert.ok(m, out);
+    assert.ok(existsSync(m![1]!));
+    assert.equal(statSync(m![1]!).mode & 0o777, 0o600, 'the token file is private');
+  });
+
+  it('curl waits on /greetings and prints what `warren publish` sends', async () => {
+    const consumerId = unique('curl-');
+    const received = curl(['-H', `Consumer-Id: ${consumerId}`, `${served.url}/greetings`]);
+    const health = JSON.parse(await curl([`${served.url}/_warren/health`]));
+    assert.equal(health.status, 'ok');
+    // curl is waiting once a consumer is attached; publishing earlier would find no queue.
+    await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers === 1, 'curl to wait');
+    const pub = await warren(['publish', '/greetings', 'hi there!', '--url', served.url]);
+    assert.equal(pub.code, 0, pub.stderr);
+    assert.match(pub.stdout, /^[0-9a-f-]{36}\n$/);
+    assert.equal(await received, 'hi there!');
+  });
+
+  it('`warren publish` reads the message from standard input, and `warren listen` prints one per line keeping its consumer id', async () => {
+    const channel = `/${unique('cli-')}`;
+    const consumerId = unique('listener-');
+    const listening = warren(['listen', channel, '--url', served.url, '--consumer-id', consumerId, '--count', '3', '--timeout', '5']);
+    await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers === 1, 'listen to wait');
+    for (const text of ['first', 'second']) {
+      const pub = await warren(['publish', channel, '--url', served.url], { input: `${text}\n` });
+      assert.equal(pub.code, 0, pub.stderr);
+    }
+    const json = await warren(['publish', channel, '--json', '--url', served.url, '--event', 'note'], { input: '{"n":3}' });
+    assert.equal(json.code, 0, json.stderr);
+    const out = await listening;
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, 'first\nsecond\n{"n":3}\n');
+    assert.match(out.stderr, new RegExp(`listening on ${channel} as consumer ${consumerId}`));
+  });
+
+  it('`warren listen` without an id takes the assigned one and keeps it between polls', async () => {
+    const channel = `/${unique('anon-')}`;
+    const stats = async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`]));
+    const before = await stats();
+    const listening = warren(['listen', channel, '--url', served.url, '--count', '2', '--timeout', '0.2']);
+    // Several 0.2 s polls time out and follow each other...
+    await until(async () => (await stats()).longPoll.timedOut >= before.longPoll.timedOut + 4, 'listen to poll a few times');
+    await warren(['publish', channel, 'a', '--url', served.url]);
+    await warren(['publish', channel, 'b', '--url', served.url]);
+    const out = await listening;
+    assert.equal(out.stdout, 'a\nb\n');
+    assert.match(out.stderr, /as consumer c_[A-Za-z0-9_-]{22}\n/);
+    // ...all on one consumer id, so on one queue: a listener that lost its id would declare one per poll.
+    const after = await stats();
+    assert.ok(after.longPoll.started - before.longPoll.started >= 5);
+    assert.equal(after.broker.queueDeclares - before.broker.queueDeclares, 1);
+  });
+
+  it('`warren publish` reports coded errors and exits non-zero', async () => {
+    const bad = await warren(['publish', 'no-slash', 'x', '--url', served.url]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /INVALID_CHANNEL/);
+    const wrong = await warren(['publish', '/a', 'x', '--url', served.url, '--token', 'wrong-token-0123456789']);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /UNAUTHORIZED/);
+    const down = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1']);
+    assert.equal(down.code, 1);
+    assert.match(down.stderr, /GATEWAY_UNREACHABLE/);
+  });
+});
+
+describe('warren serve options', () => {
+  it('rejects an invalid setting at start, naming the flag and the variable', async () => {
+    const r = await warren(['serve', '--port', '0', '--poll-timeout', 'soon']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /pollTimeoutMs \(--poll-timeout, WARREN_POLL_TIMEOUT\)/);
+    const env = await warren(['serve', '--port', '0'], { env: { WARREN_QUEUE_MAX_LENGTH: '0' } });
+    assert.equal(env.code, 2);
+    assert.match(env.stderr, /--queue-max-length, WARREN_QUEUE_MAX_LENGTH\) must be between 1 and/);
+    const url = await warren(['serve', '--port', '0', '--amqp-url', 'http://rabbit']);
+    assert.equal(url.code, 2);
+    assert.match(url.stderr, /must start with amqp:\/\/ or amqps:\/\//);
+  });
+
+  it('takes settings from environment variables: WARREN_AMQP_URL switches to RabbitMQ', async () => {
+    await requireRabbit();
+    const served = await spawnServe([], { WARREN_AMQP_URL: AMQP_URL, WARREN_PUBLISH_TOKEN: TOKEN });
+    try {
+      assert.match(served.output(), /\(RabbitMQ amqp:\/\/guest:\*\*\*@/);
+      assert.match(served.output(), /publish token: from --publish-token/);
+      const health = JSON.parse(await curl([`${served.url}/_warren/health`]));
+      assert.equal(health.broker, 'rabbitmq');
+      const channel = `/${unique('env-')}`;
+      const consumerId = unique('c-');
+      await curl(['-H', `Consumer-Id: ${consumerId}`, `${served.url}${channel}?timeout=0`]);
+      // publish straight to RabbitMQ with the CLI, receive through the gateway process
+      const pub = await warren(['publish', channel, 'over amqp', '--amqp-url', AMQP_URL]);
+      assert.equal(pub.code, 0, pub.stderr);
+      assert.equal(await curl(['-H', `Consumer-Id: ${consumerId}`, `${served.url}${channel}?timeout=5`]), 'over amqp');
+    } finally {
+      await served.stop();
+    }
+  });
+});
+
+describe('the repository as a newcomer finds it', () => {
+  it('npm links the warren command and `npm start` runs `warren serve`', () => {
+    assert.ok(existsSync(join(ROOT, 'node_modules', '.bin', 'warren')), 'node_modules/.bin/warren exists after npm install');
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+    assert.match(pkg.scripts.start, /packages\/cli\/bin\/warren\.js serve$/);
+    assert.match(pkg.scripts.test, /^node --test /);
+  });
+});
+
+function tokenOf(served: Served): string {
+  const m = /generated, in (\S+)/.exec(served.output());
+  assert.ok(m);
+  return readFileSync(m![1]!, 'utf8').trim();
+}
