@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -119,6 +121,39 @@ describe('warren serve options', () => {
 });
 
 describe('the repository as a newcomer finds it', () => {
+  it('`npm start` serves, curl waits, and `npx warren publish /greetings \'hi there!\'` reaches it', async () => {
+    const child = spawn('npm', ['start', '--', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn'], {
+      cwd: ROOT,
+      env: { ...process.env, WARREN_PUBLISH_TOKEN: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true, // npm starts node as a child: signal the whole group at the end
+    });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    try {
+      await until(() => /Warren gateway on http:\/\/localhost:(\d+) \(embedded broker\)/.test(output), `npm start to serve:\n${output}`, 60_000);
+      const port = /Warren gateway on http:\/\/localhost:(\d+)/.exec(output)![1];
+      const url = `http://127.0.0.1:${port}`;
+      const received = curl([`${url}/greetings`]);
+      await until(async () => JSON.parse(await curl([`${url}/_warren/health`])).status === 'ok', 'health');
+      // curl's first poll creates its queue; wait until it is attached before publishing.
+      const token = readFileSync(/generated, in (\S+)/.exec(output)![1]!, 'utf8').trim();
+      await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${token}`, `${url}/_warren/stats`])).broker.activeConsumers === 1, 'curl to wait');
+      const pub = await new Promise<{ code: number | null; err: string }>((resolve) => {
+        const npx = spawn('npx', ['--no-install', 'warren', 'publish', '/greetings', 'hi there!', '--url', `http://localhost:${port}`], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+        let err = '';
+        npx.stderr.on('data', (c: Buffer) => (err += c.toString()));
+        npx.on('close', (code) => resolve({ code, err }));
+      });
+      assert.equal(pub.code, 0, pub.err);
+      assert.equal(await received, 'hi there!');
+    } finally {
+      process.kill(-child.pid!, 'SIGTERM');
+      await once(child, 'close');
+    }
+  });
+
   it('npm links the warren command and `npm start` runs `warren serve`', () => {
     assert.ok(existsSync(join(ROOT, 'node_modules', '.bin', 'warren')), 'node_modules/.bin/warren exists after npm install');
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));

@@ -19,7 +19,8 @@ export function serveCommand(): Command {
         // commander names the value after the flag: --poll-timeout → pollTimeout
         const name = spec.flag.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
         const text = raw[name];
-        if (text !== undefined) input[spec.key] = parseOptionText(spec, text);
+        // An empty variable (WARREN_PUBLISH_TOKEN=) means "not set", as in most tools.
+        if (text !== undefined && text !== '') input[spec.key] = parseOptionText(spec, text);
       }
       const generated = input.publishToken === undefined;
       if (generated) input.publishToken = randomBytes(24).toString('base64url');
