@@ -40,6 +40,19 @@ for (const kind of BROKERS) {
       assert.ok(took >= 250, `answered after ${took} ms, before the 300 ms timeout`);
     });
 
+    it('?timeout=0 answers a waiting message at once, and 204 only when the queue is empty', async () => {
+      const channel = `/${unique('now-')}`;
+      const consumerId = unique('n-');
+      assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204);
+      for (let i = 0; i < 20; i++) await httpPublish(gw.url, channel, `x${i}`);
+      for (let i = 0; i < 20; i++) {
+        const res = await poll(gw.url, channel, { consumerId, timeout: 0 });
+        assert.equal(res.status, 200, `poll ${i}`);
+        assert.equal(res.body, `x${i}`);
+      }
+      assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204);
+    });
+
     it('assigns a consumer id (header and cookie) and continues the same queue with it', async () => {
       const channel = `/${unique('assigned-')}`;
       const first = await poll(gw.url, channel, { timeout: 0 });
@@ -193,6 +206,30 @@ for (const kind of BROKERS) {
       assert.equal(again.headers['message-id'], 'big-1');
       assert.equal(again.body.length, big.length);
       assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0.2 })).status, 204);
+    });
+
+    it('a newer poll waits for an older one still writing, so a requeued message keeps its place', async () => {
+      const channel = `/${unique('order-big-')}`;
+      const consumerId = unique('slow-');
+      await poll(gw.url, channel, { consumerId, timeout: 0 });
+      const big = Buffer.alloc(20 * 1024 * 1024, 'y').toString();
+      await httpPublish(gw.url, channel, big, { 'message-id': 'first' });
+      await httpPublish(gw.url, channel, 'second', { 'message-id': 'second' });
+      const url = new URL(gw.url);
+      const socket = connect(Number(url.port), url.hostname);
+      socket.on('error', () => undefined);
+      socket.pause();
+      socket.write(`GET ${channel}?timeout=10 HTTP/1.1\r\nHost: x\r\nConsumer-Id: ${consumerId}\r\n\r\n`);
+      const before = gw.gateway.stats().broker;
+      await until(() => gw.gateway.stats().broker.delivered > before.delivered, 'the first poll to take "first"');
+      // The same consumer polls again (a reconnect) while "first" is stuck in the old response.
+      const newer = poll(gw.url, channel, { consumerId, timeout: 10 });
+      await new Promise((r) => setTimeout(r, 300));
+      socket.destroy();
+      const res = await newer;
+      assert.equal(res.status, 200);
+      assert.equal(res.headers['message-id'], 'first', 'the requeued message comes before the one behind it');
+      assert.equal((await poll(gw.url, channel, { consumerId, timeout: 2 })).headers['message-id'], 'second');
     });
   });
 

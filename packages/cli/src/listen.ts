@@ -65,7 +65,10 @@ export function listenCommand(): Command {
             process.stdout.write(Buffer.concat([body, Buffer.from('\n')]));
           } else if (res.statusCode === 503) {
             await sleep(Number(res.headers['retry-after'] ?? 1) * 1000, undefined, { signal: stop.signal }).catch(() => undefined);
-          } else if (res.statusCode !== 204 && res.statusCode !== 409) {
+          } else if (res.statusCode === 409) {
+            // Our own polls follow each other, so another poller took over this consumer's queue.
+            fail(`another poll for consumer ${consumerId ?? '?'} on ${channel} took over (409 POLL_SUPERSEDED); give each listener its own --consumer-id`);
+          } else if (res.statusCode !== 204) {
             fail(`gateway answered ${res.statusCode}: ${body.toString('utf8')}`);
           }
         } catch (err) {

@@ -15,6 +15,8 @@ export interface LongPollStats {
   failed: number;
 }
 
+type AbortReason = 'client-gone' | 'superseded' | 'shutdown';
+
 type WaitResult =
   | { type: 'delivery'; delivery: Delivery }
   | { type: 'timeout' }
@@ -22,24 +24,33 @@ type WaitResult =
   | { type: 'end'; end: ConsumerEnd }
   | { type: 'error'; error: unknown };
 
-type AbortReason = 'client-gone' | 'superseded' | 'shutdown';
-
 interface Poll {
+  /** Set while the poll waits on a consumer. */
   abort?: (why: AbortReason) => void;
+  /** Resolves once the poll holds nothing: consumer cancelled, every delivery acked or requeued. */
+  settled: Promise<void>;
 }
 
 /** How often one poll may re-attach after its consumer was lost under it. */
 const MAX_ATTEMPTS = 3;
+/** Longest wait for a superseded poll to settle (a stuck write to a dead client). */
+const TAKEOVER_WAIT_MS = 5000;
 
 /**
- * `GET /<channel>` without streaming headers: wait for the next message of
- * this consumer on this channel, answer it, and only then acknowledge it.
+ * `GET /<channel>` without streaming headers: answer the next message of this
+ * consumer on this channel, and only then acknowledge it.
+ *
+ * A poll first takes a waiting message (`basic.get`): one broker round trip,
+ * no consumer. Only when the queue is empty does it attach a consumer
+ * (prefetch 1) and wait, up to its timeout.
  *
  * Two polls for the same consumer and channel on one gateway: the newer one
- * takes over and the older one is answered `409 POLL_SUPERSEDED` without a
- * message. Across gateways, RabbitMQ's single-active-consumer queue
- * argument serialises them: the later poll waits its turn. Either way one
- * message goes to one poll, in queue order.
+ * takes over. The older one, if still waiting, is answered
+ * `409 POLL_SUPERSEDED` without a message; the newer one starts only once the
+ * older one has settled (its consumer cancelled, anything it held acked or
+ * requeued), so messages keep their order. Across gateways, the queue's
+ * single-active-consumer argument lets one waiting poll at a time hold a
+ * consumer. Either way a message goes to one poll.
  */
 export class LongPoll {
   readonly stats: LongPollStats = { active: 0, started: 0, delivered: 0, timedOut: 0, superseded: 0, clientGone: 0, failed: 0 };
@@ -53,7 +64,8 @@ export class LongPoll {
   ) {}
 
   async handle(res: ServerResponse, consumerId: string, channel: string, timeoutMs: number, headers: OutgoingHttpHeaders): Promise<void> {
-    const poll: Poll = {};
+    let markSettled!: () => void;
+    const poll: Poll = { settled: new Promise<void>((resolve) => (markSettled = resolve)) };
     this.stats.started++;
     this.stats.active++;
     this.polls.add(poll);
@@ -69,17 +81,28 @@ export class LongPoll {
       for (let attempt = 1; ; attempt++) {
         if (!this.broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
         queue = await this.queues.ensure(consumerId, channel);
+        if (attempt === 1) await this.takeOver(queue, poll);
         if (gone) {
           this.stats.clientGone++;
           return;
         }
-        if (attempt === 1) {
-          this.current.get(queue)?.abort?.('superseded');
-          this.current.set(queue, poll);
+        if (this.current.get(queue) !== poll) {
+          // An even newer poll arrived while this one waited for its turn.
+          this.stats.superseded++;
+          sendError(res, new WarrenError('POLL_SUPERSEDED', 'a newer poll for this consumer and channel took over'), this.log, headers);
+          return;
         }
-        const result = await this.wait(poll, queue, deadline);
+        let result: WaitResult;
+        try {
+          const waiting = await this.broker.get(queue);
+          if (waiting !== undefined) result = { type: 'delivery', delivery: waiting };
+          else if (Date.now() >= deadline) result = { type: 'timeout' };
+          else result = await this.wait(poll, queue, deadline);
+        } catch (error) {
+          result = { type: 'error', error };
+        }
         if (result.type === 'delivery') {
-          this.deliver(res, result.delivery, headers, gone);
+          await this.deliver(res, result.delivery, headers);
           return;
         }
         if (result.type === 'timeout') {
@@ -116,6 +139,7 @@ export class LongPoll {
       this.stats.active--;
       this.polls.delete(poll);
       if (queue !== undefined && this.current.get(queue) === poll) this.current.delete(queue);
+      markSettled();
     }
   }
 
@@ -124,37 +148,33 @@ export class LongPoll {
     for (const poll of this.polls) poll.abort?.('shutdown');
   }
 
-  private wait(poll: Poll, queue: string, deadline: number): Promise<WaitResult> {
-    return new Promise<WaitResult>((resolve) => {
-      let done = false;
-      const late: Delivery[] = [];
-      let subscription: Promise<Subscription | undefined>;
-      const finish = (result: WaitResult): void => {
+  /** Makes `poll` the current one for `queue`, and waits until the previous one holds nothing. */
+  private async takeOver(queue: string, poll: Poll): Promise<void> {
+    const previous = this.current.get(queue);
+    this.current.set(queue, poll);
+    if (previous === undefined) return;
+    previous.abort?.('superseded');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([previous.settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, TAKEOVER_WAIT_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Waits on a consumer until a message, the deadline, an abort or the
+   * consumer's end. Resolves only after the consumer is cancelled and
+   * anything that reached it too late is requeued.
+   */
+  private async wait(poll: Poll, queue: string, deadline: number): Promise<WaitResult> {
+    const late: Delivery[] = [];
+    let done = false;
+    let subscription: Promise<Subscription | undefined> = Promise.resolve(undefined);
+    const result = await new Promise<WaitResult>((resolve) => {
+      const finish = (r: WaitResult): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
         poll.abort = undefined;
-        // Cancel first; only then settle what arrived too late, so that a
-        // requeued message is not handed straight back to this consumer.
-        const cancelled = subscription.then((s) => s?.cancel()).finally(() => {
-          this.queues.release(queue);
-          for (const delivery of late) delivery.requeue();
-        });
-        if (result.type === 'delivery') {
-          const delivery = result.delivery;
-          // Settle after the cancel, for the same reason.
-          resolve({
-            type: 'delivery',
-            delivery: {
-              message: delivery.message,
-              redelivered: delivery.redelivered,
-              ack: () => void cancelled.then(() => delivery.ack()),
-              requeue: () => void cancelled.then(() => delivery.requeue()),
-            },
-          });
-          return;
-        }
-        resolve(result);
+        resolve(r);
       };
       const timer = setTimeout(() => finish({ type: 'timeout' }), Math.max(0, deadline - Date.now()));
       poll.abort = (why) => finish({ type: 'aborted', why });
@@ -162,10 +182,7 @@ export class LongPoll {
       subscription = this.broker
         .consume(queue, {
           prefetch: 1,
-          onMessage: (delivery) => {
-            if (done) late.push(delivery);
-            else finish({ type: 'delivery', delivery });
-          },
+          onMessage: (delivery) => (done ? late.push(delivery) : finish({ type: 'delivery', delivery })),
           onEnd: (end) => finish({ type: 'end', end }),
         })
         .catch((error: unknown) => {
@@ -173,13 +190,23 @@ export class LongPoll {
           return undefined;
         });
     });
+    // Cancel before settling anything, so that a requeued message is not
+    // handed straight back to this consumer.
+    try {
+      await (await subscription)?.cancel();
+    } finally {
+      this.queues.release(queue);
+      for (const delivery of late) delivery.requeue();
+    }
+    return result;
   }
 
-  private deliver(res: ServerResponse, delivery: Delivery, headers: OutgoingHttpHeaders, gone: boolean): void {
-    if (gone || res.destroyed) {
+  /** Writes the message; acknowledges it once written, requeues it otherwise. Resolves when settled. */
+  private deliver(res: ServerResponse, delivery: Delivery, headers: OutgoingHttpHeaders): Promise<void> {
+    if (res.destroyed) {
       delivery.requeue();
       this.stats.clientGone++;
-      return;
+      return Promise.resolve();
     }
     const { message } = delivery;
     const out: OutgoingHttpHeaders = {
@@ -192,24 +219,25 @@ export class LongPoll {
     // Node emits 'finish' even when the socket was destroyed with the
     // response half written, so the socket itself says whether it was written.
     const socket = res.socket;
-    let finished = false;
-    res.once('finish', () => {
-      finished = true;
-      if (socket === null || socket.destroyed) {
-        this.stats.clientGone++;
-        delivery.requeue();
-        return;
-      }
-      this.stats.delivered++;
-      delivery.ack();
+    return new Promise<void>((resolve) => {
+      const settle = (written: boolean): void => {
+        res.off('finish', onFinish);
+        res.off('close', onClose);
+        if (written) {
+          this.stats.delivered++;
+          delivery.ack();
+        } else {
+          this.stats.clientGone++;
+          delivery.requeue();
+        }
+        resolve();
+      };
+      const onFinish = (): void => settle(socket !== null && !socket.destroyed);
+      const onClose = (): void => settle(false);
+      res.once('finish', onFinish);
+      res.once('close', onClose);
+      res.writeHead(200, out);
+      res.end(message.body);
     });
-    res.once('close', () => {
-      if (!finished) {
-        this.stats.clientGone++;
-        delivery.requeue();
-      }
-    });
-    res.writeHead(200, out);
-    res.end(message.body);
   }
 }

@@ -1,5 +1,5 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
-import { EXCHANGE_TYPE, routingKey, toWireProperties, WarrenError, type WarrenMessage } from '@warren/protocol';
+import { confirmError, EXCHANGE_TYPE, routingKey, toWireProperties, WarrenError, type WarrenMessage } from '@warren/protocol';
 import type { Transport } from './transport.js';
 
 const unavailable = (message: string, cause: unknown): WarrenError => new WarrenError('BROKER_UNAVAILABLE', message, { cause });
@@ -36,11 +36,9 @@ export class AmqpTransport implements Transport {
     await new Promise<void>((resolve, reject) => {
       let ok: boolean;
       try {
-        ok = ch.publish(this.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
-          if (err == null) resolve();
-          else if (err instanceof Error && err.message === 'message nacked') reject(new WarrenError('PUBLISH_NACKED', 'RabbitMQ refused the message'));
-          else reject(unavailable('the connection to RabbitMQ closed before the message was confirmed; it may be retried', err));
-        });
+        ok = ch.publish(this.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) =>
+          err == null ? resolve() : reject(confirmError(err)),
+        );
       } catch (err) {
         reject(unavailable('the connection to RabbitMQ is closed', err));
         return;

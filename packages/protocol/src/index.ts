@@ -26,6 +26,7 @@ export {
   consumerQueueArguments,
   toWireProperties,
   fromWire,
+  confirmError,
 } from './wire.js';
 export type { ConsumerQueueLimits, WireProperties } from './wire.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';

@@ -13,6 +13,7 @@
  *   message bytes, untouched.
  */
 import { generateMessageId, isChannel } from './names.js';
+import { WarrenError } from './errors.js';
 import { BINARY_CONTENT_TYPE, type WarrenMessage } from './message.js';
 
 export const DEFAULT_EXCHANGE = 'warren';
@@ -85,3 +86,16 @@ export function fromWire(body: Buffer, props: WireProperties): WarrenMessage {
   return message;
 }
 
+
+/**
+ * The error for a failed publisher confirm, from amqplib's callback error:
+ * a broker nack is `PUBLISH_NACKED` (the message was refused); anything else
+ * (the channel or connection closed first) is `BROKER_UNAVAILABLE` (it may or
+ * may not have been routed: retry with the same id).
+ */
+export function confirmError(err: unknown): WarrenError {
+  if (err instanceof Error && err.message === 'message nacked') {
+    return new WarrenError('PUBLISH_NACKED', 'the broker refused the message');
+  }
+  return new WarrenError('BROKER_UNAVAILABLE', 'the broker went away before confirming the message; it may be retried with the same id', { cause: err });
+}

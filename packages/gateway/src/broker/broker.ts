@@ -44,6 +44,9 @@ export interface BrokerStats {
   queueBinds: number;
   consumersStarted: number;
   consumersCancelled: number;
+  /** `basic.get` calls, and how many found the queue empty. */
+  gets: number;
+  getsEmpty: number;
   published: number;
   delivered: number;
   acked: number;
@@ -91,6 +94,15 @@ export interface Broker extends EventEmitter<BrokerEvents> {
    * @throws WarrenError `BROKER_UNAVAILABLE`
    */
   consume(queue: string, options: ConsumeOptions): Promise<Subscription>;
+  /**
+   * Takes the message at the head of `queue` without waiting (AMQP
+   * `basic.get`), or `undefined` when the queue is empty. The delivery is
+   * settled like a consumed one. It shares the consumers' AMQP channel, so a
+   * requeue sent on that channel is applied before a later `get`.
+   * @throws QueueNotFoundError when the queue does not exist
+   * @throws WarrenError `BROKER_UNAVAILABLE`
+   */
+  get(queue: string): Promise<Delivery | undefined>;
   stats(): BrokerStats;
 }
 
@@ -110,6 +122,8 @@ export function emptyStats(kind: BrokerKind): BrokerStats {
     queueBinds: 0,
     consumersStarted: 0,
     consumersCancelled: 0,
+    gets: 0,
+    getsEmpty: 0,
     published: 0,
     delivered: 0,
     acked: 0,

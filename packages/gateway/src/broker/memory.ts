@@ -85,7 +85,7 @@ class MemoryQueue {
       const stored = this.ready.shift()!;
       consumer.unacked++;
       this.broker.counters.delivered++;
-      consumer.options.onMessage(this.broker.delivery(consumer, stored));
+      consumer.options.onMessage(this.broker.delivery(consumer, this, stored));
     }
   }
 
@@ -178,6 +178,21 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     };
   }
 
+  async get(name: string): Promise<Delivery | undefined> {
+    this.assertReady();
+    const queue = this.queues.get(name);
+    if (queue === undefined) throw new QueueNotFoundError(name);
+    this.counters.gets++;
+    queue.touch();
+    const stored = queue.ready.shift();
+    if (stored === undefined) {
+      this.counters.getsEmpty++;
+      return undefined;
+    }
+    this.counters.delivered++;
+    return this.delivery(undefined, queue, stored);
+  }
+
   stats(): BrokerStats {
     let active = 0;
     for (const queue of this.queues.values()) active += queue.consumers.length;
@@ -185,15 +200,14 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   /** @internal */
-  delivery(consumer: MemoryConsumer, stored: Stored): Delivery {
+  delivery(consumer: MemoryConsumer | undefined, queue: MemoryQueue, stored: Stored): Delivery {
     let settled = false;
     const settle = (): boolean => {
       if (settled) return false;
       settled = true;
-      consumer.unacked--;
+      if (consumer !== undefined) consumer.unacked--;
       return true;
     };
-    const queue = consumer.queue;
     return {
       message: stored.message,
       redelivered: stored.redelivered,

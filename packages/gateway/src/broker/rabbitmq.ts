@@ -1,6 +1,7 @@
 import { EventEmitter, once } from 'node:events';
-import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type GetMessage, type Message } from 'amqplib';
 import {
+  confirmError,
   consumerQueueArguments,
   EXCHANGE_TYPE,
   fromWire,
@@ -110,15 +111,9 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     await new Promise<void>((resolve, reject) => {
       let ok: boolean;
       try {
-        ok = ch.publish(this.options.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
-          if (err == null) {
-            resolve();
-          } else if (err instanceof Error && err.message === 'message nacked') {
-            reject(new WarrenError('PUBLISH_NACKED', 'the broker refused the message'));
-          } else {
-            reject(brokerUnavailable('the broker went away before confirming the message; it may or may not have been routed', err));
-          }
-        });
+        ok = ch.publish(this.options.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) =>
+          err == null ? resolve() : reject(confirmError(err)),
+        );
       } catch (err) {
         reject(brokerUnavailable('the broker connection is closed', err));
         return;
@@ -136,46 +131,60 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   async declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
-    const ch = await this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
     this.counters.queueDeclares++;
     try {
-      await ch.assertQueue(queue, { durable: true, arguments: consumerQueueArguments(limits) });
+      await (await this.admin()).assertQueue(queue, { durable: true, arguments: consumerQueueArguments(limits) });
     } catch (err) {
       if ((err as { code?: number }).code !== 406 || !this.ready) throw this.translate(err);
       // The queue exists with other arguments (the retention or length
       // setting changed since it was declared). Keep using it as it is: its
       // messages belong to the consumer. It expires under its old settings.
+      // (The 406 closed the admin channel; admin() opens a new one.)
       this.log.warn('queue exists with different arguments; using it as is', { queue });
-      const retry = await this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
       try {
-        await retry.checkQueue(queue);
+        await (await this.admin()).checkQueue(queue);
       } catch (checkErr) {
         throw this.translate(checkErr);
       }
     }
-    const ch2 = await this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
     this.counters.queueBinds++;
     try {
-      await ch2.bindQueue(queue, this.options.exchange, routingKey(channel));
+      await (await this.admin()).bindQueue(queue, this.options.exchange, routingKey(channel));
     } catch (err) {
       throw this.translate(err);
     }
   }
 
+  /** The channel for declarations and bindings. */
+  private admin(): Promise<Channel> {
+    return this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
+  }
+
+  async get(queue: string): Promise<Delivery | undefined> {
+    const ch = await this.consumerChannel(1);
+    this.counters.gets++;
+    let msg: GetMessage | false;
+    try {
+      msg = await ch.get(queue, { noAck: false });
+    } catch (err) {
+      if ((err as { code?: number }).code === 404) throw new QueueNotFoundError(queue);
+      throw this.translate(err);
+    }
+    if (msg === false) {
+      this.counters.getsEmpty++;
+      return undefined;
+    }
+    this.counters.delivered++;
+    return this.delivery(ch, msg);
+  }
+
   async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
-    const prefetch = options.prefetch;
-    const ch = await this.channel(
-      () => this.consumeChannels.get(prefetch),
-      (p) => (p === undefined ? this.consumeChannels.delete(prefetch) : this.consumeChannels.set(prefetch, p)),
-      () => this.openConsumeChannel(prefetch),
-    );
+    const ch = await this.consumerChannel(options.prefetch);
     const consumer = new RabbitConsumer(ch, options);
     this.consumers.add(consumer);
-    let started: Promise<unknown>;
     try {
-      started = ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false });
-      const reply = await started;
-      consumer.tag = (reply as { consumerTag: string }).consumerTag;
+      const reply = await ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false });
+      consumer.tag = reply.consumerTag;
     } catch (err) {
       this.consumers.delete(consumer);
       consumer.cancelled = true;
@@ -189,9 +198,9 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         consumer.cancelled = true;
         this.consumers.delete(consumer);
         this.counters.consumersCancelled++;
-        if (consumer.ended || this.closedChannels.has(ch) || consumer.tag === undefined) return;
+        if (consumer.ended || this.closedChannels.has(ch)) return;
         try {
-          await ch.cancel(consumer.tag);
+          await ch.cancel(consumer.tag!);
         } catch {
           // The channel closed meanwhile: the consumer is gone with it.
         }
@@ -211,7 +220,25 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       return;
     }
     this.counters.delivered++;
-    const ch = consumer.channel;
+    const delivery = this.delivery(consumer.channel, msg);
+    if (consumer.cancelled) {
+      // Arrived between cancel() and the broker's cancel-ok: give it back.
+      delivery.requeue();
+      return;
+    }
+    consumer.options.onMessage(delivery);
+  }
+
+  /** The channel for consumers with this prefetch (and, for prefetch 1, for `get`). */
+  private consumerChannel(prefetch: number): Promise<Channel> {
+    return this.channel(
+      () => this.consumeChannels.get(prefetch),
+      (p) => (p === undefined ? this.consumeChannels.delete(prefetch) : this.consumeChannels.set(prefetch, p)),
+      () => this.openConsumeChannel(prefetch),
+    );
+  }
+
+  private delivery(ch: Channel, msg: Message): Delivery {
     let settled = false;
     const settle = (ack: boolean): void => {
       if (settled) return;
@@ -229,18 +256,12 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         // Channel closed between the check and the call: same as above.
       }
     };
-    const delivery: Delivery = {
+    return {
       message: fromWire(msg.content, msg.properties),
       redelivered: msg.fields.redelivered,
       ack: () => settle(true),
       requeue: () => settle(false),
     };
-    if (consumer.cancelled && consumer.tag !== undefined) {
-      // Arrived after cancel() was called: give it back.
-      delivery.requeue();
-      return;
-    }
-    consumer.options.onMessage(delivery);
   }
 
   /** Returns the cached channel, opening it when needed. */
