@@ -111,6 +111,24 @@ for (const kind of BROKERS) {
       assert.equal(wrong.headers.allow, 'POST');
     });
 
+    it('answers a channel 405 with Allow: GET', async () => {
+      const res = await rawRequest(gw.url, '/greetings', { method: 'POST', headers: { 'content-length': '1' }, body: 'x' });
+      assert.equal(res.status, 405);
+      assert.equal(res.headers.allow, 'GET');
+    });
+
+    it('answers what Node would refuse with an empty body (no Host, odd Expect, CONNECT) with coded JSON', async () => {
+      const noHost = await rawExchange(gw.url, 'GET /greetings?timeout=0 HTTP/1.1\r\nConsumer-Id: x\r\n\r\n');
+      assert.match(noHost, /^HTTP\/1\.1 400 /);
+      assert.match(noHost, /"code":"INVALID_REQUEST"/);
+      const expect = await rawExchange(gw.url, 'POST /_warren/publish?channel=/a HTTP/1.1\r\nHost: x\r\nExpect: banana\r\nContent-Length: 1\r\nConnection: close\r\n\r\n');
+      assert.match(expect, /^HTTP\/1\.1 417 /);
+      assert.match(expect, /"code":"EXPECTATION_FAILED"/);
+      const connectRes = await rawExchange(gw.url, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+      assert.match(connectRes, /^HTTP\/1\.1 405 /);
+      assert.match(connectRes, /"code":"METHOD_NOT_ALLOWED"/);
+    });
+
     it('answers a URL over 2048 characters with 414 URI_TOO_LONG', async () => {
       const res = await rawRequest(gw.url, `/greetings?pad=${'p'.repeat(2100)}`, { headers: { 'consumer-id': consumerId } });
       assert.equal(res.status, 414);
@@ -160,6 +178,7 @@ for (const kind of BROKERS) {
 
     it('refuses requests with browser headers (Origin, Sec-Fetch-*) even with the token: 403 FORBIDDEN_FROM_BROWSER', async () => {
       const browsers: Array<Record<string, string>> = [{ origin: 'http://localhost:4000' }, { 'sec-fetch-site': 'same-origin' }, { 'sec-fetch-mode': 'cors' }];
+      browsers.push({ 'sec-fetch-user': '?1' });
       for (const extra of browsers) {
         const res = await publish({ authorization: `Bearer ${TOKEN}`, ...extra });
         assert.equal(res.status, 403);

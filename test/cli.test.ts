@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AMQP_URL, curl, requireRabbit, ROOT, spawnServe, TOKEN, unique, until, warren } from './support/index.js';
@@ -86,6 +88,69 @@ describe('warren serve / publish / listen as real processes (embedded broker)', 
   });
 });
 
+describe('warren serve / listen / publish refuse cleanly', () => {
+  it('reports a host it cannot listen on, a bad --url and a non-http --url without a stack trace', async () => {
+    // 203.0.113.1 (TEST-NET-3) is not an address of this machine: binding fails at once, nothing is sent.
+    const host = await warren(['serve', '--port', '0', '--host', '203.0.113.1']);
+    assert.equal(host.code, 1);
+    assert.match(host.stderr, /^warren serve: cannot listen on 203\.0\.113\.1 port 0 \(EADDRNOTAVAIL\)/);
+    assert.doesNotMatch(host.stderr, /\n\s+at /, 'no stack trace');
+    const ftp = await warren(['publish', '/a', 'x', '--url', 'ftp://x']);
+    assert.equal(ftp.code, 1);
+    assert.match(ftp.stderr, /^warren: Producer: url must start with/);
+    const listen = await warren(['listen', '/a', '--url', 'not a url']);
+    assert.equal(listen.code, 1);
+    assert.match(listen.stderr, /^warren: --url "not a url" is not a URL/);
+  });
+
+  it('`warren listen` stops with advice when another poller takes over its consumer id', async () => {
+    const served = await spawnServe([]);
+    try {
+      const channel = `/${unique('shared-')}`;
+      const first = warren(['listen', channel, '--url', served.url, '--consumer-id', 'shared-1', '--timeout', '20']);
+      await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers === 1, 'the first listener to wait');
+      const second = warren(['listen', channel, '--url', served.url, '--consumer-id', 'shared-1', '--timeout', '1', '--count', '1']);
+      const out = await first;
+      assert.equal(out.code, 1);
+      assert.match(out.stderr, /took over \(409 POLL_SUPERSEDED\); give each listener its own --consumer-id/);
+      await warren(['publish', channel, 'to the survivor', '--url', served.url]);
+      assert.equal((await second).stdout, 'to the survivor\n');
+    } finally {
+      await served.stop();
+    }
+  });
+});
+
+describe('the publish token file', () => {
+  it('lives in a private directory and replaces, never writes through, what is planted at its path', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'warren-tokens-'));
+    const env = { TMPDIR: tmp, XDG_RUNTIME_DIR: '' };
+    const port = await freePort();
+    const dir = join(tmp, `warren-${process.getuid!()}`);
+    mkdirSync(dir, { mode: 0o700 });
+    const victim = join(tmp, 'victim.txt');
+    writeFileSync(victim, 'precious\n');
+    symlinkSync(victim, join(dir, `warren-${port}.token`));
+    const served = await spawnServe(['--port', String(port)], env);
+    try {
+      const path = join(dir, `warren-${port}.token`);
+      assert.ok(served.output().includes(path), served.output());
+      assert.equal(readFileSync(victim, 'utf8'), 'precious\n', 'the link target is untouched');
+      assert.equal(lstatSync(path).isSymbolicLink(), false);
+      assert.equal(statSync(path).mode & 0o777, 0o600);
+      assert.match(readFileSync(path, 'utf8'), /^[A-Za-z0-9_-]{32}\n$/);
+    } finally {
+      await served.stop();
+    }
+    // A shared (group- or world-writable) directory is refused.
+    chmodSync(dir, 0o777);
+    const refused = await warren(['serve', '--port', '0', '--host', '127.0.0.1'], { env });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /is not a private directory of this user/);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+});
+
 describe('warren serve options', () => {
   it('rejects an invalid setting at start, naming the flag and the variable', async () => {
     const r = await warren(['serve', '--port', '0', '--poll-timeout', 'soon']);
@@ -166,4 +231,15 @@ function tokenOf(served: Served): string {
   const m = /generated, in (\S+)/.exec(served.output());
   assert.ok(m);
   return readFileSync(m![1]!, 'utf8').trim();
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
 }

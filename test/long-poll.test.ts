@@ -233,6 +233,31 @@ for (const kind of BROKERS) {
     });
   });
 
+  // On RabbitMQ, fromWire() cleans such properties first (test/wire.test.ts);
+  // only the embedded broker can hold a message that skipped every check.
+  if (kind === 'memory') describe('a message whose headers cannot be written, on the memory broker', () => {
+    let gw: TestGateway;
+    before(async () => {
+      gw = await startGateway(kind);
+    });
+    after(() => gw.close());
+
+    it('is answered 500 and put back, never acknowledged', async () => {
+      const channel = `/${unique('unwritable-')}`;
+      const consumerId = unique('c-');
+      await poll(gw.url, channel, { consumerId, timeout: 0 });
+      // Straight into the broker, past every check of the publish paths.
+      await gw.gateway.broker.publish(channel, { id: 'bad-1', contentType: 'text/plain; x=\u20ac', body: Buffer.from('x') });
+      const before = gw.gateway.stats().broker;
+      const res = await poll(gw.url, channel, { consumerId, timeout: 2 });
+      assert.equal(res.status, 500);
+      assert.equal(JSON.parse(res.body).code, 'INTERNAL_ERROR');
+      const after = gw.gateway.stats().broker;
+      assert.equal(after.acked, before.acked, 'not acknowledged');
+      assert.equal(after.requeued, before.requeued + 1, 'put back');
+    });
+  });
+
   describe(`consumer queue limits on the ${kind} broker`, () => {
     let gw: TestGateway;
     before(async () => {

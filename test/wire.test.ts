@@ -51,6 +51,29 @@ describe('the documented AMQP wire layout', () => {
     assert.match(String(res.headers['message-id']), /^[0-9a-f-]{36}$/);
   });
 
+  it('never lets a raw publisher\'s malformed properties reach HTTP headers', async () => {
+    const channel = `/${unique('hostile-')}`;
+    const consumerId = unique('c-');
+    await poll(gw.url, channel, { consumerId, timeout: 0 });
+    const conn = await amqp.connect(AMQP_URL);
+    const ch = await conn.createConfirmChannel();
+    ch.publish('warren', channel, Buffer.from('odd props'), {
+      messageId: 'has space\r\nX-Injected: 1',
+      contentType: 'text/plain; x=\u20ac\r\nSet-Cookie: a=b',
+      type: 'evil\nevent',
+    });
+    await ch.waitForConfirms();
+    await conn.close();
+    const res = await poll(gw.url, channel, { consumerId, timeout: 2 });
+    assert.equal(res.status, 200);
+    assert.equal(res.body, 'odd props');
+    assert.equal(res.headers['content-type'], 'application/octet-stream');
+    assert.match(String(res.headers['message-id']), /^[0-9a-f-]{36}$/);
+    assert.equal(res.headers['warren-event'], undefined);
+    assert.equal(res.headers['x-injected'], undefined);
+    assert.equal(res.headers['set-cookie'], undefined);
+  });
+
   it('declares the queue and binding exactly as documented', async () => {
     const channel = `/${unique('layout-')}`;
     const consumerId = unique('c-');
@@ -67,5 +90,26 @@ describe('the documented AMQP wire layout', () => {
     assert.ok(bindings.split('\n').some((l) => l === `warren\t${queue}\t${channel}`), 'bound to exchange warren with the channel as key');
     const exchanges = await rabbitmqctl('list_exchanges', '-q', '--no-table-headers', 'name', 'type', 'durable');
     assert.ok(exchanges.split('\n').some((l) => l === 'warren\tdirect\ttrue'));
+  });
+});
+
+describe('a gateway whose exchange cannot be used', () => {
+  it('does not crash: it logs, keeps retrying and answers 503', async () => {
+    const lines: string[] = [];
+    const { createLogger } = await import('@warren/gateway');
+    // amq.topic exists as a topic exchange: declaring it direct is refused.
+    const gw = await startGateway('rabbitmq', { exchange: 'amq.topic', reconnectMinMs: 50, reconnectMaxMs: 200, logger: createLogger('warn', (l) => lines.push(l)) });
+    try {
+      await until(() => lines.length >= 2, 'two failed attempts');
+      assert.match(lines[0]!, /cannot use exchange \\"amq.topic\\" as a durable direct exchange/);
+      assert.equal(gw.gateway.broker.ready, false);
+      const health = await poll(gw.url, '/_warren/health');
+      assert.equal(health.status, 503);
+      const res = await poll(gw.url, '/greetings', { consumerId: 'x', timeout: 0 });
+      assert.equal(res.status, 503);
+      assert.equal(JSON.parse(res.body).code, 'BROKER_UNAVAILABLE');
+    } finally {
+      await gw.close();
+    }
   });
 });

@@ -5,7 +5,7 @@ import { serveCommand } from './serve.js';
 
 export function program(): Command {
   return new Command('warren')
-    .description('Warren: a push gateway (SSE, WebSocket, long-poll) backed by RabbitMQ')
+    .description('Warren: a push gateway backed by RabbitMQ (long-poll today)')
     .version('0.1.0')
     .addCommand(serveCommand())
     .addCommand(publishCommand())

@@ -36,7 +36,13 @@ export function listenCommand(): Command {
       if (!(count >= 1) || !Number.isInteger(count === Infinity ? 1 : count)) fail('--count must be a whole number from 1');
       const timeout = Number(flags.timeout);
       if (!(timeout >= 0)) fail('--timeout must be a number of seconds');
-      const base = new URL(flags.url);
+      let base: URL;
+      try {
+        base = new URL(flags.url);
+      } catch {
+        return fail(`--url ${JSON.stringify(flags.url)} is not a URL`);
+      }
+      if (base.protocol !== 'http:' && base.protocol !== 'https:') fail('--url must start with http:// or https://');
       const stop = new AbortController();
       process.once('SIGINT', () => stop.abort());
       let received = 0;

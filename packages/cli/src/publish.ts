@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { Producer } from '@warren/producer';
+import { Producer, type ProducerOptions } from '@warren/producer';
 import { WarrenError, type MessageData } from '@warren/protocol';
 import { isLoopback, portOf, readTokenFile } from './token-file.js';
 
@@ -39,14 +39,21 @@ export function publishCommand(): Command {
           fail(`--json: the message is not JSON (${(err as Error).message})`);
         }
       }
-      const options: { url: string; token?: string; exchange?: string } = { url: flags.amqpUrl ?? flags.url };
+      // The gateway (or RabbitMQ) enforces the real size limit; the SDK's own
+      // default check would refuse what a gateway configured larger accepts.
+      const options: ProducerOptions = { url: flags.amqpUrl ?? flags.url, maxMessageBytes: 64 * 1024 * 1024 };
       if (flags.exchange !== undefined) options.exchange = flags.exchange;
       if (flags.amqpUrl === undefined) {
         const url = parseUrl(flags.url);
         const token = flags.token ?? (isLoopback(url) ? readTokenFile(portOf(url)) : undefined);
         if (token !== undefined) options.token = token;
       }
-      const producer = new Producer(options);
+      let producer: Producer;
+      try {
+        producer = new Producer(options);
+      } catch (err) {
+        return fail((err as Error).message);
+      }
       try {
         const result = await producer
           .publish(data, {

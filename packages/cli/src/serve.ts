@@ -54,11 +54,17 @@ export function serveCommand(): Command {
         process.stderr.write(`warren serve: ${err.message}\n`);
         process.exit(2);
       }
-      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-        process.stderr.write(`warren serve: port ${String(input.port ?? 4000)} is in use (choose another with --port or WARREN_PORT)\n`);
-        process.exit(1);
+      const code = (err as NodeJS.ErrnoException).code;
+      const where = `${String(input.host ?? 'all interfaces')} port ${String(input.port ?? 4000)}`;
+      if (code === 'EADDRINUSE') {
+        process.stderr.write(`warren serve: ${where} is in use (choose another with --port or WARREN_PORT)\n`);
+      } else if (code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'EAI_AGAIN') {
+        process.stderr.write(`warren serve: cannot listen on ${where} (${code}); check --host / WARREN_HOST and --port / WARREN_PORT\n`);
+      } else {
+        process.stderr.write(`warren serve: ${(err as Error).message}\n`);
       }
-      throw err;
+      await gateway?.close().catch(() => undefined);
+      process.exit(1);
     }
   });
   return command;

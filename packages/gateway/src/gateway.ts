@@ -67,6 +67,8 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   const stats = (): GatewayStats => ({ broker: broker.stats(), longPoll: { ...longPoll.stats }, knownQueues: queues.size });
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Node's own check would answer with an empty body; this one answers JSON.
+    if (req.headers.host === undefined && req.httpVersionMinor >= 1) throw new WarrenError('INVALID_REQUEST', 'the Host header is missing');
     const target = req.url ?? '';
     if (target.length > MAX_URL_LENGTH) throw new WarrenError('URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
     if (!target.startsWith('/')) throw new WarrenError('INVALID_REQUEST', 'the request target must be a path');
@@ -81,7 +83,10 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     }
     if (path.startsWith(PATHS.prefix) || path === PATHS.prefix.slice(0, -1)) return internal(req, res, path, query);
     const channel = parseChannel(path);
-    if (req.method !== 'GET') throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
+    if (req.method !== 'GET') {
+      res.setHeader('allow', 'GET');
+      throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
+    }
     return subscribe(req, res, channel, query);
   }
 
@@ -131,13 +136,23 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
     route(req, res).catch((err: unknown) => {
+      // A client that hung up mid-upload is not the gateway's error.
+      if (req.destroyed && !(err instanceof WarrenError)) return;
       sendError(res, err, log);
       // A refused request body is not read: drop the connection once answered.
       if (!req.complete) res.once('finish', () => req.destroy());
     });
   }
 
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, handle);
+  const server = createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    sendError(res, new WarrenError('EXPECTATION_FAILED', `unsupported Expect: ${String(req.headers.expect).slice(0, 64)}`), log);
+  });
+  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+    const body = JSON.stringify(new WarrenError('METHOD_NOT_ALLOWED', 'CONNECT is not supported').toJSON());
+    socket.on('error', () => undefined);
+    socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) {
       socket.destroy();

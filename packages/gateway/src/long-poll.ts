@@ -234,9 +234,19 @@ export class LongPoll {
       };
       const onFinish = (): void => settle(socket !== null && !socket.destroyed);
       const onClose = (): void => settle(false);
+      try {
+        res.writeHead(200, out);
+      } catch (err) {
+        // Cannot happen for messages that passed fromWire(); if it does, the
+        // message goes back (not acknowledged) and the client gets a 500.
+        delivery.requeue();
+        this.stats.failed++;
+        sendError(res, err, this.log);
+        resolve();
+        return;
+      }
       res.once('finish', onFinish);
       res.once('close', onClose);
-      res.writeHead(200, out);
       res.end(message.body);
     });
   }

@@ -146,7 +146,11 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         if (typeof value !== 'number' || !Number.isInteger(value)) fail(`must be a whole number, got ${JSON.stringify(value)}`);
         const n = value as number;
         if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
-          fail(`must be between ${spec.min} and ${spec.max}${spec.kind === 'duration' ? ' ms' : ''}, got ${n}`);
+          fail(
+            spec.kind === 'duration'
+              ? `must be between ${showDuration(spec.min!)} and ${showDuration(spec.max!)}, got ${showDuration(n)}`
+              : `must be between ${spec.min} and ${spec.max}, got ${n}`,
+          );
         }
         break;
       }
@@ -180,11 +184,18 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   const options = out as NormalizedOptions;
   if (options.pollTimeoutMs > options.maxPollTimeoutMs) {
-    throw new OptionError(`pollTimeoutMs (--poll-timeout) ${options.pollTimeoutMs} ms exceeds maxPollTimeoutMs (--max-poll-timeout) ${options.maxPollTimeoutMs} ms`);
+    throw new OptionError(`pollTimeoutMs (--poll-timeout, WARREN_POLL_TIMEOUT) ${options.pollTimeoutMs / 1000} s exceeds maxPollTimeoutMs (--max-poll-timeout, WARREN_MAX_POLL_TIMEOUT) ${options.maxPollTimeoutMs / 1000} s`);
   }
   if (options.reconnectMinMs > options.reconnectMaxMs) {
-    throw new OptionError('reconnectMinMs (--reconnect-min) exceeds reconnectMaxMs (--reconnect-max)');
+    throw new OptionError('reconnectMinMs (--reconnect-min, WARREN_RECONNECT_MIN) exceeds reconnectMaxMs (--reconnect-max, WARREN_RECONNECT_MAX)');
   }
   if (input.logger !== undefined) options.logger = input.logger;
   return options;
+}
+
+/** 90000 → "90s", 300000 → "5m", 1500 → "1500ms". */
+export function showDuration(ms: number): string {
+  if (ms % 60_000 === 0 && ms !== 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
 }

@@ -17,8 +17,13 @@ import { header, readBody, sendJson } from './http.js';
 /** Most channels one HTTP publish may name. */
 export const MAX_PUBLISH_CHANNELS = 32;
 
-/** Headers that only browsers send: their presence means a page is calling. */
-const BROWSER_HEADERS = ['origin', 'sec-fetch-site', 'sec-fetch-mode', 'sec-fetch-dest'];
+/** Headers that only browsers send (`Origin`, any `Sec-Fetch-*`): their presence means a page is calling. */
+function browserHeader(req: IncomingMessage): string | undefined {
+  for (const name of Object.keys(req.headers)) {
+    if (name === 'origin' || name.startsWith('sec-fetch-')) return name;
+  }
+  return undefined;
+}
 
 /**
  * Checks the publish token in constant time.
@@ -26,10 +31,9 @@ const BROWSER_HEADERS = ['origin', 'sec-fetch-site', 'sec-fetch-mode', 'sec-fetc
  */
 export function authorizePublisher(req: IncomingMessage, token: string | undefined): void {
   if (token === undefined) throw new WarrenError('PUBLISH_DISABLED', 'HTTP publishing is off: start the gateway with a publish token');
-  for (const name of BROWSER_HEADERS) {
-    if (req.headers[name] !== undefined) {
-      throw new WarrenError('FORBIDDEN_FROM_BROWSER', `the publish endpoint is for servers; requests with a ${name} header are refused`);
-    }
+  const browser = browserHeader(req);
+  if (browser !== undefined) {
+    throw new WarrenError('FORBIDDEN_FROM_BROWSER', `the publish endpoint is for servers; requests with a ${browser} header are refused`);
   }
   const auth = header(req, 'authorization') ?? '';
   const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);

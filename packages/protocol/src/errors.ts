@@ -4,7 +4,7 @@
  * `{ "code": "...", "message": "..." }` with the status listed here.
  */
 export const ERROR_CODES = {
-  INVALID_REQUEST: { status: 400, description: 'The request line, URL or headers could not be parsed.' },
+  INVALID_REQUEST: { status: 400, description: 'The request line, URL or headers could not be parsed, or the `Host` header is missing.' },
   INVALID_CHANNEL: { status: 400, description: 'The channel path breaks the channel rules (characters, length, segments).' },
   INVALID_CONSUMER_ID: { status: 400, description: 'The consumer id (header, query parameter) breaks the consumer-id rules.' },
   INVALID_MESSAGE_ID: { status: 400, description: 'A message id breaks the message-id rules.' },
@@ -16,10 +16,11 @@ export const ERROR_CODES = {
   FORBIDDEN_FROM_BROWSER: { status: 403, description: 'The publish endpoint refuses requests that carry browser headers (Origin, Sec-Fetch-*).' },
   PUBLISH_DISABLED: { status: 403, description: 'The gateway was started without a publish token, so HTTP publishing is off.' },
   NOT_FOUND: { status: 404, description: 'No such endpoint.' },
-  METHOD_NOT_ALLOWED: { status: 405, description: 'The method is not allowed on this path; see the `Allow` header.' },
+  METHOD_NOT_ALLOWED: { status: 405, description: 'The method is not allowed on this path (`CONNECT` never is); see the `Allow` header.' },
   POLL_SUPERSEDED: { status: 409, description: 'A newer long-poll for the same consumer and channel took over this one; no message was taken.' },
   MESSAGE_TOO_LARGE: { status: 413, description: 'The message body is larger than the configured maximum.' },
-  URI_TOO_LONG: { status: 414, description: 'The request URL is longer than allowed.' },
+  URI_TOO_LONG: { status: 414, description: 'The request URL is longer than allowed (2,048 characters; past 16 KiB the whole request head is refused with 431).' },
+  EXPECTATION_FAILED: { status: 417, description: 'The request has an `Expect` header other than `100-continue`.' },
   HEADERS_TOO_LARGE: { status: 431, description: 'The request headers are larger than allowed.' },
   INTERNAL_ERROR: { status: 500, description: 'An unexpected error in the gateway; it is logged.' },
   PUBLISH_NACKED: { status: 502, description: 'The broker refused the message (negative publisher confirm); it was not delivered.' },

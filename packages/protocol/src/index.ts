@@ -14,6 +14,9 @@ export {
   generateMessageId,
   parseEventName,
   parseContentType,
+  isMessageId,
+  isEventName,
+  isContentType,
 } from './names.js';
 export { encodeMessage, TEXT_CONTENT_TYPE, JSON_CONTENT_TYPE, BINARY_CONTENT_TYPE } from './message.js';
 export type { MessageData, MessageOptions, WarrenMessage } from './message.js';

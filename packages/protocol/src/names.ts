@@ -49,16 +49,6 @@ export function parseChannel(input: unknown): string {
   return input;
 }
 
-/** `true` when {@link parseChannel} would accept the value. */
-export function isChannel(input: unknown): input is string {
-  try {
-    parseChannel(input);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Checks a consumer id: 1 to {@link MAX_CONSUMER_ID_LENGTH} characters of
  * `A-Z a-z 0-9 _ -`.
@@ -125,3 +115,23 @@ export function parseContentType(input: unknown): string {
   }
   return input;
 }
+
+function passes(parse: (v: unknown) => string): (v: unknown) => boolean {
+  return (v) => {
+    try {
+      parse(v);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+}
+
+/** `true` when {@link parseMessageId} would accept the value. */
+export const isMessageId = passes(parseMessageId);
+/** `true` when {@link parseEventName} would accept the value. */
+export const isEventName = passes(parseEventName);
+/** `true` when {@link parseContentType} would accept the value. */
+export const isContentType = passes(parseContentType);
+/** `true` when {@link parseChannel} would accept the value. */
+export const isChannel = passes(parseChannel) as (input: unknown) => input is string;

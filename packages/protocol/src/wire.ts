@@ -12,7 +12,7 @@
  *   `timestamp` (seconds), `deliveryMode: 2` (persistent). The body is the
  *   message bytes, untouched.
  */
-import { generateMessageId, isChannel } from './names.js';
+import { generateMessageId, isContentType, isEventName, isMessageId } from './names.js';
 import { WarrenError } from './errors.js';
 import { BINARY_CONTENT_TYPE, type WarrenMessage } from './message.js';
 
@@ -71,21 +71,28 @@ export function toWireProperties(message: WarrenMessage): WireProperties {
 }
 
 /**
- * A message from AMQP properties and body. Publishers that follow the layout
- * set `messageId`; for one that did not, a random id is given (such a message
- * cannot be recognised again if it is redelivered).
+ * A message from AMQP properties and body. Any AMQP client can publish, so
+ * every property is checked here, before it can reach an HTTP header: a
+ * missing or malformed `messageId` is replaced by a random id (such a message
+ * cannot be recognised again if it is redelivered), a malformed
+ * `contentType` becomes `application/octet-stream`, a malformed `type`
+ * (event name) is dropped.
  */
 export function fromWire(body: Buffer, props: WireProperties): WarrenMessage {
   const message: WarrenMessage = {
-    id: typeof props.messageId === 'string' && props.messageId.length > 0 ? props.messageId : generateMessageId(),
-    contentType: typeof props.contentType === 'string' && props.contentType.length > 0 ? props.contentType : BINARY_CONTENT_TYPE,
+    id: valid(isMessageId, props.messageId) ?? generateMessageId(),
+    contentType: valid(isContentType, props.contentType) ?? BINARY_CONTENT_TYPE,
     body,
   };
-  if (typeof props.type === 'string' && props.type.length > 0) message.event = props.type;
+  const event = valid(isEventName, props.type);
+  if (event !== undefined) message.event = event;
   if (typeof props.timestamp === 'number') message.publishedAt = props.timestamp * 1000;
   return message;
 }
 
+function valid(check: (v: unknown) => boolean, value: unknown): string | undefined {
+  return check(value) ? (value as string) : undefined;
+}
 
 /**
  * The error for a failed publisher confirm, from amqplib's callback error:

@@ -1,4 +1,4 @@
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type GetMessage, type Message } from 'amqplib';
 import {
   confirmError,
@@ -120,12 +120,18 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       }
       this.counters.published++;
       if (!ok && this.publishDrain === undefined) {
-        // amqplib buffers; stop adding to its buffer until it drains.
-        this.publishDrain = once(ch, 'drain').then(
-          () => undefined,
-          () => undefined,
-        );
-        void this.publishDrain.finally(() => (this.publishDrain = undefined));
+        // amqplib buffers; stop adding to its buffer until it drains (or the
+        // channel closes: then the waiting publishes fail fast on the next try).
+        this.publishDrain = new Promise<void>((done) => {
+          const finish = (): void => {
+            ch.off('drain', finish);
+            ch.off('close', finish);
+            this.publishDrain = undefined;
+            done();
+          };
+          ch.on('drain', finish);
+          ch.on('close', finish);
+        });
       }
     });
   }
@@ -346,13 +352,20 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         // for the broker's delayed TCP ACK (Nagle): measured 42 ms per poll.
         noDelay: true,
       });
+      // Until the handlers below are attached, an 'error' must not go unhandled.
+      connection.on('error', () => undefined);
       if (this.state !== 'connecting') {
         await connection.close().catch(() => undefined);
         return;
       }
       this.counters.connectionsOpened++;
       const ch = await connection.createChannel();
-      await ch.assertExchange(this.options.exchange, EXCHANGE_TYPE, { durable: true });
+      ch.on('error', () => undefined);
+      try {
+        await ch.assertExchange(this.options.exchange, EXCHANGE_TYPE, { durable: true });
+      } catch (err) {
+        throw new Error(`cannot use exchange "${this.options.exchange}" as a durable ${EXCHANGE_TYPE} exchange: ${(err as Error).message}`);
+      }
       await ch.close();
     } catch (err) {
       if (connection !== undefined) await connection.close().catch(() => undefined);
