@@ -177,13 +177,17 @@ for (const kind of BROKERS) {
     });
 
     it('refuses requests with browser headers (Origin, Sec-Fetch-*) even with the token: 403 FORBIDDEN_FROM_BROWSER', async () => {
-      const browsers: Array<Record<string, string>> = [{ origin: 'http://localhost:4000' }, { 'sec-fetch-site': 'same-origin' }, { 'sec-fetch-mode': 'cors' }];
-      browsers.push({ 'sec-fetch-user': '?1' });
+      const browsers: Array<Record<string, string>> = [{ origin: 'http://localhost:4000' }, { 'sec-fetch-site': 'same-origin' }, { 'sec-fetch-dest': 'empty' }, { 'sec-fetch-user': '?1' }];
       for (const extra of browsers) {
         const res = await publish({ authorization: `Bearer ${TOKEN}`, ...extra });
         assert.equal(res.status, 403);
         assert.equal(jsonError(res.body).code, 'FORBIDDEN_FROM_BROWSER');
       }
+    });
+
+    it('accepts a backend publishing with fetch (which sends Sec-Fetch-Mode, but no Origin or Sec-Fetch-Site)', async () => {
+      const res = await fetch(`${gw.url}/_warren/publish?channel=/from-fetch`, { method: 'POST', body: 'x', headers: { authorization: `Bearer ${TOKEN}` } });
+      assert.equal(res.status, 200, await res.text());
     });
 
     it('answers a body over the limit with 413 MESSAGE_TOO_LARGE, declared or streamed', async () => {

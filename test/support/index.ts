@@ -234,3 +234,59 @@ export async function settledChurn(): Promise<Churn> {
   }
   throw new Error('RabbitMQ churn counters did not settle');
 }
+
+/** A raw SSE reader over node:http: collects parsed events; `pause()` stops reading the socket. */
+export interface SseReader {
+  events: Array<{ id?: string; event?: string; data: string }>;
+  raw: () => string;
+  status: Promise<number>;
+  headers: Promise<IncomingHttpHeaders>;
+  closed: Promise<void>;
+  close(): void;
+}
+
+export function readSse(base: string, path: string, headers: Record<string, string> = {}): SseReader {
+  const url = new URL(base);
+  const events: SseReader['events'] = [];
+  let raw = '';
+  let buffer = '';
+  let resolveStatus!: (n: number) => void;
+  let resolveHeaders!: (h: IncomingHttpHeaders) => void;
+  let resolveClosed!: () => void;
+  const status = new Promise<number>((r) => (resolveStatus = r));
+  const headersP = new Promise<IncomingHttpHeaders>((r) => (resolveHeaders = r));
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+  const req = httpRequest({ host: url.hostname, port: url.port, path, headers: { accept: 'text/event-stream', ...headers }, agent: false }, (res) => {
+    resolveStatus(res.statusCode ?? 0);
+    resolveHeaders(res.headers);
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      raw += chunk;
+      buffer += chunk;
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event: { id?: string; event?: string; data: string } = { data: '' };
+        const data: string[] = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith('id: ')) event.id = line.slice(4);
+          else if (line.startsWith('event: ')) event.event = line.slice(7);
+          else if (line.startsWith('data: ')) data.push(line.slice(6));
+        }
+        if (data.length > 0) {
+          event.data = data.join('\n');
+          events.push(event);
+        }
+      }
+    });
+    res.on('close', () => resolveClosed());
+    res.on('error', () => resolveClosed());
+  });
+  req.on('error', () => {
+    resolveStatus(0);
+    resolveClosed();
+  });
+  req.end();
+  return { events, raw: () => raw, status, headers: headersP, closed, close: () => req.destroy() };
+}

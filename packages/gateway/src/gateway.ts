@@ -6,7 +6,12 @@ import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { sendError, sendJson } from './http.js';
-import { consumerCookie, resolveConsumer } from './identity.js';
+import { consumerCookie, findConsumer, findLastEventId, resolveConsumer } from './identity.js';
+import { FanOut, type FanOutStats } from './streams/fan-out.js';
+import { Streams } from './streams/streams.js';
+import { SseStream } from './transports/sse.js';
+import { WebSocketTransport } from './transports/websocket.js';
+import type { Duplex } from 'node:stream';
 import { createLogger, type Logger } from './logger.js';
 import { LongPoll, type LongPollStats } from './long-poll.js';
 import { normalizeOptions, type GatewayOptions, type NormalizedOptions } from './options.js';
@@ -18,6 +23,10 @@ export const MAX_URL_LENGTH = 2048;
 export interface GatewayStats {
   broker: BrokerStats;
   longPoll: LongPollStats;
+  /** Open SSE responses and WebSockets, and the identified streams among their subscriptions. */
+  streams: { sse: number; websocket: number; identified: number };
+  /** Anonymous streams sharing per-process queues. */
+  fanOut: FanOutStats;
   /** Consumer queues whose declaration is cached. */
   knownQueues: number;
 }
@@ -43,6 +52,19 @@ export interface Gateway {
 }
 
 /**
+ * The raw path and the query of a request. The raw path, not a normalised
+ * one: `/a/../b` must be refused, not resolved.
+ * @throws WarrenError `URI_TOO_LONG`, `INVALID_REQUEST`
+ */
+function parseTarget(req: IncomingMessage): { path: string; query: URLSearchParams } {
+  const target = req.url ?? '';
+  if (target.length > MAX_URL_LENGTH) throw new WarrenError('URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
+  if (!target.startsWith('/')) throw new WarrenError('INVALID_REQUEST', 'the request target must be a path');
+  const q = target.indexOf('?');
+  return { path: q < 0 ? target : target.slice(0, q), query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)) };
+}
+
+/**
  * Builds a gateway from options (validated here, once).
  * @throws OptionError for an invalid option
  */
@@ -62,25 +84,34 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
         });
   const queues = new ConsumerQueues(broker, { expiresMs: options.queueExpiresMs, maxLength: options.queueMaxLength });
   const longPoll = new LongPoll(broker, queues, log);
+  const fanOut = new FanOut(broker, log, {
+    maxPendingBytes: options.maxPendingBytes,
+    lingerMs: 30_000,
+    prefetch: 256,
+    queueExpiresMs: 60_000,
+    queueMaxLength: 10_000,
+  });
+  const streams = new Streams(broker, queues, fanOut, log, options.streamPrefetch);
+  const websockets = new WebSocketTransport(streams, log, {
+    maxPayload: options.wsMaxPayload,
+    pingIntervalMs: options.wsPingIntervalMs,
+    maxSubscriptions: options.wsMaxSubscriptions,
+  });
+  const sseStreams = new Set<SseStream>();
   let closing: Promise<void> | undefined;
 
-  const stats = (): GatewayStats => ({ broker: broker.stats(), longPoll: { ...longPoll.stats }, knownQueues: queues.size });
+  const stats = (): GatewayStats => ({
+    broker: broker.stats(),
+    longPoll: { ...longPoll.stats },
+    streams: { sse: sseStreams.size, websocket: websockets.size, identified: streams.identified },
+    fanOut: { ...fanOut.stats },
+    knownQueues: queues.size,
+  });
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Node's own check would answer with an empty body; this one answers JSON.
     if (req.headers.host === undefined && req.httpVersionMinor >= 1) throw new WarrenError('INVALID_REQUEST', 'the Host header is missing');
-    const target = req.url ?? '';
-    if (target.length > MAX_URL_LENGTH) throw new WarrenError('URI_TOO_LONG', `the URL is longer than ${MAX_URL_LENGTH} characters`);
-    if (!target.startsWith('/')) throw new WarrenError('INVALID_REQUEST', 'the request target must be a path');
-    const q = target.indexOf('?');
-    // The raw path, not a normalised one: `/a/../b` must be refused, not resolved.
-    const path = q < 0 ? target : target.slice(0, q);
-    let query: URLSearchParams;
-    try {
-      query = new URLSearchParams(q < 0 ? '' : target.slice(q + 1));
-    } catch {
-      throw new WarrenError('INVALID_REQUEST', 'the query string cannot be parsed');
-    }
+    const { path, query } = parseTarget(req);
     if (path.startsWith(PATHS.prefix) || path === PATHS.prefix.slice(0, -1)) return internal(req, res, path, query);
     const channel = parseChannel(path);
     if (req.method !== 'GET') {
@@ -118,6 +149,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   }
 
   async function subscribe(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
+    if (/\btext\/event-stream\b/.test(req.headers.accept ?? '')) return serveSse(req, res, channel, query);
     const consumer = resolveConsumer(req, query);
     const headers: OutgoingHttpHeaders = { [HEADERS.consumerId]: consumer.id, 'cache-control': 'no-store' };
     if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, false);
@@ -134,6 +166,82 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     await longPoll.handle(res, consumer.id, channel, timeoutMs, headers);
   }
 
+  /** `GET /<channel>` with `Accept: text/event-stream`. */
+  async function serveSse(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
+    const consumerId = findConsumer(req, query);
+    const lastEventId = findLastEventId(req, query);
+    if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
+    if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
+    // Subscribe before committing to a 200: a refusal is still a JSON error,
+    // and a client that sees the stream open misses nothing published after.
+    await prepareStream(channel, consumerId);
+    if (res.destroyed) return;
+    const headers: OutgoingHttpHeaders = consumerId === undefined ? {} : { [HEADERS.consumerId]: consumerId };
+    const sse = new SseStream(res, headers, { heartbeatMs: options.sseHeartbeatMs, retryMs: options.sseRetryMs });
+    sseStreams.add(sse);
+    let handle: Awaited<ReturnType<Streams['open']>> | undefined;
+    let gone = false;
+    res.once('close', () => {
+      gone = true;
+      sseStreams.delete(sse);
+      void handle?.stop();
+    });
+    try {
+      handle = await streams.open({
+        channel,
+        consumerId,
+        lastEventId,
+        sink: sse,
+        // EventSource reconnects by itself and sends Last-Event-ID.
+        onEnd: () => sse.close('broker-unavailable'),
+      });
+    } catch (err) {
+      log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
+      sse.close('broker-unavailable');
+      return;
+    }
+    if (gone) await handle.stop();
+  }
+
+  /** Declares the consumer's queue, or starts the channel's fan-out, before a stream opens. */
+  async function prepareStream(channel: string, consumerId: string | undefined): Promise<void> {
+    if (consumerId !== undefined) await queues.ensure(consumerId, channel);
+    else await fanOut.prepare(channel);
+  }
+
+  /** An `Upgrade: websocket` request: checked like a GET, then handed to `ws`. */
+  function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    upgradeAsync(req, socket, head).catch((err: unknown) => rejectUpgrade(socket, err));
+  }
+
+  function rejectUpgrade(socket: Duplex, err: unknown): void {
+    const error = err instanceof WarrenError && err.status !== null ? err : new WarrenError('INTERNAL_ERROR', 'internal error');
+    if (!(err instanceof WarrenError)) log.error('upgrade failed', { error: String(err) });
+    const body = JSON.stringify(error.toJSON());
+    const retry = error.code === 'BROKER_UNAVAILABLE' ? 'retry-after: 1\r\n' : '';
+    socket.end(
+      `HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json; charset=utf-8\r\n${retry}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  }
+
+  async function upgradeAsync(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => undefined);
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') throw new WarrenError('INVALID_REQUEST', 'only WebSocket upgrades are supported');
+    const { path, query } = parseTarget(req);
+    if (req.method !== 'GET') throw new WarrenError('METHOD_NOT_ALLOWED', 'a WebSocket upgrade is a GET');
+    let channel: string | undefined;
+    if (path !== PATHS.socket) {
+      if (path.startsWith(PATHS.prefix)) throw new WarrenError('NOT_FOUND', `no WebSocket endpoint ${path}`);
+      channel = parseChannel(path);
+    }
+    const consumerId = findConsumer(req, query);
+    const lastEventId = findLastEventId(req, query);
+    if (closing !== undefined || !broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
+    if (channel !== undefined) await prepareStream(channel, consumerId);
+    if (socket.destroyed) return;
+    websockets.upgrade(req, socket, head, { channel, consumerId, lastEventId });
+  }
+
   function handle(req: IncomingMessage, res: ServerResponse): void {
     route(req, res).catch((err: unknown) => {
       // A client that hung up mid-upload is not the gateway's error.
@@ -145,6 +253,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   }
 
   const server = createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
+  server.on('upgrade', upgrade);
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     sendError(res, new WarrenError('EXPECTATION_FAILED', `unsupported Expect: ${String(req.headers.expect).slice(0, 64)}`), log);
   });
@@ -191,6 +300,9 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     close(): Promise<void> {
       closing ??= (async () => {
         longPoll.shutdown();
+        websockets.shutdown();
+        for (const sse of sseStreams) sse.close('shutdown');
+        await fanOut.close();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         // Answered polls finish writing, then their sockets go.

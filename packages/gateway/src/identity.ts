@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { CONSUMER_COOKIE, CONSUMER_QUERY, generateConsumerId, HEADERS, parseConsumerId } from '@warren/protocol';
+import { CONSUMER_COOKIE, CONSUMER_QUERY, generateConsumerId, HEADERS, parseConsumerId, parseMessageId } from '@warren/protocol';
 
 export interface ConsumerIdentity {
   id: string;
@@ -16,19 +16,40 @@ export interface ConsumerIdentity {
  * @throws WarrenError `INVALID_CONSUMER_ID`
  */
 export function resolveConsumer(req: IncomingMessage, query: URLSearchParams): ConsumerIdentity {
+  const id = findConsumer(req, query);
+  return id === undefined ? { id: generateConsumerId(), assigned: true } : { id, assigned: false };
+}
+
+/**
+ * The consumer id the request names, if any (same sources and rules as
+ * {@link resolveConsumer}, without assigning one). Streams without one are
+ * anonymous.
+ * @throws WarrenError `INVALID_CONSUMER_ID`
+ */
+export function findConsumer(req: IncomingMessage, query: URLSearchParams): string | undefined {
   const header = req.headers[HEADERS.consumerId];
-  if (header !== undefined) return { id: parseConsumerId(Array.isArray(header) ? header.join(',') : header), assigned: false };
+  if (header !== undefined) return parseConsumerId(Array.isArray(header) ? header.join(',') : header);
   const fromQuery = query.getAll(CONSUMER_QUERY);
-  if (fromQuery.length > 0) return { id: parseConsumerId(fromQuery.length === 1 ? fromQuery[0] : fromQuery.join(',')), assigned: false };
+  if (fromQuery.length > 0) return parseConsumerId(fromQuery.length === 1 ? fromQuery[0] : fromQuery.join(','));
   const cookie = readCookie(req.headers.cookie, CONSUMER_COOKIE);
-  if (cookie !== undefined) {
-    try {
-      return { id: parseConsumerId(cookie), assigned: false };
-    } catch {
-      // fall through: assign a fresh id
-    }
+  if (cookie === undefined) return undefined;
+  try {
+    return parseConsumerId(cookie);
+  } catch {
+    return undefined;
   }
-  return { id: generateConsumerId(), assigned: true };
+}
+
+/**
+ * The id of the last message a reconnecting stream received: the
+ * `Last-Event-ID` header (EventSource sends it), else `last_event_id` in the
+ * query.
+ * @throws WarrenError `INVALID_MESSAGE_ID`
+ */
+export function findLastEventId(req: IncomingMessage, query: URLSearchParams): string | undefined {
+  const header = req.headers['last-event-id'];
+  const value = (Array.isArray(header) ? header[0] : header) ?? query.get('last_event_id') ?? undefined;
+  return value === undefined || value === '' ? undefined : parseMessageId(value);
 }
 
 /** The `Set-Cookie` value that keeps an assigned id for the next request. */

@@ -1,6 +1,6 @@
 export { createGateway, MAX_URL_LENGTH } from './gateway.js';
 export type { Gateway, GatewayStats } from './gateway.js';
-export { normalizeOptions, parseDuration, parseBytes, parseOptionText, OPTION_SPECS, OptionError, LOG_LEVELS } from './options.js';
+export { normalizeOptions, parseDuration, parseBytes, parseOptionText, showDuration, OPTION_SPECS, OptionError, LOG_LEVELS } from './options.js';
 export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js';
 export { createLogger, silentLogger } from './logger.js';
 export type { Logger, LogLevel } from './logger.js';

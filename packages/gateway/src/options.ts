@@ -25,6 +25,20 @@ export interface GatewayOptions {
   queueMaxLength?: number;
   /** Largest message accepted for publishing, in bytes. @default 262_144 */
   maxMessageBytes?: number;
+  /** Interval of SSE heartbeat comments. @default 15_000 */
+  sseHeartbeatMs?: number;
+  /** The `retry:` hint sent to EventSource clients. @default 2_000 */
+  sseRetryMs?: number;
+  /** WebSocket ping interval; a socket that missed a pong by the next ping is dropped. @default 30_000 */
+  wsPingIntervalMs?: number;
+  /** Largest frame a WebSocket client may send. @default 65_536 */
+  wsMaxPayload?: number;
+  /** Most channels one `warren.v1` socket may subscribe to. @default 64 */
+  wsMaxSubscriptions?: number;
+  /** Messages in flight (unacknowledged) per identified stream. @default 64 */
+  streamPrefetch?: number;
+  /** Bytes an anonymous stream may have waiting for its socket before it is closed as too slow. @default 1_048_576 */
+  maxPendingBytes?: number;
   /** @default 'info' */
   logLevel?: LogLevel;
   /** First RabbitMQ reconnect delay. @default 100 */
@@ -72,6 +86,13 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'queueExpiresMs', flag: '--queue-expires', env: 'WARREN_QUEUE_EXPIRES', kind: 'duration', default: 5 * MINUTE, min: SECOND, max: 30 * DAY, description: 'How long a consumer queue outlives its last poll (`x-expires`).' },
   { key: 'queueMaxLength', flag: '--queue-max-length', env: 'WARREN_QUEUE_MAX_LENGTH', kind: 'integer', default: 10_000, min: 1, max: 10_000_000, description: 'Most messages a consumer queue keeps; the oldest are dropped first (`x-max-length`).' },
   { key: 'maxMessageBytes', flag: '--max-message-bytes', env: 'WARREN_MAX_MESSAGE_BYTES', kind: 'bytes', default: 256 * 1024, min: 1, max: 64 * 1024 * 1024, description: 'Largest message body accepted for publishing.' },
+  { key: 'sseHeartbeatMs', flag: '--sse-heartbeat', env: 'WARREN_SSE_HEARTBEAT', kind: 'duration', default: 15 * SECOND, min: 100, max: 10 * MINUTE, description: 'Interval of SSE heartbeat comments.' },
+  { key: 'sseRetryMs', flag: '--sse-retry', env: 'WARREN_SSE_RETRY', kind: 'duration', default: 2 * SECOND, min: 0, max: 10 * MINUTE, description: 'The `retry:` reconnect delay hinted to EventSource clients.' },
+  { key: 'wsPingIntervalMs', flag: '--ws-ping-interval', env: 'WARREN_WS_PING_INTERVAL', kind: 'duration', default: 30 * SECOND, min: 100, max: 10 * MINUTE, description: 'WebSocket ping interval; a socket that has not answered by the next ping is dropped.' },
+  { key: 'wsMaxPayload', flag: '--ws-max-payload', env: 'WARREN_WS_MAX_PAYLOAD', kind: 'bytes', default: 64 * 1024, min: 1, max: 16 * 1024 * 1024, description: 'Largest frame a WebSocket client may send (larger: close 1009).' },
+  { key: 'wsMaxSubscriptions', flag: '--ws-max-subscriptions', env: 'WARREN_WS_MAX_SUBSCRIPTIONS', kind: 'integer', default: 64, min: 1, max: 10_000, description: 'Most channels one `warren.v1` socket may subscribe to.' },
+  { key: 'streamPrefetch', flag: '--stream-prefetch', env: 'WARREN_STREAM_PREFETCH', kind: 'integer', default: 64, min: 1, max: 65_535, description: 'Messages in flight (unacknowledged) per identified SSE or WebSocket stream.' },
+  { key: 'maxPendingBytes', flag: '--max-pending-bytes', env: 'WARREN_MAX_PENDING_BYTES', kind: 'bytes', default: 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, description: 'Bytes an anonymous stream may have waiting for its socket before it is closed as too slow.' },
   { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
   { key: 'reconnectMinMs', flag: '--reconnect-min', env: 'WARREN_RECONNECT_MIN', kind: 'duration', default: 100, min: 10, max: 60 * SECOND, description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).' },
   { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },

@@ -17,10 +17,15 @@ import { header, readBody, sendJson } from './http.js';
 /** Most channels one HTTP publish may name. */
 export const MAX_PUBLISH_CHANNELS = 32;
 
-/** Headers that only browsers send (`Origin`, any `Sec-Fetch-*`): their presence means a page is calling. */
+/**
+ * Headers that only browsers send: `Origin` (on every POST) and the
+ * `Sec-Fetch-*` metadata (`Sec-Fetch-Site` on every request). Not
+ * `Sec-Fetch-Mode`: server-side `fetch` (Node, Deno, Bun) sends that one too,
+ * and backends must be able to publish with it.
+ */
 function browserHeader(req: IncomingMessage): string | undefined {
   for (const name of Object.keys(req.headers)) {
-    if (name === 'origin' || name.startsWith('sec-fetch-')) return name;
+    if (name === 'origin' || (name.startsWith('sec-fetch-') && name !== 'sec-fetch-mode')) return name;
   }
   return undefined;
 }

@@ -19,4 +19,6 @@ export const PATHS = {
   publish: '/_warren/publish',
   health: '/_warren/health',
   stats: '/_warren/stats',
+  /** WebSocket endpoint that subscribes to nothing until told (`warren.v1`). */
+  socket: '/_warren/ws',
 } as const;

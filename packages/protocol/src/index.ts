@@ -27,6 +27,8 @@ export {
   routingKey,
   consumerQueueName,
   consumerQueueArguments,
+  fanOutQueueName,
+  fanOutQueueArguments,
   toWireProperties,
   fromWire,
   confirmError,

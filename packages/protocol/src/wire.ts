@@ -30,6 +30,23 @@ export function consumerQueueName(consumerId: string, channel: string): string {
   return `${QUEUE_PREFIX}${consumerId}:${channel}`;
 }
 
+/**
+ * The queue through which one gateway process receives `channel` for all its
+ * anonymous streams (in-process fan-out): `warren:fanout:<gateway id>:<channel>`.
+ */
+export function fanOutQueueName(gatewayId: string, channel: string): string {
+  return `${QUEUE_PREFIX}fanout:${gatewayId}:${channel}`;
+}
+
+/** Arguments of a fan-out queue: not durable, gone a minute after its process stops consuming. */
+export function fanOutQueueArguments(limits: ConsumerQueueLimits): Record<string, unknown> {
+  return {
+    'x-expires': limits.expiresMs,
+    'x-max-length': limits.maxLength,
+    'x-overflow': 'drop-head',
+  };
+}
+
 /** Settings of a consumer queue. */
 export interface ConsumerQueueLimits {
   /** Milliseconds a queue outlives its last consumer (`x-expires`). */

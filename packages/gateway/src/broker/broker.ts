@@ -88,6 +88,8 @@ export interface Broker extends EventEmitter<BrokerEvents> {
   publish(channel: string, message: WarrenMessage): Promise<void>;
   /** Declares `queue` with `limits` and binds it to `channel`. Idempotent. */
   declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void>;
+  /** Declares a non-durable fan-out queue (see `fanOutQueueArguments`) and binds it to `channel`. Idempotent. */
+  declareFanOutQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void>;
   /**
    * Starts a consumer on `queue`.
    * @throws QueueNotFoundError when the queue does not exist

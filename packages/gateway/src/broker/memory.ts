@@ -156,6 +156,11 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
   }
 
+  /** In process, a fan-out queue is a consumer queue: nothing survives a restart anyway. */
+  declareFanOutQueue(name: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
+    return this.declareConsumerQueue(name, channel, limits);
+  }
+
   async consume(name: string, options: ConsumeOptions): Promise<Subscription> {
     this.assertReady();
     const queue = this.queues.get(name);

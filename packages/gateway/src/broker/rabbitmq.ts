@@ -3,6 +3,7 @@ import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Consum
 import {
   confirmError,
   consumerQueueArguments,
+  fanOutQueueArguments,
   EXCHANGE_TYPE,
   fromWire,
   routingKey,
@@ -136,10 +137,18 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     });
   }
 
-  async declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
+  declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
+    return this.declareAndBind(queue, channel, true, consumerQueueArguments(limits));
+  }
+
+  declareFanOutQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
+    return this.declareAndBind(queue, channel, false, fanOutQueueArguments(limits));
+  }
+
+  private async declareAndBind(queue: string, channel: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
     this.counters.queueDeclares++;
     try {
-      await (await this.admin()).assertQueue(queue, { durable: true, arguments: consumerQueueArguments(limits) });
+      await (await this.admin()).assertQueue(queue, { durable, arguments: args });
     } catch (err) {
       if ((err as { code?: number }).code !== 406 || !this.ready) throw this.translate(err);
       // The queue exists with other arguments (the retention or length

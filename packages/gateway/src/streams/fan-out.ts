@@ -1,0 +1,182 @@
+import { randomBytes } from 'node:crypto';
+import { fanOutQueueName, type WarrenMessage } from '@warren/protocol';
+import type { Broker, Subscription } from '../broker/broker.js';
+import type { Logger } from '../logger.js';
+import type { Sink } from './sink.js';
+
+export interface FanOutOptions {
+  /** A sink with more than this many bytes not yet handed to its socket is closed as a slow consumer. */
+  maxPendingBytes: number;
+  /** How long a channel's queue and consumer outlive its last local subscriber (churn guard). */
+  lingerMs: number;
+  /** Prefetch of the per-process consumer. */
+  prefetch: number;
+  /** The fan-out queue's `x-expires` (cleanup after a crash) and `x-max-length`. */
+  queueExpiresMs: number;
+  queueMaxLength: number;
+}
+
+export interface FanOutStats {
+  channels: number;
+  subscribers: number;
+  delivered: number;
+  slowClosed: number;
+}
+
+class ChannelFanOut {
+  readonly sinks = new Set<Sink>();
+  subscription: Subscription | undefined;
+  starting: Promise<void> | undefined;
+  lingerTimer: NodeJS.Timeout | undefined;
+  constructor(
+    readonly channel: string,
+    readonly queue: string,
+  ) {}
+}
+
+/**
+ * Live streams without a consumer id share one queue per gateway process and
+ * channel; each message is written to every local subscriber from memory.
+ * Thousands of anonymous listeners on a channel cost RabbitMQ one queue, one
+ * binding and one consumer per gateway process. They get live messages only
+ * (no resume), and a subscriber that cannot keep up is closed rather than
+ * buffered without bound.
+ */
+export class FanOut {
+  readonly gatewayId = randomBytes(6).toString('hex');
+  readonly stats: FanOutStats = { channels: 0, subscribers: 0, delivered: 0, slowClosed: 0 };
+  private readonly channels = new Map<string, ChannelFanOut>();
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly log: Logger,
+    private readonly options: FanOutOptions,
+  ) {
+    broker.on('lost', () => {
+      for (const fan of this.channels.values()) fan.subscription = undefined;
+    });
+    broker.on('ready', () => {
+      for (const fan of this.channels.values()) if (fan.sinks.size > 0) void this.start(fan);
+    });
+  }
+
+  /**
+   * Starts `channel`'s consumer if it is not running, so that a subscriber
+   * added next receives everything published from now on. Without a
+   * subscriber it lingers like an abandoned channel.
+   */
+  async prepare(channel: string): Promise<void> {
+    const fan = this.entry(channel);
+    if (fan.sinks.size === 0) this.linger(fan);
+    await this.start(fan);
+  }
+
+  /**
+   * Adds `sink` to `channel`'s local subscribers, starting the channel's
+   * consumer if needed. Resolves once messages flow.
+   * @returns a function that removes the sink (idempotent)
+   */
+  async subscribe(channel: string, sink: Sink): Promise<() => void> {
+    const fan = this.entry(channel);
+    clearTimeout(fan.lingerTimer);
+    fan.lingerTimer = undefined;
+    fan.sinks.add(sink);
+    this.stats.subscribers++;
+    const current = fan;
+    let removed = false;
+    const unsubscribe = (): void => {
+      if (removed) return;
+      removed = true;
+      // dispatch() may have removed it already (slow consumer).
+      if (current.sinks.delete(sink)) this.stats.subscribers--;
+      if (current.sinks.size === 0) this.linger(current);
+    };
+    try {
+      await this.start(fan);
+    } catch (err) {
+      unsubscribe();
+      throw err;
+    }
+    return unsubscribe;
+  }
+
+  private entry(channel: string): ChannelFanOut {
+    let fan = this.channels.get(channel);
+    if (fan === undefined) {
+      fan = new ChannelFanOut(channel, fanOutQueueName(this.gatewayId, channel));
+      this.channels.set(channel, fan);
+      this.stats.channels++;
+    }
+    return fan;
+  }
+
+  /** Stops every consumer (the queues expire by themselves). */
+  async close(): Promise<void> {
+    const all = [...this.channels.values()];
+    this.channels.clear();
+    await Promise.all(
+      all.map(async (fan) => {
+        clearTimeout(fan.lingerTimer);
+        await fan.subscription?.cancel();
+      }),
+    );
+  }
+
+  private start(fan: ChannelFanOut): Promise<void> {
+    if (fan.subscription !== undefined) return Promise.resolve();
+    fan.starting ??= (async () => {
+      try {
+        await this.broker.declareFanOutQueue(fan.queue, fan.channel, {
+          expiresMs: this.options.queueExpiresMs,
+          maxLength: this.options.queueMaxLength,
+        });
+        fan.subscription = await this.broker.consume(fan.queue, {
+          prefetch: this.options.prefetch,
+          onMessage: (delivery) => {
+            this.dispatch(fan, delivery.message);
+            // Written (or refused) to every local subscriber: done with it.
+            delivery.ack();
+          },
+          onEnd: (end) => {
+            fan.subscription = undefined;
+            // broker-lost: restarted on 'ready'. Otherwise retry now.
+            if (end.reason !== 'broker-lost' && fan.sinks.size > 0) {
+              void this.start(fan).catch((err: unknown) => this.log.warn('fan-out restart failed', { channel: fan.channel, error: String(err) }));
+            }
+          },
+        });
+        if (fan.sinks.size === 0 && this.channels.get(fan.channel) !== fan) await fan.subscription.cancel();
+      } finally {
+        fan.starting = undefined;
+      }
+    })();
+    return fan.starting;
+  }
+
+  private dispatch(fan: ChannelFanOut, message: WarrenMessage): void {
+    for (const sink of fan.sinks) {
+      if (sink.pendingBytes() > this.options.maxPendingBytes) {
+        this.stats.slowClosed++;
+        fan.sinks.delete(sink);
+        this.stats.subscribers--;
+        sink.close('slow-consumer');
+        continue;
+      }
+      this.stats.delivered++;
+      sink.send(fan.channel, message, () => undefined);
+    }
+  }
+
+  private linger(fan: ChannelFanOut): void {
+    clearTimeout(fan.lingerTimer);
+    fan.lingerTimer = setTimeout(() => {
+      if (fan.sinks.size > 0 || this.channels.get(fan.channel) !== fan) return;
+      this.channels.delete(fan.channel);
+      this.stats.channels--;
+      const subscription = fan.subscription;
+      fan.subscription = undefined;
+      void subscription?.cancel();
+    }, this.options.lingerMs);
+    fan.lingerTimer.unref();
+  }
+}

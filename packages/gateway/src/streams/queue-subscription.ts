@@ -1,0 +1,143 @@
+import { consumerQueueName } from '@warren/protocol';
+import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type Subscription } from '../broker/broker.js';
+import type { ConsumerQueues } from '../consumer-queues.js';
+import type { Logger } from '../logger.js';
+import type { Sink } from './sink.js';
+
+export interface QueueSubscriptionOptions {
+  /** Most messages in flight to the client (unacknowledged) at once. */
+  prefetch: number;
+  /**
+   * The id of the last message the client received (SSE `Last-Event-ID`). The
+   * messages at the head of the queue that came back unacknowledged from an
+   * earlier connection, up to and including this one, are acknowledged
+   * without being sent again.
+   */
+  lastEventId?: string;
+  /** Called once when the subscription cannot go on (broker lost, queue gone twice). */
+  onEnd(end: ConsumerEnd | { reason: 'error'; error: unknown }): void;
+}
+
+/** How long to hold redelivered messages while looking for `lastEventId` among them. */
+const RESUME_WINDOW_MS = 100;
+
+/**
+ * An identified consumer's stream: its own queue consumed with a bounded
+ * prefetch, each message acknowledged only once the transport handed it to
+ * the operating system. A client that stops reading stops its acks, so the
+ * broker stops delivering: the backlog stays in the queue, not in memory.
+ */
+export class QueueSubscription {
+  readonly queue: string;
+  private subscription: Subscription | undefined;
+  private stopped = false;
+  private ended = false;
+  /** Redelivered messages held while looking for `lastEventId`. */
+  private held: Delivery[] | undefined;
+  private heldTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly queues: ConsumerQueues,
+    private readonly log: Logger,
+    private readonly consumerId: string,
+    readonly channel: string,
+    private readonly sink: Sink,
+    private readonly options: QueueSubscriptionOptions,
+  ) {
+    this.queue = consumerQueueName(consumerId, channel);
+    if (options.lastEventId !== undefined) this.held = [];
+  }
+
+  /** Declares (once) and starts consuming. Rejects if the broker refuses. */
+  async start(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      await this.queues.ensure(this.consumerId, this.channel);
+      if (this.stopped) return;
+      this.queues.acquire(this.queue);
+      try {
+        this.subscription = await this.broker.consume(this.queue, {
+          prefetch: this.options.prefetch,
+          onMessage: (delivery) => this.onMessage(delivery),
+          onEnd: (end) => this.end(end),
+        });
+      } catch (err) {
+        this.queues.release(this.queue);
+        if (err instanceof QueueNotFoundError && attempt < 2) {
+          this.queues.invalidate(this.queue);
+          continue;
+        }
+        throw err;
+      }
+      if (this.stopped) await this.subscription.cancel();
+      return;
+    }
+  }
+
+  /** Stops consuming. Messages still being written settle through their write callbacks. Idempotent. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.flushHeld(false);
+    const subscription = this.subscription;
+    this.subscription = undefined;
+    if (subscription !== undefined) {
+      await subscription.cancel();
+      this.queues.release(this.queue);
+    }
+  }
+
+  private end(end: ConsumerEnd | { reason: 'error'; error: unknown }): void {
+    if (this.ended || this.stopped) return;
+    this.ended = true;
+    this.flushHeld(false);
+    if (this.subscription !== undefined) this.queues.release(this.queue);
+    this.subscription = undefined;
+    this.options.onEnd(end);
+  }
+
+  private onMessage(delivery: Delivery): void {
+    if (this.stopped) {
+      delivery.requeue();
+      return;
+    }
+    if (this.held !== undefined) {
+      if (delivery.redelivered) {
+        this.held.push(delivery);
+        if (delivery.message.id === this.options.lastEventId) {
+          // The client has everything up to here: acknowledge, do not resend.
+          for (const seen of this.held) seen.ack();
+          this.held = undefined;
+          clearTimeout(this.heldTimer);
+        } else {
+          clearTimeout(this.heldTimer);
+          this.heldTimer = setTimeout(() => this.flushHeld(true), RESUME_WINDOW_MS);
+        }
+        return;
+      }
+      // A message never delivered before: the redelivered ones (if any) were not seen.
+      this.flushHeld(true);
+    }
+    this.write(delivery);
+  }
+
+  private flushHeld(send: boolean): void {
+    const held = this.held;
+    this.held = undefined;
+    clearTimeout(this.heldTimer);
+    if (held === undefined) return;
+    for (const delivery of held) {
+      if (send && !this.stopped) this.write(delivery);
+      else delivery.requeue();
+    }
+  }
+
+  private write(delivery: Delivery): void {
+    try {
+      this.sink.send(this.channel, delivery.message, (ok) => (ok ? delivery.ack() : delivery.requeue()));
+    } catch (err) {
+      delivery.requeue();
+      this.log.error('stream write failed', { error: (err as Error).message });
+    }
+  }
+}

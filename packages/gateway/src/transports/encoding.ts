@@ -1,0 +1,60 @@
+import type { WarrenMessage } from '@warren/protocol';
+
+/** Content types sent as text over SSE and WebSocket; anything else is binary. */
+export function isTextual(contentType: string): boolean {
+  const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
+  return (
+    type.startsWith('text/') ||
+    type === 'application/json' ||
+    type.endsWith('+json') ||
+    type === 'application/xml' ||
+    type.endsWith('+xml') ||
+    type === 'application/javascript' ||
+    type === 'application/x-www-form-urlencoded'
+  );
+}
+
+const LINE_BREAK = /\r\n|\r|\n/;
+
+/**
+ * One SSE event: `id:`, `event:` when named, the body as `data:` lines (split
+ * on every kind of line break; a binary body is base64). An id or event name
+ * with a line break would forge fields, so it is refused.
+ * @throws Error for an id or event name containing CR or LF
+ */
+export function encodeSseEvent(message: WarrenMessage): string {
+  if (LINE_BREAK.test(message.id) || (message.event !== undefined && LINE_BREAK.test(message.event))) {
+    throw new Error('SSE id and event name must not contain CR or LF');
+  }
+  let out = `id: ${message.id}\n`;
+  if (message.event !== undefined) out += `event: ${message.event}\n`;
+  const text = isTextual(message.contentType) ? message.body.toString('utf8') : message.body.toString('base64');
+  for (const line of text.split(LINE_BREAK)) out += `data: ${line}\n`;
+  return `${out}\n`;
+}
+
+/** The `warren.v1` WebSocket frame of a message. */
+export interface MessageFrame {
+  type: 'message';
+  channel: string;
+  id: string;
+  event?: string;
+  contentType: string;
+  /** The body: UTF-8 text, or base64 when `encoding` says so. */
+  data: string;
+  encoding?: 'base64';
+}
+
+export function messageFrame(channel: string, message: WarrenMessage): MessageFrame {
+  const textual = isTextual(message.contentType);
+  const frame: MessageFrame = {
+    type: 'message',
+    channel,
+    id: message.id,
+    contentType: message.contentType,
+    data: textual ? message.body.toString('utf8') : message.body.toString('base64'),
+  };
+  if (message.event !== undefined) frame.event = message.event;
+  if (!textual) frame.encoding = 'base64';
+  return frame;
+}
