@@ -5,6 +5,7 @@ import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
 import { ConsumerQueues } from './consumer-queues.js';
+import { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
 import { consumerCookie, findConsumer, findLastEventId, resolveConsumer } from './identity.js';
 import { FanOut, type FanOutStats } from './streams/fan-out.js';
@@ -98,6 +99,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     maxSubscriptions: options.wsMaxSubscriptions,
   });
   const sseStreams = new Set<SseStream>();
+  const cors = new Cors(options.corsOrigins);
   let closing: Promise<void> | undefined;
 
   const stats = (): GatewayStats => ({
@@ -114,8 +116,10 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     const { path, query } = parseTarget(req);
     if (path.startsWith(PATHS.prefix) || path === PATHS.prefix.slice(0, -1)) return internal(req, res, path, query);
     const channel = parseChannel(path);
+    if (req.method === 'OPTIONS') return cors.preflight(req, res);
+    cors.apply(req, res);
     if (req.method !== 'GET') {
-      res.setHeader('allow', 'GET');
+      res.setHeader('allow', 'GET, OPTIONS');
       throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
     }
     return subscribe(req, res, channel, query);

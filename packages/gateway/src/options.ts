@@ -39,6 +39,13 @@ export interface GatewayOptions {
   streamPrefetch?: number;
   /** Bytes an anonymous stream may have waiting for its socket before it is closed as too slow. @default 1_048_576 */
   maxPendingBytes?: number;
+  /**
+   * Origins whose pages may read channels cross-origin (EventSource,
+   * long-poll with `fetch`), with credentials: exact origins such as
+   * `https://app.example.com`, comma-separated, or `*` for any origin
+   * without credentials. @default none
+   */
+  corsOrigins?: string;
   /** @default 'info' */
   logLevel?: LogLevel;
   /** First RabbitMQ reconnect delay. @default 100 */
@@ -49,10 +56,10 @@ export interface GatewayOptions {
   logger?: Logger;
 }
 
-export type NormalizedOptions = Required<Omit<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger'>> &
-  Pick<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger'>;
+export type NormalizedOptions = Required<Omit<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins'>> &
+  Pick<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins'>;
 
-type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'secret' | 'level';
+type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'secret' | 'level' | 'origins';
 
 /** One setting: its library key, command-line flag, environment variable and bounds. */
 export interface OptionSpec {
@@ -93,6 +100,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'wsMaxSubscriptions', flag: '--ws-max-subscriptions', env: 'WARREN_WS_MAX_SUBSCRIPTIONS', kind: 'integer', default: 64, min: 1, max: 10_000, description: 'Most channels one `warren.v1` socket may subscribe to.' },
   { key: 'streamPrefetch', flag: '--stream-prefetch', env: 'WARREN_STREAM_PREFETCH', kind: 'integer', default: 64, min: 1, max: 65_535, description: 'Messages in flight (unacknowledged) per identified SSE or WebSocket stream.' },
   { key: 'maxPendingBytes', flag: '--max-pending-bytes', env: 'WARREN_MAX_PENDING_BYTES', kind: 'bytes', default: 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, description: 'Bytes an anonymous stream may have waiting for its socket before it is closed as too slow.' },
+  { key: 'corsOrigins', flag: '--cors-origins', env: 'WARREN_CORS_ORIGINS', kind: 'origins', default: undefined, defaultText: 'none', description: 'Origins whose pages may read channels cross-origin with credentials: exact origins, comma-separated (`https://app.example.com`), or `*` for any origin without credentials.' },
   { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
   { key: 'reconnectMinMs', flag: '--reconnect-min', env: 'WARREN_RECONNECT_MIN', kind: 'duration', default: 100, min: 10, max: 60 * SECOND, description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).' },
   { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },
@@ -196,6 +204,20 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         if (!LOG_LEVELS.includes(value as LogLevel)) fail(`must be one of ${LOG_LEVELS.join(', ')}`);
         break;
       }
+      case 'origins': {
+        if (typeof value !== 'string') fail('must be a string');
+        for (const origin of parseOrigins(value as string)) {
+          if (origin === '*') continue;
+          let url: URL | undefined;
+          try {
+            url = new URL(origin);
+          } catch {
+            fail(`has ${JSON.stringify(origin)}, which is not an origin`);
+          }
+          if (url!.origin !== origin) fail(`has ${JSON.stringify(origin)}; an origin is scheme://host[:port], e.g. ${url!.origin}`);
+        }
+        break;
+      }
       case 'string': {
         if (typeof value !== 'string' || value.length === 0 || value.length > 255) fail('must be a non-empty string of at most 255 characters');
         break;
@@ -219,4 +241,12 @@ export function showDuration(ms: number): string {
   if (ms % 60_000 === 0 && ms !== 0) return `${ms / 60_000}m`;
   if (ms % 1000 === 0) return `${ms / 1000}s`;
   return `${ms}ms`;
+}
+
+/** The comma-separated origins of `corsOrigins`. */
+export function parseOrigins(text: string): string[] {
+  return text
+    .split(',')
+    .map((o) => o.trim())
+    .filter((o) => o.length > 0);
 }
