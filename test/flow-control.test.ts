@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { Producer } from '@warren/producer';
+import { AMQP_URL, BROKERS, curl, httpPublish, rabbitQueues, readSse, requireRabbit, spawnServe, startGateway, TOKEN, unique, until, type SseReader, type TestGateway } from './support/index.js';
+
+/** Resident memory of a process, in bytes (Linux). */
+function rss(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  assert.ok(m);
+  return Number(m![1]) * 1024;
+}
+
+/** An SSE client that sends its request and then never reads: the socket fills up. */
+function stalledSse(base: string, path: string): Socket {
+  const url = new URL(base);
+  const socket = connect(Number(url.port), url.hostname);
+  socket.on('error', () => undefined);
+  socket.pause();
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+  return socket;
+}
+
+describe('backpressure for an identified stream that stops reading (RabbitMQ)', () => {
+  let served: Awaited<ReturnType<typeof spawnServe>>;
+  before(async () => {
+    await requireRabbit();
+    served = await spawnServe(['--stream-prefetch', '64'], { WARREN_AMQP_URL: AMQP_URL, WARREN_PUBLISH_TOKEN: TOKEN });
+  });
+  after(() => served.stop());
+
+  it('keeps the backlog of 10,000 messages in RabbitMQ, the gateway\'s memory bounded, and other streams flowing', async () => {
+    const stats = async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${TOKEN}`, `${served.url}/_warren/stats`]));
+    const flood = `/${unique('flood-')}`;
+    const other = `/${unique('other-')}`;
+    const slowId = unique('slow-');
+    const slow = stalledSse(served.url, `${flood}?consumer_id=${slowId}`);
+    const fast = readSse(served.url, `${other}?consumer_id=${unique('fast-')}`);
+    await until(async () => (await stats()).streams.identified === 2, 'both streams to consume');
+    const pid = served.child.pid!;
+    const before = rss(pid);
+
+    const producer = new Producer({ url: AMQP_URL });
+    const body = 'x'.repeat(4096);
+    const latencies: number[] = [];
+    let flooding = true;
+    const probe = (async () => {
+      for (let i = 0; flooding; i++) {
+        const sent = Date.now();
+        await producer.publish(String(sent), { id: `probe-${i}` }).to(other);
+        await until(() => fast.events.some((e) => e.id === `probe-${i}`), `probe ${i}`, 10_000, 5);
+        latencies.push(Date.now() - sent);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    let peak = before;
+    for (let i = 0; i < 10_000; i += 200) {
+      await Promise.all(Array.from({ length: 200 }, (_, j) => producer.publish(body, { id: `f-${i + j}` }).to(flood)));
+      peak = Math.max(peak, rss(pid));
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    peak = Math.max(peak, rss(pid));
+    flooding = false;
+    await probe;
+    await producer.close();
+
+    const s = await stats();
+    const queued = Number((await rabbitQueues(`warren:${slowId}:`)).length);
+    assert.equal(queued, 1);
+    // How much of the flood reached the gateway at all: prefetch plus what the kernel's socket buffers took.
+    const taken = s.broker.delivered - latencies.length;
+    console.log(`# backpressure: rss before ${(before / 2 ** 20).toFixed(1)} MiB, peak ${(peak / 2 ** 20).toFixed(1)} MiB; flood messages taken by the gateway ${taken} of 10000; probes ${latencies.length}, max latency ${Math.max(...latencies)} ms`);
+    assert.ok(taken < 2000, `the gateway took only what the socket could hold, not the backlog (${taken})`);
+    assert.ok(peak - before < 32 * 2 ** 20, `resident memory grew ${(peak - before) / 2 ** 20} MiB; the bound is 32 MiB`);
+    assert.ok(latencies.length >= 5, 'the other stream was probed during the flood');
+    assert.ok(Math.max(...latencies) < 1000, `the other stream kept flowing (max ${Math.max(...latencies)} ms)`);
+    slow.destroy();
+    fast.close();
+  });
+});
+
+for (const kind of BROKERS) {
+  describe(`anonymous streams on the ${kind} broker`, () => {
+    let gw: TestGateway;
+    before(async () => {
+      gw = await startGateway(kind, { maxPendingBytes: 64 * 1024 });
+    });
+    after(() => gw.close());
+
+    it('200 anonymous listeners on one channel cost one queue, one binding and one consumer; each gets every message', async () => {
+      const channel = `/${unique('crowd-')}`;
+      const before = gw.gateway.stats().broker;
+      const readers: SseReader[] = [];
+      for (let i = 0; i < 200; i++) readers.push(readSse(gw.url, channel));
+      for (const reader of readers) assert.equal(await reader.status, 200);
+      for (let i = 0; i < 5; i++) await httpPublish(gw.url, channel, `m${i}`);
+      await until(() => readers.every((r) => r.events.length === 5), 'every listener to get 5 messages');
+      for (const reader of readers) assert.deepEqual(reader.events.map((e) => e.data), ['m0', 'm1', 'm2', 'm3', 'm4']);
+      const after = gw.gateway.stats().broker;
+      assert.equal(after.queueDeclares - before.queueDeclares, 1);
+      assert.equal(after.queueBinds - before.queueBinds, 1);
+      assert.equal(after.consumersStarted - before.consumersStarted, 1);
+      if (kind === 'rabbitmq') assert.equal((await rabbitQueues('warren:fanout:')).filter((q) => q.endsWith(`:${channel}`)).length, 1);
+      for (const reader of readers) reader.close();
+      await until(() => gw.gateway.stats().fanOut.subscribers === 0, 'the listeners to leave');
+    });
+
+    it('closes an anonymous listener that stops reading, and the others keep getting everything', async () => {
+      const channel = `/${unique('slowanon-')}`;
+      const slow = stalledSse(gw.url, channel);
+      const fine = readSse(gw.url, channel);
+      await until(() => gw.gateway.stats().fanOut.subscribers >= 2, 'both listeners');
+      await fine.status;
+      // 2,000 × 16 KiB: more than loopback's socket buffers can hide.
+      const body = 'y'.repeat(16 * 1024);
+      for (let i = 0; i < 2000; i += 100) {
+        await Promise.all(Array.from({ length: 100 }, (_, j) => httpPublish(gw.url, channel, `${i + j} ${body}`, { 'message-id': `s-${i + j}` })));
+      }
+      try {
+        // (A paused client cannot see the close until it reads: ask the gateway.)
+        await until(() => gw.gateway.stats().fanOut.slowClosed >= 1 && gw.gateway.stats().streams.sse === 1, 'the stalled listener to be closed', 10_000);
+        await until(() => fine.events.length === 2000, 'the reading listener to get all 2000', 20_000);
+        assert.deepEqual(fine.events.map((e) => e.id), Array.from({ length: 2000 }, (_, i) => `s-${i}`));
+      } finally {
+        slow.destroy();
+        fine.close();
+      }
+    });
+  });
+}
