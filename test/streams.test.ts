@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
-import { BROKERS, httpPublish, poll, readSse, startGateway, unique, until, type TestGateway } from './support/index.js';
+import { BROKERS, hangUpMidResponse, httpPublish, poll, readSse, startGateway, unique, until, type TestGateway } from './support/index.js';
 
 /** An EventSource (the `eventsource` package) that sends extra headers. */
 function eventSource(url: string, headers: Record<string, string> = {}): EventSource {
@@ -117,15 +116,7 @@ for (const kind of BROKERS) {
       await httpPublish(gw.url, channel, 'x'.repeat(20 * 1024 * 1024), { 'message-id': 'first' });
       await httpPublish(gw.url, channel, 'second', { 'message-id': 'second' });
       await httpPublish(gw.url, channel, 'third', { 'message-id': 'third' });
-      const url = new URL(gw.url);
-      const socket = connect(Number(url.port), url.hostname);
-      socket.on('error', () => undefined);
-      socket.pause();
-      socket.write(`GET ${channel}?timeout=10 HTTP/1.1\r\nHost: x\r\nConsumer-Id: ${consumerId}\r\n\r\n`);
-      const before = gw.gateway.stats().broker;
-      await until(() => gw.gateway.stats().broker.delivered > before.delivered, '"first" to be taken');
-      socket.destroy();
-      await until(() => gw.gateway.stats().broker.requeued > before.requeued, '"first" to be requeued');
+      await hangUpMidResponse(gw, channel, consumerId);
       // The client says it has "first" (it got it over some other path): skip it.
       const reader = readSse(gw.url, `${channel}?consumer_id=${consumerId}&last_event_id=first`);
       await until(() => reader.events.length >= 2, 'two events');
@@ -142,15 +133,7 @@ for (const kind of BROKERS) {
       await poll(gw.url, channel, { consumerId, timeout: 0 });
       await httpPublish(gw.url, channel, 'y'.repeat(20 * 1024 * 1024), { 'message-id': 'big' });
       await httpPublish(gw.url, channel, 'after', { 'message-id': 'after' });
-      const url = new URL(gw.url);
-      const socket = connect(Number(url.port), url.hostname);
-      socket.on('error', () => undefined);
-      socket.pause();
-      socket.write(`GET ${channel}?timeout=10 HTTP/1.1\r\nHost: x\r\nConsumer-Id: ${consumerId}\r\n\r\n`);
-      const before = gw.gateway.stats().broker;
-      await until(() => gw.gateway.stats().broker.delivered > before.delivered, '"big" to be taken');
-      socket.destroy();
-      await until(() => gw.gateway.stats().broker.requeued > before.requeued, '"big" to be requeued');
+      await hangUpMidResponse(gw, channel, consumerId);
       const reader = readSse(gw.url, `${channel}?consumer_id=${consumerId}&last_event_id=something-else`);
       await until(() => reader.events.length >= 2, 'both events', 10_000);
       reader.close();

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { connect as netConnect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
@@ -289,4 +290,22 @@ export function readSse(base: string, path: string, headers: Record<string, stri
   });
   req.end();
   return { events, raw: () => raw, status, headers: headersP, closed, close: () => req.destroy() };
+}
+
+/**
+ * Makes the message at the head of a consumer's queue come back
+ * unacknowledged (redelivered): a long-poll takes it, but its client never
+ * reads and hangs up with the response unwritten. The message must be too
+ * large for loopback's socket buffers (20 MiB does).
+ */
+export async function hangUpMidResponse(gw: TestGateway, channel: string, consumerId: string): Promise<void> {
+  const url = new URL(gw.url);
+  const socket = netConnect(Number(url.port), url.hostname);
+  socket.on('error', () => undefined);
+  socket.pause();
+  socket.write(`GET ${channel}?timeout=10 HTTP/1.1\r\nHost: x\r\nConsumer-Id: ${consumerId}\r\n\r\n`);
+  const before = gw.gateway.stats().broker;
+  await until(() => gw.gateway.stats().broker.delivered > before.delivered, 'the long-poll to take the message');
+  socket.destroy();
+  await until(() => gw.gateway.stats().broker.requeued > before.requeued, 'the message to be requeued');
 }
