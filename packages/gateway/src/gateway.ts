@@ -307,12 +307,16 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
         websockets.shutdown();
         for (const sse of sseStreams) sse.close('shutdown');
         await fanOut.close();
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        // Read before close(): afterwards `listening` is already false.
+        const wasListening = server.listening;
+        const closed = wasListening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+        // Answered polls and streams finish writing; each keep-alive socket
+        // goes as soon as it is idle, and whatever is left after 2 s is cut.
         server.closeIdleConnections();
-        // Answered polls finish writing, then their sockets go.
+        const sweep = setInterval(() => server.closeIdleConnections(), 50);
         const force = setTimeout(() => server.closeAllConnections(), 2000);
-        force.unref();
-        if (server.listening) await closed;
+        await closed;
+        clearInterval(sweep);
         clearTimeout(force);
         queues.close();
         await broker.close();
