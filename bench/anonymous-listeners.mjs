@@ -106,7 +106,12 @@ async function run(design, n) {
   await sleep(6000); // management stats refresh every 5 s
   const rabbitAfter = await rabbitMemMiB();
   // What the run's own queues hold (RabbitMQ's per-queue \`memory\`), unlike the node total not blurred by the rest.
-  const own = (await mgmt(`/api/queues?columns=name,memory&page_size=10000&page=1&name=${encodeURIComponent(channel)}`)).items ?? [];
+  const own = [];
+  for (let page = 1; ; page++) {
+    const res = await mgmt(`/api/queues?columns=name,memory&page_size=500&page=${page}&name=${encodeURIComponent(channel)}`);
+    own.push(...(res.items ?? []));
+    if (page >= (res.page_count ?? 1)) break;
+  }
   const queueMemMiB = own.reduce((sum, q) => sum + (q.memory ?? 0), 0) / 2 ** 20;
   const queuesAfter = (await mgmt('/api/overview')).object_totals.queues;
   const gwRssAfter = rssMiB(gw.child.pid);

@@ -9,7 +9,7 @@ import { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
 import { consumerCookie, findConsumer, findLastEventId, resolveConsumer } from './identity.js';
 import { FanOut, type FanOutStats } from './streams/fan-out.js';
-import { Streams } from './streams/streams.js';
+import { Streams, type StreamHandle } from './streams/streams.js';
 import { SseStream } from './transports/sse.js';
 import { WebSocketTransport } from './transports/websocket.js';
 import type { Duplex } from 'node:stream';
@@ -183,7 +183,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     const headers: OutgoingHttpHeaders = consumerId === undefined ? {} : { [HEADERS.consumerId]: consumerId };
     const sse = new SseStream(res, headers, { heartbeatMs: options.sseHeartbeatMs, retryMs: options.sseRetryMs });
     sseStreams.add(sse);
-    let handle: Awaited<ReturnType<Streams['open']>> | undefined;
+    let handle: StreamHandle | undefined;
     let gone = false;
     res.once('close', () => {
       gone = true;
