@@ -23,6 +23,20 @@ export class Cors {
     this.origins = new Set(list.filter((o) => o !== '*'));
   }
 
+  /** `true` when an allowlist was configured. */
+  get configured(): boolean {
+    return this.any || this.origins.size > 0;
+  }
+
+  get allowsAny(): boolean {
+    return this.any;
+  }
+
+  /** `true` when `origin` is on the exact list. */
+  allows(origin: string): boolean {
+    return this.origins.has(origin);
+  }
+
   /** Adds the CORS headers a response to `req` should carry, if its origin is allowed. */
   apply(req: IncomingMessage, res: ServerResponse): void {
     const origin = req.headers.origin;

@@ -4,6 +4,7 @@ import { HEADERS, parseChannel, PATHS, WarrenError } from '@warren/protocol';
 import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
+import { App } from './app.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
@@ -15,7 +16,7 @@ import { WebSocketTransport } from './transports/websocket.js';
 import type { Duplex } from 'node:stream';
 import { createLogger, type Logger } from './logger.js';
 import { LongPoll, type LongPollStats } from './long-poll.js';
-import { normalizeOptions, type GatewayOptions, type NormalizedOptions } from './options.js';
+import { normalizeOptions, parseOrigins, type GatewayOptions, type NormalizedOptions } from './options.js';
 import { authorizePublisher, handlePublish } from './publish-endpoint.js';
 
 /** Longest request target (path and query) accepted. */
@@ -100,6 +101,17 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   });
   const sseStreams = new Set<SseStream>();
   const cors = new Cors(options.corsOrigins);
+  const app = new App(
+    {
+      upstream: options.upstream,
+      authUrl: options.authUrl,
+      timeoutMs: options.upstreamTimeoutMs,
+      authCacheMs: options.authCacheMs,
+      trustedProxies: options.trustedProxies,
+    },
+    log,
+  );
+  const pushRoutes = options.pushRoutes === undefined ? undefined : parseOrigins(options.pushRoutes);
   let closing: Promise<void> | undefined;
 
   const stats = (): GatewayStats => ({
@@ -115,6 +127,12 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     if (req.headers.host === undefined && req.httpVersionMinor >= 1) throw new WarrenError('INVALID_REQUEST', 'the Host header is missing');
     const { path, query } = parseTarget(req);
     if (path.startsWith(PATHS.prefix) || path === PATHS.prefix.slice(0, -1)) return internal(req, res, path, query);
+    if (!isPushRoute(path)) {
+      if (app.proxying) return app.forward(req, res);
+      throw new WarrenError('NOT_FOUND', `${path} is not under the push routes (${options.pushRoutes})`);
+    }
+    // On a push route, what is not a subscription goes to the app (when there is one).
+    if (app.proxying && req.method !== 'GET' && req.method !== 'OPTIONS') return app.forward(req, res);
     const channel = parseChannel(path);
     if (req.method === 'OPTIONS') return cors.preflight(req, res);
     cors.apply(req, res);
@@ -152,10 +170,34 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     }
   }
 
+  /** `true` for a path under `--push-routes` (every path without the option). */
+  function isPushRoute(path: string): boolean {
+    return pushRoutes === undefined || pushRoutes.some((prefix) => path.startsWith(prefix));
+  }
+
+  /**
+   * The consumer a subscription reads as. Without `--auth-url`, the id the
+   * client named (if any). With it, the application decides: it may refuse
+   * (401/403 relayed), and the identity it vouches for owns the queue: a
+   * client-chosen id lives under it (`<identity>/<client id>`), so that no
+   * client can read another identity's queues.
+   */
+  async function identify(req: IncomingMessage, channel: string, requested: string | undefined, fresh = false): Promise<string | undefined> {
+    if (!app.authorizing) return requested;
+    const { identity } = await app.authorize(req, channel, requested, fresh);
+    if (identity === undefined) return requested;
+    return requested === undefined ? identity : `${identity}/${requested}`;
+  }
+
   async function subscribe(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
     if (/\btext\/event-stream\b/.test(req.headers.accept ?? '')) return serveSse(req, res, channel, query);
-    const consumer = resolveConsumer(req, query);
-    const headers: OutgoingHttpHeaders = { [HEADERS.consumerId]: consumer.id, 'cache-control': 'no-store' };
+    const requested = findConsumer(req, query);
+    const vouched = await identify(req, channel, requested);
+    const consumer = vouched !== undefined ? { id: vouched, assigned: false } : resolveConsumer(req, query);
+    // The id the client can send back (not the identity prefix, which is the app's to give).
+    const shown = requested ?? (vouched === undefined ? consumer.id : undefined);
+    const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store' };
+    if (shown !== undefined) headers[HEADERS.consumerId] = shown;
     if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, false);
     let timeoutMs = options.pollTimeoutMs;
     const asked = query.get('timeout');
@@ -172,15 +214,16 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
 
   /** `GET /<channel>` with `Accept: text/event-stream`. */
   async function serveSse(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
-    const consumerId = findConsumer(req, query);
+    const requested = findConsumer(req, query);
     const lastEventId = findLastEventId(req, query);
+    const consumerId = await identify(req, channel, requested);
     if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
     if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
     // Subscribe before committing to a 200: a refusal is still a JSON error,
     // and a client that sees the stream open misses nothing published after.
     await prepareStream(channel, consumerId);
     if (res.destroyed) return;
-    const headers: OutgoingHttpHeaders = consumerId === undefined ? {} : { [HEADERS.consumerId]: consumerId };
+    const headers: OutgoingHttpHeaders = requested === undefined ? {} : { [HEADERS.consumerId]: requested };
     const sse = new SseStream(res, headers, { heartbeatMs: options.sseHeartbeatMs, retryMs: options.sseRetryMs });
     sseStreams.add(sse);
     let handle: StreamHandle | undefined;
@@ -236,14 +279,36 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     let channel: string | undefined;
     if (path !== PATHS.socket) {
       if (path.startsWith(PATHS.prefix)) throw new WarrenError('NOT_FOUND', `no WebSocket endpoint ${path}`);
+      // Proxying the application's own WebSockets is not built yet.
+      if (!isPushRoute(path)) throw new WarrenError('NOT_FOUND', `${path} is not under the push routes; WebSocket upgrades are not proxied to the application`);
       channel = parseChannel(path);
     }
-    const consumerId = findConsumer(req, query);
+    checkSocketOrigin(req);
+    const requested = findConsumer(req, query);
     const lastEventId = findLastEventId(req, query);
     if (closing !== undefined || !broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-    if (channel !== undefined) await prepareStream(channel, consumerId);
+    if (channel !== undefined) await prepareStream(channel, await identify(req, channel, requested));
     if (socket.destroyed) return;
-    websockets.upgrade(req, socket, head, { channel, consumerId, lastEventId });
+    websockets.upgrade(req, socket, head, { channel, lastEventId, identify: (c) => identify(req, c, requested) });
+  }
+
+  /**
+   * Cross-site WebSocket hijacking: browsers send cookies with a WebSocket
+   * from any page. With `--cors-origins`, only those origins (and the
+   * gateway's own) may open one; with `--auth-url` and no list, only the
+   * gateway's own origin.
+   */
+  function checkSocketOrigin(req: IncomingMessage): void {
+    const origin = req.headers.origin;
+    if (origin === undefined || cors.allowsAny) return;
+    let sameHost = false;
+    try {
+      sameHost = new URL(origin).host === req.headers.host;
+    } catch {
+      // an Origin that is not a URL is not the same host
+    }
+    if (sameHost || cors.allows(origin)) return;
+    if (cors.configured || app.authorizing) throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
@@ -319,6 +384,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
         clearInterval(sweep);
         clearTimeout(force);
         queues.close();
+        await app.close();
         await broker.close();
       })();
       return closing;

@@ -46,6 +46,18 @@ export interface GatewayOptions {
    * without credentials. @default none
    */
   corsOrigins?: string;
+  /** The web application Warren sits in front of: what is not a subscription is proxied to it. @default none */
+  upstream?: string;
+  /** Path prefixes that are push channels, comma-separated (`/live/,/rooms/`); required with `upstream`. @default every path, without upstream */
+  pushRoutes?: string;
+  /** Longest wait for the application (proxied requests, auth checks). @default 30_000 */
+  upstreamTimeoutMs?: number;
+  /** Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are trusted, comma-separated. @default none */
+  trustedProxies?: string;
+  /** The application's endpoint that decides whether a subscription may open (reverse-proxied auth). @default none */
+  authUrl?: string;
+  /** How long an auth decision is reused for the same credentials and channel. @default 5_000 */
+  authCacheMs?: number;
   /** @default 'info' */
   logLevel?: LogLevel;
   /** First RabbitMQ reconnect delay. @default 100 */
@@ -56,10 +68,10 @@ export interface GatewayOptions {
   logger?: Logger;
 }
 
-export type NormalizedOptions = Required<Omit<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins'>> &
-  Pick<GatewayOptions, 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins'>;
+type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'trustedProxies' | 'authUrl';
+export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
 
-type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'secret' | 'level' | 'origins';
+type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'list';
 
 /** One setting: its library key, command-line flag, environment variable and bounds. */
 export interface OptionSpec {
@@ -101,6 +113,12 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'streamPrefetch', flag: '--stream-prefetch', env: 'WARREN_STREAM_PREFETCH', kind: 'integer', default: 64, min: 1, max: 65_535, description: 'Messages in flight (unacknowledged) per identified SSE or WebSocket stream.' },
   { key: 'maxPendingBytes', flag: '--max-pending-bytes', env: 'WARREN_MAX_PENDING_BYTES', kind: 'bytes', default: 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, description: 'Bytes an anonymous stream may have waiting for its socket before it is closed as too slow.' },
   { key: 'corsOrigins', flag: '--cors-origins', env: 'WARREN_CORS_ORIGINS', kind: 'origins', default: undefined, defaultText: 'none', description: 'Origins whose pages may read channels cross-origin with credentials: exact origins, comma-separated (`https://app.example.com`), or `*` for any origin without credentials.' },
+  { key: 'upstream', flag: '--upstream', env: 'WARREN_UPSTREAM', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The web application in front of which Warren sits (`http://app:3000`): every request that is not a subscription is proxied to it.' },
+  { key: 'pushRoutes', flag: '--push-routes', env: 'WARREN_PUSH_ROUTES', kind: 'prefixes', default: undefined, defaultText: 'every path (required with `--upstream`)', description: 'Path prefixes that are push channels, comma-separated (`/live/,/rooms/`); other paths go to the application.' },
+  { key: 'upstreamTimeoutMs', flag: '--upstream-timeout', env: 'WARREN_UPSTREAM_TIMEOUT', kind: 'duration', default: 30 * SECOND, min: 100, max: 10 * MINUTE, description: 'Longest wait for the application: proxied requests, auth checks.' },
+  { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WARREN_TRUSTED_PROXIES', kind: 'list', default: undefined, defaultText: 'none', description: 'Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are kept, comma-separated; from anyone else they are replaced.' },
+  { key: 'authUrl', flag: '--auth-url', env: 'WARREN_AUTH_URL', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The application endpoint asked before a subscription opens (reverse-proxied auth); see "The app in front".' },
+  { key: 'authCacheMs', flag: '--auth-cache', env: 'WARREN_AUTH_CACHE', kind: 'duration', default: 5 * SECOND, min: 0, max: 10 * MINUTE, description: 'How long an auth decision is reused for the same credentials and channel.' },
   { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
   { key: 'reconnectMinMs', flag: '--reconnect-min', env: 'WARREN_RECONNECT_MIN', kind: 'duration', default: 100, min: 10, max: 60 * SECOND, description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).' },
   { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },
@@ -204,6 +222,25 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         if (!LOG_LEVELS.includes(value as LogLevel)) fail(`must be one of ${LOG_LEVELS.join(', ')}`);
         break;
       }
+      case 'http-url': {
+        let url: URL | undefined;
+        try {
+          url = new URL(String(value));
+        } catch {
+          fail('is not a URL');
+        }
+        if (url!.protocol !== 'http:' && url!.protocol !== 'https:') fail(`must start with http:// or https://, got ${url!.protocol}//`);
+        break;
+      }
+      case 'prefixes': {
+        for (const prefix of parseOrigins(String(value))) {
+          if (!prefix.startsWith('/') || prefix.startsWith('/_')) fail(`has ${JSON.stringify(prefix)}; a prefix starts with "/" (not "/_")`);
+        }
+        break;
+      }
+      case 'list':
+        if (typeof value !== 'string') fail('must be a string');
+        break;
       case 'origins': {
         if (typeof value !== 'string') fail('must be a string');
         for (const origin of parseOrigins(value as string)) {
@@ -231,6 +268,9 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   if (options.reconnectMinMs > options.reconnectMaxMs) {
     throw new OptionError('reconnectMinMs (--reconnect-min, WARREN_RECONNECT_MIN) exceeds reconnectMaxMs (--reconnect-max, WARREN_RECONNECT_MAX)');
+  }
+  if (options.upstream !== undefined && options.pushRoutes === undefined) {
+    throw new OptionError('upstream (--upstream, WARREN_UPSTREAM) needs pushRoutes (--push-routes, WARREN_PUSH_ROUTES): which paths are channels, e.g. /live/');
   }
   if (input.logger !== undefined) options.logger = input.logger;
   return options;

@@ -6,6 +6,12 @@ export const HEADERS = {
   messageId: 'message-id',
   /** Response to a long-poll, request to the publish endpoint: the event name. */
   event: 'warren-event',
+  /**
+   * Answer of the application's auth endpoint: the consumer identity it
+   * vouches for. Also sent by the gateway to the application (auth checks,
+   * WebSocket messages) as the identity it established.
+   */
+  vouchedIdentity: 'warren-consumer-id',
 } as const;
 
 /** Query parameter naming the consumer (alternative to the header). */

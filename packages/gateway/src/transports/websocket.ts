@@ -14,6 +14,7 @@ export const WARREN_PROTOCOL = 'warren.v1';
 export const CLOSE_CODES = {
   normal: 1000,
   goingAway: 1001,
+  policyViolation: 1008,
   tooBig: 1009,
   internalError: 1011,
   tryAgainLater: 1013,
@@ -29,8 +30,9 @@ export interface WebSocketOptions {
 export interface SocketRequest {
   /** The channel of the URL path, or none for `/_warren/ws`. */
   channel: string | undefined;
-  consumerId: string | undefined;
   lastEventId: string | undefined;
+  /** Authorizes a channel for this socket and says which consumer reads it (none: anonymous). */
+  identify(channel: string): Promise<string | undefined>;
 }
 
 /**
@@ -73,7 +75,7 @@ export class WebSocketTransport {
   /** Completes the upgrade of a request the gateway already checked. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, request: SocketRequest): void {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const connection = new WebSocketConnection(ws, this.streams, this.log, this.options, request.consumerId);
+      const connection = new WebSocketConnection(ws, this.streams, this.log, this.options, request.identify);
       this.connections.add(connection);
       ws.once('close', () => this.connections.delete(connection));
       if (request.channel !== undefined) void connection.subscribe(request.channel, request.lastEventId, false);
@@ -97,7 +99,7 @@ class WebSocketConnection implements Sink {
     private readonly streams: Streams,
     private readonly log: Logger,
     private readonly options: WebSocketOptions,
-    private readonly consumerId: string | undefined,
+    private readonly identify: (channel: string) => Promise<string | undefined>,
   ) {
     this.json = ws.protocol === WARREN_PROTOCOL;
     ws.on('pong', () => (this.alive = true));
@@ -154,20 +156,23 @@ class WebSocketConnection implements Sink {
       this.error(new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.options.maxSubscriptions} channels per socket`), channel);
       return;
     }
-    const opening = this.streams
-      .open({
-        channel,
-        consumerId: this.consumerId,
+    const opening = this.identify(channel)
+      .then((consumerId) =>
+        this.streams.open({
+          channel,
+          consumerId,
         lastEventId,
         sink: this,
-        onEnd: (end) => {
-          this.log.info('websocket stream ended', { reason: end.reason });
-          this.close('broker-unavailable');
-        },
-      })
+          onEnd: (end) => {
+            this.log.info('websocket stream ended', { reason: end.reason });
+            this.close('broker-unavailable');
+          },
+        }),
+      )
       .catch((err: unknown) => {
         this.subscriptions.delete(channel);
         if (this.json) this.error(err, channel);
+        else if (err instanceof WarrenError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN')) this.ws.close(CLOSE_CODES.policyViolation, err.code);
         else this.ws.close(CLOSE_CODES.tryAgainLater, 'broker unavailable');
         return undefined;
       });

@@ -1,0 +1,211 @@
+import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { Pool } from 'undici';
+import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
+import type { Logger } from './logger.js';
+import { parseOrigins } from './options.js';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+/**
+ * Request headers a client may not set: the gateway alone tells the app who
+ * a consumer is. (Forged identity headers are the classic hole of proxied auth.)
+ */
+const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-channel'];
+
+export interface AppOptions {
+  upstream: string | undefined;
+  authUrl: string | undefined;
+  timeoutMs: number;
+  authCacheMs: number;
+  trustedProxies: string | undefined;
+}
+
+/** What the application decided about a subscription. */
+export interface AuthDecision {
+  /** The identity the app vouched for (`Warren-Consumer-Id` in its answer), if any. */
+  identity: string | undefined;
+}
+
+/**
+ * The web application Warren sits in front of: requests that are not
+ * subscriptions are proxied to it (bodies streamed both ways), and
+ * subscriptions are authorized by it (`authUrl`). One undici pool per origin.
+ */
+export class App {
+  private readonly pools = new Map<string, Pool>();
+  private readonly trusted: Set<string>;
+  private readonly authCache = new Map<string, { until: number; decision: AuthDecision | WarrenError }>();
+
+  constructor(
+    private readonly options: AppOptions,
+    private readonly log: Logger,
+  ) {
+    this.trusted = new Set(options.trustedProxies === undefined ? [] : parseOrigins(options.trustedProxies));
+  }
+
+  get proxying(): boolean {
+    return this.options.upstream !== undefined;
+  }
+
+  get authorizing(): boolean {
+    return this.options.authUrl !== undefined;
+  }
+
+  /** Forwards `req` to the upstream and streams its answer back. */
+  async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const upstream = new URL(this.options.upstream!);
+    const headers = this.forwardedHeaders(req);
+    const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined);
+    let answer;
+    try {
+      answer = await this.pool(upstream).request({
+        path: req.url ?? '/',
+        method: (req.method ?? 'GET') as 'GET',
+        headers,
+        body: hasBody ? req : null,
+        headersTimeout: this.options.timeoutMs,
+        bodyTimeout: this.options.timeoutMs,
+      });
+    } catch (err) {
+      throw this.upstreamError(err, 'the application');
+    }
+    const out: Record<string, string | string[]> = {};
+    const drop = connectionTokens(answer.headers['connection']);
+    for (const [name, value] of Object.entries(answer.headers)) {
+      if (value === undefined || HOP_BY_HOP.has(name) || drop.has(name)) continue;
+      out[name] = value;
+    }
+    res.writeHead(answer.statusCode, out);
+    try {
+      await pipeline(answer.body, res);
+    } catch (err) {
+      // The client or the app went away midway: nothing more to say to either.
+      this.log.debug('proxied body interrupted', { error: (err as Error).message });
+      res.destroy();
+    }
+  }
+
+  /**
+   * Asks the application whether this request may subscribe to `channel`:
+   * `GET authUrl` with the client's cookies, `Authorization` and `Origin`,
+   * plus `Warren-Channel` and the id the client asked for. 2xx allows (the
+   * answer's `Warren-Consumer-Id` binds the consumer's identity); 401 and 403
+   * are relayed; anything else, and no answer in time, refuses (fail closed).
+   * Decisions are reused for `authCacheMs` per credentials and channel.
+   * @throws WarrenError `UNAUTHORIZED`, `FORBIDDEN`, `UPSTREAM_UNAVAILABLE`, `UPSTREAM_TIMEOUT`
+   */
+  async authorize(req: IncomingMessage, channel: string, requestedId: string | undefined, fresh = false): Promise<AuthDecision> {
+    const key = createHash('sha256')
+      .update([req.headers.cookie ?? '', req.headers.authorization ?? '', req.headers.origin ?? '', channel, requestedId ?? ''].join('\n'))
+      .digest('base64url');
+    const now = Date.now();
+    const cached = fresh ? undefined : this.authCache.get(key);
+    if (cached !== undefined && cached.until > now) {
+      if (cached.decision instanceof WarrenError) throw cached.decision;
+      return cached.decision;
+    }
+    const decision = await this.askApp(req, channel, requestedId).catch((err: unknown) => {
+      if (err instanceof WarrenError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN')) return err;
+      throw err; // app down or slow: not cached, the next request asks again
+    });
+    if (this.options.authCacheMs > 0) {
+      if (this.authCache.size >= 10_000) this.authCache.delete(this.authCache.keys().next().value!);
+      this.authCache.set(key, { until: now + this.options.authCacheMs, decision });
+    }
+    if (decision instanceof WarrenError) throw decision;
+    return decision;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    this.pools.clear();
+  }
+
+  private async askApp(req: IncomingMessage, channel: string, requestedId: string | undefined): Promise<AuthDecision> {
+    const url = new URL(this.options.authUrl!);
+    const headers: Record<string, string> = { ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']), 'warren-channel': channel };
+    if (requestedId !== undefined) headers['warren-consumer-id'] = requestedId;
+    let answer;
+    try {
+      answer = await this.pool(url).request({
+        path: url.pathname + url.search,
+        method: 'GET',
+        headers,
+        headersTimeout: this.options.timeoutMs,
+        bodyTimeout: this.options.timeoutMs,
+      });
+      await answer.body.dump();
+    } catch (err) {
+      throw this.upstreamError(err, 'the auth endpoint');
+    }
+    const status = answer.statusCode;
+    if (status === 401) throw new WarrenError('UNAUTHORIZED', 'the application refused the subscription (401)');
+    if (status === 403) throw new WarrenError('FORBIDDEN', 'the application refused the subscription (403)');
+    if (status < 200 || status > 299) throw new WarrenError('UPSTREAM_UNAVAILABLE', `the auth endpoint answered ${status}; refusing (fail closed)`);
+    const vouched = answer.headers[HEADERS.vouchedIdentity];
+    if (vouched === undefined) return { identity: undefined };
+    try {
+      return { identity: parseConsumerId(Array.isArray(vouched) ? vouched[0] : vouched) };
+    } catch {
+      this.log.error('the auth endpoint vouched for an invalid consumer id; refusing', { channel });
+      throw new WarrenError('UPSTREAM_UNAVAILABLE', 'the auth endpoint answered with an invalid Warren-Consumer-Id; refusing (fail closed)');
+    }
+  }
+
+  /**
+   * The client's headers for the app: hop-by-hop and identity headers
+   * removed, `X-Forwarded-For/-Proto/-Host` set, and the client's own
+   * `X-Forwarded-*` kept only when it is a trusted proxy.
+   */
+  private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
+    const peer = req.socket.remoteAddress ?? '';
+    const trusted = this.trusted.has(peer) || this.trusted.has(peer.replace(/^::ffff:/, ''));
+    const drop = connectionTokens(req.headers.connection);
+    const out: Record<string, string> = {};
+    for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
+      if (value === undefined || name === 'host' || HOP_BY_HOP.has(name) || drop.has(name)) continue;
+      if (IDENTITY_HEADERS.includes(name) || name.startsWith('x-forwarded-')) continue;
+      if (only !== undefined && !only.includes(name)) continue;
+      out[name] = Array.isArray(value) ? value.join(', ') : value;
+    }
+    const first = (v: string | string[] | undefined): string | undefined => (Array.isArray(v) ? v.join(', ') : v);
+    const priorFor = trusted ? first(req.headers['x-forwarded-for']) : undefined;
+    out['x-forwarded-for'] = priorFor === undefined ? peer : `${priorFor}, ${peer}`;
+    const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
+    out['x-forwarded-proto'] = (trusted ? first(req.headers['x-forwarded-proto']) : undefined) ?? (encrypted ? 'https' : 'http');
+    const host = (trusted ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
+    if (host !== undefined) out['x-forwarded-host'] = host;
+    return out;
+  }
+
+  private pool(url: URL): Pool {
+    let pool = this.pools.get(url.origin);
+    if (pool === undefined) {
+      pool = new Pool(url.origin, { connections: 64, connectTimeout: Math.min(this.options.timeoutMs, 10_000) });
+      this.pools.set(url.origin, pool);
+    }
+    return pool;
+  }
+
+  private upstreamError(err: unknown, what: string): WarrenError {
+    const code = (err as { code?: string }).code ?? '';
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+      return new WarrenError('UPSTREAM_TIMEOUT', `${what} did not answer in time`);
+    }
+    this.log.warn(`${what} is unreachable`, { error: code || (err as Error).message });
+    return new WarrenError('UPSTREAM_UNAVAILABLE', `${what} is unreachable`);
+  }
+}
+
+function connectionTokens(value: string | string[] | undefined): Set<string> {
+  const text = Array.isArray(value) ? value.join(',') : (value ?? '');
+  return new Set(
+    text
+      .split(',')
+      .map((t) => t.trim().toLowerCase())
+      .filter((t) => t.length > 0),
+  );
+}
