@@ -241,3 +241,91 @@ describe('reverse-proxied authentication (--auth-url)', () => {
     ws.close();
   });
 });
+
+describe('WebSocket messages from clients to the application', () => {
+  let app: Awaited<ReturnType<typeof startApp>>;
+  let gw: TestGateway;
+  let alice: string;
+  before(async () => {
+    app = await startApp();
+    gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', authUrl: `${app.url}/warren/auth`, upstreamTimeoutMs: 1000 });
+    alice = await login(app.url, 'alice');
+  });
+  after(async () => {
+    await gw.close();
+    await app.stop();
+  });
+
+  async function socket(path: string, protocol?: string): Promise<{ ws: WebSocket; frames: Array<{ text: string; binary: boolean }> }> {
+    const url = `${gw.url.replace('http', 'ws')}${path}`;
+    const ws = protocol === undefined ? new WebSocket(url, { headers: { cookie: alice } }) : new WebSocket(url, protocol, { headers: { cookie: alice } });
+    const frames: Array<{ text: string; binary: boolean }> = [];
+    ws.on('message', (d, binary) => frames.push({ text: d.toString(), binary }));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    return { ws, frames };
+  }
+
+  it('warren.v1: a send becomes a POST to the channel path with the cookies and the vouched identity; the answer comes back as a reply with the same id', async () => {
+    const { ws, frames } = await socket('/_warren/ws', 'warren.v1');
+    ws.send(JSON.stringify({ type: 'send', id: 'r1', channel: '/live/echo', data: { text: 'hello' } }));
+    ws.send(JSON.stringify({ type: 'send', id: 'r2', channel: '/live/empty', data: 'nothing back' }));
+    await until(() => frames.length === 2, 'two replies');
+    const replies = frames.map((f) => json(f.text));
+    const r1 = replies.find((r) => r.id === 'r1')!;
+    assert.equal(r1.type, 'reply');
+    assert.equal(r1.status, 200);
+    assert.equal(r1.channel, '/live/echo');
+    const seen = json(r1.data);
+    assert.equal(seen.method, 'POST');
+    assert.equal(seen.url, '/live/echo');
+    assert.equal(seen.body, '{"text":"hello"}');
+    assert.equal(seen.headers['content-type'], 'application/json');
+    assert.equal(seen.user, 'alice', 'the client\'s cookie reached the app');
+    assert.equal(seen.headers['warren-consumer-id'], 'alice', 'the identity the app vouched for');
+    assert.equal(seen.headers['warren-channel'], '/live/echo');
+    assert.deepEqual(replies.find((r) => r.id === 'r2'), { type: 'reply', id: 'r2', channel: '/live/empty', status: 204 });
+    ws.close();
+  });
+
+  it('a raw socket\'s message goes to its channel path and the answer comes back as a frame', async () => {
+    const { ws, frames } = await socket('/live/echo');
+    ws.send('plain text');
+    await until(() => frames.length === 1, 'an answer');
+    assert.equal(frames[0]!.binary, false);
+    assert.equal(json(frames[0]!.text).body, 'plain text');
+    ws.close();
+  });
+
+  it('an application that is down is an error frame, never a dropped socket', async () => {
+    const down = await startGateway('memory', { upstream: 'http://127.0.0.1:1', pushRoutes: '/live/', upstreamTimeoutMs: 500 });
+    try {
+      const ws = new WebSocket(`${down.url.replace('http', 'ws')}/_warren/ws`, 'warren.v1');
+      const frames: Array<Record<string, any>> = [];
+      ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+      await new Promise((r) => ws.once('open', r));
+      ws.send(JSON.stringify({ type: 'send', id: 'x1', channel: '/live/echo', data: 'hi' }));
+      await until(() => frames.length === 1, 'an error frame');
+      assert.deepEqual({ ...frames[0], message: undefined }, { type: 'error', id: 'x1', code: 'UPSTREAM_UNAVAILABLE', channel: '/live/echo', message: undefined });
+      ws.send(JSON.stringify({ type: 'subscribe', channel: '/live/still-open' }));
+      await until(() => frames.length === 2, 'the socket to answer again');
+      assert.equal(frames[1]!.type, 'subscribed');
+      ws.close();
+    } finally {
+      await down.close();
+    }
+  });
+
+  it('a send to a channel the app refuses is an error frame', async () => {
+    const { ws, frames } = await socket('/_warren/ws', 'warren.v1');
+    ws.send(JSON.stringify({ type: 'send', id: 'f1', channel: '/live/users/bob', data: 'psst' }));
+    await until(() => frames.length === 1, 'an answer');
+    const frame = json(frames[0]!.text);
+    assert.equal(frame.type, 'error');
+    assert.equal(frame.id, 'f1');
+    assert.equal(frame.code, 'FORBIDDEN');
+    ws.close();
+  });
+});

@@ -189,7 +189,7 @@ for (const kind of BROKERS) {
       assert.equal(last[2]!.channel, b);
       socket.send('not json');
       socket.send(JSON.stringify({ type: 'subscribe', channel: '/a/../b' }));
-      socket.send(JSON.stringify({ type: 'publish', channel: b, data: 'x' }));
+      socket.send(JSON.stringify({ type: 'send', channel: b, data: 'x' }));
       await until(() => json(frames).filter((f) => f.type === 'error').length === 3, 'three errors');
       assert.deepEqual(json(frames).filter((f) => f.type === 'error').map((f) => f.code), ['INVALID_FRAME', 'INVALID_CHANNEL', 'NO_APP_CONFIGURED']);
       for (const c of ['/c1', '/c2', '/c3']) socket.send(JSON.stringify({ type: 'subscribe', channel: c }));

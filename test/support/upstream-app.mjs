@@ -28,6 +28,9 @@ const server = createServer(async (req, res) => {
     const body = Buffer.concat(chunks).toString();
     res.writeHead(200, { 'content-type': 'application/json', connection: 'x-app-hop', 'x-app-hop': 'must not pass', 'x-app': 'yes' });
     res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers, body, user: user ?? null }));
+  } else if (path === '/live/empty') {
+    for await (const _ of req);
+    res.writeHead(204).end();
   } else if (path === '/slow') {
     setTimeout(() => res.writeHead(200).end('late'), 3000);
   } else if (path === '/big') {

@@ -23,6 +23,13 @@ export interface AppOptions {
   trustedProxies: string | undefined;
 }
 
+/** The application's answer to a client's WebSocket message. */
+export interface AppReply {
+  status: number;
+  contentType: string | undefined;
+  body: Buffer;
+}
+
 /** What the application decided about a subscription. */
 export interface AuthDecision {
   /** The identity the app vouched for (`Warren-Consumer-Id` in its answer), if any. */
@@ -117,6 +124,38 @@ export class App {
     }
     if (decision instanceof WarrenError) throw decision;
     return decision;
+  }
+
+  /**
+   * A WebSocket client's message, as an HTTP request to the application:
+   * `POST <channel path>` with the client's cookies and the consumer's
+   * identity (`Warren-Consumer-Id`, `Warren-Channel`).
+   * @throws WarrenError `UPSTREAM_UNAVAILABLE`, `UPSTREAM_TIMEOUT`
+   */
+  async send(req: IncomingMessage, channel: string, consumerId: string | undefined, body: Buffer, contentType: string): Promise<AppReply> {
+    const upstream = new URL(this.options.upstream!);
+    const headers: Record<string, string> = {
+      ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']),
+      'content-type': contentType,
+      'warren-channel': channel,
+    };
+    if (consumerId !== undefined) headers[HEADERS.vouchedIdentity] = consumerId;
+    let answer;
+    try {
+      answer = await this.pool(upstream).request({
+        path: channel,
+        method: 'POST',
+        headers,
+        body,
+        headersTimeout: this.options.timeoutMs,
+        bodyTimeout: this.options.timeoutMs,
+      });
+    } catch (err) {
+      throw this.upstreamError(err, 'the application');
+    }
+    const data = Buffer.from(await answer.body.arrayBuffer());
+    const type = answer.headers['content-type'];
+    return { status: answer.statusCode, contentType: typeof type === 'string' ? type : undefined, body: data };
   }
 
   async close(): Promise<void> {

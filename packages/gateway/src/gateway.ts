@@ -289,7 +289,12 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     if (closing !== undefined || !broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
     if (channel !== undefined) await prepareStream(channel, await identify(req, channel, requested));
     if (socket.destroyed) return;
-    websockets.upgrade(req, socket, head, { channel, lastEventId, identify: (c) => identify(req, c, requested) });
+    websockets.upgrade(req, socket, head, {
+      channel,
+      lastEventId,
+      identify: (c) => identify(req, c, requested),
+      sendToApp: app.proxying ? (c, consumerId, body, contentType) => app.send(req, c, consumerId, body, contentType) : undefined,
+    });
   }
 
   /**

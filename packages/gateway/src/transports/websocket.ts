@@ -6,6 +6,7 @@ import type { Logger } from '../logger.js';
 import type { Sink, SinkCloseReason } from '../streams/sink.js';
 import type { StreamHandle, Streams } from '../streams/streams.js';
 import { isTextual, messageFrame } from './encoding.js';
+import type { AppReply } from '../app.js';
 
 /** The subprotocol of Warren's JSON frames. Without it a socket gets raw message bodies. */
 export const WARREN_PROTOCOL = 'warren.v1';
@@ -33,7 +34,12 @@ export interface SocketRequest {
   lastEventId: string | undefined;
   /** Authorizes a channel for this socket and says which consumer reads it (none: anonymous). */
   identify(channel: string): Promise<string | undefined>;
+  /** Sends a client's message to the application; absent without an application. */
+  sendToApp: ((channel: string, consumerId: string | undefined, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
+
+/** Most client messages waiting for the application's answer, per socket. */
+export const MAX_IN_FLIGHT = 16;
 
 /**
  * WebSocket streams with the `ws` package. A socket on a channel path
@@ -75,7 +81,7 @@ export class WebSocketTransport {
   /** Completes the upgrade of a request the gateway already checked. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, request: SocketRequest): void {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const connection = new WebSocketConnection(ws, this.streams, this.log, this.options, request.identify);
+      const connection = new WebSocketConnection(ws, this.streams, this.log, this.options, request, request.identify);
       this.connections.add(connection);
       ws.once('close', () => this.connections.delete(connection));
       if (request.channel !== undefined) void connection.subscribe(request.channel, request.lastEventId, false);
@@ -92,6 +98,7 @@ class WebSocketConnection implements Sink {
   private readonly json: boolean;
   private readonly subscriptions = new Map<string, Promise<StreamHandle | undefined>>();
   private alive = true;
+  private inFlight = 0;
   private readonly pinger: NodeJS.Timeout;
 
   constructor(
@@ -99,6 +106,7 @@ class WebSocketConnection implements Sink {
     private readonly streams: Streams,
     private readonly log: Logger,
     private readonly options: WebSocketOptions,
+    private readonly request: SocketRequest,
     private readonly identify: (channel: string) => Promise<string | undefined>,
   ) {
     this.json = ws.protocol === WARREN_PROTOCOL;
@@ -194,8 +202,14 @@ class WebSocketConnection implements Sink {
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
-    if (!this.json || isBinary) {
-      this.error(new WarrenError('NO_APP_CONFIGURED', 'messages from clients go to the application, and none is configured'));
+    if (!this.json) {
+      // A raw socket's message goes to the application at its channel's path.
+      if (this.request.channel === undefined) return;
+      void this.toApp(this.request.channel, toBuffer(data), isBinary ? 'application/octet-stream' : 'text/plain; charset=utf-8', undefined);
+      return;
+    }
+    if (isBinary) {
+      this.error(new WarrenError('INVALID_FRAME', 'warren.v1 frames are JSON text'));
       return;
     }
     let command: { type?: unknown; channel?: unknown; lastEventId?: unknown };
@@ -213,21 +227,73 @@ class WebSocketConnection implements Sink {
         void this.subscribe(channel, lastEventId, true);
       } else if (command.type === 'unsubscribe') {
         void this.unsubscribe(parseChannel(command.channel));
+      } else if (command.type === 'send') {
+        const { id, data } = command as { id?: unknown; data?: unknown };
+        if (id !== undefined && (typeof id !== 'string' || id.length > 128)) throw new WarrenError('INVALID_FRAME', 'a send id is a string of at most 128 characters');
+        const body = typeof data === 'string' ? Buffer.from(data) : Buffer.from(JSON.stringify(data ?? null));
+        void this.toApp(parseChannel(command.channel), body, typeof data === 'string' ? 'text/plain; charset=utf-8' : 'application/json', id as string | undefined);
       } else {
-        this.error(new WarrenError('NO_APP_CONFIGURED', 'messages from clients go to the application, and none is configured'));
+        throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe or send');
       }
     } catch (err) {
       this.error(err, typeof command.channel === 'string' ? command.channel : undefined);
     }
   }
 
-  private error(err: unknown, channel?: string): void {
+  /**
+   * Sends a client's message to the application and pushes its answer back
+   * to this client: in `warren.v1`, `{"type":"reply","id","status","contentType","data"}`
+   * (no `data` for 204); on a raw socket, the answer's body as one frame
+   * (nothing for 204). Failures are error frames; the socket stays open.
+   */
+  private async toApp(channel: string, body: Buffer, contentType: string, id: string | undefined): Promise<void> {
+    const send = this.request.sendToApp;
+    const tag = id === undefined ? {} : { id };
+    if (send === undefined) {
+      this.error(new WarrenError('NO_APP_CONFIGURED', 'messages from clients go to the application, and none is configured'), channel, tag);
+      return;
+    }
+    if (this.inFlight >= MAX_IN_FLIGHT) {
+      this.error(new WarrenError('TOO_MANY_REQUESTS', `at most ${MAX_IN_FLIGHT} messages may wait for the application`), channel, tag);
+      return;
+    }
+    this.inFlight++;
+    try {
+      const consumerId = await this.identify(channel);
+      const reply = await send(channel, consumerId, body, contentType);
+      if (this.ws.readyState !== WebSocket.OPEN) return;
+      if (this.json) {
+        const frame: Record<string, unknown> = { type: 'reply', ...tag, channel, status: reply.status };
+        if (reply.status !== 204) {
+          const textual = reply.contentType === undefined || isTextual(reply.contentType);
+          frame.contentType = reply.contentType;
+          frame.data = textual ? reply.body.toString('utf8') : reply.body.toString('base64');
+          if (!textual) frame.encoding = 'base64';
+        }
+        this.frame(frame);
+      } else if (reply.status !== 204 && reply.body.length > 0) {
+        this.ws.send(reply.body, { binary: reply.contentType !== undefined && !isTextual(reply.contentType) });
+      }
+    } catch (err) {
+      this.error(err, channel, tag);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private error(err: unknown, channel?: string, extra: Record<string, unknown> = {}): void {
     const error = err instanceof WarrenError ? err : new WarrenError('INTERNAL_ERROR', 'internal error');
     if (!(err instanceof WarrenError)) this.log.error('websocket error', { error: String(err) });
-    this.frame({ type: 'error', code: error.code, message: error.message, ...(channel === undefined ? {} : { channel }) });
+    this.frame({ type: 'error', ...extra, code: error.code, message: error.message, ...(channel === undefined ? {} : { channel }) });
   }
 
   private frame(frame: object): void {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
   }
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
 }
