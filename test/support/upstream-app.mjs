@@ -4,13 +4,17 @@
 import { createServer } from 'node:http';
 
 let authCalls = 0;
+const revoked = new Set();
 const sessionOf = (req) => /(?:^|;\s*)session=([a-z0-9]+)/.exec(req.headers.cookie ?? '')?.[1];
 
 const server = createServer(async (req, res) => {
   const url = new URL(req.url ?? '/', 'http://app');
   const user = sessionOf(req);
   const path = url.pathname;
-  if (path === '/login') {
+  if (path === '/revoke') {
+    revoked.add(url.searchParams.get('user'));
+    res.writeHead(204).end();
+  } else if (path === '/login') {
     res.writeHead(204, { 'set-cookie': `session=${url.searchParams.get('user')}; Path=/; HttpOnly` }).end();
   } else if (path.startsWith('/warren/auth')) {
     authCalls++;
@@ -19,6 +23,7 @@ const server = createServer(async (req, res) => {
     if (path === '/warren/auth-slow') return void setTimeout(() => res.writeHead(204).end(), 3000);
     if (path === '/warren/auth-bad-identity') return void res.writeHead(204, { 'warren-consumer-id': 'not valid!' }).end();
     if (user === undefined) return void res.writeHead(401).end('log in first');
+    if (revoked.has(user)) return void res.writeHead(403).end('revoked');
     if (channel === '/live/forbidden') return void res.writeHead(403).end('no');
     if (channel.startsWith('/live/users/') && channel !== `/live/users/${user}`) return void res.writeHead(403).end('not yours');
     res.writeHead(204, { 'warren-consumer-id': user }).end();

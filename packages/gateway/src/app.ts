@@ -61,6 +61,15 @@ export class App {
     return this.options.authUrl !== undefined;
   }
 
+  /** The client's address: the first `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
+  clientAddress(req: IncomingMessage): string {
+    const peer = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const forwarded = req.headers['x-forwarded-for'];
+    if (forwarded === undefined || !this.trusted.has(peer)) return peer;
+    const first = (Array.isArray(forwarded) ? forwarded[0]! : forwarded).split(',')[0]!.trim();
+    return first.length > 0 ? first : peer;
+  }
+
   /** Forwards `req` to the upstream and streams its answer back. */
   async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const upstream = new URL(this.options.upstream!);

@@ -1,10 +1,11 @@
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { HEADERS, parseChannel, PATHS, WarrenError } from '@warren/protocol';
+import { HEADERS, parseChannel, PATHS, tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
 import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
 import { App } from './app.js';
+import { ConnectionLimits } from './limits.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
@@ -112,6 +113,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     log,
   );
   const pushRoutes = options.pushRoutes === undefined ? undefined : parseOrigins(options.pushRoutes);
+  const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
   let closing: Promise<void> | undefined;
 
   const stats = (): GatewayStats => ({
@@ -182,17 +184,48 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
    * client-chosen id lives under it (`<identity>/<client id>`), so that no
    * client can read another identity's queues.
    */
-  async function identify(req: IncomingMessage, channel: string, requested: string | undefined, fresh = false): Promise<string | undefined> {
-    if (!app.authorizing) return requested;
-    const { identity } = await app.authorize(req, channel, requested, fresh);
+  async function identify(req: IncomingMessage, token: string | undefined, channel: string, requested: string | undefined, fresh = false): Promise<string | undefined> {
+    let identity: string | undefined;
+    if (options.tokenSecret !== undefined && token !== undefined) {
+      // A signed token stands in for the round trip to the app.
+      const claims = verifyChannelToken(token, options.tokenSecret);
+      if (!tokenAllows(claims, channel)) throw new WarrenError('FORBIDDEN', 'the token does not cover this channel');
+      identity = claims.consumerId;
+    } else if (app.authorizing) {
+      identity = (await app.authorize(req, channel, requested, fresh)).identity;
+    } else if (options.tokenSecret !== undefined) {
+      throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
+    }
     if (identity === undefined) return requested;
     return requested === undefined ? identity : `${identity}/${requested}`;
+  }
+
+  /** The signed token a subscription carries, when tokens are on. */
+  function findToken(req: IncomingMessage, query: URLSearchParams): string | undefined {
+    if (options.tokenSecret === undefined) return undefined;
+    const fromQuery = query.get('token');
+    if (fromQuery !== null) return fromQuery;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    return m === null ? undefined : m[1];
+  }
+
+  /** Whether long-lived streams must be authorized again from time to time. */
+  const reauthorizing = app.authorizing || options.tokenSecret !== undefined;
+
+  /** Counts a subscription against the caps; the identity is the part before "/" of the consumer id. */
+  function acquireSlot(req: IncomingMessage, consumerId: string | undefined): () => void {
+    return limits.acquire(app.clientAddress(req), consumerId?.split('/')[0]);
+  }
+
+  /** Errors that mean "this client may not read this channel (any more)". */
+  function isRefusal(err: unknown): boolean {
+    return err instanceof WarrenError && ['UNAUTHORIZED', 'FORBIDDEN', 'TOKEN_EXPIRED', 'INVALID_TOKEN'].includes(err.code);
   }
 
   async function subscribe(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
     if (/\btext\/event-stream\b/.test(req.headers.accept ?? '')) return serveSse(req, res, channel, query);
     const requested = findConsumer(req, query);
-    const vouched = await identify(req, channel, requested);
+    const vouched = await identify(req, findToken(req, query), channel, requested);
     const consumer = vouched !== undefined ? { id: vouched, assigned: false } : resolveConsumer(req, query);
     // The id the client can send back (not the identity prefix, which is the app's to give).
     const shown = requested ?? (vouched === undefined ? consumer.id : undefined);
@@ -209,27 +242,54 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
       timeoutMs = Math.round(seconds * 1000);
     }
     if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
-    await longPoll.handle(res, consumer.id, channel, timeoutMs, headers);
+    const release = acquireSlot(req, consumer.id);
+    try {
+      await longPoll.handle(res, consumer.id, channel, timeoutMs, headers);
+    } finally {
+      release();
+    }
   }
 
   /** `GET /<channel>` with `Accept: text/event-stream`. */
   async function serveSse(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
     const requested = findConsumer(req, query);
     const lastEventId = findLastEventId(req, query);
-    const consumerId = await identify(req, channel, requested);
+    const token = findToken(req, query);
+    const consumerId = await identify(req, token, channel, requested);
     if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
     if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
     // Subscribe before committing to a 200: a refusal is still a JSON error,
     // and a client that sees the stream open misses nothing published after.
-    await prepareStream(channel, consumerId);
-    if (res.destroyed) return;
+    const release = acquireSlot(req, consumerId);
+    try {
+      await prepareStream(channel, consumerId);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    if (res.destroyed) {
+      release();
+      return;
+    }
     const headers: OutgoingHttpHeaders = requested === undefined ? {} : { [HEADERS.consumerId]: requested };
     const sse = new SseStream(res, headers, { heartbeatMs: options.sseHeartbeatMs, retryMs: options.sseRetryMs });
     sseStreams.add(sse);
     let handle: StreamHandle | undefined;
     let gone = false;
+    // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.
+    const reauth = reauthorizing
+      ? setInterval(() => {
+          identify(req, token, channel, requested, true).catch((err: unknown) => {
+            if (isRefusal(err)) sse.close('revoked');
+            else log.warn('re-authorization failed; the stream stays open', { error: (err as Error).message });
+          });
+        }, options.reauthIntervalMs)
+      : undefined;
+    reauth?.unref();
     res.once('close', () => {
       gone = true;
+      clearInterval(reauth);
+      release();
       sseStreams.delete(sse);
       void handle?.stop();
     });
@@ -286,14 +346,28 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     checkSocketOrigin(req);
     const requested = findConsumer(req, query);
     const lastEventId = findLastEventId(req, query);
+    const token = findToken(req, query);
     if (closing !== undefined || !broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-    if (channel !== undefined) await prepareStream(channel, await identify(req, channel, requested));
-    if (socket.destroyed) return;
+    const consumerId = channel === undefined ? requested : await identify(req, token, channel, requested);
+    const release = acquireSlot(req, consumerId);
+    try {
+      if (channel !== undefined) await prepareStream(channel, consumerId);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    if (socket.destroyed) {
+      release();
+      return;
+    }
     websockets.upgrade(req, socket, head, {
       channel,
       lastEventId,
-      identify: (c) => identify(req, c, requested),
-      sendToApp: app.proxying ? (c, consumerId, body, contentType) => app.send(req, c, consumerId, body, contentType) : undefined,
+      identify: (c) => identify(req, token, c, requested),
+      sendToApp: app.proxying ? (c, id, body, contentType) => app.send(req, c, id, body, contentType) : undefined,
+      reauthorize: reauthorizing ? (c) => identify(req, token, c, requested, true).then(() => true, (err: unknown) => !isRefusal(err)) : undefined,
+      reauthIntervalMs: options.reauthIntervalMs,
+      onClose: release,
     });
   }
 

@@ -58,6 +58,14 @@ export interface GatewayOptions {
   authUrl?: string;
   /** How long an auth decision is reused for the same credentials and channel. @default 5_000 */
   authCacheMs?: number;
+  /** Secret (at least 32 bytes) that verifies signed channel tokens. @default none */
+  tokenSecret?: string;
+  /** How often long-lived streams are authorized again (auth URL or token). @default 60_000 */
+  reauthIntervalMs?: number;
+  /** Most open subscriptions (streams and waiting polls) per client address. @default 256 */
+  maxConnectionsPerIp?: number;
+  /** Most open subscriptions per identity (vouched, token or consumer id). @default 64 */
+  maxConnectionsPerIdentity?: number;
   /** @default 'info' */
   logLevel?: LogLevel;
   /** First RabbitMQ reconnect delay. @default 100 */
@@ -68,7 +76,7 @@ export interface GatewayOptions {
   logger?: Logger;
 }
 
-type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'trustedProxies' | 'authUrl';
+type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'trustedProxies' | 'authUrl' | 'tokenSecret';
 export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
 
 type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'list';
@@ -119,6 +127,10 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WARREN_TRUSTED_PROXIES', kind: 'list', default: undefined, defaultText: 'none', description: 'Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are kept, comma-separated; from anyone else they are replaced.' },
   { key: 'authUrl', flag: '--auth-url', env: 'WARREN_AUTH_URL', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The application endpoint asked before a subscription opens (reverse-proxied auth); see "The app in front".' },
   { key: 'authCacheMs', flag: '--auth-cache', env: 'WARREN_AUTH_CACHE', kind: 'duration', default: 5 * SECOND, min: 0, max: 10 * MINUTE, description: 'How long an auth decision is reused for the same credentials and channel.' },
+  { key: 'tokenSecret', flag: '--token-secret', env: 'WARREN_TOKEN_SECRET', kind: 'secret', default: undefined, defaultText: 'none', description: 'Shared secret (at least 32 characters) that verifies signed channel tokens (`?token=` or `Authorization: Bearer`); with it and no `--auth-url`, subscriptions need a token.' },
+  { key: 'reauthIntervalMs', flag: '--reauth-interval', env: 'WARREN_REAUTH_INTERVAL', kind: 'duration', default: 60 * SECOND, min: 100, max: 24 * 60 * MINUTE, description: 'How often SSE and WebSocket streams are authorized again (auth URL or token); a stream the app now refuses is closed.' },
+  { key: 'maxConnectionsPerIp', flag: '--max-connections-per-ip', env: 'WARREN_MAX_CONNECTIONS_PER_IP', kind: 'integer', default: 256, min: 1, max: 1_000_000, description: 'Most open subscriptions (streams and waiting polls) per client address.' },
+  { key: 'maxConnectionsPerIdentity', flag: '--max-connections-per-identity', env: 'WARREN_MAX_CONNECTIONS_PER_IDENTITY', kind: 'integer', default: 64, min: 1, max: 1_000_000, description: 'Most open subscriptions per identity (the one the app or a token vouched for, else the consumer id).' },
   { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
   { key: 'reconnectMinMs', flag: '--reconnect-min', env: 'WARREN_RECONNECT_MIN', kind: 'duration', default: 100, min: 10, max: 60 * SECOND, description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).' },
   { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },
@@ -213,8 +225,9 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         break;
       }
       case 'secret': {
-        if (typeof value !== 'string' || value.length < 16 || value.length > 256 || !/^[\x21-\x7e]+$/.test(value)) {
-          fail('must be 16 to 256 visible ASCII characters');
+        const min = spec.key === 'tokenSecret' ? 32 : 16;
+        if (typeof value !== 'string' || value.length < min || value.length > 256 || !/^[\x21-\x7e]+$/.test(value)) {
+          fail(`must be ${min} to 256 visible ASCII characters`);
         }
         break;
       }

@@ -30,6 +30,7 @@ export const ERROR_CODES = {
   HEADERS_TOO_LARGE: { status: 431, description: 'The request headers are larger than allowed.' },
   INTERNAL_ERROR: { status: 500, description: 'An unexpected error in the gateway; it is logged.' },
   NO_APP_CONFIGURED: { status: 501, description: 'A WebSocket client sent a message, but no application is configured to receive it.' },
+  TOO_MANY_CONNECTIONS: { status: 429, description: 'This client address or identity has as many open subscriptions as `--max-connections-per-ip` / `--max-connections-per-identity` allow.' },
   TOO_MANY_REQUESTS: { status: 429, description: 'A WebSocket has too many messages waiting for the application\'s answers (16).' },
   PUBLISH_NACKED: { status: 502, description: 'The broker refused the message (negative publisher confirm); it was not delivered.' },
   UPSTREAM_UNAVAILABLE: { status: 502, description: 'The application (`--upstream`, `--auth-url`) could not be reached or answered with a server error.' },

@@ -23,4 +23,6 @@ export type SinkCloseReason =
   /** The broker went away; the client should reconnect (and resume). */
   | 'broker-unavailable'
   /** The gateway is stopping. */
-  | 'shutdown';
+  | 'shutdown'
+  /** The application (or the token) no longer allows this stream. */
+  | 'revoked';

@@ -34,6 +34,11 @@ export interface SocketRequest {
   lastEventId: string | undefined;
   /** Authorizes a channel for this socket and says which consumer reads it (none: anonymous). */
   identify(channel: string): Promise<string | undefined>;
+  /** Authorizes a channel again; resolves `false` when it is no longer allowed. Absent without auth. */
+  reauthorize: ((channel: string) => Promise<boolean>) | undefined;
+  reauthIntervalMs: number;
+  /** Called once when the socket closes. */
+  onClose(): void;
   /** Sends a client's message to the application; absent without an application. */
   sendToApp: ((channel: string, consumerId: string | undefined, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
@@ -83,7 +88,10 @@ export class WebSocketTransport {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const connection = new WebSocketConnection(ws, this.streams, this.log, this.options, request, request.identify);
       this.connections.add(connection);
-      ws.once('close', () => this.connections.delete(connection));
+      ws.once('close', () => {
+        this.connections.delete(connection);
+        request.onClose();
+      });
       if (request.channel !== undefined) void connection.subscribe(request.channel, request.lastEventId, false);
     });
   }
@@ -121,6 +129,26 @@ class WebSocketConnection implements Sink {
     }, options.pingIntervalMs);
     this.pinger.unref();
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    const reauthorize = request.reauthorize;
+    const reauth =
+      reauthorize === undefined
+        ? undefined
+        : setInterval(() => {
+            for (const channel of this.subscriptions.keys()) {
+              void reauthorize(channel).then((allowed) => {
+                if (allowed || !this.subscriptions.has(channel)) return;
+                // No longer allowed: a raw socket (one channel) is closed; a warren.v1 one loses the channel.
+                if (!this.json) {
+                  this.close('revoked');
+                  return;
+                }
+                void this.unsubscribe(channel, false);
+                this.error(new WarrenError('FORBIDDEN', 'no longer allowed on this channel'), channel);
+              });
+            }
+          }, request.reauthIntervalMs);
+    reauth?.unref();
+    ws.once('close', () => clearInterval(reauth));
     ws.on('error', (err) => this.log.debug('websocket error', { error: err.message }));
     ws.once('close', () => {
       clearInterval(this.pinger);
@@ -151,7 +179,7 @@ class WebSocketConnection implements Sink {
       this.ws.terminate();
       return;
     }
-    const code = reason === 'shutdown' ? CLOSE_CODES.goingAway : CLOSE_CODES.tryAgainLater;
+    const code = reason === 'shutdown' ? CLOSE_CODES.goingAway : reason === 'revoked' ? CLOSE_CODES.policyViolation : CLOSE_CODES.tryAgainLater;
     this.ws.close(code, reason);
   }
 
@@ -194,11 +222,11 @@ class WebSocketConnection implements Sink {
     if (reply || this.json) this.frame({ type: 'subscribed', channel });
   }
 
-  private async unsubscribe(channel: string): Promise<void> {
+  private async unsubscribe(channel: string, reply = true): Promise<void> {
     const handle = this.subscriptions.get(channel);
     this.subscriptions.delete(channel);
     await (await handle)?.stop();
-    this.frame({ type: 'unsubscribed', channel });
+    if (reply) this.frame({ type: 'unsubscribed', channel });
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
