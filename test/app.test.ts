@@ -329,3 +329,57 @@ describe('WebSocket messages from clients to the application', () => {
     ws.close();
   });
 });
+
+describe("the application's own WebSockets and the client-message route", () => {
+  let app: Awaited<ReturnType<typeof startApp>>;
+  let gw: TestGateway;
+  before(async () => {
+    app = await startApp();
+    gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', wsMessagePath: '/api/messages{channel}', wsMessageMethod: 'PUT' });
+  });
+  after(async () => {
+    await gw.close();
+    await app.stop();
+  });
+
+  it('tunnels a WebSocket upgrade outside the push routes to the application, with X-Forwarded-For and without forged identity headers', async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/app-ws`, { headers: { 'warren-consumer-id': 'forged' } });
+    const frames: string[] = [];
+    ws.on('message', (d) => frames.push(d.toString()));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    ws.send('through the gateway');
+    await until(() => frames.length === 2, 'the hello and the echo');
+    assert.deepEqual(json(frames[0]!), { hello: true, forwardedFor: '127.0.0.1', identity: null });
+    assert.equal(frames[1], 'echo: through the gateway');
+    ws.close();
+  });
+
+  it('answers 502 UPSTREAM_UNAVAILABLE to an upgrade when the application is down', async () => {
+    const down = await startGateway('memory', { upstream: 'http://127.0.0.1:1', pushRoutes: '/live/' });
+    try {
+      const ws = new WebSocket(`${down.url.replace('http', 'ws')}/app-ws`);
+      const status = await new Promise<number>((resolve) => ws.once('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0)));
+      assert.equal(status, 502);
+    } finally {
+      await down.close();
+    }
+  });
+
+  it('sends client messages with the configured method and path', async () => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/_warren/ws`, 'warren.v1');
+    const frames: Array<Record<string, any>> = [];
+    ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ type: 'send', id: 'p1', channel: '/live/room', data: 'hi' }));
+    await until(() => frames.length === 1, 'a reply');
+    const seen = json(frames[0]!.data);
+    assert.equal(seen.method, 'PUT');
+    assert.equal(seen.url, '/api/messages/live/room');
+    ws.close();
+    assert.throws(() => normalizeOptions({ wsMessageMethod: 'DELETE' }), /POST, PUT or PATCH/);
+    assert.throws(() => normalizeOptions({ wsMessagePath: 'api?x' }), /must be a path/);
+  });
+});

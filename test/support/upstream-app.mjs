@@ -2,6 +2,7 @@
 // cookie, an auth endpoint for Warren, an echo, a slow page, a large page.
 // Run as its own process: `node test/support/upstream-app.mjs` prints its port.
 import { createServer } from 'node:http';
+import { WebSocketServer } from 'ws';
 
 let authCalls = 0;
 const revoked = new Set();
@@ -27,7 +28,7 @@ const server = createServer(async (req, res) => {
     if (channel === '/live/forbidden') return void res.writeHead(403).end('no');
     if (channel.startsWith('/live/users/') && channel !== `/live/users/${user}`) return void res.writeHead(403).end('not yours');
     res.writeHead(204, { 'warren-consumer-id': user }).end();
-  } else if (path === '/echo' || path === '/live/echo') {
+  } else if (path === '/echo' || path === '/live/echo' || path.startsWith('/api/')) {
     const chunks = [];
     for await (const chunk of req) chunks.push(chunk);
     const body = Buffer.concat(chunks).toString();
@@ -49,5 +50,12 @@ const server = createServer(async (req, res) => {
     res.writeHead(404, { 'content-type': 'text/plain' }).end(`app page ${path}`);
   }
 });
+// The app's own WebSocket (not a Warren channel): echoes, and says what headers it saw.
+const sockets = new WebSocketServer({ server, path: '/app-ws' });
+sockets.on('connection', (ws, req) => {
+  ws.send(JSON.stringify({ hello: true, forwardedFor: req.headers['x-forwarded-for'] ?? null, identity: req.headers['warren-consumer-id'] ?? null }));
+  ws.on('message', (data) => ws.send(`echo: ${data}`));
+});
+
 server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => console.log(`app on ${server.address().port}`));
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

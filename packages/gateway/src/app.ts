@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { connect as netConnect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { connect as tlsConnect } from 'node:tls';
 import { Pool } from 'undici';
 import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
 import type { Logger } from './logger.js';
@@ -17,6 +20,9 @@ const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-chann
 
 export interface AppOptions {
   upstream: string | undefined;
+  /** Path template of client messages (`{channel}` stands for the channel path). */
+  messagePath: string;
+  messageMethod: 'POST' | 'PUT' | 'PATCH';
   authUrl: string | undefined;
   timeoutMs: number;
   authCacheMs: number;
@@ -59,6 +65,42 @@ export class App {
 
   get authorizing(): boolean {
     return this.options.authUrl !== undefined;
+  }
+
+  /**
+   * Tunnels a WebSocket upgrade outside the push routes to the application:
+   * the handshake is sent on with `X-Forwarded-*` set and identity headers
+   * removed, and after it the bytes flow both ways untouched.
+   */
+  tunnel(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const upstream = new URL(this.options.upstream!);
+    const headers = this.forwardedHeaders(req);
+    headers.host = upstream.host;
+    headers.connection = 'Upgrade';
+    headers.upgrade = String(req.headers.upgrade ?? 'websocket');
+    const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+    const port = Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80));
+    const onUpstreamError = (err: Error): void => {
+      this.log.warn('the application is unreachable for a WebSocket upgrade', { error: (err as NodeJS.ErrnoException).code ?? err.message });
+      const body = JSON.stringify(new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable').toJSON());
+      if (!socket.destroyed) socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    const app: Socket = upstream.protocol === 'https:' ? tlsConnect({ host: upstream.hostname, port, servername: upstream.hostname }) : netConnect(port, upstream.hostname);
+    app.setTimeout(this.options.timeoutMs, () => app.destroy(new Error('timeout')));
+    app.once('error', onUpstreamError);
+    app.once('connect', () => app.setTimeout(0));
+    app.write(`${lines.join('\r\n')}\r\n\r\n`);
+    if (head.length > 0) app.write(head);
+    app.once('data', () => {
+      // Past the first answer, a dead peer on either side ends both.
+      app.off('error', onUpstreamError);
+      app.on('error', () => socket.destroy());
+    });
+    socket.on('error', () => app.destroy());
+    app.pipe(socket);
+    socket.pipe(app);
+    socket.once('close', () => app.destroy());
+    app.once('close', () => socket.destroy());
   }
 
   /** The client's address: the first `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
@@ -137,7 +179,8 @@ export class App {
 
   /**
    * A WebSocket client's message, as an HTTP request to the application:
-   * `POST <channel path>` with the client's cookies and the consumer's
+   * by default `POST <channel path>` (`messagePath`, `messageMethod`), with
+   * the client's cookies and the consumer's
    * identity (`Warren-Consumer-Id`, `Warren-Channel`).
    * @throws WarrenError `UPSTREAM_UNAVAILABLE`, `UPSTREAM_TIMEOUT`
    */
@@ -152,8 +195,8 @@ export class App {
     let answer;
     try {
       answer = await this.pool(upstream).request({
-        path: channel,
-        method: 'POST',
+        path: this.options.messagePath.replaceAll('{channel}', channel),
+        method: this.options.messageMethod,
         headers,
         body,
         headersTimeout: this.options.timeoutMs,

@@ -105,6 +105,8 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   const app = new App(
     {
       upstream: options.upstream,
+      messagePath: options.wsMessagePath,
+      messageMethod: options.wsMessageMethod as 'POST',
       authUrl: options.authUrl,
       timeoutMs: options.upstreamTimeoutMs,
       authCacheMs: options.authCacheMs,
@@ -339,8 +341,11 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     let channel: string | undefined;
     if (path !== PATHS.socket) {
       if (path.startsWith(PATHS.prefix)) throw new WarrenError('NOT_FOUND', `no WebSocket endpoint ${path}`);
-      // Proxying the application's own WebSockets is not built yet.
-      if (!isPushRoute(path)) throw new WarrenError('NOT_FOUND', `${path} is not under the push routes; WebSocket upgrades are not proxied to the application`);
+      if (!isPushRoute(path)) {
+        // The application's own WebSocket (outside the push routes): tunnel it.
+        if (app.proxying) return app.tunnel(req, socket, head);
+        throw new WarrenError('NOT_FOUND', `${path} is not under the push routes (${options.pushRoutes})`);
+      }
       channel = parseChannel(path);
     }
     checkSocketOrigin(req);

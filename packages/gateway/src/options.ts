@@ -58,6 +58,10 @@ export interface GatewayOptions {
   authUrl?: string;
   /** How long an auth decision is reused for the same credentials and channel. @default 5_000 */
   authCacheMs?: number;
+  /** Where a client's WebSocket message goes in the app: a path with `{channel}` for the channel path. @default '{channel}' */
+  wsMessagePath?: string;
+  /** The method of that request: POST, PUT or PATCH. @default 'POST' */
+  wsMessageMethod?: string;
   /** Secret (at least 32 bytes) that verifies signed channel tokens. @default none */
   tokenSecret?: string;
   /** How often long-lived streams are authorized again (auth URL or token). @default 60_000 */
@@ -79,7 +83,7 @@ export interface GatewayOptions {
 type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'trustedProxies' | 'authUrl' | 'tokenSecret';
 export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
 
-type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'list';
+type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'list' | 'path-template' | 'method';
 
 /** One setting: its library key, command-line flag, environment variable and bounds. */
 export interface OptionSpec {
@@ -127,6 +131,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WARREN_TRUSTED_PROXIES', kind: 'list', default: undefined, defaultText: 'none', description: 'Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are kept, comma-separated; from anyone else they are replaced.' },
   { key: 'authUrl', flag: '--auth-url', env: 'WARREN_AUTH_URL', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The application endpoint asked before a subscription opens (reverse-proxied auth); see "The app in front".' },
   { key: 'authCacheMs', flag: '--auth-cache', env: 'WARREN_AUTH_CACHE', kind: 'duration', default: 5 * SECOND, min: 0, max: 10 * MINUTE, description: 'How long an auth decision is reused for the same credentials and channel.' },
+  { key: 'wsMessagePath', flag: '--ws-message-path', env: 'WARREN_WS_MESSAGE_PATH', kind: 'path-template', default: '{channel}', description: 'Where a client\'s WebSocket message goes in the application: a path in which `{channel}` stands for the channel path (`/api/messages{channel}`).' },
+  { key: 'wsMessageMethod', flag: '--ws-message-method', env: 'WARREN_WS_MESSAGE_METHOD', kind: 'method', default: 'POST', description: 'The method of that request: POST, PUT or PATCH.' },
   { key: 'tokenSecret', flag: '--token-secret', env: 'WARREN_TOKEN_SECRET', kind: 'secret', default: undefined, defaultText: 'none', description: 'Shared secret (at least 32 characters) that verifies signed channel tokens (`?token=` or `Authorization: Bearer`); with it and no `--auth-url`, subscriptions need a token.' },
   { key: 'reauthIntervalMs', flag: '--reauth-interval', env: 'WARREN_REAUTH_INTERVAL', kind: 'duration', default: 60 * SECOND, min: 100, max: 24 * 60 * MINUTE, description: 'How often SSE and WebSocket streams are authorized again (auth URL or token); a stream the app now refuses is closed.' },
   { key: 'maxConnectionsPerIp', flag: '--max-connections-per-ip', env: 'WARREN_MAX_CONNECTIONS_PER_IP', kind: 'integer', default: 256, min: 1, max: 1_000_000, description: 'Most open subscriptions (streams and waiting polls) per client address.' },
@@ -251,6 +257,14 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         }
         break;
       }
+      case 'path-template':
+        if (typeof value !== 'string' || !value.startsWith('/') && !value.startsWith('{channel}') || /[\s?#]/.test(value)) {
+          fail('must be a path (starting with "/" or "{channel}", no spaces, "?" or "#")');
+        }
+        break;
+      case 'method':
+        if (!['POST', 'PUT', 'PATCH'].includes(String(value))) fail('must be POST, PUT or PATCH');
+        break;
       case 'list':
         if (typeof value !== 'string') fail('must be a string');
         break;
