@@ -209,13 +209,14 @@ describe('reverse-proxied authentication (--auth-url)', () => {
   it('refuses a WebSocket upgrade from a foreign Origin (cross-site WebSocket hijacking), allows its own', async () => {
     const channel = `/live/${unique('ws-')}`;
     const foreign = new WebSocket(`${gw.url.replace('http', 'ws')}${channel}`, { headers: { cookie: alice, origin: 'https://evil.example' } });
-    const refused = await new Promise<{ status: number; body: string }>((resolve) =>
+    const refused = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      foreign.once('open', () => reject(new Error('a foreign origin was let in')));
       foreign.once('unexpected-response', (_req, res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      }),
-    );
+      });
+    });
     assert.equal(refused.status, 403);
     assert.equal(json(refused.body).code, 'ORIGIN_NOT_ALLOWED');
     const own = new WebSocket(`${gw.url.replace('http', 'ws')}${channel}`, { headers: { cookie: alice, origin: gw.url } });
@@ -350,11 +351,14 @@ describe("the application's own WebSockets and the client-message route", () => 
       ws.once('open', resolve);
       ws.once('error', reject);
     });
-    ws.send('through the gateway');
-    await until(() => frames.length === 2, 'the hello and the echo');
-    assert.deepEqual(json(frames[0]!), { hello: true, forwardedFor: '127.0.0.1', identity: null });
-    assert.equal(frames[1], 'echo: through the gateway');
-    ws.close();
+    try {
+      ws.send('through the gateway');
+      await until(() => frames.length === 2, 'the hello and the echo');
+      assert.deepEqual(json(frames[0]!), { hello: true, forwardedFor: '127.0.0.1', identity: null });
+      assert.equal(frames[1], 'echo: through the gateway');
+    } finally {
+      ws.close();
+    }
   });
 
   it('answers 502 UPSTREAM_UNAVAILABLE to an upgrade when the application is down', async () => {
