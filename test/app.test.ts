@@ -169,6 +169,16 @@ describe('reverse-proxied authentication (--auth-url)', () => {
     assert.equal(own.headers['set-cookie'], undefined, 'no consumer cookie is assigned when the app vouches for the identity');
   });
 
+  it('tells the auth endpoint the channel and the id the client asked for, under a name no app mistakes for an identity', async () => {
+    await rawRequest(gw.url, `/live/${unique('hdr-')}?timeout=0`, { headers: { cookie: alice, 'consumer-id': 'tab-1', 'x-forwarded-for': '6.6.6.6' } });
+    const seen = json((await rawRequest(app.url, '/stats')).body).lastAuthHeaders as Record<string, string>;
+    assert.equal(seen['warren-requested-consumer-id'], 'tab-1');
+    assert.equal(seen['warren-consumer-id'], undefined);
+    assert.match(seen['warren-channel']!, /^\/live\/hdr-/);
+    assert.equal(seen.cookie, alice);
+    assert.equal(seen['x-forwarded-for'], '127.0.0.1');
+  });
+
   it('relays 403 for a channel the app refuses (another user\'s private channel)', async () => {
     const poll = await rawRequest(gw.url, '/live/users/bob?timeout=0', { headers: { cookie: alice } });
     assert.equal(poll.status, 403);
@@ -285,7 +295,8 @@ describe('WebSocket messages from clients to the application', () => {
     assert.equal(seen.body, '{"text":"hello"}');
     assert.equal(seen.headers['content-type'], 'application/json');
     assert.equal(seen.user, 'alice', 'the client\'s cookie reached the app');
-    assert.equal(seen.headers['warren-consumer-id'], 'alice', 'the identity the app vouched for');
+    assert.equal(seen.headers['warren-identity'], 'alice', 'the identity the app vouched for');
+    assert.equal(seen.headers['warren-consumer-id'], 'alice', 'the queue owner (no client id was named)');
     assert.equal(seen.headers['warren-channel'], '/live/echo');
     assert.deepEqual(replies.find((r) => r.id === 'r2'), { type: 'reply', id: 'r2', channel: '/live/empty', status: 204 });
     ws.close();

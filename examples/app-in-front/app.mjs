@@ -97,17 +97,15 @@ export function createApp({ log = (line) => console.error(line) } = {}) {
   }
 
   /**
-   * Who sent a message: only the gateway's `Warren-Consumer-Id` says so (the
-   * gateway drops that header from clients, so a request that carries it came
-   * from a WebSocket `send` the app's auth endpoint vouched for). Its value is
-   * `<identity>` or `<identity>/<the client's own id>`. The session cookie,
-   * which comes along, must still be that user's: a logout takes effect at
-   * once, whatever the gateway cached. The body never names the sender.
+   * Who sent a message: only the gateway's `Warren-Identity` says so: the
+   * identity this app's auth endpoint vouched for (the gateway drops that
+   * header from clients, and sends it only when someone vouched). The session
+   * cookie, which comes along, must still be that user's: a logout takes
+   * effect at once, whatever the gateway cached. The body never names the sender.
    */
   function sender(req) {
-    const vouched = req.headers['warren-consumer-id'];
-    if (typeof vouched !== 'string' || vouched === '') throw new HttpError(401, 'messages come through the gateway\'s WebSocket');
-    const identity = vouched.split('/')[0];
+    const identity = req.headers['warren-identity'];
+    if (typeof identity !== 'string' || identity === '') throw new HttpError(401, 'messages come through the gateway\'s WebSocket');
     const session = sessionOf(req);
     if (session === undefined || session.user !== identity) throw new HttpError(401, 'your session has ended; log in again');
     return identity;

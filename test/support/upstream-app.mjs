@@ -6,6 +6,7 @@ import { WebSocketServer } from 'ws';
 
 let authCalls = 0;
 const revoked = new Set();
+let lastAuthHeaders = null;
 const sessionOf = (req) => /(?:^|;\s*)session=([a-z0-9]+)/.exec(req.headers.cookie ?? '')?.[1];
 
 const server = createServer(async (req, res) => {
@@ -19,6 +20,7 @@ const server = createServer(async (req, res) => {
     res.writeHead(204, { 'set-cookie': `session=${url.searchParams.get('user')}; Path=/; HttpOnly` }).end();
   } else if (path.startsWith('/warren/auth')) {
     authCalls++;
+    lastAuthHeaders = req.headers;
     const channel = String(req.headers['warren-channel'] ?? '');
     if (path === '/warren/auth-broken') return void res.writeHead(500).end('oops');
     if (path === '/warren/auth-slow') return void setTimeout(() => res.writeHead(204).end(), 3000);
@@ -45,7 +47,7 @@ const server = createServer(async (req, res) => {
     for (let i = 0; i < 80; i++) if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
     res.end();
   } else if (path === '/stats') {
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ authCalls }));
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ authCalls, lastAuthHeaders }));
   } else {
     res.writeHead(404, { 'content-type': 'text/plain' }).end(`app page ${path}`);
   }

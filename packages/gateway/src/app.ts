@@ -16,7 +16,7 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
  * Request headers a client may not set: the gateway alone tells the app who
  * a consumer is. (Forged identity headers are the classic hole of proxied auth.)
  */
-const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-channel'];
+const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-channel', 'warren-requested-consumer-id'];
 
 export interface AppOptions {
   upstream: string | undefined;
@@ -34,6 +34,14 @@ export interface AppReply {
   status: number;
   contentType: string | undefined;
   body: Buffer;
+}
+
+/** Who reads a channel: the queue's owner, and the identity the app (or a token) vouched for. */
+export interface Identity {
+  /** `<identity>`, `<identity>/<client id>`, the client's own id, or none (anonymous). */
+  consumerId: string | undefined;
+  /** Set only when the application or a signed token vouched for it; never chosen by the client. */
+  identity: string | undefined;
 }
 
 /** What the application decided about a subscription. */
@@ -184,14 +192,16 @@ export class App {
    * identity (`Warren-Consumer-Id`, `Warren-Channel`).
    * @throws WarrenError `UPSTREAM_UNAVAILABLE`, `UPSTREAM_TIMEOUT`
    */
-  async send(req: IncomingMessage, channel: string, consumerId: string | undefined, body: Buffer, contentType: string): Promise<AppReply> {
+  async send(req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string): Promise<AppReply> {
     const upstream = new URL(this.options.upstream!);
     const headers: Record<string, string> = {
       ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']),
       'content-type': contentType,
       'warren-channel': channel,
     };
-    if (consumerId !== undefined) headers[HEADERS.vouchedIdentity] = consumerId;
+    // Two headers, each with one meaning: who owns the queue, and who the app vouched for.
+    if (who.consumerId !== undefined) headers[HEADERS.vouchedIdentity] = who.consumerId;
+    if (who.identity !== undefined) headers[HEADERS.identity] = who.identity;
     let answer;
     try {
       answer = await this.pool(upstream).request({
@@ -218,7 +228,8 @@ export class App {
   private async askApp(req: IncomingMessage, channel: string, requestedId: string | undefined): Promise<AuthDecision> {
     const url = new URL(this.options.authUrl!);
     const headers: Record<string, string> = { ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']), 'warren-channel': channel };
-    if (requestedId !== undefined) headers['warren-consumer-id'] = requestedId;
+    // The client's wish, named so that no app mistakes it for an identity.
+    if (requestedId !== undefined) headers[HEADERS.requestedId] = requestedId;
     let answer;
     try {
       answer = await this.pool(url).request({

@@ -15,6 +15,7 @@ import { Streams, type StreamHandle } from './streams/streams.js';
 import { SseStream } from './transports/sse.js';
 import { WebSocketTransport } from './transports/websocket.js';
 import type { Duplex } from 'node:stream';
+import type { Identity } from './app.js';
 import { createLogger, type Logger } from './logger.js';
 import { LongPoll, type LongPollStats } from './long-poll.js';
 import { normalizeOptions, parseOrigins, type GatewayOptions, type NormalizedOptions } from './options.js';
@@ -186,7 +187,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
    * client-chosen id lives under it (`<identity>/<client id>`), so that no
    * client can read another identity's queues.
    */
-  async function identify(req: IncomingMessage, token: string | undefined, channel: string, requested: string | undefined, fresh = false): Promise<string | undefined> {
+  async function identify(req: IncomingMessage, token: string | undefined, channel: string, requested: string | undefined, fresh = false): Promise<Identity> {
     let identity: string | undefined;
     if (options.tokenSecret !== undefined && token !== undefined) {
       // A signed token stands in for the round trip to the app.
@@ -198,8 +199,8 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     } else if (options.tokenSecret !== undefined) {
       throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
     }
-    if (identity === undefined) return requested;
-    return requested === undefined ? identity : `${identity}/${requested}`;
+    if (identity === undefined) return { consumerId: requested, identity: undefined };
+    return { consumerId: requested === undefined ? identity : `${identity}/${requested}`, identity };
   }
 
   /** The signed token a subscription carries, when tokens are on. */
@@ -227,7 +228,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   async function subscribe(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
     if (/\btext\/event-stream\b/.test(req.headers.accept ?? '')) return serveSse(req, res, channel, query);
     const requested = findConsumer(req, query);
-    const vouched = await identify(req, findToken(req, query), channel, requested);
+    const { consumerId: vouched } = await identify(req, findToken(req, query), channel, requested);
     const consumer = vouched !== undefined ? { id: vouched, assigned: false } : resolveConsumer(req, query);
     // The id the client can send back (not the identity prefix, which is the app's to give).
     const shown = requested ?? (vouched === undefined ? consumer.id : undefined);
@@ -257,7 +258,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     const requested = findConsumer(req, query);
     const lastEventId = findLastEventId(req, query);
     const token = findToken(req, query);
-    const consumerId = await identify(req, token, channel, requested);
+    const { consumerId } = await identify(req, token, channel, requested);
     if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
     if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
     // Subscribe before committing to a 200: a refusal is still a JSON error,
@@ -353,7 +354,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     const lastEventId = findLastEventId(req, query);
     const token = findToken(req, query);
     if (closing !== undefined || !broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-    const consumerId = channel === undefined ? requested : await identify(req, token, channel, requested);
+    const consumerId = channel === undefined ? requested : (await identify(req, token, channel, requested)).consumerId;
     const release = acquireSlot(req, consumerId);
     try {
       if (channel !== undefined) await prepareStream(channel, consumerId);
@@ -369,7 +370,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
       channel,
       lastEventId,
       identify: (c) => identify(req, token, c, requested),
-      sendToApp: app.proxying ? (c, id, body, contentType) => app.send(req, c, id, body, contentType) : undefined,
+      sendToApp: app.proxying ? (c, who, body, contentType) => app.send(req, c, who, body, contentType) : undefined,
       reauthorize: reauthorizing ? (c) => identify(req, token, c, requested, true).then(() => true, (err: unknown) => !isRefusal(err)) : undefined,
       reauthIntervalMs: options.reauthIntervalMs,
       onClose: release,

@@ -7,11 +7,15 @@ export const HEADERS = {
   /** Response to a long-poll, request to the publish endpoint: the event name. */
   event: 'warren-event',
   /**
-   * Answer of the application's auth endpoint: the consumer identity it
-   * vouches for. Also sent by the gateway to the application (auth checks,
-   * WebSocket messages) as the identity it established.
+   * In the answer of the application's auth endpoint: the identity it vouches
+   * for. On requests from the gateway to the application (client messages):
+   * the consumer that owns the queue (`<identity>` or `<identity>/<client id>`).
    */
   vouchedIdentity: 'warren-consumer-id',
+  /** On requests from the gateway to the application: the vouched identity alone (absent when nobody vouched). */
+  identity: 'warren-identity',
+  /** On auth requests to the application: the consumer id the client asked for (its wish, not an identity). */
+  requestedId: 'warren-requested-consumer-id',
 } as const;
 
 /** Query parameter naming the consumer (alternative to the header). */

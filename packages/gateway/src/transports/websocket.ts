@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { Sink, SinkCloseReason } from '../streams/sink.js';
 import type { StreamHandle, Streams } from '../streams/streams.js';
 import { isTextual, messageFrame } from './encoding.js';
-import type { AppReply } from '../app.js';
+import type { AppReply, Identity } from '../app.js';
 
 /** The subprotocol of Warren's JSON frames. Without it a socket gets raw message bodies. */
 export const WARREN_PROTOCOL = 'warren.v1';
@@ -33,14 +33,14 @@ export interface SocketRequest {
   channel: string | undefined;
   lastEventId: string | undefined;
   /** Authorizes a channel for this socket and says which consumer reads it (none: anonymous). */
-  identify(channel: string): Promise<string | undefined>;
+  identify(channel: string): Promise<Identity>;
   /** Authorizes a channel again; resolves `false` when it is no longer allowed. Absent without auth. */
   reauthorize: ((channel: string) => Promise<boolean>) | undefined;
   reauthIntervalMs: number;
   /** Called once when the socket closes. */
   onClose(): void;
   /** Sends a client's message to the application; absent without an application. */
-  sendToApp: ((channel: string, consumerId: string | undefined, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
+  sendToApp: ((channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
 
 /** Most client messages waiting for the application's answer, per socket. */
@@ -115,7 +115,7 @@ class WebSocketConnection implements Sink {
     private readonly log: Logger,
     private readonly options: WebSocketOptions,
     private readonly request: SocketRequest,
-    private readonly identify: (channel: string) => Promise<string | undefined>,
+    private readonly identify: (channel: string) => Promise<Identity>,
   ) {
     this.json = ws.protocol === WARREN_PROTOCOL;
     ws.on('pong', () => (this.alive = true));
@@ -193,7 +193,7 @@ class WebSocketConnection implements Sink {
       return;
     }
     const opening = this.identify(channel)
-      .then((consumerId) =>
+      .then(({ consumerId }) =>
         this.streams.open({
           channel,
           consumerId,
@@ -287,8 +287,7 @@ class WebSocketConnection implements Sink {
     }
     this.inFlight++;
     try {
-      const consumerId = await this.identify(channel);
-      const reply = await send(channel, consumerId, body, contentType);
+      const reply = await send(channel, await this.identify(channel), body, contentType);
       if (this.ws.readyState !== WebSocket.OPEN) return;
       if (this.json) {
         const frame: Record<string, unknown> = { type: 'reply', ...tag, channel, status: reply.status };
