@@ -121,6 +121,20 @@ describe('the reverse proxy to the application', () => {
     }
   });
 
+  it('sends --app-routes under the push routes to the application, GETs included', async () => {
+    const carved = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', appRoutes: '/live/echo' });
+    try {
+      const get = await rawRequest(carved.url, '/live/echo?from=app-routes');
+      assert.equal(get.status, 200);
+      assert.equal(json(get.body).url, '/live/echo?from=app-routes', 'proxied, not a long-poll');
+      const poll = await rawRequest(carved.url, '/live/other?timeout=0', { headers: { 'consumer-id': unique('c-') } });
+      assert.equal(poll.status, 204, 'the rest of the push route is still a channel');
+    } finally {
+      await carved.close();
+    }
+    assert.throws(() => normalizeOptions({ appRoutes: '/x/' }), /needs upstream/);
+  });
+
   it('refuses --upstream without --push-routes at start', () => {
     assert.throws(() => normalizeOptions({ upstream: 'http://app:3000' }), /needs pushRoutes \(--push-routes, WARREN_PUSH_ROUTES\)/);
     assert.throws(() => normalizeOptions({ upstream: 'ftp://app' }), /http:\/\/ or https:\/\//);

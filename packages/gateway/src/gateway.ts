@@ -116,6 +116,7 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     log,
   );
   const pushRoutes = options.pushRoutes === undefined ? undefined : parseOrigins(options.pushRoutes);
+  const appRoutes = options.appRoutes === undefined ? undefined : parseOrigins(options.appRoutes);
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
   let closing: Promise<void> | undefined;
 
@@ -175,8 +176,9 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     }
   }
 
-  /** `true` for a path under `--push-routes` (every path without the option). */
+  /** `true` for a path under `--push-routes` (every path without the option) and not under `--app-routes`. */
   function isPushRoute(path: string): boolean {
+    if (appRoutes?.some((prefix) => path.startsWith(prefix))) return false;
     return pushRoutes === undefined || pushRoutes.some((prefix) => path.startsWith(prefix));
   }
 

@@ -50,6 +50,8 @@ export interface GatewayOptions {
   upstream?: string;
   /** Path prefixes that are push channels, comma-separated (`/live/,/rooms/`); required with `upstream`. @default every path, without upstream */
   pushRoutes?: string;
+  /** Path prefixes under the push routes that still belong to the application, comma-separated. @default none */
+  appRoutes?: string;
   /** Longest wait for the application (proxied requests, auth checks). @default 30_000 */
   upstreamTimeoutMs?: number;
   /** Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are trusted, comma-separated. @default none */
@@ -80,7 +82,7 @@ export interface GatewayOptions {
   logger?: Logger;
 }
 
-type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'trustedProxies' | 'authUrl' | 'tokenSecret';
+type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'appRoutes' | 'trustedProxies' | 'authUrl' | 'tokenSecret';
 export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
 
 type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'list' | 'path-template' | 'method';
@@ -127,6 +129,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'corsOrigins', flag: '--cors-origins', env: 'WARREN_CORS_ORIGINS', kind: 'origins', default: undefined, defaultText: 'none', description: 'Origins whose pages may read channels cross-origin with credentials: exact origins, comma-separated (`https://app.example.com`), or `*` for any origin without credentials.' },
   { key: 'upstream', flag: '--upstream', env: 'WARREN_UPSTREAM', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The web application in front of which Warren sits (`http://app:3000`): every request that is not a subscription is proxied to it.' },
   { key: 'pushRoutes', flag: '--push-routes', env: 'WARREN_PUSH_ROUTES', kind: 'prefixes', default: undefined, defaultText: 'every path (required with `--upstream`)', description: 'Path prefixes that are push channels, comma-separated (`/live/,/rooms/`); other paths go to the application.' },
+  { key: 'appRoutes', flag: '--app-routes', env: 'WARREN_APP_ROUTES', kind: 'prefixes', default: undefined, defaultText: 'none', description: 'Path prefixes under the push routes that still go to the application (`/live/api/`), comma-separated.' },
   { key: 'upstreamTimeoutMs', flag: '--upstream-timeout', env: 'WARREN_UPSTREAM_TIMEOUT', kind: 'duration', default: 30 * SECOND, min: 100, max: 10 * MINUTE, description: 'Longest wait for the application: proxied requests, auth checks.' },
   { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WARREN_TRUSTED_PROXIES', kind: 'list', default: undefined, defaultText: 'none', description: 'Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are kept, comma-separated; from anyone else they are replaced.' },
   { key: 'authUrl', flag: '--auth-url', env: 'WARREN_AUTH_URL', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The application endpoint asked before a subscription opens (reverse-proxied auth); see "The app in front".' },
@@ -295,6 +298,9 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   if (options.reconnectMinMs > options.reconnectMaxMs) {
     throw new OptionError('reconnectMinMs (--reconnect-min, WARREN_RECONNECT_MIN) exceeds reconnectMaxMs (--reconnect-max, WARREN_RECONNECT_MAX)');
+  }
+  if (options.appRoutes !== undefined && options.upstream === undefined) {
+    throw new OptionError('appRoutes (--app-routes, WARREN_APP_ROUTES) needs upstream (--upstream, WARREN_UPSTREAM): where those routes go');
   }
   if (options.upstream !== undefined && options.pushRoutes === undefined) {
     throw new OptionError('upstream (--upstream, WARREN_UPSTREAM) needs pushRoutes (--push-routes, WARREN_PUSH_ROUTES): which paths are channels, e.g. /live/');
