@@ -4,14 +4,14 @@
 // log in, chat over the WebSocket → app → producer → channel loop, private
 // channels, and the refusals of the app's auth endpoint.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { WebSocket } from 'ws';
-import { rawRequest, ROOT, unique, until } from './support/index.js';
+import { rawRequest, ROOT, spawnNode, unique, until } from './support/index.js';
 
 const CHROMIUM = process.env.WARREN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const SCREENSHOT = join(ROOT, 'test', 'artifacts', 'app-in-front.png');
@@ -30,35 +30,14 @@ interface Running {
 
 async function startExample(): Promise<Running> {
   // Embedded broker, its own gateway: whatever WARREN_* this environment has is not for the example.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WARREN_')));
-  const child = spawn(process.execPath, [join(ROOT, 'examples', 'app-in-front', 'run.mjs')], {
-    cwd: ROOT,
-    env: { ...env, PORT: '0', GATEWAY_PORT: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  let stopping: Promise<number | null> | undefined;
-  const stop = (): Promise<number | null> => {
-    stopping ??= (async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 8000);
-        await exited;
-        clearTimeout(timer);
-      }
-      return exited;
-    })();
-    return stopping;
-  };
+  const proc = spawnNode([join(ROOT, 'examples', 'app-in-front', 'run.mjs')], { env: { PORT: '0', GATEWAY_PORT: '0' }, withoutWarrenEnv: true, killAfterMs: 8000 });
+  const { child } = proc;
+  const stop = (): Promise<number | null> => proc.stop();
   try {
-    await until(() => /^open http:\/\/\S+\/$/m.test(output) || child.exitCode !== null, 'run.mjs to print its URL', 20_000);
-    const url = /^open (http:\/\/\S+)\/$/m.exec(output)?.[1];
-    const appUrl = /^app: (http:\/\/\S+)/m.exec(output)?.[1];
-    if (url === undefined || appUrl === undefined) throw new Error(`run.mjs did not start:\n${output}`);
-    return { child, url, appUrl, output: () => output, stop };
+    const url = (await proc.waitFor(/^open (http:\/\/\S+)\/$/m, 20_000))[1]!;
+    const appUrl = /^app: (http:\/\/\S+)/m.exec(proc.output())?.[1];
+    if (appUrl === undefined) throw new Error(`run.mjs did not start:\n${proc.output()}`);
+    return { child, url, appUrl, output: () => proc.output(), stop };
   } catch (err) {
     await stop();
     throw err;

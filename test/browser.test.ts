@@ -6,14 +6,12 @@
 // started again on the same port) and the example runs against it with
 // WARREN_URL: its pages must reconnect by themselves.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { ROOT, TOKEN, WARREN_BIN } from './support/index.js';
+import { ROOT, spawnNode, TOKEN, WARREN_BIN, type NodeProcess } from './support/index.js';
 
 const CHROMIUM = process.env.WARREN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(ROOT, 'test', 'artifacts');
@@ -30,49 +28,9 @@ async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-interface Proc {
-  child: ChildProcess;
-  output(): string;
-  /** Waits for `pattern` in the output (stdout and stderr). */
-  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
-  /** SIGTERM, then SIGKILL after 5 s. Resolves with the exit code (null if killed). */
-  stop(): Promise<number | null>;
-}
+type Proc = NodeProcess;
 
-function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  let stopping: Promise<number | null> | undefined;
-  return {
-    child,
-    output: () => output,
-    async waitFor(pattern, timeoutMs = 15_000) {
-      const end = Date.now() + timeoutMs;
-      for (;;) {
-        const m = pattern.exec(output);
-        if (m !== null) return m;
-        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${args.join(' ')} exited before printing ${pattern}:\n${output}`);
-        if (Date.now() > end) throw new Error(`timed out waiting for ${pattern} from ${args.join(' ')}:\n${output}`);
-        await sleep(25);
-      }
-    },
-    stop() {
-      stopping ??= (async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM'); // once: a second SIGTERM would kill it mid-shutdown
-          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-          await exited;
-          clearTimeout(timer);
-        }
-        return exited;
-      })();
-      return stopping;
-    },
-  };
-}
+const start = (args: string[], env: NodeJS.ProcessEnv = {}): Proc => spawnNode(args, { env });
 
 /** `warren serve` on a fixed port, letting the pages' origin read channels. */
 async function serve(port: number, pagesOrigin: string): Promise<Proc> {

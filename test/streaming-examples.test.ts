@@ -2,7 +2,7 @@
 // embedded broker, free ports) and exercised by real clients: chromium pages
 // (playwright-core), the `eventsource` package and `ws`.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { EventSource } from 'eventsource';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { WebSocket } from 'ws';
-import { ROOT, unique, until } from './support/index.js';
+import { ROOT, spawnNode, unique, until } from './support/index.js';
 
 const CHROMIUM = process.env.WARREN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -27,40 +27,21 @@ interface Example {
 /** Starts `examples/<name>/server.mjs` on free ports and waits until it printed `<name>: <url>`. */
 async function startExample(name: string, env: NodeJS.ProcessEnv = {}): Promise<Example> {
   // Embedded broker, own gateway: whatever WARREN_* the environment has is not for the examples.
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WARREN_')));
-  const child = spawn(process.execPath, [join(ROOT, 'examples', name, 'server.mjs')], {
-    cwd: ROOT,
-    env: { ...base, PORT: '0', GATEWAY_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  const exited = once(child, 'exit').then(([code]) => code as number | null);
-  let stopping: Promise<number | null> | undefined;
+  const proc = spawnNode([join(ROOT, 'examples', name, 'server.mjs')], { env: { PORT: '0', GATEWAY_PORT: '0', ...env }, withoutWarrenEnv: true });
+  const { child } = proc;
+  const output = (): string => proc.output();
   const example: Example = {
     child,
-    output: () => output,
+    output,
     url(label) {
-      const m = new RegExp(`^${label}: (http://\\S+)`, 'm').exec(output);
-      if (m === null) throw new Error(`no "${label}: <url>" line in:\n${output}`);
+      const m = new RegExp(`^${label}: (http://\\S+)`, 'm').exec(output());
+      if (m === null) throw new Error(`no "${label}: <url>" line in:\n${output()}`);
       return m[1]!;
     },
-    stop() {
-      stopping ??= (async () => {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM'); // once: a second SIGTERM would kill it mid-shutdown
-          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-          await exited;
-          clearTimeout(timer);
-        }
-        return exited;
-      })();
-      return stopping;
-    },
+    stop: () => proc.stop(),
   };
   try {
-    await until(() => new RegExp(`^${name}: http`, 'm').test(output) || child.exitCode !== null, `${name} to start`, 15_000);
+    await until(() => new RegExp(`^${name}: http`, 'm').test(output()) || child.exitCode !== null, `${name} to start`, 15_000);
     example.url('gateway');
     example.url(name);
   } catch (err) {

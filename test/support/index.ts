@@ -309,3 +309,55 @@ export async function hangUpMidResponse(gw: TestGateway, channel: string, consum
   socket.destroy();
   await until(() => gw.gateway.stats().broker.requeued > before.requeued, 'the message to be requeued');
 }
+
+/** A node process a test started: its output, a wait for a line, and a clean stop. */
+export interface NodeProcess {
+  child: ChildProcess;
+  output(): string;
+  /** Waits until the output matches `pattern`; throws if the process exits first or time runs out. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  /** SIGTERM once (a second would kill it mid-shutdown), SIGKILL after `killAfterMs`. Idempotent; resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts `node <args>` from the repository root, collecting stdout and
+ * stderr. `withoutWarrenEnv` leaves this environment's `WARREN_*` variables
+ * out (an example that starts its own gateway must not pick them up).
+ */
+export function spawnNode(args: string[], opts: { env?: NodeJS.ProcessEnv; withoutWarrenEnv?: boolean; killAfterMs?: number } = {}): NodeProcess {
+  const base = opts.withoutWarrenEnv ? Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WARREN_'))) : process.env;
+  const killAfterMs = opts.killAfterMs ?? 5000;
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...base, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  let stopping: Promise<number | null> | undefined;
+  return {
+    child,
+    output: () => output,
+    async waitFor(pattern, timeoutMs = 15_000) {
+      const end = Date.now() + timeoutMs;
+      for (;;) {
+        const m = pattern.exec(output);
+        if (m !== null) return m;
+        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${args.join(' ')} exited before printing ${pattern}:\n${output}`);
+        if (Date.now() > end) throw new Error(`timed out waiting for ${pattern} from ${args.join(' ')}:\n${output}`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    },
+    stop() {
+      stopping ??= (async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGTERM');
+          const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+          await exited;
+          clearTimeout(timer);
+        }
+        return exited;
+      })();
+      return stopping;
+    },
+  };
+}
