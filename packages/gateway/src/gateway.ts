@@ -1,6 +1,17 @@
-import { createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import { createServer, validateHeaderName, validateHeaderValue, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { HEADERS, parseChannel, PATHS, tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
+import {
+  encodeMessage,
+  HEADERS,
+  parseChannel,
+  parseConsumerId,
+  PATHS,
+  tokenAllows,
+  verifyChannelToken,
+  WarrenError,
+  type MessageData,
+  type MessageOptions,
+} from '@warren/protocol';
 import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
@@ -9,16 +20,20 @@ import { ConnectionLimits } from './limits.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
-import { consumerCookie, findConsumer, findLastEventId, resolveConsumer } from './identity.js';
+import { consumerCookie, findConsumer, resolveConsumer } from './identity.js';
 import { FanOut, type FanOutStats } from './streams/fan-out.js';
-import { Streams, type StreamHandle } from './streams/streams.js';
-import { SseStream } from './transports/sse.js';
-import { WebSocketTransport } from './transports/websocket.js';
+import { Streams } from './streams/streams.js';
+import { SseTransport } from './transports/sse.js';
+import { WebSocketAcceptor } from './transports/websocket.js';
+import type { Transport } from './transports/transport.js';
 import type { Duplex } from 'node:stream';
 import type { Identity } from './app.js';
 import { createLogger, type Logger } from './logger.js';
 import { LongPoll, type LongPollStats } from './long-poll.js';
-import { normalizeOptions, parseOrigins, type GatewayOptions, type NormalizedOptions } from './options.js';
+import { normalizeOptions, OptionError, parseOrigins, type GatewayOptions, type NormalizedOptions } from './options.js';
+import { Connection, type ConnectionContext } from './push/connection.js';
+import { createDefaultDecider, PREPARE, type PreparedHandler } from './push/default-handler.js';
+import type { PushConnection, PushUpgrade, UpgradeDecider, UpgradeKind } from './push/handler.js';
 import { authorizePublisher, handlePublish } from './publish-endpoint.js';
 
 /** Longest request target (path and query) accepted. */
@@ -35,24 +50,74 @@ export interface GatewayStats {
   knownQueues: number;
 }
 
+/** What only a program embedding the gateway can pass (no flag or variable). */
+export interface EmbedOptions {
+  /**
+   * An existing server (plain `http`, or what Express's `app.listen()`
+   * returns) to attach to instead of creating one. The gateway takes push
+   * requests (SSE and WebSocket upgrades on `pushRoutes`, and `/_warren/*`)
+   * and hands every other request, and every push request it declines, to
+   * the listeners the server had when the gateway attached. The
+   * application keeps its server: `close()` leaves it running.
+   * @default none: the gateway creates and owns its server
+   */
+  server?: Server;
+  /**
+   * Decides, for each push request, which handler takes it (Rack's
+   * `env['rack.upgrade']`), or declines it. With a decider, the gateway
+   * serves SSE and WebSocket only (long-poll needs the default handler).
+   * @default the handler of `warren serve`: subscribe to the path's channel; client messages go to the app over HTTP
+   */
+  onUpgrade?: UpgradeDecider;
+}
+
+/** Everything `createGateway()` takes: the settings of `warren serve`, and the embedding ones. */
+export type CreateGatewayOptions = GatewayOptions & EmbedOptions;
+
 /**
- * A running gateway: an HTTP server, a broker and the long-poll endpoint.
+ * A gateway: an HTTP server (its own or the application's), a broker, the
+ * push connections and the long-poll endpoint.
  *
  * @example
+ * // standalone
  * const gateway = createGateway({ port: 4000 });
  * await gateway.listen();
+ * @example
+ * // inside an application's server
+ * const server = http.createServer(app);
+ * const gateway = createGateway({ server, onUpgrade: () => ({ onOpen: (conn) => conn.subscribe('/news') }) });
+ * server.listen(3000);
  */
 export interface Gateway {
   readonly options: NormalizedOptions;
   readonly server: Server;
   readonly broker: Broker;
-  /** Connects the broker and starts listening. Resolves with the bound address. */
+  /** Open push connections (SSE and WebSocket). */
+  readonly connections: ReadonlySet<PushConnection>;
+  /** Connects the broker; never rejects for a broker that is merely down (it keeps retrying). Idempotent; called by `listen()` and by `createGateway({ server })`. */
+  start(): Promise<void>;
+  /** Connects the broker and starts listening (unless the server already listens). Resolves with the bound address. */
   listen(): Promise<AddressInfo>;
-  /** Answers waiting polls, stops listening and disconnects. Idempotent. */
+  /**
+   * Answers waiting polls, calls `onShutdown` and closes every push
+   * connection (waiting up to 2 s for `onClose`), stops listening (its own
+   * server only) and disconnects. Idempotent.
+   */
   close(): Promise<void>;
   stats(): GatewayStats;
-  /** The request handler, for mounting in another server. */
+  /**
+   * Publishes to every subscriber of `channel`, in every gateway process on
+   * the same broker. Resolves once the broker has taken it.
+   * @throws WarrenError `INVALID_CHANNEL`, `INVALID_MESSAGE`, `MESSAGE_TOO_LARGE`, `BROKER_UNAVAILABLE`
+   */
+  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
+  /** The request handler of the gateway's routes. */
   handle(req: IncomingMessage, res: ServerResponse): void;
+}
+
+/** Whether a request asks for Server-Sent Events. */
+function wantsEventStream(req: IncomingMessage): boolean {
+  return /\btext\/event-stream\b/.test(req.headers.accept ?? '');
 }
 
 /**
@@ -72,8 +137,16 @@ function parseTarget(req: IncomingMessage): { path: string; query: URLSearchPara
  * Builds a gateway from options (validated here, once).
  * @throws OptionError for an invalid option
  */
-export function createGateway(input: GatewayOptions = {}): Gateway {
+export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const options = normalizeOptions(input);
+  const custom = input.onUpgrade !== undefined;
+  const attached = input.server !== undefined;
+  if (attached && options.upstream !== undefined) {
+    throw new OptionError('server and upstream (--upstream) exclude each other: an attached gateway shares its server with the application itself');
+  }
+  if (attached && !custom && options.pushRoutes === undefined) {
+    throw new OptionError('server with the default handler needs pushRoutes: which paths of the application are channels, e.g. /live/');
+  }
   const log: Logger = options.logger ?? createLogger(options.logLevel);
   const broker: Broker =
     options.amqpUrl === undefined
@@ -96,12 +169,8 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     queueMaxLength: 10_000,
   });
   const streams = new Streams(broker, queues, fanOut, log, options.streamPrefetch);
-  const websockets = new WebSocketTransport(streams, log, {
-    maxPayload: options.wsMaxPayload,
-    pingIntervalMs: options.wsPingIntervalMs,
-    maxSubscriptions: options.wsMaxSubscriptions,
-  });
-  const sseStreams = new Set<SseStream>();
+  const acceptor = new WebSocketAcceptor({ maxPayload: options.wsMaxPayload, pingIntervalMs: options.wsPingIntervalMs });
+  const connections = new Set<Connection>();
   const cors = new Cors(options.corsOrigins);
   const app = new App(
     {
@@ -119,34 +188,66 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   const appRoutes = options.appRoutes === undefined ? undefined : parseOrigins(options.appRoutes);
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
   let closing: Promise<void> | undefined;
+  let started: Promise<void> | undefined;
+  const start = (): Promise<void> => (started ??= broker.start());
 
-  const stats = (): GatewayStats => ({
+  const stats = (): GatewayStats => {
+    let sse = 0;
+    for (const conn of connections) if (conn.kind === 'sse') sse++;
+    return {
     broker: broker.stats(),
     longPoll: { ...longPoll.stats },
-    streams: { sse: sseStreams.size, websocket: websockets.size, identified: streams.identified },
+    streams: { sse, websocket: connections.size - sse, identified: streams.identified },
     fanOut: { ...fanOut.stats },
     knownQueues: queues.size,
-  });
+    };
+  };
+
+  async function publish(channel: string, data: MessageData, messageOptions?: MessageOptions): Promise<void> {
+    const target = parseChannel(channel);
+    const message = encodeMessage(data, messageOptions);
+    if (message.body.length > options.maxMessageBytes) {
+      throw new WarrenError('MESSAGE_TOO_LARGE', `the message is ${message.body.length} bytes; at most ${options.maxMessageBytes}`);
+    }
+    await start();
+    await broker.publish(target, message);
+  }
+
+  const context: ConnectionContext = {
+    streams,
+    log,
+    maxSubscriptions: options.wsMaxSubscriptions,
+    maxPendingBytes: options.maxPendingBytes,
+    publish,
+    started: start,
+  };
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Node's own check would answer with an empty body; this one answers JSON.
     if (req.headers.host === undefined && req.httpVersionMinor >= 1) throw new WarrenError('INVALID_REQUEST', 'the Host header is missing');
     const { path, query } = parseTarget(req);
     if (path.startsWith(PATHS.prefix) || path === PATHS.prefix.slice(0, -1)) return internal(req, res, path, query);
-    if (!isPushRoute(path)) {
-      if (app.proxying) return app.forward(req, res);
-      throw new WarrenError('NOT_FOUND', `${path} is not under the push routes (${options.pushRoutes})`);
-    }
+    if (!isPushRoute(path)) return declineRequest(req, res, path);
     // On a push route, what is not a subscription goes to the app (when there is one).
     if (app.proxying && req.method !== 'GET' && req.method !== 'OPTIONS') return app.forward(req, res);
-    const channel = parseChannel(path);
+    // An application's handlers take streams only; polls need the default handler.
+    if (custom && !(req.method === 'GET' && wantsEventStream(req))) return declineRequest(req, res, path);
+    const channel = custom ? undefined : parseChannel(path);
     if (req.method === 'OPTIONS') return cors.preflight(req, res);
     cors.apply(req, res);
     if (req.method !== 'GET') {
       res.setHeader('allow', 'GET, OPTIONS');
       throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
     }
-    return subscribe(req, res, channel, query);
+    if (wantsEventStream(req)) return openPush('sse', req, path, query, { res });
+    return subscribe(req, res, channel!, query);
+  }
+
+  /** A request the gateway does not serve: the application's (attached or upstream), else 404. */
+  function declineRequest(req: IncomingMessage, res: ServerResponse, path: string): void {
+    if (attached) return passRequest(req, res);
+    if (app.proxying) return app.forward(req, res) as unknown as void;
+    throw new WarrenError('NOT_FOUND', custom ? `no handler for ${path}` : `${path} is not under the push routes (${options.pushRoutes})`);
   }
 
   async function internal(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
@@ -217,6 +318,23 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   /** Whether long-lived streams must be authorized again from time to time. */
   const reauthorizing = app.authorizing || options.tokenSecret !== undefined;
 
+  const decide: UpgradeDecider =
+    input.onUpgrade ??
+    createDefaultDecider({
+      log,
+      identify,
+      findToken,
+      reauthorizing,
+      reauthIntervalMs: options.reauthIntervalMs,
+      isRefusal,
+      checkAvailable() {
+        if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
+        if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
+      },
+      prepareStream,
+      sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
+    });
+
   /** Counts a subscription against the caps; the identity is the part before "/" of the consumer id. */
   function acquireSlot(req: IncomingMessage, consumerId: string | undefined): () => void {
     return limits.acquire(app.clientAddress(req), consumerId?.split('/')[0]);
@@ -228,7 +346,6 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
   }
 
   async function subscribe(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
-    if (/\btext\/event-stream\b/.test(req.headers.accept ?? '')) return serveSse(req, res, channel, query);
     const requested = findConsumer(req, query);
     const { consumerId: vouched } = await identify(req, findToken(req, query), channel, requested);
     const consumer = vouched !== undefined ? { id: vouched, assigned: false } : resolveConsumer(req, query);
@@ -255,64 +372,64 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     }
   }
 
-  /** `GET /<channel>` with `Accept: text/event-stream`. */
-  async function serveSse(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
-    const requested = findConsumer(req, query);
-    const lastEventId = findLastEventId(req, query);
-    const token = findToken(req, query);
-    const { consumerId } = await identify(req, token, channel, requested);
+  /**
+   * A push request (SSE or WebSocket upgrade): the decider picks a handler
+   * or declines; an admitted connection is counted against the caps and
+   * prepared (its queue declared) before the client sees it open.
+   */
+  async function openPush(
+    kind: UpgradeKind,
+    req: IncomingMessage,
+    path: string,
+    query: URLSearchParams,
+    io: { res: ServerResponse } | { socket: Duplex; head: Buffer },
+  ): Promise<void> {
     if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
-    if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-    // Subscribe before committing to a 200: a refusal is still a JSON error,
-    // and a client that sees the stream open misses nothing published after.
+    const headers: OutgoingHttpHeaders = {};
+    const requested = findConsumer(req, query);
+    const upgrade: PushUpgrade = {
+      kind,
+      request: req,
+      path,
+      query,
+      consumerId: requested,
+      setHeader(name, value) {
+        validateHeaderName(name);
+        validateHeaderValue(name, Array.isArray(value) ? value.join(', ') : String(value));
+        headers[name.toLowerCase()] = value;
+      },
+    };
+    const handler = (await decide(upgrade)) as PreparedHandler | undefined | null | false;
+    if (handler === undefined || handler === null || handler === false) {
+      if ('res' in io) return declineRequest(req, io.res, path);
+      return declineUpgrade(req, io.socket, io.head, path);
+    }
+    if (typeof handler !== 'object') throw new TypeError('onUpgrade must return a handler object, or undefined/null/false to decline');
+    const consumerId = custom && upgrade.consumerId !== requested && upgrade.consumerId !== undefined ? parseConsumerId(upgrade.consumerId) : upgrade.consumerId;
     const release = acquireSlot(req, consumerId);
+    let transport: Transport;
     try {
-      await prepareStream(channel, consumerId);
+      await handler[PREPARE]?.();
+      if ('res' in io) {
+        if (io.res.destroyed) throw undefined;
+        transport = new SseTransport(io.res, headers, { heartbeatMs: options.sseHeartbeatMs, retryMs: options.sseRetryMs });
+      } else {
+        if (io.socket.destroyed) throw undefined;
+        transport = await acceptor.accept(req, io.socket, io.head, headerLines(headers));
+      }
     } catch (err) {
       release();
-      throw err;
-    }
-    if (res.destroyed) {
-      release();
+      // undefined: the client left before the connection opened.
+      if (err !== undefined) throw err;
       return;
     }
-    const headers: OutgoingHttpHeaders = requested === undefined ? {} : { [HEADERS.consumerId]: requested };
-    const sse = new SseStream(res, headers, { heartbeatMs: options.sseHeartbeatMs, retryMs: options.sseRetryMs });
-    sseStreams.add(sse);
-    let handle: StreamHandle | undefined;
-    let gone = false;
-    // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.
-    const reauth = reauthorizing
-      ? setInterval(() => {
-          identify(req, token, channel, requested, true).catch((err: unknown) => {
-            if (isRefusal(err)) sse.close('revoked');
-            else log.warn('re-authorization failed; the stream stays open', { error: (err as Error).message });
-          });
-        }, options.reauthIntervalMs)
-      : undefined;
-    reauth?.unref();
-    res.once('close', () => {
-      gone = true;
-      clearInterval(reauth);
+    const conn = new Connection(transport, handler, context, { request: req, path, query, consumerId });
+    connections.add(conn);
+    conn.onClosed(() => {
+      connections.delete(conn);
       release();
-      sseStreams.delete(sse);
-      void handle?.stop();
     });
-    try {
-      handle = await streams.open({
-        channel,
-        consumerId,
-        lastEventId,
-        sink: sse,
-        // EventSource reconnects by itself and sends Last-Event-ID.
-        onEnd: () => sse.close('broker-unavailable'),
-      });
-    } catch (err) {
-      log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
-      sse.close('broker-unavailable');
-      return;
-    }
-    if (gone) await handle.stop();
+    conn.start();
   }
 
   /** Declares the consumer's queue, or starts the channel's fan-out, before a stream opens. */
@@ -341,42 +458,20 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') throw new WarrenError('INVALID_REQUEST', 'only WebSocket upgrades are supported');
     const { path, query } = parseTarget(req);
     if (req.method !== 'GET') throw new WarrenError('METHOD_NOT_ALLOWED', 'a WebSocket upgrade is a GET');
-    let channel: string | undefined;
-    if (path !== PATHS.socket) {
+    if (custom || path !== PATHS.socket) {
       if (path.startsWith(PATHS.prefix)) throw new WarrenError('NOT_FOUND', `no WebSocket endpoint ${path}`);
-      if (!isPushRoute(path)) {
-        // The application's own WebSocket (outside the push routes): tunnel it.
-        if (app.proxying) return app.tunnel(req, socket, head);
-        throw new WarrenError('NOT_FOUND', `${path} is not under the push routes (${options.pushRoutes})`);
-      }
-      channel = parseChannel(path);
+      // The application's own WebSocket (outside the push routes): tunnel it.
+      if (!isPushRoute(path)) return declineUpgrade(req, socket, head, path);
     }
     checkSocketOrigin(req);
-    const requested = findConsumer(req, query);
-    const lastEventId = findLastEventId(req, query);
-    const token = findToken(req, query);
-    if (closing !== undefined || !broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-    const consumerId = channel === undefined ? requested : (await identify(req, token, channel, requested)).consumerId;
-    const release = acquireSlot(req, consumerId);
-    try {
-      if (channel !== undefined) await prepareStream(channel, consumerId);
-    } catch (err) {
-      release();
-      throw err;
-    }
-    if (socket.destroyed) {
-      release();
-      return;
-    }
-    websockets.upgrade(req, socket, head, {
-      channel,
-      lastEventId,
-      identify: (c) => identify(req, token, c, requested),
-      sendToApp: app.proxying ? (c, who, body, contentType) => app.send(req, c, who, body, contentType) : undefined,
-      reauthorize: reauthorizing ? (c) => identify(req, token, c, requested, true).then(() => true, (err: unknown) => !isRefusal(err)) : undefined,
-      reauthIntervalMs: options.reauthIntervalMs,
-      onClose: release,
-    });
+    await openPush('websocket', req, path, query, { socket, head });
+  }
+
+  /** A WebSocket the gateway does not serve: the application's (attached or upstream), else 404. */
+  function declineUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, path: string): void | Promise<void> {
+    if (attached) return passUpgrade(req, socket, head);
+    if (app.proxying) return app.tunnel(req, socket, head);
+    throw new WarrenError('NOT_FOUND', custom ? `no handler for ${path}` : `${path} is not under the push routes (${options.pushRoutes})`);
   }
 
   /**
@@ -408,17 +503,57 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     });
   }
 
-  const server = createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
-  server.on('upgrade', upgrade);
-  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+  const server = input.server ?? createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
+  // Attached: the application's listeners get what the gateway does not take.
+  const appRequestListeners = attached ? (server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[]) : [];
+  const appUpgradeListeners = attached ? (server.listeners('upgrade') as ((req: IncomingMessage, socket: Duplex, head: Buffer) => void)[]) : [];
+
+  function passRequest(req: IncomingMessage, res: ServerResponse): void {
+    if (appRequestListeners.length === 0) {
+      sendError(res, new WarrenError('NOT_FOUND', `nothing serves ${req.url ?? ''}`), log);
+      return;
+    }
+    for (const listener of appRequestListeners) listener.call(server, req, res);
+  }
+
+  function passUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (appUpgradeListeners.length === 0) {
+      rejectUpgrade(socket, new WarrenError('NOT_FOUND', `no WebSocket endpoint ${req.url ?? ''}`));
+      return;
+    }
+    for (const listener of appUpgradeListeners) listener.call(server, req, socket, head);
+  }
+
+  /** Attached: whether a request is the gateway's to look at (push routes and `/_warren/*`). */
+  function claims(req: IncomingMessage, upgrading: boolean): boolean {
+    const target = req.url ?? '';
+    const q = target.indexOf('?');
+    const path = q < 0 ? target : target.slice(0, q);
+    if (path.startsWith(PATHS.prefix)) return !custom;
+    if (!path.startsWith('/') || !isPushRoute(path)) return false;
+    return !custom || upgrading || (req.method === 'GET' && wantsEventStream(req));
+  }
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => (claims(req, false) ? handle(req, res) : passRequest(req, res));
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => (claims(req, true) ? upgrade(req, socket, head) : passUpgrade(req, socket, head));
+  if (attached) {
+    server.removeAllListeners('request');
+    server.removeAllListeners('upgrade');
+    server.on('request', onRequest);
+    server.on('upgrade', onUpgrade);
+    void start();
+  } else {
+    server.on('upgrade', upgrade);
+  }
+  if (!attached) server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
     sendError(res, new WarrenError('EXPECTATION_FAILED', `unsupported Expect: ${String(req.headers.expect).slice(0, 64)}`), log);
   });
-  server.on('connect', (_req: IncomingMessage, socket: Socket) => {
+  if (!attached) server.on('connect', (_req: IncomingMessage, socket: Socket) => {
     const body = JSON.stringify(new WarrenError('METHOD_NOT_ALLOWED', 'CONNECT is not supported').toJSON());
     socket.on('error', () => undefined);
     socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+  if (!attached) server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) {
       socket.destroy();
       return;
@@ -438,11 +573,14 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     options,
     server,
     broker,
+    connections,
     handle,
     stats,
+    start,
+    publish,
     async listen(): Promise<AddressInfo> {
-      await broker.start();
-      await new Promise<void>((resolve, reject) => {
+      await start();
+      if (!server.listening) await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(options.port, options.host, () => {
           server.off('error', reject);
@@ -456,11 +594,18 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
     close(): Promise<void> {
       closing ??= (async () => {
         longPoll.shutdown();
-        websockets.shutdown();
-        for (const sse of sseStreams) sse.close('shutdown');
+        const open = [...connections];
+        await Promise.all(open.map((conn) => conn.shutdown(1000)));
         await fanOut.close();
+        if (attached) {
+          // The application keeps its server, with its own listeners back.
+          server.off('request', onRequest);
+          server.off('upgrade', onUpgrade);
+          for (const listener of appRequestListeners) server.on('request', listener);
+          for (const listener of appUpgradeListeners) server.on('upgrade', listener);
+        }
         // Read before close(): afterwards `listening` is already false.
-        const wasListening = server.listening;
+        const wasListening = !attached && server.listening;
         const closed = wasListening ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
         // Answered polls and streams finish writing; each keep-alive socket
         // goes as soon as it is idle, and whatever is left after 2 s is cut.
@@ -470,6 +615,8 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
         await closed;
         clearInterval(sweep);
         clearTimeout(force);
+        // onClose may still publish (a chat's "left"): give it time before the broker goes.
+        await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
         queues.close();
         await app.close();
         await broker.close();
@@ -477,4 +624,14 @@ export function createGateway(input: GatewayOptions = {}): Gateway {
       return closing;
     },
   };
+}
+
+/** Response headers as `name: value` lines for the WebSocket handshake. */
+function headerLines(headers: OutgoingHttpHeaders): string[] {
+  const lines: string[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${String(v)}`);
+  }
+  return lines;
 }

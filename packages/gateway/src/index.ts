@@ -1,5 +1,16 @@
 export { createGateway, MAX_URL_LENGTH } from './gateway.js';
-export type { Gateway, GatewayStats } from './gateway.js';
+export type { Gateway, GatewayStats, CreateGatewayOptions, EmbedOptions } from './gateway.js';
+export type {
+  PushConnection,
+  PushHandler,
+  PushUpgrade,
+  SubscribeOptions,
+  UpgradeDecider,
+  UpgradeDecision,
+  UpgradeKind,
+  WriteOptions,
+} from './push/handler.js';
+export { WARREN_PROTOCOL, CLOSE_CODES } from './transports/websocket.js';
 export { normalizeOptions, parseDuration, parseBytes, parseOptionText, showDuration, OPTION_SPECS, OptionError, LOG_LEVELS } from './options.js';
 export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js';
 export { createLogger, silentLogger } from './logger.js';

@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   GATEWAY_UNREACHABLE: { status: null, description: 'Client side: the gateway could not be reached over HTTP.' },
   GATEWAY_ERROR: { status: null, description: 'Client side: the gateway answered with an unexpected status or body.' },
   PRODUCER_CLOSED: { status: null, description: 'Client side: publish() was called after close().' },
+  CONNECTION_CLOSED: { status: null, description: 'Library: `subscribe()` was called on a push connection that is closed or closing.' },
 } as const satisfies Record<string, { status: number | null; description: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

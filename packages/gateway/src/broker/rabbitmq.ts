@@ -376,6 +376,11 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         throw new Error(`cannot use exchange "${this.options.exchange}" as a durable ${EXCHANGE_TYPE} exchange: ${(err as Error).message}`);
       }
       await ch.close();
+      // close() came while the exchange was being checked: this connection is not wanted.
+      if (this.state !== 'connecting') {
+        await connection.close().catch(() => undefined);
+        return;
+      }
     } catch (err) {
       if (connection !== undefined) await connection.close().catch(() => undefined);
       if (this.state !== 'connecting') return;

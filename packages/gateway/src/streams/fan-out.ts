@@ -159,7 +159,7 @@ export class FanOut {
         this.stats.slowClosed++;
         fan.sinks.delete(sink);
         this.stats.subscribers--;
-        sink.close('slow-consumer');
+        sink.drop('slow-consumer');
         continue;
       }
       this.stats.delivered++;

@@ -1,8 +1,9 @@
 import type { WarrenMessage } from '@warren/protocol';
 
 /**
- * Where a stream's messages go: an SSE response or a WebSocket. One small
- * interface for every streaming transport, as engine.io's `Transport`.
+ * Where a subscription's messages go: a push connection (SSE response or
+ * WebSocket), whatever handler runs it. The sources (a consumer's queue, the
+ * process's fan-out) know nothing else about the connection.
  */
 export interface Sink {
   /**
@@ -13,8 +14,8 @@ export interface Sink {
   send(channel: string, message: WarrenMessage, written: (ok: boolean) => void): void;
   /** Bytes accepted by `send()` and not yet handed to the operating system. */
   pendingBytes(): number;
-  /** Closes the connection, telling the client why when the transport can. */
-  close(reason: SinkCloseReason): void;
+  /** Ends the connection, telling the client why when the transport can. */
+  drop(reason: SinkCloseReason): void;
 }
 
 export type SinkCloseReason =

@@ -33,6 +33,23 @@ export function encodeSseEvent(message: WarrenMessage): string {
   return `${out}\n`;
 }
 
+/**
+ * One SSE event of application data (`PushConnection.write`): the optional
+ * `id:` and `event:`, then the text as `data:` lines; a `Buffer` is base64.
+ * @throws Error for an id or event name containing CR or LF
+ */
+export function encodeSseData(data: string | Buffer, options: { id?: string; event?: string }): string {
+  if ((options.id !== undefined && LINE_BREAK.test(options.id)) || (options.event !== undefined && LINE_BREAK.test(options.event))) {
+    throw new Error('SSE id and event name must not contain CR or LF');
+  }
+  let out = '';
+  if (options.id !== undefined) out += `id: ${options.id}\n`;
+  if (options.event !== undefined) out += `event: ${options.event}\n`;
+  const text = typeof data === 'string' ? data : data.toString('base64');
+  for (const line of text.split(LINE_BREAK)) out += `data: ${line}\n`;
+  return `${out}\n`;
+}
+
 /** The `warren.v1` WebSocket frame of a message. */
 export interface MessageFrame {
   type: 'message';

@@ -1,8 +1,8 @@
-import type { ServerResponse } from 'node:http';
-import type { OutgoingHttpHeaders } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { WarrenMessage } from '@warren/protocol';
-import type { Sink, SinkCloseReason } from '../streams/sink.js';
-import { encodeSseEvent } from './encoding.js';
+import type { WriteOptions } from '../push/handler.js';
+import { encodeSseData, encodeSseEvent } from './encoding.js';
+import type { CloseReason, Transport, TransportEvents } from './transport.js';
 
 export interface SseOptions {
   heartbeatMs: number;
@@ -10,20 +10,22 @@ export interface SseOptions {
 }
 
 /**
- * A Server-Sent Events response as a {@link Sink}. Headers for proxies and
- * caches (`no-cache`, `X-Accel-Buffering: no`, never compressed), a `retry:`
- * hint, and a comment every `heartbeatMs` so that idle connections stay open
- * through proxies and dead ones are found.
+ * A Server-Sent Events response as a {@link Transport}. Headers for proxies
+ * and caches (`no-cache`, `X-Accel-Buffering: no`, never compressed), a
+ * `retry:` hint, and a comment every `heartbeatMs` so that idle connections
+ * stay open through proxies and dead ones are found.
  */
-export class SseStream implements Sink {
+export class SseTransport implements Transport {
+  readonly kind = 'sse';
+  readonly protocol = undefined;
   private pending = 0;
   private closed = false;
-  private readonly heartbeat: NodeJS.Timeout;
+  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly res: ServerResponse,
     headers: OutgoingHttpHeaders,
-    options: SseOptions,
+    private readonly options: SseOptions,
   ) {
     res.writeHead(200, {
       ...headers,
@@ -33,45 +35,58 @@ export class SseStream implements Sink {
       connection: 'keep-alive',
     });
     res.write(`retry: ${options.retryMs}\n: warren\n\n`);
-    this.heartbeat = setInterval(() => {
-      if (!this.closed) res.write(': ping\n\n');
-    }, options.heartbeatMs);
-    this.heartbeat.unref();
-    res.once('close', () => {
-      this.closed = true;
-      clearInterval(this.heartbeat);
-    });
   }
 
-  send(_channel: string, message: WarrenMessage, written: (ok: boolean) => void): void {
+  attach(events: TransportEvents): void {
+    this.heartbeat = setInterval(() => {
+      if (!this.closed) this.res.write(': ping\n\n');
+    }, this.options.heartbeatMs);
+    this.heartbeat.unref();
+    const gone = (): void => {
+      this.closed = true;
+      clearInterval(this.heartbeat);
+      events.close();
+    };
+    if (this.res.destroyed) gone();
+    else this.res.once('close', gone);
+  }
+
+  write(data: string | Buffer, options: WriteOptions, done: (ok: boolean) => void): void {
+    this.send(encodeSseData(data, options), done);
+  }
+
+  deliver(_channel: string, message: WarrenMessage, done: (ok: boolean) => void): void {
+    this.send(encodeSseEvent(message), done);
+  }
+
+  private send(chunk: string, done: (ok: boolean) => void): void {
     if (this.closed || this.res.destroyed) {
-      written(false);
+      done(false);
       return;
     }
-    const chunk = encodeSseEvent(message);
     const size = Buffer.byteLength(chunk);
     const socket = this.res.socket;
     this.pending += size;
     this.res.write(chunk, (err) => {
       this.pending -= size;
       // A write to a socket that died can still report success: check the socket.
-      written(err == null && socket !== null && !socket.destroyed);
+      done(err == null && socket !== null && !socket.destroyed);
     });
   }
 
-  pendingBytes(): number {
+  bufferedBytes(): number {
     return this.pending;
   }
 
-  close(reason: SinkCloseReason): void {
+  end(reason: CloseReason): void {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeat);
-    if (reason === 'slow-consumer') {
+    if (reason.kind === 'slow-consumer') {
       // A slow reader would not read a goodbye either: drop it now.
       this.res.destroy();
       return;
     }
-    this.res.end(`: closing (${reason})\n\n`);
+    this.res.end(reason.kind === 'normal' ? undefined : `: closing (${reason.kind})\n\n`);
   }
 }

@@ -1,0 +1,287 @@
+import type { IncomingMessage } from 'node:http';
+import { parseChannel, parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
+import type { Logger } from '../logger.js';
+import type { Sink, SinkCloseReason } from '../streams/sink.js';
+import type { StreamHandle, Streams } from '../streams/streams.js';
+import type { CloseReason, Transport } from '../transports/transport.js';
+import type { PushConnection, PushHandler, SubscribeOptions, UpgradeKind, WriteOptions } from './handler.js';
+
+/** What a connection needs from the gateway around it. */
+export interface ConnectionContext {
+  readonly streams: Streams;
+  readonly log: Logger;
+  /** Most channels one connection may subscribe to. */
+  readonly maxSubscriptions: number;
+  /** Bytes a client may leave unread before it is dropped as too slow. */
+  readonly maxPendingBytes: number;
+  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
+  /** Resolves once the broker made its first connection attempt. */
+  started(): Promise<void>;
+}
+
+export interface ConnectionInit {
+  request: IncomingMessage;
+  path: string;
+  query: URLSearchParams;
+  consumerId: string | undefined;
+}
+
+const CALLBACKS = ['onOpen', 'onMessage', 'onDrained', 'onShutdown', 'onClose'] as const;
+type Callback = (typeof CALLBACKS)[number];
+
+/**
+ * A push connection: a {@link Transport} (the socket), the application's
+ * {@link PushHandler} (the callbacks) and the connection's subscriptions.
+ * It is the `Sink` its subscriptions deliver to, and it keeps the callback
+ * order the handler is promised: `onOpen` first, `onMessage` one at a time,
+ * `onClose` last and alone.
+ */
+export class Connection implements PushConnection, Sink {
+  readonly kind: UpgradeKind;
+  readonly request: IncomingMessage;
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly consumerId: string | undefined;
+  readonly protocol: string | undefined;
+  private state: 'new' | 'open' | 'closing' | 'closed' = 'new';
+  private writes = 0;
+  /** `pending()` returned more than 0: `onDrained` is owed once the count is 0. */
+  private drainOwed = false;
+  /** Callbacks run one after another on this chain. */
+  private chain: Promise<void> = Promise.resolve();
+  private readonly subscriptions = new Map<string, Promise<StreamHandle | undefined>>();
+  private readonly closedListeners: (() => void)[] = [];
+  private settle!: () => void;
+  /** Resolves once `onClose` has run. */
+  readonly settled = new Promise<void>((resolve) => (this.settle = resolve));
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly handler: PushHandler,
+    private readonly context: ConnectionContext,
+    init: ConnectionInit,
+  ) {
+    this.kind = transport.kind;
+    this.protocol = transport.protocol;
+    this.request = init.request;
+    this.path = init.path;
+    this.query = init.query;
+    this.consumerId = init.consumerId;
+  }
+
+  private isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  get open(): boolean {
+    return this.state === 'open';
+  }
+
+  get channels(): readonly string[] {
+    return [...this.subscriptions.keys()];
+  }
+
+  /** Starts events and calls `onOpen`. */
+  start(): void {
+    this.state = 'open';
+    this.run('onOpen', [], (err) => {
+      this.context.log.error('onOpen failed; closing the connection', { error: String(err) });
+      this.end({ kind: 'error' });
+    });
+    this.transport.attach({
+      message: (data) => {
+        if (this.state === 'open') this.run('onMessage', [data]);
+      },
+      close: () => this.closed(),
+    });
+  }
+
+  /** Runs as soon as the connection is closed, before `onClose`. */
+  onClosed(listener: () => void): void {
+    this.closedListeners.push(listener);
+  }
+
+  write(data: MessageData, options: WriteOptions = {}): boolean {
+    if (this.state !== 'open') return false;
+    const payload = toPayload(data);
+    if (this.transport.bufferedBytes() > this.context.maxPendingBytes) {
+      this.end({ kind: 'slow-consumer' });
+      return false;
+    }
+    try {
+      this.writes++;
+      this.transport.write(payload, options, () => this.written());
+    } catch (err) {
+      this.writes--;
+      throw new WarrenError('INVALID_MESSAGE', (err as Error).message);
+    }
+    return true;
+  }
+
+  pending(): number {
+    if (this.state === 'closed') return -1;
+    if (this.writes > 0) this.drainOwed = true;
+    return this.writes;
+  }
+
+  close(code?: number, reason?: string): void {
+    if (code !== undefined && !(code === 1000 || (Number.isInteger(code) && code >= 3000 && code <= 4999))) {
+      throw new RangeError('a close code is 1000 or from 3000 to 4999');
+    }
+    if (reason !== undefined && Buffer.byteLength(reason) > 123) throw new RangeError('a close reason is at most 123 bytes');
+    this.end({ kind: 'normal', ...(code === undefined ? {} : { code }), ...(reason === undefined ? {} : { reason }) });
+  }
+
+  async subscribe(channel: string, options: SubscribeOptions = {}): Promise<void> {
+    channel = parseChannel(channel);
+    const consumerId = options.consumerId === null ? undefined : options.consumerId === undefined ? this.consumerId : parseOwnedConsumerId(options.consumerId);
+    if (this.state !== 'open') throw new WarrenError('CONNECTION_CLOSED', 'the connection is closed');
+    const existing = this.subscriptions.get(channel);
+    if (existing !== undefined) {
+      if ((await existing) !== undefined) return;
+      throw new WarrenError('BROKER_UNAVAILABLE', 'the subscription could not start');
+    }
+    if (this.subscriptions.size >= this.context.maxSubscriptions) {
+      throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.context.maxSubscriptions} channels per connection`);
+    }
+    let failure: unknown;
+    const opening = this.context
+      .started()
+      .then(() =>
+        this.context.streams.open({
+        channel,
+        consumerId,
+        lastEventId: options.lastEventId,
+        sink: this,
+        onEnd: (end) => {
+          this.context.log.info('stream ended', { channel, reason: end.reason });
+          this.end({ kind: 'broker-unavailable' });
+        },
+        }),
+      )
+      .catch((err: unknown) => {
+        failure = err;
+        if (this.subscriptions.get(channel) === opening) this.subscriptions.delete(channel);
+        return undefined;
+      });
+    this.subscriptions.set(channel, opening);
+    const handle = await opening;
+    if (handle === undefined) throw failure;
+    // Closed or unsubscribed while starting: stop it again.
+    if (this.isClosed() || this.subscriptions.get(channel) !== opening) {
+      await handle.stop();
+      if (this.isClosed()) throw new WarrenError('CONNECTION_CLOSED', 'the connection closed');
+    }
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    const handle = this.subscriptions.get(channel);
+    if (handle === undefined) return;
+    this.subscriptions.delete(channel);
+    await (await handle)?.stop();
+  }
+
+  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void> {
+    return this.context.publish(channel, data, options);
+  }
+
+  // Sink: what subscriptions deliver to.
+
+  send(channel: string, message: WarrenMessage, written: (ok: boolean) => void): void {
+    if (this.state === 'closed') {
+      written(false);
+      return;
+    }
+    this.transport.deliver(channel, message, written);
+  }
+
+  pendingBytes(): number {
+    return this.transport.bufferedBytes();
+  }
+
+  /** The subscription machinery ends the connection (slow consumer). */
+  drop(reason: SinkCloseReason): void {
+    this.end({ kind: reason });
+  }
+
+  /** The gateway is stopping: `onShutdown`, then close with "going away". */
+  async shutdown(timeoutMs: number): Promise<void> {
+    if (this.state !== 'open') return;
+    if (this.handler.onShutdown !== undefined) {
+      const done = this.run('onShutdown', []);
+      await Promise.race([done, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+    }
+    this.end({ kind: 'shutdown' });
+  }
+
+  /** Closes the socket for `reason` (once). */
+  end(reason: CloseReason): void {
+    if (this.state === 'closed') return;
+    if (this.state !== 'closing') this.state = 'closing';
+    this.transport.end(reason);
+  }
+
+  private written(): void {
+    this.writes--;
+    if (this.writes === 0 && this.drainOwed && this.state !== 'closed') {
+      this.drainOwed = false;
+      // Not chained behind onMessage: a handler may wait in onMessage for the drain.
+      void this.call('onDrained', []);
+    }
+  }
+
+  private closed(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    const all = [...this.subscriptions.values()];
+    this.subscriptions.clear();
+    for (const handle of all) void handle.then((h) => h?.stop());
+    for (const listener of this.closedListeners) listener();
+    void this.run('onClose', []).finally(() => this.settle());
+  }
+
+  /** Queues a callback behind the ones before it. */
+  private run(name: Callback, args: unknown[], onError?: (err: unknown) => void): Promise<void> {
+    this.chain = this.chain.then(() => this.call(name, args, onError));
+    return this.chain;
+  }
+
+  private async call(name: Callback, args: unknown[], onError?: (err: unknown) => void): Promise<void> {
+    const callback = this.handler[name];
+    if (typeof callback !== 'function') return;
+    try {
+      await (callback as (...a: unknown[]) => unknown).call(this.handler, this, ...args);
+    } catch (err) {
+      if (onError !== undefined) onError(err);
+      else this.context.log.error(`${name} failed`, { error: String(err) });
+    }
+  }
+}
+
+/**
+ * A consumer id, or `<identity>/<consumer id>` (how the gateway keeps a
+ * client's own ids under the identity the app vouched for).
+ * @throws WarrenError `INVALID_CONSUMER_ID`
+ */
+function parseOwnedConsumerId(input: string): string {
+  const parts = typeof input === 'string' ? input.split('/') : [];
+  if (parts.length === 0 || parts.length > 2) parseConsumerId(undefined);
+  for (const part of parts) parseConsumerId(part);
+  return input;
+}
+
+/** What `write()` hands the transport: text or bytes. */
+function toPayload(data: MessageData): string | Buffer {
+  if (typeof data === 'string') return data;
+  if (Buffer.isBuffer(data)) return data;
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof ArrayBuffer) return Buffer.from(data);
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(data);
+  } catch (err) {
+    throw new WarrenError('INVALID_MESSAGE', `the value cannot be encoded as JSON: ${(err as Error).message}`);
+  }
+  if (json === undefined) throw new WarrenError('INVALID_MESSAGE', 'the value cannot be encoded as JSON');
+  return json;
+}

@@ -1,0 +1,287 @@
+import type { IncomingMessage } from 'node:http';
+import { HEADERS, parseChannel, parseMessageId, PATHS, WarrenError } from '@warren/protocol';
+import type { AppReply, Identity } from '../app.js';
+import { findLastEventId } from '../identity.js';
+import type { Logger } from '../logger.js';
+import { isTextual } from '../transports/encoding.js';
+import { WARREN_PROTOCOL } from '../transports/websocket.js';
+import type { Connection } from './connection.js';
+import type { PushHandler, PushUpgrade, UpgradeDecider } from './handler.js';
+
+/**
+ * Work the gateway does after admitting a connection and before answering
+ * it (declaring the consumer's queue): a refusal is still a JSON error, and a
+ * client that sees the stream open misses nothing published after.
+ * @internal
+ */
+export const PREPARE = Symbol('warren.prepare');
+
+/** A handler that may carry {@link PREPARE}. @internal */
+export type PreparedHandler = PushHandler & { [PREPARE]?: () => Promise<void> };
+
+/** What the standalone gateway's handler needs from the gateway around it. */
+export interface DefaultHandlerDeps {
+  log: Logger;
+  /** Authorizes `channel` for the request and says which consumer reads it. */
+  identify(req: IncomingMessage, token: string | undefined, channel: string, requested: string | undefined, fresh?: boolean): Promise<Identity>;
+  /** The signed token the request carries, when tokens are on. */
+  findToken(req: IncomingMessage, query: URLSearchParams): string | undefined;
+  /** Subscriptions are authorized again every `reauthIntervalMs` (with `--auth-url` or tokens). */
+  reauthorizing: boolean;
+  reauthIntervalMs: number;
+  /** Errors that mean "this client may not read this channel (any more)". */
+  isRefusal(err: unknown): boolean;
+  /** @throws WarrenError `BROKER_UNAVAILABLE` while shutting down or disconnected */
+  checkAvailable(): void;
+  /** Declares the consumer's queue, or starts the channel's fan-out. */
+  prepareStream(channel: string, consumerId: string | undefined): Promise<void>;
+  /** Sends a client's message to the application; absent without one. */
+  sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
+}
+
+/** Most client messages waiting for the application's answer, per socket. */
+export const MAX_IN_FLIGHT = 16;
+
+/**
+ * The handler of `warren serve`: a stream on `/<channel>` reads that
+ * channel (as the consumer the request identifies); a `warren.v1` socket
+ * (on a channel or on `/_warren/ws`) subscribes and unsubscribes with JSON
+ * frames; client messages go to the application over HTTP.
+ *
+ * WebSocket frames with `warren.v1`:
+ * - client → server: `{"type":"subscribe","channel":"/a","lastEventId"?:"…"}`,
+ *   `{"type":"unsubscribe","channel":"/a"}`, `{"type":"send","channel","data","id"?}`
+ * - server → client: `{"type":"message","channel","id","event"?,"contentType","data","encoding"?}`,
+ *   `{"type":"subscribed","channel"}`, `{"type":"unsubscribed","channel"}`,
+ *   `{"type":"reply","id"?,"channel","status","contentType"?,"data"?}`,
+ *   `{"type":"error","code","message","channel"?}`
+ *
+ * Without the subprotocol each message is one frame (text for textual
+ * content types, binary otherwise), and each client frame goes to the
+ * application at the socket's channel path.
+ */
+export function createDefaultDecider(deps: DefaultHandlerDeps): UpgradeDecider {
+  return (upgrade) => (upgrade.kind === 'sse' ? decideSse(deps, upgrade) : decideWebSocket(deps, upgrade));
+}
+
+async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PreparedHandler> {
+  const { request: req, query } = upgrade;
+  const channel = parseChannel(upgrade.path);
+  const requested = upgrade.consumerId;
+  const lastEventId = findLastEventId(req, query);
+  const token = deps.findToken(req, query);
+  const { consumerId } = await deps.identify(req, token, channel, requested);
+  deps.checkAvailable();
+  upgrade.consumerId = consumerId;
+  // The id the client can send back (not the identity prefix, which is the app's to give).
+  if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
+  let reauth: NodeJS.Timeout | undefined;
+  return {
+    [PREPARE]: () => deps.prepareStream(channel, consumerId),
+    async onOpen(conn) {
+      // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.
+      if (deps.reauthorizing) {
+        reauth = setInterval(() => {
+          deps.identify(req, token, channel, requested, true).catch((err: unknown) => {
+            if (deps.isRefusal(err)) (conn as Connection).end({ kind: 'revoked' });
+            else deps.log.warn('re-authorization failed; the stream stays open', { error: (err as Error).message });
+          });
+        }, deps.reauthIntervalMs);
+        reauth.unref();
+      }
+      try {
+        await conn.subscribe(channel, { consumerId: consumerId ?? null, ...(lastEventId === undefined ? {} : { lastEventId }) });
+      } catch (err) {
+        if (!conn.open) return;
+        deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
+        // EventSource reconnects by itself and sends Last-Event-ID.
+        (conn as Connection).end({ kind: 'broker-unavailable' });
+      }
+    },
+    onClose() {
+      clearInterval(reauth);
+    },
+  };
+}
+
+async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PreparedHandler> {
+  const { request: req, query } = upgrade;
+  const channel = upgrade.path === PATHS.socket ? undefined : parseChannel(upgrade.path);
+  const requested = upgrade.consumerId;
+  const lastEventId = findLastEventId(req, query);
+  const token = deps.findToken(req, query);
+  deps.checkAvailable();
+  const consumerId = channel === undefined ? requested : (await deps.identify(req, token, channel, requested)).consumerId;
+  upgrade.consumerId = consumerId;
+  const session = new SocketSession(deps, req, token, requested, channel);
+  return {
+    ...(channel === undefined ? {} : { [PREPARE]: () => deps.prepareStream(channel, consumerId) }),
+    onOpen(conn) {
+      session.open(conn as Connection);
+      if (channel !== undefined) void session.subscribe(channel, lastEventId, false, consumerId);
+    },
+    onMessage(_conn, data) {
+      session.message(data);
+    },
+    onClose() {
+      session.closed();
+    },
+  };
+}
+
+/** One default WebSocket: its `warren.v1` commands, re-authorization and messages to the app. */
+class SocketSession {
+  private conn!: Connection;
+  private json = false;
+  private inFlight = 0;
+  private reauth: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: DefaultHandlerDeps,
+    private readonly req: IncomingMessage,
+    private readonly token: string | undefined,
+    private readonly requested: string | undefined,
+    /** The channel of the URL path, or none for `/_warren/ws`. */
+    private readonly channel: string | undefined,
+  ) {}
+
+  open(conn: Connection): void {
+    this.conn = conn;
+    this.json = conn.protocol === WARREN_PROTOCOL;
+    if (!this.deps.reauthorizing) return;
+    this.reauth = setInterval(() => {
+      for (const channel of conn.channels) {
+        void this.deps.identify(this.req, this.token, channel, this.requested, true).then(
+          () => undefined,
+          (err: unknown) => {
+            if (!this.deps.isRefusal(err) || !conn.channels.includes(channel)) return;
+            // No longer allowed: a raw socket (one channel) is closed; a warren.v1 one loses the channel.
+            if (!this.json) {
+              conn.end({ kind: 'revoked' });
+              return;
+            }
+            void conn.unsubscribe(channel);
+            this.error(new WarrenError('FORBIDDEN', 'no longer allowed on this channel'), channel);
+          },
+        );
+      }
+    }, this.deps.reauthIntervalMs);
+    this.reauth.unref();
+  }
+
+  closed(): void {
+    clearInterval(this.reauth);
+  }
+
+  /** Subscribes `channel` as the consumer the app vouches for (`known` when already identified). */
+  async subscribe(channel: string, lastEventId: string | undefined, reply: boolean, known?: string): Promise<void> {
+    const conn = this.conn;
+    try {
+      const consumerId = known ?? (conn.channels.includes(channel) ? undefined : (await this.identify(channel)).consumerId);
+      await conn.subscribe(channel, { consumerId: consumerId ?? null, ...(lastEventId === undefined ? {} : { lastEventId }) });
+    } catch (err) {
+      if (!conn.open) return;
+      if (this.json) this.error(err, channel);
+      else if (err instanceof WarrenError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN')) conn.end({ kind: 'revoked', reason: err.code });
+      else conn.end({ kind: 'broker-unavailable' });
+      return;
+    }
+    if (reply || this.json) this.frame({ type: 'subscribed', channel });
+  }
+
+  private identify(channel: string): Promise<Identity> {
+    return this.deps.identify(this.req, this.token, channel, this.requested);
+  }
+
+  message(data: string | Buffer): void {
+    if (!this.json) {
+      // A raw socket's message goes to the application at its channel's path.
+      if (this.channel === undefined) return;
+      const binary = typeof data !== 'string';
+      void this.toApp(this.channel, binary ? data : Buffer.from(data), binary ? 'application/octet-stream' : 'text/plain; charset=utf-8', undefined);
+      return;
+    }
+    if (typeof data !== 'string') {
+      this.error(new WarrenError('INVALID_FRAME', 'warren.v1 frames are JSON text'));
+      return;
+    }
+    let command: { type?: unknown; channel?: unknown; lastEventId?: unknown; id?: unknown; data?: unknown };
+    try {
+      command = JSON.parse(data) as typeof command;
+      if (command === null || typeof command !== 'object') throw new Error('not an object');
+    } catch {
+      this.error(new WarrenError('INVALID_FRAME', 'a warren.v1 frame is a JSON object with a "type"'));
+      return;
+    }
+    try {
+      if (command.type === 'subscribe') {
+        const channel = parseChannel(command.channel);
+        const lastEventId = command.lastEventId === undefined ? undefined : parseMessageId(command.lastEventId);
+        void this.subscribe(channel, lastEventId, true);
+      } else if (command.type === 'unsubscribe') {
+        const channel = parseChannel(command.channel);
+        void this.conn.unsubscribe(channel).then(() => this.frame({ type: 'unsubscribed', channel }));
+      } else if (command.type === 'send') {
+        const { id, data: payload } = command;
+        if (id !== undefined && (typeof id !== 'string' || id.length > 128)) throw new WarrenError('INVALID_FRAME', 'a send id is a string of at most 128 characters');
+        const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(JSON.stringify(payload ?? null));
+        void this.toApp(parseChannel(command.channel), body, typeof payload === 'string' ? 'text/plain; charset=utf-8' : 'application/json', id as string | undefined);
+      } else {
+        throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe or send');
+      }
+    } catch (err) {
+      this.error(err, typeof command.channel === 'string' ? command.channel : undefined);
+    }
+  }
+
+  /**
+   * Sends a client's message to the application and pushes its answer back
+   * to this client: in `warren.v1`, a `reply` frame (no `data` for 204); on a
+   * raw socket, the answer's body as one frame (nothing for 204). Failures
+   * are error frames; the socket stays open.
+   */
+  private async toApp(channel: string, body: Buffer, contentType: string, id: string | undefined): Promise<void> {
+    const send = this.deps.sendToApp;
+    const tag = id === undefined ? {} : { id };
+    if (send === undefined) {
+      this.error(new WarrenError('NO_APP_CONFIGURED', 'messages from clients go to the application, and none is configured'), channel, tag);
+      return;
+    }
+    if (this.inFlight >= MAX_IN_FLIGHT) {
+      this.error(new WarrenError('TOO_MANY_REQUESTS', `at most ${MAX_IN_FLIGHT} messages may wait for the application`), channel, tag);
+      return;
+    }
+    this.inFlight++;
+    try {
+      const reply = await send(this.req, channel, await this.identify(channel), body, contentType);
+      if (!this.conn.open) return;
+      if (this.json) {
+        const frame: Record<string, unknown> = { type: 'reply', ...tag, channel, status: reply.status };
+        if (reply.status !== 204) {
+          const textual = reply.contentType === undefined || isTextual(reply.contentType);
+          frame.contentType = reply.contentType;
+          frame.data = textual ? reply.body.toString('utf8') : reply.body.toString('base64');
+          if (!textual) frame.encoding = 'base64';
+        }
+        this.frame(frame);
+      } else if (reply.status !== 204 && reply.body.length > 0) {
+        const binary = reply.contentType !== undefined && !isTextual(reply.contentType);
+        this.conn.write(binary ? reply.body : reply.body.toString('utf8'));
+      }
+    } catch (err) {
+      this.error(err, channel, tag);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private error(err: unknown, channel?: string, extra: Record<string, unknown> = {}): void {
+    const error = err instanceof WarrenError ? err : new WarrenError('INTERNAL_ERROR', 'internal error');
+    if (!(err instanceof WarrenError)) this.deps.log.error('websocket error', { error: String(err) });
+    this.frame({ type: 'error', ...extra, code: error.code, message: error.message, ...(channel === undefined ? {} : { channel }) });
+  }
+
+  private frame(frame: object): void {
+    this.conn.write(JSON.stringify(frame));
+  }
+}
