@@ -27,13 +27,37 @@ export function rssMiB(pid) {
   }
 }
 
-/** A CPU meter over a set of pids: `stop()` gives cores used (CPU seconds / wall seconds) per pid. */
+/**
+ * CPU seconds all processes of the machine have run (user, nice, system
+ * from /proc/stat; not interrupts and softirqs, where the kernel's loopback
+ * networking shows up without being charged to a process).
+ */
+export function machineBusySeconds() {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return (f[0] + f[1] + f[2]) / TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * A CPU meter over a set of pids: `stop()` gives cores used (CPU seconds /
+ * wall seconds) per pid, and as its `other` property the cores that the rest
+ * of the machine used meanwhile (neither those pids nor this process).
+ */
 export function cpuMeter(pids) {
   const t0 = performance.now();
   const c0 = pids.map(cpuSeconds);
+  const self0 = cpuSeconds(process.pid);
+  const m0 = machineBusySeconds();
   return () => {
     const wall = (performance.now() - t0) / 1000;
-    return pids.map((pid, k) => ({ cpuSeconds: cpuSeconds(pid) - c0[k], cores: (cpuSeconds(pid) - c0[k]) / wall }));
+    const used = pids.map((pid, k) => ({ cpuSeconds: cpuSeconds(pid) - c0[k], cores: (cpuSeconds(pid) - c0[k]) / wall }));
+    const mine = used.reduce((sum, u) => sum + u.cpuSeconds, 0) + (cpuSeconds(process.pid) - self0);
+    used.other = (machineBusySeconds() - m0 - mine) / wall;
+    used.wall = wall;
+    return used;
   };
 }
 
