@@ -1,0 +1,681 @@
+// Warren's benchmark harness (issue 6): throughput, latency, memory, churn
+// and long-poll figures of a `warren serve` process on RabbitMQ, each beside
+// a ceiling measured in the same run (a minimal Node fan-out server; raw
+// amqplib on the same queues), written to bench/results.md.
+//
+//   npm run bench                 the full run (about 10 minutes on 2 cores)
+//   npm run bench -- --quick      tiny numbers, under a minute: a smoke test
+//   npm run bench -- --help       every flag
+//
+// Subscribers live in worker processes apart from the server under test, on
+// loopback. Every phase is bounded (timeouts, stall detection) and every queue
+// the run made is deleted at the end. Needs RabbitMQ on 127.0.0.1:5672 with
+// the management plugin (enabled here).
+import { mkdirSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { consumerQueueName } from '@warren/protocol';
+import { AmqpPublisher, FeedPublisher, publish } from './lib/publisher.mjs';
+import { mergeReports, now, Histogram } from './lib/tracker.mjs';
+import { beamPid, cpuMeter, deleteQueues, fileLimit, forkHelper, machine, Management, rssMiB, sleep, startServer, waitRabbitQuiet } from './lib/system.mjs';
+import { markdown as profileMarkdown, summarize as summarizeProfile } from './profile-summary.mjs';
+import { writeResults } from './lib/report.mjs';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+process.chdir(ROOT);
+
+const FLAGS = {
+  quick: { type: 'boolean', default: false, help: 'tiny numbers (under a minute): a smoke test' },
+  fanout: { type: 'string', help: 'subscriber counts of the throughput scenarios', full: '1000,5000', quickValue: '50,200' },
+  messages: { type: 'string', help: 'messages per throughput phase, anonymous and Node ceiling (one value, or one per --fanout count)', full: '500', quickValue: '40' },
+  'messages-identified': { type: 'string', help: 'messages per throughput phase, identified and RabbitMQ ceiling (one value, or one per --fanout count)', full: '100,30', quickValue: '20' },
+  'latency-subscribers': { type: 'string', help: 'subscribers of the latency phases', full: '1000', quickValue: '50' },
+  'latency-rate': { type: 'string', help: 'messages per second of the latency phases', full: '10', quickValue: '10' },
+  'latency-seconds': { type: 'string', help: 'length of each latency phase', full: '15', quickValue: '2' },
+  'idle-connections': { type: 'string', help: 'connections of the idle-memory scenarios', full: '10000', quickValue: '300' },
+  'idle-messages': { type: 'string', help: 'messages sent to every idle connection at the end', full: '20', quickValue: '5' },
+  'churn-consumers': { type: 'string', help: 'known consumer ids of the reconnect scenario', full: '1000', quickValue: '60' },
+  'churn-concurrency': { type: 'string', help: 'reconnect loops at once', full: '200', quickValue: '20' },
+  'churn-seconds': { type: 'string', help: 'length of the reconnect scenario', full: '30', quickValue: '3' },
+  'longpoll-consumers': { type: 'string', help: 'identified long-poll consumers', full: '200', quickValue: '20' },
+  'longpoll-messages': { type: 'string', help: 'messages waiting for each long-poll consumer', full: '50', quickValue: '10' },
+  size: { type: 'string', help: 'message body size in bytes', full: '100', quickValue: '100' },
+  workers: { type: 'string', help: 'subscriber worker processes', full: '2', quickValue: '2' },
+  'open-concurrency': { type: 'string', help: 'connection attempts in flight at once (all workers)', full: '100', quickValue: '50' },
+  'transient-fanout': { type: 'string', help: 'subscriber counts at which the identified pair runs again with transient messages', full: '1000', quickValue: '50' },
+  transient: { type: 'boolean', default: false, help: 'publish transient messages (delivery mode 1) instead of persistent ones, as the SDK does' },
+  'no-profile': { type: 'boolean', default: false, help: 'skip the two CPU-profiled runs (the quick run skips them anyway)' },
+  profile: { type: 'boolean', default: false, help: 'take the CPU profiles even with --quick' },
+  only: { type: 'string', help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile' },
+  out: { type: 'string', help: 'where to write the results (default bench/results.md; bench/results-quick.md with --quick)' },
+  help: { type: 'boolean', default: false, help: 'this text' },
+};
+
+const { values: flags } = parseArgs({ options: Object.fromEntries(Object.entries(FLAGS).map(([k, v]) => [k, { type: v.type, ...(v.default === undefined ? {} : { default: v.default }) }])) });
+if (flags.help) {
+  process.stdout.write('npm run bench -- [flags]\n\n');
+  for (const [k, v] of Object.entries(FLAGS)) {
+    process.stdout.write(`  --${k.padEnd(22)} ${v.help}${v.full === undefined ? '' : ` (default ${v.full}; --quick ${v.quickValue})`}\n`);
+  }
+  process.exit(0);
+}
+const quick = flags.quick;
+const num = (k) => Number(flags[k] ?? (quick ? FLAGS[k].quickValue : FLAGS[k].full));
+const list = (k) => String(flags[k] ?? (quick ? FLAGS[k].quickValue : FLAGS[k].full)).split(',').map(Number).filter((n) => n > 0);
+const cfg = {
+  fanout: list('fanout'),
+  messages: list('messages'),
+  messagesIdentified: list('messages-identified'),
+  latencySubscribers: num('latency-subscribers'),
+  latencyRate: num('latency-rate'),
+  latencySeconds: num('latency-seconds'),
+  idleConnections: num('idle-connections'),
+  idleMessages: num('idle-messages'),
+  churnConsumers: num('churn-consumers'),
+  churnConcurrency: num('churn-concurrency'),
+  churnSeconds: num('churn-seconds'),
+  longpollConsumers: num('longpoll-consumers'),
+  longpollMessages: num('longpoll-messages'),
+  size: num('size'),
+  workers: num('workers'),
+  openConcurrency: num('open-concurrency'),
+  profile: (quick ? flags.profile : !flags['no-profile']),
+  persistent: !flags.transient,
+  transientFanout: list('transient-fanout'),
+};
+const persistent = cfg.persistent;
+/** The k-th value of a per-size list, or its last one. */
+const nth = (xs, k) => xs[Math.min(k, xs.length - 1)];
+const groups = new Set((flags.only ?? 'throughput,idle,churn,longpoll,profile').split(','));
+if (!cfg.profile) groups.delete('profile');
+const outPath = flags.out ?? (quick ? 'bench/results-quick.md' : 'bench/results.md');
+const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+
+const AMQP = process.env.WARREN_BENCH_AMQP_URL ?? process.env.WARREN_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const TOKEN = `bench-token-${Math.random().toString(36).slice(2)}-0123456789`;
+const RUN = `b${Date.now().toString(36)}`;
+const PROFILE_DIR = `${ROOT}bench/profiles`;
+const STALL_MS = quick ? 5000 : 15_000;
+const PHASE_MAX_MS = quick ? 20_000 : 180_000;
+const OPEN_TIMEOUT_MS = quick ? 30_000 : 240_000;
+const WATCHDOG_MS = quick ? 110_000 : 25 * 60_000;
+
+/** A pause: `fullMs` in the full run, `quickMs` with --quick. */
+const pause = (fullMs, quickMs) => sleep(quick ? quickMs : fullMs);
+const quiet = (beam) => waitRabbitQuiet(beam, 0.15, quick ? 3000 : 30_000, quick ? 300 : 1000);
+const log = (...args) => process.stdout.write(`[bench ${((performance.now()) / 1000).toFixed(0).padStart(4)} s] ${args.join(' ')}\n`);
+const mgmt = new Management();
+const started = new Date();
+const t0 = performance.now();
+
+// ---------------------------------------------------------------- processes
+
+const workers = [];
+const children = new Set();
+let phaseCounter = 0;
+
+function split(n, parts) {
+  return Array.from({ length: parts }, (_, k) => Math.floor(n / parts) + (k < n % parts ? 1 : 0));
+}
+
+/** Consumer ids `bench-<run>-<scenario>-<k>` (1 to 64 characters of A-Z a-z 0-9 _ -). */
+const consumerIds = (scenario, n) => Array.from({ length: n }, (_, k) => `bench-${RUN}-${scenario}-${k}`);
+
+async function startWarren(profileName) {
+  const server = await startServer('warren', {
+    amqpUrl: AMQP,
+    token: TOKEN,
+    ...(profileName === undefined ? {} : { profileDir: PROFILE_DIR, profileName }),
+  });
+  children.add(server);
+  return server;
+}
+
+async function startNode() {
+  const server = await startServer('node', {});
+  children.add(server);
+  return server;
+}
+
+async function stopServer(server) {
+  await server.stop();
+  children.delete(server);
+}
+
+async function warrenStats(server) {
+  const res = await fetch(`${server.url}/_warren/stats`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(10_000) });
+  return res.json();
+}
+
+/** Streams the server holds now, as it counts them. */
+async function serverStreams(server, { identified, transport }) {
+  if (server.kind === 'warren') {
+    const s = await warrenStats(server);
+    return identified ? s.streams.identified : s.fanOut.subscribers;
+  }
+  const s = await (await fetch(`${server.url}/stats`, { signal: AbortSignal.timeout(10_000) })).json();
+  return transport === 'ws' ? s.websocket : s.sse;
+}
+
+/** Waits until the server holds `n` streams (they are subscribed), at most `maxMs`. */
+async function waitStreams(server, n, how, maxMs = 30_000) {
+  const start = performance.now();
+  let seen = 0;
+  while (performance.now() - start < maxMs) {
+    seen = await serverStreams(server, how).catch(() => seen);
+    if (seen >= n) return seen;
+    await sleep(100);
+  }
+  return seen;
+}
+
+/** Opens `n` subscribers spread over the workers; connects/s from the first attempt to the last open. */
+async function openSubscribers(server, { transport, path, consumers, n }) {
+  const sizes = split(n, workers.length);
+  const lanes = split(cfg.openConcurrency, workers.length);
+  let offset = 0;
+  const start = now();
+  const replies = await Promise.all(
+    workers.map((w, k) => {
+      const slice = consumers?.slice(offset, offset + sizes[k]);
+      offset += sizes[k];
+      return w.call('open', { transport, base: server.url, path, consumers: slice, count: sizes[k], concurrency: Math.max(1, lanes[k]) }, OPEN_TIMEOUT_MS);
+    }),
+  );
+  const ms = now() - start;
+  const errors = {};
+  for (const r of replies) for (const [e, c] of Object.entries(r.errors)) errors[e] = (errors[e] ?? 0) + c;
+  const opened = replies.reduce((s, r) => s + r.opened, 0);
+  return { opened, failed: n - opened, errors, ms, connectsPerSec: opened / (ms / 1000) };
+}
+
+async function closeSubscribers() {
+  await Promise.all(workers.map((w) => w.call('close', {}, 30_000)));
+}
+
+/** Polls the targets' progress until `expected` deliveries, a stall or the phase limit. */
+async function waitDeliveries(targets, expected) {
+  const start = now();
+  let last = -1;
+  let lastChange = now();
+  for (;;) {
+    const progress = await Promise.all(targets.map((t) => t.call('progress', {}, 10_000)));
+    const received = progress.reduce((s, p) => s + p.received, 0);
+    if (received >= expected) return { complete: true, received };
+    if (received !== last) {
+      last = received;
+      lastChange = now();
+    } else if (now() - lastChange > STALL_MS) return { complete: false, stalled: true, received };
+    if (now() - start > PHASE_MAX_MS) return { complete: false, timedOut: true, received };
+    await sleep(100);
+  }
+}
+
+/**
+ * One phase: every target expects messages 0..m-1 of a new phase, the
+ * publisher sends them (as fast as it can, or at `rate`), and the targets
+ * count what arrives. CPU of the server, RabbitMQ and the workers over it.
+ */
+async function runPhase({ targets, publisher, channel, m, rate, server, beam, subscribers }) {
+  const phase = ++phaseCounter;
+  await Promise.all(targets.map((t) => t.call('expect', { phase, m }, 10_000)));
+  const pids = [beam, ...(server === undefined ? [] : [server.pid]), ...targets.map((t) => t.pid)];
+  const stopCpu = cpuMeter(pids);
+  const pub = await publish(publisher, { channel, phase, m, size: cfg.size, rate, idPrefix: `bench-${RUN}`, timeoutMs: PHASE_MAX_MS });
+  const wait = await waitDeliveries(targets, subscribers * m);
+  const cpu = stopCpu();
+  const reports = await Promise.all(targets.map((t) => t.call('report', {}, 30_000)));
+  const merged = mergeReports(reports);
+  const spanS = ((merged.lastAt || now()) - pub.startAt) / 1000;
+  return {
+    m,
+    rate,
+    publish: { ...pub, perSec: m / ((pub.sentAt - pub.startAt) / 1000) },
+    wait,
+    ...merged,
+    deliveriesPerSec: merged.unique / spanS,
+    spanS,
+    cpu: {
+      rabbit: cpu[0].cores,
+      server: server === undefined ? undefined : cpu[1].cores,
+      subscribers: cpu.slice(server === undefined ? 1 : 2).reduce((s, c) => s + c.cores, 0),
+      other: cpu.wall >= 2 ? cpu.other : undefined,
+    },
+    beamRssMiB: rssMiB(beam),
+  };
+}
+
+/** Deletes every queue of this run (their names contain the run id). */
+async function cleanupQueues() {
+  try {
+    const names = await mgmt.queueNames(RUN);
+    const deleted = await deleteQueues(AMQP, names);
+    if (deleted > 0) log(`deleted ${deleted} queues`);
+    return deleted;
+  } catch (err) {
+    log(`cleanup failed: ${err.message}`);
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------- scenarios
+
+const results = { fanout: [], idle: [], churn: undefined, longPoll: undefined, profiles: [], errors: [] };
+
+/**
+ * A fan-out scenario: S subscribers of one system (Warren anonymous or
+ * identified, the Node ceiling, the RabbitMQ ceiling) on one channel; an
+ * optional latency phase at a fixed rate, then a throughput phase.
+ */
+async function fanOutScenario({ system, transport, identified, S, m, latency, profile, persistent = cfg.persistent }) {
+  const name = `${system === 'warren' ? `warren-${identified ? 'id' : 'anon'}` : system}-${transport}-${S}${persistent ? '' : '-transient'}${profile ? '-prof' : ''}`;
+  const label = `${name}`;
+  const channel = `/bench-${RUN}-${name}`;
+  const beam = beamPid();
+  const row = { name, system, transport, identified, S, persistent, profiled: profile === true };
+  let server;
+  let rabbit;
+  let publisher;
+  log(`${label}: start`);
+  await quiet(beam);
+  try {
+    row.rabbitMemBeforeMiB = (await mgmt.node()).memUsedMiB;
+    const consumers = identified ? consumerIds(name, S) : undefined;
+    let targets;
+    if (system === 'rabbit') {
+      rabbit = forkHelper(new URL('./lib/rabbit-ceiling.mjs', import.meta.url).pathname, 'rabbit-ceiling');
+      children.add({ stop: async () => rabbit.kill() });
+      const r = await rabbit.call('setup', { url: AMQP, channel, consumers, prefetch: 64, expiresMs: 30_000, maxLength: 10_000 }, OPEN_TIMEOUT_MS);
+      row.open = { opened: r.opened, failed: 0, errors: {}, ms: r.ms, connectsPerSec: r.opened / (r.ms / 1000) };
+      targets = [rabbit];
+      publisher = await AmqpPublisher.connect(AMQP, { persistent });
+    } else {
+      server = system === 'warren' ? await startWarren(profile ? `${name}.cpuprofile` : undefined) : await startNode();
+      await pause(500, 200);
+      row.rssBeforeMiB = rssMiB(server.pid);
+      const stopCpu = cpuMeter([beam, server.pid]);
+      row.open = await openSubscribers(server, { transport, path: channel, consumers, n: S });
+      row.subscribed = await waitStreams(server, row.open.opened, { identified, transport });
+      const cpu = stopCpu();
+      row.open.cpu = { rabbit: cpu[0].cpuSeconds, server: cpu[1].cpuSeconds };
+      await pause(1000, 200);
+      row.rssAfterOpenMiB = rssMiB(server.pid);
+      targets = workers;
+      publisher = system === 'node' ? await FeedPublisher.connect(server.feedPort) : await AmqpPublisher.connect(AMQP, { persistent });
+    }
+    log(`${label}: ${row.open.opened}/${S} open in ${(row.open.ms / 1000).toFixed(1)} s (${row.open.connectsPerSec.toFixed(0)}/s)${row.open.failed > 0 ? ` failures ${JSON.stringify(row.open.errors)}` : ''}`);
+    const ctx = { targets, publisher, channel, server, beam, subscribers: row.open.opened };
+    if (latency) {
+      row.latency = await runPhase({ ...ctx, m: Math.round(cfg.latencyRate * cfg.latencySeconds), rate: cfg.latencyRate });
+      log(`${label}: latency p50 ${row.latency.latency.p50.toFixed(2)} p99 ${row.latency.latency.p99.toFixed(2)} ms, lost ${row.latency.lost} dup ${row.latency.dup} ooo ${row.latency.ooo}`);
+    }
+    const mono0 = Number(process.hrtime.bigint() / 1000n);
+    const epoch0 = now();
+    row.throughput = await runPhase({ ...ctx, m });
+    log(`${label}: ${row.throughput.deliveriesPerSec.toFixed(0)} deliveries/s (${row.throughput.unique}/${row.throughput.expected}), p99 ${row.throughput.latency.p99.toFixed(1)} ms, lost ${row.throughput.lost} dup ${row.throughput.dup} ooo ${row.throughput.ooo} drops ${row.throughput.drops}`);
+    if (profile) {
+      // The profile's clock is the monotonic one: map the phase's epoch times onto it.
+      const toMono = (epoch) => mono0 + (epoch - epoch0) * 1000;
+      row.profileWindow = { fromUs: toMono(row.throughput.publish.startAt), toUs: toMono(row.throughput.lastAt || now()) };
+    }
+    if (server?.kind === 'warren') row.gatewayStats = await warrenStats(server);
+    row.rabbitMemAfterMiB = (await mgmt.node()).memUsedMiB;
+    row.beamRssMiB = rssMiB(beam);
+  } catch (err) {
+    row.error = err.message;
+    results.errors.push(`${label}: ${err.message}`);
+    log(`${label}: FAILED ${err.message}`);
+  } finally {
+    await publisher?.close();
+    if (server !== undefined) {
+      await closeSubscribers().catch(() => undefined);
+      await stopServer(server);
+      if (server.kind === 'warren' && /error/i.test(server.stderr())) row.gatewayStderr = server.stderr().slice(-1500);
+    }
+    if (rabbit !== undefined) {
+      await rabbit.call('teardown', {}, 120_000).catch(() => undefined);
+      await rabbit.call('exit', {}, 5000).catch(() => undefined);
+      rabbit.kill();
+    }
+    await cleanupQueues();
+  }
+  return row;
+}
+
+/**
+ * Idle memory: N anonymous connections held open; the server's RSS growth per
+ * connection; RabbitMQ's queues for the channel; then a few messages that must
+ * reach every connection.
+ */
+async function idleScenario({ system, transport, n }) {
+  const name = `idle-${system}-${transport}-${n}`;
+  const channel = `/bench-${RUN}-${name}`;
+  const beam = beamPid();
+  const row = { name, system, transport, n };
+  let server;
+  let publisher;
+  log(`${name}: start`);
+  await quiet(beam);
+  try {
+    server = system === 'warren' ? await startWarren() : await startNode();
+    if (system === 'warren') {
+      // Warm the fan-out path (one subscriber, gone), so the baseline holds the channel's consumer.
+      await openSubscribers(server, { transport, path: channel, n: 1 });
+      await waitStreams(server, 1, { identified: false, transport });
+      await closeSubscribers();
+    }
+    await pause(2000, 500);
+    row.rssBeforeMiB = rssMiB(server.pid);
+    row.rabbitMemBeforeMiB = (await mgmt.node()).memUsedMiB;
+    row.beamRssBeforeMiB = rssMiB(beam);
+    row.open = await openSubscribers(server, { transport, path: channel, n });
+    row.subscribed = await waitStreams(server, row.open.opened, { identified: false, transport });
+    log(`${name}: ${row.open.opened}/${n} open in ${(row.open.ms / 1000).toFixed(1)} s${row.open.failed > 0 ? ` failures ${JSON.stringify(row.open.errors)}` : ''}`);
+    await pause(6000, 1000); // idle; RabbitMQ's management figures refresh every 5 s
+    row.rssAfterMiB = rssMiB(server.pid);
+    row.kibPerConnection = ((row.rssAfterMiB - row.rssBeforeMiB) * 1024) / row.open.opened;
+    row.rabbitMemAfterMiB = (await mgmt.node()).memUsedMiB;
+    row.beamRssAfterMiB = rssMiB(beam);
+    if (system === 'warren') {
+      row.queuesForChannel = (await mgmt.queueNames(channel)).length;
+      const s = await warrenStats(server);
+      row.declares = s.broker.queueDeclares;
+      row.consumers = s.broker.consumersStarted;
+    }
+    publisher = system === 'node' ? await FeedPublisher.connect(server.feedPort) : await AmqpPublisher.connect(AMQP, { persistent });
+    row.delivery = await runPhase({ targets: workers, publisher, channel, m: cfg.idleMessages, server, beam, subscribers: row.open.opened });
+    log(`${name}: ${row.kibPerConnection.toFixed(1)} KiB/connection; ${row.delivery.unique}/${n * cfg.idleMessages} delivered, lost ${row.delivery.lost} dup ${row.delivery.dup} drops ${row.delivery.drops}${row.queuesForChannel === undefined ? '' : `; ${row.queuesForChannel} queue(s) for the channel`}`);
+  } catch (err) {
+    row.error = err.message;
+    results.errors.push(`${name}: ${err.message}`);
+    log(`${name}: FAILED ${err.message}`);
+  } finally {
+    await publisher?.close();
+    if (server !== undefined) {
+      await closeSubscribers().catch(() => undefined);
+      await stopServer(server);
+    }
+    await cleanupQueues();
+  }
+  return row;
+}
+
+/** Known identified consumers reconnecting SSE streams as fast as they can for a while. */
+async function churnScenario() {
+  const n = cfg.churnConsumers;
+  const name = `churn-${n}`;
+  const channel = `/bench-${RUN}-${name}`;
+  const beam = beamPid();
+  const row = { name, n, concurrency: cfg.churnConcurrency, seconds: cfg.churnSeconds };
+  let server;
+  log(`${name}: start`);
+  await quiet(beam);
+  try {
+    server = await startWarren();
+    const consumers = consumerIds('churn', n);
+    // First visit: every consumer's queue is declared and bound (the slow path, once).
+    row.firstOpen = await openSubscribers(server, { transport: 'sse', path: channel, consumers, n });
+    await waitStreams(server, row.firstOpen.opened, { identified: true });
+    await closeSubscribers();
+    for (let i = 0; i < 100 && (await serverStreams(server, { identified: true })) > 0; i++) await sleep(100);
+    await pause(1000, 200);
+    const before = await warrenStats(server);
+    row.rssBeforeMiB = rssMiB(server.pid);
+    row.rabbitMemBeforeMiB = (await mgmt.node()).memUsedMiB;
+    const stopCpu = cpuMeter([beam, server.pid]);
+    const sizes = split(n, workers.length);
+    const lanes = split(cfg.churnConcurrency, workers.length);
+    let offset = 0;
+    const replies = await Promise.all(
+      workers.map((w, k) => {
+        const slice = consumers.slice(offset, offset + sizes[k]);
+        offset += sizes[k];
+        return w.call('churn', { base: server.url, path: channel, consumers: slice, concurrency: Math.max(1, lanes[k]), durationMs: cfg.churnSeconds * 1000 }, cfg.churnSeconds * 1000 + 60_000);
+      }),
+    );
+    const cpu = stopCpu();
+    const afterLoops = await warrenStats(server);
+    row.rssAfterMiB = rssMiB(server.pid);
+    // The gateway answers the stream's head before it starts the consumer, so
+    // it may still be starting and cancelling consumers for clients long gone.
+    const endAt = now();
+    let catchUpMs = NaN;
+    while (now() - endAt < (quick ? 5000 : 15_000)) {
+      const s = await warrenStats(server);
+      if (s.streams.identified === 0 && s.broker.activeConsumers === 0 && s.broker.consumersStarted - before.broker.consumersStarted >= replies.reduce((x, r) => x + r.opens, 0)) {
+        catchUpMs = now() - endAt;
+        break;
+      }
+      await sleep(100);
+    }
+    const after = await warrenStats(server);
+    const ms = Math.max(...replies.map((r) => r.ms));
+    const hist = new Histogram();
+    for (const r of replies) hist.merge(r.openLatency);
+    const errors = {};
+    for (const r of replies) for (const [e, c] of Object.entries(r.errors)) errors[e] = (errors[e] ?? 0) + c;
+    const opens = replies.reduce((x, r) => x + r.opens, 0);
+    Object.assign(row, {
+      opens,
+      failures: replies.reduce((x, r) => x + r.failures, 0),
+      errors,
+      ms,
+      openLatency: hist.summary(),
+      consumersStarted: afterLoops.broker.consumersStarted - before.broker.consumersStarted,
+      consumersStartedPerSec: (afterLoops.broker.consumersStarted - before.broker.consumersStarted) / (ms / 1000),
+      consumersCancelledPerSec: (afterLoops.broker.consumersCancelled - before.broker.consumersCancelled) / (ms / 1000),
+      // Streams the clients saw open whose consumer the gateway had not started yet when the loops stopped.
+      backlogAtEnd: opens - (afterLoops.broker.consumersStarted - before.broker.consumersStarted),
+      backlogAfterWait: opens - (after.broker.consumersStarted - before.broker.consumersStarted),
+      declaresDuring: after.broker.queueDeclares - before.broker.queueDeclares,
+      catchUpMs,
+      cpu: { rabbit: cpu[0].cores, server: cpu[1].cores, other: cpu.wall >= 2 ? cpu.other : undefined },
+      beamRssMiB: rssMiB(beam),
+      rabbitMemAfterMiB: (await mgmt.node()).memUsedMiB,
+    });
+    row.opensPerSec = opens / (ms / 1000);
+    log(`${name}: clients ${row.opensPerSec.toFixed(0)} opens/s, gateway ${row.consumersStartedPerSec.toFixed(0)} consumers started/s (backlog ${row.backlogAtEnd}, after ${Number.isFinite(catchUpMs) ? `caught up in ${catchUpMs.toFixed(0)} ms` : `15 s still ${row.backlogAfterWait}`}), failures ${row.failures} ${JSON.stringify(errors)}, RabbitMQ ${(row.cpu.rabbit * 100).toFixed(0)}% CPU`);
+  } catch (err) {
+    row.error = err.message;
+    results.errors.push(`${name}: ${err.message}`);
+    log(`${name}: FAILED ${err.message}`);
+  } finally {
+    if (server !== undefined) {
+      await closeSubscribers().catch(() => undefined);
+      await stopServer(server);
+    }
+    await cleanupQueues();
+  }
+  return row;
+}
+
+/** Identified long-poll consumers, each with K messages waiting, polling as fast as they can. */
+async function longPollScenario() {
+  const n = cfg.longpollConsumers;
+  const k = cfg.longpollMessages;
+  const name = `longpoll-${n}`;
+  const channel = `/bench-${RUN}-${name}`;
+  const beam = beamPid();
+  const row = { name, n, k };
+  let server;
+  let publisher;
+  log(`${name}: start`);
+  await quiet(beam);
+  try {
+    server = await startWarren();
+    const consumers = consumerIds('lp', n);
+    const sizes = split(n, workers.length);
+    const slices = [];
+    let offset = 0;
+    for (const s of sizes) {
+      slices.push(consumers.slice(offset, offset + s));
+      offset += s;
+    }
+    // One empty poll each declares the queues.
+    await Promise.all(workers.map((w, i) => w.call('longPoll', { base: server.url, path: channel, consumers: slices[i], prime: true, durationMs: 60_000, concurrency: 50 }, 120_000)));
+    publisher = await AmqpPublisher.connect(AMQP, { persistent });
+    const phase = ++phaseCounter;
+    const pub = await publish(publisher, { channel, phase, m: k, size: cfg.size, idPrefix: `bench-${RUN}`, timeoutMs: PHASE_MAX_MS });
+    row.published = pub.confirmed;
+    await pause(1000, 200);
+    const before = await warrenStats(server);
+    const stopCpu = cpuMeter([beam, server.pid, ...workers.map((w) => w.pid)]);
+    const replies = await Promise.all(workers.map((w, i) => w.call('longPoll', { base: server.url, path: channel, consumers: slices[i], m: k, phase, durationMs: PHASE_MAX_MS }, PHASE_MAX_MS + 30_000)));
+    const cpu = stopCpu();
+    const after = await warrenStats(server);
+    const merged = mergeReports(replies);
+    const ms = Math.max(...replies.map((r) => r.ms));
+    const errors = {};
+    for (const r of replies) for (const [e, c] of Object.entries(r.errors)) errors[e] = (errors[e] ?? 0) + c;
+    Object.assign(row, merged, {
+      cycles: replies.reduce((s, r) => s + r.cycles, 0),
+      empty: replies.reduce((s, r) => s + r.empty, 0),
+      failed: replies.reduce((s, r) => s + r.failed, 0),
+      errors,
+      ms,
+      gets: after.broker.gets - before.broker.gets,
+      consumersStarted: after.broker.consumersStarted - before.broker.consumersStarted,
+      declares: after.broker.queueDeclares - before.broker.queueDeclares,
+      cpu: { rabbit: cpu[0].cores, server: cpu[1].cores, subscribers: cpu.slice(2).reduce((s, c) => s + c.cores, 0), other: cpu.wall >= 2 ? cpu.other : undefined },
+    });
+    row.cyclesPerSec = row.unique / (ms / 1000);
+    log(`${name}: ${row.cyclesPerSec.toFixed(0)} cycles/s with a message, ${row.unique}/${row.expected} received, lost ${row.lost} dup ${row.dup} ooo ${row.ooo}, empty ${row.empty}, failed ${row.failed}`);
+  } catch (err) {
+    row.error = err.message;
+    results.errors.push(`${name}: ${err.message}`);
+    log(`${name}: FAILED ${err.message}`);
+  } finally {
+    await publisher?.close();
+    if (server !== undefined) await stopServer(server);
+    await cleanupQueues();
+  }
+  return row;
+}
+
+// ---------------------------------------------------------------- main
+
+async function killAll() {
+  for (const c of children) await c.stop().catch(() => undefined);
+  for (const w of workers) w.kill();
+}
+
+let watchdogFired = false;
+const watchdog = setTimeout(async () => {
+  watchdogFired = true;
+  log(`watchdog: the run took longer than ${WATCHDOG_MS / 1000} s; stopping`);
+  await killAll();
+  await cleanupQueues();
+  process.exit(3);
+}, WATCHDOG_MS);
+watchdog.unref();
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, async () => {
+    log(`${sig}: stopping and cleaning up`);
+    await killAll();
+    await cleanupQueues();
+    process.exit(130);
+  });
+}
+
+async function main() {
+  await mgmt.enable();
+  const overview = await mgmt.get('/api/overview');
+  const limit = fileLimit();
+  const env = {
+    ...machine(),
+    rabbitmq: overview.rabbitmq_version,
+    erlang: overview.erlang_version,
+    fileLimit: limit,
+    otherConnectionsAtStart: overview.object_totals.connections,
+    otherQueuesAtStart: overview.object_totals.queues,
+    tcpTwReuse: readFileSync('/proc/sys/net/ipv4/tcp_tw_reuse', 'utf8').trim(),
+    rabbitMemStartMiB: (await mgmt.node()).memUsedMiB,
+  };
+  // Each worker and the server must hold their share of the idle connections.
+  const perWorker = Math.ceil(cfg.idleConnections / cfg.workers);
+  if (Number.isFinite(limit) && perWorker + 200 > limit) cfg.workers = Math.ceil(cfg.idleConnections / (limit - 200));
+  if (Number.isFinite(limit) && cfg.idleConnections + 500 > limit) {
+    log(`open-file limit ${limit}: idle connections capped at ${limit - 500}`);
+    cfg.idleConnections = limit - 500;
+  }
+  log(`run ${RUN}: ${env.cores} cores, ${env.cpuModel}, Node ${env.node}, RabbitMQ ${env.rabbitmq}; ${quick ? 'quick' : 'full'} run; groups ${[...groups].join(', ')}`);
+  for (let k = 0; k < cfg.workers; k++) workers.push(forkHelper(new URL('./lib/worker.mjs', import.meta.url).pathname, `worker ${k}`));
+  mkdirSync(PROFILE_DIR, { recursive: true });
+  await cleanupQueues();
+
+  if (groups.has('throughput')) {
+    for (const [k, S] of cfg.fanout.entries()) {
+      const latency = S === cfg.latencySubscribers;
+      const m = nth(cfg.messages, k);
+      const mi = nth(cfg.messagesIdentified, k);
+      for (const spec of [
+        { system: 'warren', transport: 'sse', identified: false, m },
+        { system: 'node', transport: 'sse', identified: false, m },
+        { system: 'warren', transport: 'ws', identified: false, m },
+        { system: 'node', transport: 'ws', identified: false, m },
+        { system: 'warren', transport: 'sse', identified: true, m: mi },
+        { system: 'rabbit', transport: 'amqp', identified: true, m: mi },
+        ...(cfg.persistent && cfg.transientFanout.includes(S)
+          ? [
+              { system: 'warren', transport: 'sse', identified: true, m: mi, persistent: false },
+              { system: 'rabbit', transport: 'amqp', identified: true, m: mi, persistent: false },
+            ]
+          : []),
+      ]) {
+        results.fanout.push(await fanOutScenario({ ...spec, S, latency: latency && spec.transport !== 'ws' }));
+      }
+    }
+  }
+  if (groups.has('idle')) {
+    for (const [system, transport] of [['warren', 'sse'], ['node', 'sse'], ['warren', 'ws'], ['node', 'ws']]) {
+      results.idle.push(await idleScenario({ system, transport, n: cfg.idleConnections }));
+    }
+  }
+  if (groups.has('churn')) results.churn = await churnScenario();
+  if (groups.has('longpoll')) results.longPoll = await longPollScenario();
+  if (groups.has('profile')) {
+    rmSync(PROFILE_DIR, { recursive: true, force: true });
+    mkdirSync(PROFILE_DIR, { recursive: true });
+    const S = cfg.latencySubscribers;
+    for (const spec of [
+      { system: 'warren', transport: 'sse', identified: false, m: nth(cfg.messages, 0) * 2 },
+      // Transient messages: with persistent ones RabbitMQ's disk is the bottleneck and the gateway mostly waits.
+      { system: 'warren', transport: 'sse', identified: true, m: nth(cfg.messagesIdentified, 0), persistent: false },
+    ]) {
+      const row = await fanOutScenario({ ...spec, S, latency: false, profile: true });
+      const file = readdirSync(PROFILE_DIR).find((f) => f.startsWith(row.name));
+      if (file === undefined || row.profileWindow === undefined) {
+        results.profiles.push({ row, error: row.error ?? 'no profile written' });
+        continue;
+      }
+      const profile = JSON.parse(readFileSync(`${PROFILE_DIR}/${file}`, 'utf8'));
+      const summary = summarizeProfile(profile, row.profileWindow);
+      results.profiles.push({ row, file: `bench/profiles/${file}`, window: row.profileWindow, summary: { ...summary, functions: summary.functions.slice(0, 40) }, markdown: profileMarkdown(summary, 15) });
+      log(`${row.name}: profile ${file}, ${(summary.busyMs / 1000).toFixed(1)} s busy in the window; top: ${summary.functions.filter((f) => f.area !== 'idle').slice(0, 3).map((f) => f.name).join(', ')}`);
+    }
+  }
+
+  for (const w of workers) await w.call('exit', {}, 5000).catch(() => undefined);
+  for (const w of workers) w.kill();
+  const leftover = await mgmt.queueNames(RUN).catch(() => []);
+  env.rabbitMemEndMiB = await mgmt.node().then((n) => n.memUsedMiB, () => NaN);
+  const elapsedS = (performance.now() - t0) / 1000;
+  const correct = writeResults(outPath, { env, cfg, command, started, elapsedS, quick, run: RUN, results, leftoverQueues: leftover.length });
+  log(`done in ${elapsedS.toFixed(0)} s; results in ${outPath}${leftover.length > 0 ? `; ${leftover.length} queues left over!` : ''}`);
+  // A smoke test: errors, lost / duplicated / reordered messages or refused connections fail the run.
+  if (!correct) log('FAILED: errors, inexact delivery or refused connections (see the results)');
+  return correct ? 0 : 1;
+}
+
+main()
+  .then((code) => {
+    clearTimeout(watchdog);
+    process.exit(code);
+  })
+  .catch(async (err) => {
+    if (watchdogFired) return;
+    log(`failed: ${err.stack}`);
+    await killAll();
+    await cleanupQueues();
+    process.exit(1);
+  });
