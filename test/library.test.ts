@@ -121,7 +121,7 @@ function record(handler: PushHandler): { handler: PushHandler; log: string[]; wr
   };
 }
 
-describe('createGateway({ server }) inside an application', () => {
+describe('createGateway({ server }) inside an application', { timeout: 30_000 }, () => {
   const apps: Embedded[] = [];
   after(async () => {
     for (const app of apps) await app.close();
@@ -478,7 +478,7 @@ describe('createGateway({ server }) inside an application', () => {
   }
 });
 
-describe('warren serve is the same library with the default handler', () => {
+describe('warren serve is the same library with the default handler', { timeout: 30_000 }, () => {
   it("a standalone gateway's streams are push connections subscribed to their path", async () => {
     const gateway = createGateway({ port: 0, host: '127.0.0.1', logger: silentLogger });
     const { port } = await gateway.listen();
