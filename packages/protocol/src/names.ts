@@ -118,6 +118,9 @@ export function parseContentType(input: unknown): string {
 
 function passes(parse: (v: unknown) => string): (v: unknown) => boolean {
   return (v) => {
+    // Every rule wants a string; answering the common "absent" case here
+    // saves building (and throwing) an Error per message read from the wire.
+    if (typeof v !== 'string') return false;
     try {
       parse(v);
       return true;

@@ -39,6 +39,19 @@ export interface RabbitBrokerOptions {
   logger: Logger;
 }
 
+/** Consumer channels per prefetch value; queues are spread over them by name. */
+export const CONSUMER_SHARDS = 4;
+
+/** A queue's consumer channel: FNV-1a of its name, modulo {@link CONSUMER_SHARDS}. */
+function shardOf(queue: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < queue.length; i++) {
+    hash ^= queue.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % CONSUMER_SHARDS;
+}
+
 type State = 'idle' | 'connecting' | 'ready' | 'down' | 'closed';
 
 class RabbitConsumer {
@@ -59,8 +72,8 @@ class RabbitConsumer {
 
 /**
  * RabbitMQ through amqplib: one connection per gateway process, long-lived
- * channels (a confirm channel for publishing, one for declarations, one per
- * prefetch value for consumers), reconnection with backoff.
+ * channels (a confirm channel for publishing, one for declarations, and per
+ * prefetch value a few for consumers), reconnection with backoff.
  */
 export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   readonly kind = 'rabbitmq' as const;
@@ -69,7 +82,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   private connection: ChannelModel | undefined;
   private publishChannel: Promise<ConfirmChannel> | undefined;
   private adminChannel: Promise<Channel> | undefined;
-  private readonly consumeChannels = new Map<number, Promise<Channel>>();
+  /** Consumer channels by `<prefetch>:<shard>`. */
+  private readonly consumeChannels = new Map<string, Promise<Channel>>();
   private readonly closedChannels = new WeakSet<Channel>();
   private readonly consumers = new Set<RabbitConsumer>();
   private publishDrain: Promise<void> | undefined;
@@ -176,7 +190,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   async get(queue: string): Promise<Delivery | undefined> {
-    const ch = await this.consumerChannel(1);
+    const ch = await this.consumerChannel(1, queue);
     this.counters.gets++;
     let msg: GetMessage | false;
     try {
@@ -194,7 +208,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
-    const ch = await this.consumerChannel(options.prefetch);
+    const ch = await this.consumerChannel(options.prefetch, queue);
     const consumer = new RabbitConsumer(ch, options);
     this.consumers.add(consumer);
     try {
@@ -244,12 +258,20 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     consumer.options.onMessage(delivery);
   }
 
-  /** The channel for consumers with this prefetch (and, for prefetch 1, for `get`). */
-  private consumerChannel(prefetch: number): Promise<Channel> {
+  /**
+   * The channel for consumers of `queue` with this prefetch (and, for
+   * prefetch 1, for `get`). Queues are spread over {@link CONSUMER_SHARDS}
+   * channels by name: RabbitMQ serves each channel in its own process, so
+   * consumer starts, cancels and gets of different queues run in parallel,
+   * and a channel error ends a quarter of the consumers, not all. One queue
+   * always maps to one channel, so a requeue is applied before a later get.
+   */
+  private consumerChannel(prefetch: number, queue: string): Promise<Channel> {
+    const key = `${prefetch}:${shardOf(queue)}`;
     return this.channel(
-      () => this.consumeChannels.get(prefetch),
-      (p) => (p === undefined ? this.consumeChannels.delete(prefetch) : this.consumeChannels.set(prefetch, p)),
-      () => this.openConsumeChannel(prefetch),
+      () => this.consumeChannels.get(key),
+      (p) => (p === undefined ? this.consumeChannels.delete(key) : this.consumeChannels.set(key, p)),
+      () => this.openConsumeChannel(prefetch, key),
     );
   }
 
@@ -317,10 +339,10 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     return ch;
   }
 
-  private async openConsumeChannel(prefetch: number): Promise<Channel> {
+  private async openConsumeChannel(prefetch: number, key: string): Promise<Channel> {
     const ch = await this.connection!.createChannel();
     this.watchChannel(ch, () => {
-      this.consumeChannels.delete(prefetch);
+      this.consumeChannels.delete(key);
       // Deferred: when the whole connection closed, its handler runs in this
       // same tick and ends the consumers with `broker-lost` instead.
       setImmediate(() => {

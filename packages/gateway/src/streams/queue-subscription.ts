@@ -2,6 +2,7 @@ import { consumerQueueName } from '@warren/protocol';
 import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type Subscription } from '../broker/broker.js';
 import type { ConsumerQueues } from '../consumer-queues.js';
 import type { Logger } from '../logger.js';
+import type { Limiter } from './limiter.js';
 import type { Sink } from './sink.js';
 
 export interface QueueSubscriptionOptions {
@@ -14,6 +15,8 @@ export interface QueueSubscriptionOptions {
    * without being sent again.
    */
   lastEventId?: string;
+  /** Bounds consumer starts in flight; a stream whose client left while waiting never starts. */
+  starts: Limiter;
   /** Called once when the subscription cannot go on (broker lost, queue gone twice). */
   onEnd(end: ConsumerEnd | { reason: 'error'; error: unknown }): void;
 }
@@ -54,13 +57,21 @@ export class QueueSubscription {
     for (let attempt = 1; ; attempt++) {
       await this.queues.ensure(this.consumerId, this.channel);
       if (this.stopped) return;
-      this.queues.acquire(this.queue);
       try {
-        this.subscription = await this.broker.consume(this.queue, {
-          prefetch: this.options.prefetch,
-          onMessage: (delivery) => this.onMessage(delivery),
-          onEnd: (end) => this.end(end),
+        // Reconnecting clients can ask for consumers faster than the broker
+        // starts them: queue here (bounded in flight), and skip the ones whose
+        // client is gone by their turn, instead of piling RPCs up in amqplib.
+        const started = await this.options.starts.run(async () => {
+          if (this.stopped) return false;
+          this.queues.acquire(this.queue);
+          this.subscription = await this.broker.consume(this.queue, {
+            prefetch: this.options.prefetch,
+            onMessage: (delivery) => this.onMessage(delivery),
+            onEnd: (end) => this.end(end),
+          });
+          return true;
         });
+        if (!started) return;
       } catch (err) {
         this.queues.release(this.queue);
         if (err instanceof QueueNotFoundError && attempt < 2) {
@@ -69,7 +80,13 @@ export class QueueSubscription {
         }
         throw err;
       }
-      if (this.stopped) await this.subscription.cancel();
+      // Stopped while the consumer was starting: stop() found no subscription to cancel.
+      if (this.stopped && this.subscription !== undefined) {
+        const subscription = this.subscription;
+        this.subscription = undefined;
+        await subscription.cancel();
+        this.queues.release(this.queue);
+      }
       return;
     }
   }

@@ -2,6 +2,7 @@ import type { Broker, ConsumerEnd } from '../broker/broker.js';
 import type { ConsumerQueues } from '../consumer-queues.js';
 import type { Logger } from '../logger.js';
 import { FanOut } from './fan-out.js';
+import { Limiter } from './limiter.js';
 import { QueueSubscription } from './queue-subscription.js';
 import type { Sink } from './sink.js';
 
@@ -24,6 +25,8 @@ export interface StreamHandle {
 export class Streams {
   /** Identified streams consuming their queue now. */
   identified = 0;
+  /** Consumer starts in flight at once (RabbitMQ answers them one by one per channel). */
+  private readonly starts = new Limiter(64);
 
   constructor(
     private readonly broker: Broker,
@@ -40,6 +43,7 @@ export class Streams {
     }
     const subscription = new QueueSubscription(this.broker, this.queues, this.log, request.consumerId, request.channel, request.sink, {
       prefetch: this.prefetch,
+      starts: this.starts,
       ...(request.lastEventId === undefined ? {} : { lastEventId: request.lastEventId }),
       onEnd: request.onEnd,
     });

@@ -75,3 +75,30 @@ export function messageFrame(channel: string, message: WarrenMessage): MessageFr
   if (!textual) frame.encoding = 'base64';
   return frame;
 }
+
+/**
+ * Encodings shared by every subscriber a message is written to: a fan-out
+ * hands one message object to thousands of connections, and encoding it
+ * once (not once per connection) is what keeps the fan-out cheap.
+ */
+const sseBytes = new WeakMap<WarrenMessage, Buffer>();
+const frameBytes = new WeakMap<WarrenMessage, { channel: string; bytes: Buffer }>();
+
+/** {@link encodeSseEvent} as bytes, encoded once per message object. */
+export function sseEventBytes(message: WarrenMessage): Buffer {
+  let bytes = sseBytes.get(message);
+  if (bytes === undefined) {
+    bytes = Buffer.from(encodeSseEvent(message), 'utf8');
+    sseBytes.set(message, bytes);
+  }
+  return bytes;
+}
+
+/** The JSON of {@link messageFrame} as UTF-8 bytes, encoded once per message object and channel. */
+export function messageFrameBytes(channel: string, message: WarrenMessage): Buffer {
+  const cached = frameBytes.get(message);
+  if (cached !== undefined && cached.channel === channel) return cached.bytes;
+  const bytes = Buffer.from(JSON.stringify(messageFrame(channel, message)), 'utf8');
+  frameBytes.set(message, { channel, bytes });
+  return bytes;
+}

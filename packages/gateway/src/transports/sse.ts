@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
-import { encodeSseData, encodeSseEvent } from './encoding.js';
+import { encodeSseData, sseEventBytes } from './encoding.js';
 import type { CloseReason, Transport, TransportEvents } from './transport.js';
 
 export interface SseOptions {
@@ -20,6 +20,7 @@ export class SseTransport implements Transport {
   readonly protocol = undefined;
   private pending = 0;
   private closed = false;
+  private corked = false;
   private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
@@ -56,16 +57,25 @@ export class SseTransport implements Transport {
   }
 
   deliver(_channel: string, message: WarrenMessage, done: (ok: boolean) => void): void {
-    this.send(encodeSseEvent(message), done);
+    this.send(sseEventBytes(message), done);
   }
 
-  private send(chunk: string, done: (ok: boolean) => void): void {
+  private send(chunk: string | Buffer, done: (ok: boolean) => void): void {
     if (this.closed || this.res.destroyed) {
       done(false);
       return;
     }
-    const size = Buffer.byteLength(chunk);
+    const size = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     const socket = this.res.socket;
+    // Messages written in the same tick (a burst from the broker) leave in one writev.
+    if (!this.corked && socket !== null) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
     this.pending += size;
     this.res.write(chunk, (err) => {
       this.pending -= size;

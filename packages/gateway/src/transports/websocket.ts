@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
-import { isTextual, messageFrame } from './encoding.js';
+import { isTextual, messageFrameBytes } from './encoding.js';
 import type { CloseReason, Transport, TransportEvents } from './transport.js';
 
 /** The subprotocol of Warren's JSON frames. Without it a socket gets raw message bodies. */
@@ -113,7 +113,7 @@ export class WebSocketTransport implements Transport {
   }
 
   deliver(channel: string, message: WarrenMessage, done: (ok: boolean) => void): void {
-    if (this.protocol === WARREN_PROTOCOL) this.send(JSON.stringify(messageFrame(channel, message)), false, done);
+    if (this.protocol === WARREN_PROTOCOL) this.send(messageFrameBytes(channel, message), false, done);
     else this.send(message.body, !isTextual(message.contentType), done);
   }
 
