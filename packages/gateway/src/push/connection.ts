@@ -187,9 +187,9 @@ export class Connection implements PushConnection, Sink {
 
   // Sink: what subscriptions deliver to.
 
-  send(channel: string, message: WarrenMessage, written: (ok: boolean) => void): void {
+  send(channel: string, message: WarrenMessage, written?: (ok: boolean) => void): void {
     if (this.state === 'closed') {
-      written(false);
+      written?.(false);
       return;
     }
     this.transport.deliver(channel, message, written);

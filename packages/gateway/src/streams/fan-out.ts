@@ -163,7 +163,7 @@ export class FanOut {
         continue;
       }
       this.stats.delivered++;
-      sink.send(fan.channel, message, () => undefined);
+      sink.send(fan.channel, message);
     }
   }
 

@@ -9,9 +9,10 @@ export interface Sink {
   /**
    * Hands one message of `channel` to the socket. `written(true)` once it was
    * handed to the operating system, `written(false)` if the connection died
-   * first. Called exactly once.
+   * first. Called exactly once. Without `written` (live fan-out, which
+   * acknowledges on arrival) no callback is attached to the write.
    */
-  send(channel: string, message: WarrenMessage, written: (ok: boolean) => void): void;
+  send(channel: string, message: WarrenMessage, written?: (ok: boolean) => void): void;
   /** Bytes accepted by `send()` and not yet handed to the operating system. */
   pendingBytes(): number;
   /** Ends the connection, telling the client why when the transport can. */

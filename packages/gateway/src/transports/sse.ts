@@ -18,7 +18,6 @@ export interface SseOptions {
 export class SseTransport implements Transport {
   readonly kind = 'sse';
   readonly protocol = undefined;
-  private pending = 0;
   private closed = false;
   private corked = false;
   private heartbeat: NodeJS.Timeout | undefined;
@@ -56,16 +55,15 @@ export class SseTransport implements Transport {
     this.send(encodeSseData(data, options), done);
   }
 
-  deliver(_channel: string, message: WarrenMessage, done: (ok: boolean) => void): void {
+  deliver(_channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void {
     this.send(sseEventBytes(message), done);
   }
 
-  private send(chunk: string | Buffer, done: (ok: boolean) => void): void {
+  private send(chunk: string | Buffer, done?: (ok: boolean) => void): void {
     if (this.closed || this.res.destroyed) {
-      done(false);
+      done?.(false);
       return;
     }
-    const size = typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length;
     const socket = this.res.socket;
     // Messages written in the same tick (a burst from the broker) leave in one writev.
     if (!this.corked && socket !== null) {
@@ -76,16 +74,19 @@ export class SseTransport implements Transport {
         socket.uncork();
       });
     }
-    this.pending += size;
+    if (done === undefined) {
+      this.res.write(chunk);
+      return;
+    }
     this.res.write(chunk, (err) => {
-      this.pending -= size;
       // A write to a socket that died can still report success: check the socket.
       done(err == null && socket !== null && !socket.destroyed);
     });
   }
 
   bufferedBytes(): number {
-    return this.pending;
+    // What the response and its socket hold, not yet handed to the operating system.
+    return this.res.writableLength;
   }
 
   end(reason: CloseReason): void {

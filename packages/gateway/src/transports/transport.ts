@@ -38,8 +38,8 @@ export interface Transport {
   attach(events: TransportEvents): void;
   /** Application data. `done(true)` once handed to the operating system, `done(false)` if the socket died first. */
   write(data: string | Buffer, options: WriteOptions, done: (ok: boolean) => void): void;
-  /** A broker message of `channel`, in this transport's encoding. Same `done` contract. */
-  deliver(channel: string, message: WarrenMessage, done: (ok: boolean) => void): void;
+  /** A broker message of `channel`, in this transport's encoding. Same `done` contract; no callback without `done`. */
+  deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void;
   /** Bytes accepted and not yet handed to the operating system. */
   bufferedBytes(): number;
   /** Ends the connection after what was written (immediately for `slow-consumer`). Idempotent. */

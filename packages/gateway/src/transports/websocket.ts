@@ -77,6 +77,7 @@ export class WebSocketTransport implements Transport {
   readonly kind = 'websocket';
   readonly protocol: string | undefined;
   private alive = true;
+  private corked = false;
   private pinger: NodeJS.Timeout | undefined;
 
   constructor(
@@ -112,17 +113,29 @@ export class WebSocketTransport implements Transport {
     this.send(data, typeof data !== 'string', done);
   }
 
-  deliver(channel: string, message: WarrenMessage, done: (ok: boolean) => void): void {
+  deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void {
     if (this.protocol === WARREN_PROTOCOL) this.send(messageFrameBytes(channel, message), false, done);
     else this.send(message.body, !isTextual(message.contentType), done);
   }
 
-  private send(data: string | Buffer, binary: boolean, done: (ok: boolean) => void): void {
+  private send(data: string | Buffer, binary: boolean, done?: (ok: boolean) => void): void {
     if (this.ws.readyState !== WebSocket.OPEN) {
-      done(false);
+      done?.(false);
       return;
     }
-    this.ws.send(data, { binary }, (err) => done(err == null));
+    // Frames sent in the same tick (a burst from the broker) leave in one writev.
+    // `_socket` is ws's own field for the underlying socket (stable since ws 1).
+    const socket = (this.ws as unknown as { _socket?: Duplex })._socket;
+    if (!this.corked && socket !== undefined) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    if (done === undefined) this.ws.send(data, { binary });
+    else this.ws.send(data, { binary }, (err) => done(err == null));
   }
 
   bufferedBytes(): number {
