@@ -23,7 +23,7 @@ import { sendError, sendJson } from './http.js';
 import { consumerCookie, findConsumer, resolveConsumer } from './identity.js';
 import { FanOut, type FanOutStats } from './streams/fan-out.js';
 import { Streams } from './streams/streams.js';
-import { SseTransport } from './transports/sse.js';
+import { SseTransport, sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
 import type { Transport } from './transports/transport.js';
 import type { Duplex } from 'node:stream';
@@ -170,6 +170,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   });
   const streams = new Streams(broker, queues, fanOut, log, options.streamPrefetch);
   const acceptor = new WebSocketAcceptor({ maxPayload: options.wsMaxPayload, pingIntervalMs: options.wsPingIntervalMs });
+  const heartbeats = sseHeartbeats(options.sseHeartbeatMs);
   const connections = new Set<Connection>();
   const cors = new Cors(options.corsOrigins);
   const app = new App(
@@ -412,7 +413,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       await handler[PREPARE]?.();
       if ('res' in io) {
         if (io.res.destroyed) throw undefined;
-        transport = new SseTransport(io.res, headers, { heartbeatMs: options.sseHeartbeatMs, retryMs: options.sseRetryMs });
+        transport = new SseTransport(io.res, headers, { heartbeats, retryMs: options.sseRetryMs });
       } else {
         if (io.socket.destroyed) throw undefined;
         transport = await acceptor.accept(req, io.socket, io.head, headerLines(headers));

@@ -2,11 +2,18 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
 import { encodeSseData, sseEventBytes } from './encoding.js';
+import { Ticker } from './ticker.js';
 import type { CloseReason, Transport, TransportEvents } from './transport.js';
 
 export interface SseOptions {
-  heartbeatMs: number;
+  /** Sends the heartbeat comments (one timer for every SSE response; see {@link sseHeartbeats}). */
+  heartbeats: Ticker<SseTransport>;
   retryMs: number;
+}
+
+/** The shared heartbeat of SSE responses: a `: ping` comment every `heartbeatMs`. */
+export function sseHeartbeats(heartbeatMs: number): Ticker<SseTransport> {
+  return new Ticker<SseTransport>(heartbeatMs, (sse) => sse.ping());
 }
 
 /**
@@ -20,7 +27,6 @@ export class SseTransport implements Transport {
   readonly protocol = undefined;
   private closed = false;
   private corked = false;
-  private heartbeat: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly res: ServerResponse,
@@ -38,17 +44,19 @@ export class SseTransport implements Transport {
   }
 
   attach(events: TransportEvents): void {
-    this.heartbeat = setInterval(() => {
-      if (!this.closed) this.res.write(': ping\n\n');
-    }, this.options.heartbeatMs);
-    this.heartbeat.unref();
+    this.options.heartbeats.add(this);
     const gone = (): void => {
       this.closed = true;
-      clearInterval(this.heartbeat);
+      this.options.heartbeats.delete(this);
       events.close();
     };
     if (this.res.destroyed) gone();
     else this.res.once('close', gone);
+  }
+
+  /** The heartbeat comment. */
+  ping(): void {
+    if (!this.closed) this.res.write(': ping\n\n');
   }
 
   write(data: string | Buffer, options: WriteOptions, done: (ok: boolean) => void): void {
@@ -92,7 +100,7 @@ export class SseTransport implements Transport {
   end(reason: CloseReason): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.heartbeat);
+    this.options.heartbeats.delete(this);
     if (reason.kind === 'slow-consumer') {
       // A slow reader would not read a goodbye either: drop it now.
       this.res.destroy();

@@ -4,6 +4,7 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
 import { isTextual, messageFrameBytes } from './encoding.js';
+import { Ticker } from './ticker.js';
 import type { CloseReason, Transport, TransportEvents } from './transport.js';
 
 /** The subprotocol of Warren's JSON frames. Without it a socket gets raw message bodies. */
@@ -31,8 +32,11 @@ export interface WebSocketOptions {
  */
 export class WebSocketAcceptor {
   private readonly wss: WebSocketServer;
+  /** One timer pings every socket; a socket that missed a pong by the next ping is dropped. */
+  private readonly pings: Ticker<WebSocketTransport>;
 
   constructor(private readonly options: WebSocketOptions) {
+    this.pings = new Ticker<WebSocketTransport>(options.pingIntervalMs, (socket) => socket.ping());
     this.wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
@@ -61,7 +65,7 @@ export class WebSocketAcceptor {
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         socket.off('close', failed);
         this.wss.off('headers', addHeaders);
-        resolve(new WebSocketTransport(ws, this.options.pingIntervalMs));
+        resolve(new WebSocketTransport(ws, this.pings));
       });
     });
   }
@@ -78,11 +82,10 @@ export class WebSocketTransport implements Transport {
   readonly protocol: string | undefined;
   private alive = true;
   private corked = false;
-  private pinger: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly ws: WebSocket,
-    private readonly pingIntervalMs: number,
+    private readonly pings: Ticker<WebSocketTransport>,
   ) {
     this.protocol = ws.protocol === '' ? undefined : ws.protocol;
     ws.on('error', () => undefined);
@@ -91,22 +94,24 @@ export class WebSocketTransport implements Transport {
   attach(events: TransportEvents): void {
     const ws = this.ws;
     ws.on('pong', () => (this.alive = true));
-    this.pinger = setInterval(() => {
-      if (!this.alive) {
-        ws.terminate();
-        return;
-      }
-      this.alive = false;
-      ws.ping();
-    }, this.pingIntervalMs);
-    this.pinger.unref();
+    this.pings.add(this);
     ws.on('message', (data: RawData, isBinary: boolean) => events.message(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8')));
     const gone = (): void => {
-      clearInterval(this.pinger);
+      this.pings.delete(this);
       events.close();
     };
     if (ws.readyState === WebSocket.CLOSED) gone();
     else ws.once('close', gone);
+  }
+
+  /** Called by the shared ping timer. */
+  ping(): void {
+    if (!this.alive) {
+      this.ws.terminate();
+      return;
+    }
+    this.alive = false;
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.ping();
   }
 
   write(data: string | Buffer, _options: WriteOptions, done: (ok: boolean) => void): void {
