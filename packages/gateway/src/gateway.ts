@@ -221,6 +221,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     maxPendingBytes: options.maxPendingBytes,
     publish,
     started: start,
+    closed(conn) {
+      connections.delete(conn);
+      limits.give(conn.clientAddress, identityOf(conn.consumerId));
+    },
   };
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -336,9 +340,9 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
     });
 
-  /** Counts a subscription against the caps; the identity is the part before "/" of the consumer id. */
+  /** Counts a subscription against the caps. */
   function acquireSlot(req: IncomingMessage, consumerId: string | undefined): () => void {
-    return limits.acquire(app.clientAddress(req), consumerId?.split('/')[0]);
+    return limits.acquire(app.clientAddress(req), identityOf(consumerId));
   }
 
   /** Errors that mean "this client may not read this channel (any more)". */
@@ -407,7 +411,9 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     }
     if (typeof handler !== 'object') throw new TypeError('onUpgrade must return a handler object, or undefined/null/false to decline');
     const consumerId = custom && upgrade.consumerId !== requested && upgrade.consumerId !== undefined ? parseConsumerId(upgrade.consumerId) : upgrade.consumerId;
-    const release = acquireSlot(req, consumerId);
+    // Given back by context.closed() once the connection is open (and closes).
+    const clientAddress = app.clientAddress(req);
+    limits.take(clientAddress, identityOf(consumerId));
     let transport: Transport;
     try {
       await handler[PREPARE]?.();
@@ -419,17 +425,13 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
         transport = await acceptor.accept(req, io.socket, io.head, headerLines(headers));
       }
     } catch (err) {
-      release();
+      limits.give(clientAddress, identityOf(consumerId));
       // undefined: the client left before the connection opened.
       if (err !== undefined) throw err;
       return;
     }
-    const conn = new Connection(transport, handler, context, { request: req, path, query, consumerId });
+    const conn = new Connection(transport, handler, context, { request: req, path, query, consumerId, clientAddress });
     connections.add(conn);
-    conn.onClosed(() => {
-      connections.delete(conn);
-      release();
-    });
     conn.start();
   }
 
@@ -628,6 +630,11 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
 }
 
 /** Response headers as `name: value` lines for the WebSocket handshake. */
+/** The identity the connection caps count: the part before "/" of a consumer id. */
+function identityOf(consumerId: string | undefined): string | undefined {
+  return consumerId?.split('/')[0];
+}
+
 function headerLines(headers: OutgoingHttpHeaders): string[] {
   const lines: string[] = [];
   for (const [name, value] of Object.entries(headers)) {

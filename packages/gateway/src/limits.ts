@@ -20,6 +20,21 @@ export class ConnectionLimits {
    * @throws WarrenError `TOO_MANY_CONNECTIONS`
    */
   acquire(ip: string, identity: string | undefined): () => void {
+    this.take(ip, identity);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.give(ip, identity);
+    };
+  }
+
+  /**
+   * Counts one more subscription; {@link give} gives it back (exactly once).
+   * For holders that keep `ip` and `identity` anyway (push connections), so no closure is kept.
+   * @throws WarrenError `TOO_MANY_CONNECTIONS`
+   */
+  take(ip: string, identity: string | undefined): void {
     if ((this.byIp.get(ip) ?? 0) >= this.perIp) {
       throw new WarrenError('TOO_MANY_CONNECTIONS', `at most ${this.perIp} open subscriptions per client address`);
     }
@@ -28,13 +43,11 @@ export class ConnectionLimits {
     }
     bump(this.byIp, ip, 1);
     if (identity !== undefined) bump(this.byIdentity, identity, 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      bump(this.byIp, ip, -1);
-      if (identity !== undefined) bump(this.byIdentity, identity, -1);
-    };
+  }
+
+  give(ip: string, identity: string | undefined): void {
+    bump(this.byIp, ip, -1);
+    if (identity !== undefined) bump(this.byIdentity, identity, -1);
   }
 }
 

@@ -3,7 +3,7 @@ import { parseChannel, parseConsumerId, WarrenError, type MessageData, type Mess
 import type { Logger } from '../logger.js';
 import type { Sink, SinkCloseReason } from '../streams/sink.js';
 import type { StreamHandle, Streams } from '../streams/streams.js';
-import type { CloseReason, Transport } from '../transports/transport.js';
+import type { CloseReason, Transport, TransportEvents } from '../transports/transport.js';
 import type { PushConnection, PushHandler, SubscribeOptions, UpgradeKind, WriteOptions } from './handler.js';
 
 /** What a connection needs from the gateway around it. */
@@ -17,6 +17,8 @@ export interface ConnectionContext {
   publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
   /** Resolves once the broker made its first connection attempt. */
   started(): Promise<void>;
+  /** The connection closed (called once, before `onClose`). */
+  closed(conn: Connection): void;
 }
 
 export interface ConnectionInit {
@@ -24,7 +26,18 @@ export interface ConnectionInit {
   path: string;
   query: URLSearchParams;
   consumerId: string | undefined;
+  /** The client's address, as the connection caps count it. */
+  clientAddress: string;
 }
+
+/** One subscription of a connection: its handle once started, the promise of it while it starts. */
+interface Subscribed {
+  readonly channel: string;
+  handle: StreamHandle | undefined;
+  starting: Promise<StreamHandle | undefined> | undefined;
+}
+
+const RESOLVED = Promise.resolve();
 
 const CALLBACKS = ['onOpen', 'onMessage', 'onDrained', 'onShutdown', 'onClose'] as const;
 type Callback = (typeof CALLBACKS)[number];
@@ -36,24 +49,27 @@ type Callback = (typeof CALLBACKS)[number];
  * order the handler is promised: `onOpen` first, `onMessage` one at a time,
  * `onClose` last and alone.
  */
-export class Connection implements PushConnection, Sink {
-  readonly kind: UpgradeKind;
+export class Connection implements PushConnection, Sink, TransportEvents {
+  // Ten thousand idle connections hold ten thousand of these: every field
+  // counts (bench/heap-per-connection.mjs), so no closure, promise or map
+  // is made per connection unless it is used.
   readonly request: IncomingMessage;
   readonly path: string;
   readonly query: URLSearchParams;
   readonly consumerId: string | undefined;
-  readonly protocol: string | undefined;
+  readonly clientAddress: string;
   private state: 'new' | 'open' | 'closing' | 'closed' = 'new';
   private writes = 0;
   /** `pending()` returned more than 0: `onDrained` is owed once the count is 0. */
   private drainOwed = false;
-  /** Callbacks run one after another on this chain. */
-  private chain: Promise<void> = Promise.resolve();
-  private readonly subscriptions = new Map<string, Promise<StreamHandle | undefined>>();
-  private readonly closedListeners: (() => void)[] = [];
-  private settle!: () => void;
-  /** Resolves once `onClose` has run. */
-  readonly settled = new Promise<void>((resolve) => (this.settle = resolve));
+  /** Callbacks run one after another on this chain (back to the shared resolved promise when idle). */
+  private chain: Promise<void> = RESOLVED;
+  /** One subscription, or a map of them once there are more (most connections have one). */
+  private subs: Subscribed | Map<string, Subscribed> | undefined;
+  /** `onClose` has run. */
+  private finished = false;
+  private settledPromise: Promise<void> | undefined;
+  private settle: (() => void) | undefined;
 
   constructor(
     private readonly transport: Transport,
@@ -61,12 +77,25 @@ export class Connection implements PushConnection, Sink {
     private readonly context: ConnectionContext,
     init: ConnectionInit,
   ) {
-    this.kind = transport.kind;
-    this.protocol = transport.protocol;
     this.request = init.request;
     this.path = init.path;
     this.query = init.query;
     this.consumerId = init.consumerId;
+    this.clientAddress = init.clientAddress;
+  }
+
+  get kind(): UpgradeKind {
+    return this.transport.kind;
+  }
+
+  get protocol(): string | undefined {
+    return this.transport.protocol;
+  }
+
+  /** Resolves once `onClose` has run. */
+  get settled(): Promise<void> {
+    if (this.finished) return RESOLVED;
+    return (this.settledPromise ??= new Promise<void>((resolve) => (this.settle = resolve)));
   }
 
   private isClosed(): boolean {
@@ -78,7 +107,7 @@ export class Connection implements PushConnection, Sink {
   }
 
   get channels(): readonly string[] {
-    return [...this.subscriptions.keys()];
+    return this.allSubscriptions().map((sub) => sub.channel);
   }
 
   /** Starts events and calls `onOpen`. */
@@ -88,17 +117,26 @@ export class Connection implements PushConnection, Sink {
       this.context.log.error('onOpen failed; closing the connection', { error: String(err) });
       this.end({ kind: 'error' });
     });
-    this.transport.attach({
-      message: (data) => {
-        if (this.state === 'open') this.run('onMessage', [data]);
-      },
-      close: () => this.closed(),
-    });
+    this.transport.attach(this);
   }
 
-  /** Runs as soon as the connection is closed, before `onClose`. */
-  onClosed(listener: () => void): void {
-    this.closedListeners.push(listener);
+  // TransportEvents: what the transport reports.
+
+  transportMessage(data: string | Buffer): void {
+    if (this.state === 'open') this.run('onMessage', [data]);
+  }
+
+  transportClosed(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    const all = this.allSubscriptions();
+    this.subs = undefined;
+    for (const sub of all) void stopSubscription(sub);
+    this.context.closed(this);
+    void this.run('onClose', []).finally(() => {
+      this.finished = true;
+      this.settle?.();
+    });
   }
 
   write(data: MessageData, options: WriteOptions = {}): boolean {
@@ -136,49 +174,82 @@ export class Connection implements PushConnection, Sink {
     channel = parseChannel(channel);
     const consumerId = options.consumerId === null ? undefined : options.consumerId === undefined ? this.consumerId : parseOwnedConsumerId(options.consumerId);
     if (this.state !== 'open') throw new WarrenError('CONNECTION_CLOSED', 'the connection is closed');
-    const existing = this.subscriptions.get(channel);
+    const existing = this.findSubscription(channel);
     if (existing !== undefined) {
-      if ((await existing) !== undefined) return;
+      if (existing.handle !== undefined || (await existing.starting) !== undefined) return;
       throw new WarrenError('BROKER_UNAVAILABLE', 'the subscription could not start');
     }
-    if (this.subscriptions.size >= this.context.maxSubscriptions) {
+    if (this.subscriptionCount() >= this.context.maxSubscriptions) {
       throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.context.maxSubscriptions} channels per connection`);
     }
     let failure: unknown;
-    const opening = this.context
+    const sub: Subscribed = { channel, handle: undefined, starting: undefined };
+    sub.starting = this.context
       .started()
       .then(() =>
         this.context.streams.open({
-        channel,
-        consumerId,
-        lastEventId: options.lastEventId,
-        sink: this,
-        onEnd: (end) => {
-          this.context.log.info('stream ended', { channel, reason: end.reason });
-          this.end({ kind: 'broker-unavailable' });
-        },
+          channel,
+          consumerId,
+          lastEventId: options.lastEventId,
+          sink: this,
+          onEnd: (end) => {
+            this.context.log.info('stream ended', { channel, reason: end.reason });
+            this.end({ kind: 'broker-unavailable' });
+          },
         }),
       )
       .catch((err: unknown) => {
         failure = err;
-        if (this.subscriptions.get(channel) === opening) this.subscriptions.delete(channel);
+        this.removeSubscription(sub);
         return undefined;
       });
-    this.subscriptions.set(channel, opening);
-    const handle = await opening;
+    this.addSubscription(sub);
+    const handle = await sub.starting;
     if (handle === undefined) throw failure;
+    sub.handle = handle;
+    sub.starting = undefined;
     // Closed or unsubscribed while starting: stop it again.
-    if (this.isClosed() || this.subscriptions.get(channel) !== opening) {
+    if (this.isClosed() || this.findSubscription(channel) !== sub) {
       await handle.stop();
       if (this.isClosed()) throw new WarrenError('CONNECTION_CLOSED', 'the connection closed');
     }
   }
 
   async unsubscribe(channel: string): Promise<void> {
-    const handle = this.subscriptions.get(channel);
-    if (handle === undefined) return;
-    this.subscriptions.delete(channel);
-    await (await handle)?.stop();
+    const sub = this.findSubscription(channel);
+    if (sub === undefined) return;
+    this.removeSubscription(sub);
+    await stopSubscription(sub);
+  }
+
+  private findSubscription(channel: string): Subscribed | undefined {
+    const subs = this.subs;
+    if (subs instanceof Map) return subs.get(channel);
+    return subs?.channel === channel ? subs : undefined;
+  }
+
+  private subscriptionCount(): number {
+    const subs = this.subs;
+    return subs instanceof Map ? subs.size : subs === undefined ? 0 : 1;
+  }
+
+  private allSubscriptions(): Subscribed[] {
+    const subs = this.subs;
+    return subs instanceof Map ? [...subs.values()] : subs === undefined ? [] : [subs];
+  }
+
+  private addSubscription(sub: Subscribed): void {
+    const subs = this.subs;
+    if (subs === undefined) this.subs = sub;
+    else if (subs instanceof Map) subs.set(sub.channel, sub);
+    else this.subs = new Map([[subs.channel, subs], [sub.channel, sub]]);
+  }
+
+  /** Removes `sub` if it is still the channel's subscription. */
+  private removeSubscription(sub: Subscribed): void {
+    const subs = this.subs;
+    if (subs === sub) this.subs = undefined;
+    else if (subs instanceof Map && subs.get(sub.channel) === sub) subs.delete(sub.channel);
   }
 
   publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void> {
@@ -230,20 +301,15 @@ export class Connection implements PushConnection, Sink {
     }
   }
 
-  private closed(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    const all = [...this.subscriptions.values()];
-    this.subscriptions.clear();
-    for (const handle of all) void handle.then((h) => h?.stop());
-    for (const listener of this.closedListeners) listener();
-    void this.run('onClose', []).finally(() => this.settle());
-  }
-
   /** Queues a callback behind the ones before it. */
   private run(name: Callback, args: unknown[], onError?: (err: unknown) => void): Promise<void> {
-    this.chain = this.chain.then(() => this.call(name, args, onError));
-    return this.chain;
+    const next = this.chain.then(() => this.call(name, args, onError));
+    this.chain = next;
+    // Idle again: drop the settled promise rather than keep it per connection.
+    void next.then(() => {
+      if (this.chain === next) this.chain = RESOLVED;
+    });
+    return next;
   }
 
   private async call(name: Callback, args: unknown[], onError?: (err: unknown) => void): Promise<void> {
@@ -256,6 +322,12 @@ export class Connection implements PushConnection, Sink {
       else this.context.log.error(`${name} failed`, { error: String(err) });
     }
   }
+}
+
+/** Stops a subscription, once it has started if it is still starting. */
+async function stopSubscription(sub: Subscribed): Promise<void> {
+  const handle = sub.handle ?? (await sub.starting);
+  await handle?.stop();
 }
 
 /**

@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
 import type { Connection } from './connection.js';
-import type { PushHandler, PushUpgrade, UpgradeDecider } from './handler.js';
+import type { PushConnection, PushHandler, PushUpgrade, UpgradeDecider } from './handler.js';
 
 /**
  * Work the gateway does after admitting a connection and before answering
@@ -75,33 +75,7 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
-  let reauth: NodeJS.Timeout | undefined;
-  return {
-    [PREPARE]: () => deps.prepareStream(channel, consumerId),
-    async onOpen(conn) {
-      // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.
-      if (deps.reauthorizing) {
-        reauth = setInterval(() => {
-          deps.identify(req, token, channel, requested, true).catch((err: unknown) => {
-            if (deps.isRefusal(err)) (conn as Connection).end({ kind: 'revoked' });
-            else deps.log.warn('re-authorization failed; the stream stays open', { error: (err as Error).message });
-          });
-        }, deps.reauthIntervalMs);
-        reauth.unref();
-      }
-      try {
-        await conn.subscribe(channel, { consumerId: consumerId ?? null, ...(lastEventId === undefined ? {} : { lastEventId }) });
-      } catch (err) {
-        if (!conn.open) return;
-        deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
-        // EventSource reconnects by itself and sends Last-Event-ID.
-        (conn as Connection).end({ kind: 'broker-unavailable' });
-      }
-    },
-    onClose() {
-      clearInterval(reauth);
-    },
-  };
+  return new StreamSession(deps, req, token, requested, channel, consumerId, lastEventId);
 }
 
 async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PreparedHandler> {
@@ -113,24 +87,61 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
   deps.checkAvailable();
   const consumerId = channel === undefined ? requested : (await deps.identify(req, token, channel, requested)).consumerId;
   upgrade.consumerId = consumerId;
-  const session = new SocketSession(deps, req, token, requested, channel);
-  return {
-    ...(channel === undefined ? {} : { [PREPARE]: () => deps.prepareStream(channel, consumerId) }),
-    onOpen(conn) {
-      session.open(conn as Connection);
-      if (channel !== undefined) void session.subscribe(channel, lastEventId, false, consumerId);
-    },
-    onMessage(_conn, data) {
-      session.message(data);
-    },
-    onClose() {
-      session.closed();
-    },
-  };
+  return new SocketSession(deps, req, token, requested, channel, consumerId, lastEventId);
+}
+
+// The handlers are classes, not object literals of closures: one object per
+// connection, the callbacks on the prototype (bench/heap-per-connection.mjs).
+
+/** One default SSE stream: the path's channel, re-authorized from time to time. */
+class StreamSession implements PreparedHandler {
+  [key: string]: unknown;
+  private reauth: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: DefaultHandlerDeps,
+    private readonly req: IncomingMessage,
+    private readonly token: string | undefined,
+    private readonly requested: string | undefined,
+    private readonly channel: string,
+    private readonly consumerId: string | undefined,
+    private readonly lastEventId: string | undefined,
+  ) {}
+
+  [PREPARE](): Promise<void> {
+    return this.deps.prepareStream(this.channel, this.consumerId);
+  }
+
+  async onOpen(conn: PushConnection): Promise<void> {
+    const deps = this.deps;
+    // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.
+    if (deps.reauthorizing) {
+      this.reauth = setInterval(() => {
+        deps.identify(this.req, this.token, this.channel, this.requested, true).catch((err: unknown) => {
+          if (deps.isRefusal(err)) (conn as Connection).end({ kind: 'revoked' });
+          else deps.log.warn('re-authorization failed; the stream stays open', { error: (err as Error).message });
+        });
+      }, deps.reauthIntervalMs);
+      this.reauth.unref();
+    }
+    try {
+      await conn.subscribe(this.channel, { consumerId: this.consumerId ?? null, ...(this.lastEventId === undefined ? {} : { lastEventId: this.lastEventId }) });
+    } catch (err) {
+      if (!conn.open) return;
+      deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
+      // EventSource reconnects by itself and sends Last-Event-ID.
+      (conn as Connection).end({ kind: 'broker-unavailable' });
+    }
+  }
+
+  onClose(): void {
+    clearInterval(this.reauth);
+  }
 }
 
 /** One default WebSocket: its `warren.v1` commands, re-authorization and messages to the app. */
-class SocketSession {
+class SocketSession implements PreparedHandler {
+  [key: string]: unknown;
   private conn!: Connection;
   private json = false;
   private inFlight = 0;
@@ -143,9 +154,29 @@ class SocketSession {
     private readonly requested: string | undefined,
     /** The channel of the URL path, or none for `/_warren/ws`. */
     private readonly channel: string | undefined,
+    private readonly consumerId: string | undefined,
+    private readonly lastEventId: string | undefined,
   ) {}
 
-  open(conn: Connection): void {
+  [PREPARE](): Promise<void> {
+    // A socket on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
+    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.channel, this.consumerId);
+  }
+
+  onOpen(conn: PushConnection): void {
+    this.open(conn as Connection);
+    if (this.channel !== undefined) void this.subscribe(this.channel, this.lastEventId, false, this.consumerId);
+  }
+
+  onMessage(_conn: PushConnection, data: string | Buffer): void {
+    this.message(data);
+  }
+
+  onClose(): void {
+    this.closed();
+  }
+
+  private open(conn: Connection): void {
     this.conn = conn;
     this.json = conn.protocol === WARREN_PROTOCOL;
     if (!this.deps.reauthorizing) return;
@@ -169,7 +200,7 @@ class SocketSession {
     this.reauth.unref();
   }
 
-  closed(): void {
+  private closed(): void {
     clearInterval(this.reauth);
   }
 
@@ -193,7 +224,7 @@ class SocketSession {
     return this.deps.identify(this.req, this.token, channel, this.requested);
   }
 
-  message(data: string | Buffer): void {
+  private message(data: string | Buffer): void {
     if (!this.json) {
       // A raw socket's message goes to the application at its channel's path.
       if (this.channel === undefined) return;

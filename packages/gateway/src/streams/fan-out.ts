@@ -34,6 +34,28 @@ class ChannelFanOut {
   ) {}
 }
 
+/** One sink on one channel's fan-out (an object, not a closure: there is one per idle connection). */
+export class FanOutMember {
+  private removed = false;
+
+  constructor(
+    private readonly fanOut: FanOut,
+    private readonly fan: ChannelFanOut,
+    private readonly sink: Sink,
+  ) {}
+
+  remove(): void {
+    if (this.removed) return;
+    this.removed = true;
+    this.fanOut.leave(this.fan, this.sink);
+  }
+
+  stop(): Promise<void> {
+    this.remove();
+    return Promise.resolve();
+  }
+}
+
 /**
  * Live streams without a consumer id share one queue per gateway process and
  * channel; each message is written to every local subscriber from memory.
@@ -74,30 +96,28 @@ export class FanOut {
   /**
    * Adds `sink` to `channel`'s local subscribers, starting the channel's
    * consumer if needed. Resolves once messages flow.
-   * @returns a function that removes the sink (idempotent)
+   * @returns the membership, whose `stop()` removes the sink (idempotent)
    */
-  async subscribe(channel: string, sink: Sink): Promise<() => void> {
+  async subscribe(channel: string, sink: Sink): Promise<FanOutMember> {
     const fan = this.entry(channel);
     clearTimeout(fan.lingerTimer);
     fan.lingerTimer = undefined;
     fan.sinks.add(sink);
     this.stats.subscribers++;
-    const current = fan;
-    let removed = false;
-    const unsubscribe = (): void => {
-      if (removed) return;
-      removed = true;
-      // dispatch() may have removed it already (slow consumer).
-      if (current.sinks.delete(sink)) this.stats.subscribers--;
-      if (current.sinks.size === 0) this.linger(current);
-    };
+    const member = new FanOutMember(this, fan, sink);
     try {
       await this.start(fan);
     } catch (err) {
-      unsubscribe();
+      member.remove();
       throw err;
     }
-    return unsubscribe;
+    return member;
+  }
+
+  /** Takes `sink` off `fan` (dispatch() may have taken it off already: slow consumer). */
+  leave(fan: ChannelFanOut, sink: Sink): void {
+    if (fan.sinks.delete(sink)) this.stats.subscribers--;
+    if (fan.sinks.size === 0) this.linger(fan);
   }
 
   private entry(channel: string): ChannelFanOut {

@@ -38,8 +38,7 @@ export class Streams {
 
   async open(request: StreamRequest): Promise<StreamHandle> {
     if (request.consumerId === undefined) {
-      const unsubscribe = await this.fanOut.subscribe(request.channel, request.sink);
-      return { stop: async () => unsubscribe() };
+      return this.fanOut.subscribe(request.channel, request.sink);
     }
     const subscription = new QueueSubscription(this.broker, this.queues, this.log, request.consumerId, request.channel, request.sink, {
       prefetch: this.prefetch,

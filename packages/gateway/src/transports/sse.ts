@@ -16,6 +16,14 @@ export function sseHeartbeats(heartbeatMs: number): Ticker<SseTransport> {
   return new Ticker<SseTransport>(heartbeatMs, (sse) => sse.ping());
 }
 
+/** The transport of a response, for the one `close` listener all responses share. */
+const TRANSPORT = Symbol('warren.sse');
+type TaggedResponse = ServerResponse & { [TRANSPORT]?: SseTransport };
+
+function onResponseClose(this: TaggedResponse): void {
+  this[TRANSPORT]?.gone();
+}
+
 /**
  * A Server-Sent Events response as a {@link Transport}. Headers for proxies
  * and caches (`no-cache`, `X-Accel-Buffering: no`, never compressed), a
@@ -27,6 +35,7 @@ export class SseTransport implements Transport {
   readonly protocol = undefined;
   private closed = false;
   private corked = false;
+  private events: TransportEvents | undefined;
 
   constructor(
     private readonly res: ServerResponse,
@@ -44,14 +53,25 @@ export class SseTransport implements Transport {
   }
 
   attach(events: TransportEvents): void {
+    this.events = events;
     this.options.heartbeats.add(this);
-    const gone = (): void => {
-      this.closed = true;
-      this.options.heartbeats.delete(this);
-      events.close();
-    };
-    if (this.res.destroyed) gone();
-    else this.res.once('close', gone);
+    if (this.res.destroyed) {
+      this.gone();
+      return;
+    }
+    // One listener function for every response (`once` would wrap it in a closure per response).
+    (this.res as TaggedResponse)[TRANSPORT] = this;
+    this.res.on('close', onResponseClose);
+  }
+
+  /** The response closed. */
+  gone(): void {
+    const events = this.events;
+    if (events === undefined) return;
+    this.events = undefined;
+    this.closed = true;
+    this.options.heartbeats.delete(this);
+    events.transportClosed();
   }
 
   /** The heartbeat comment. */

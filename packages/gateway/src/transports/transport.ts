@@ -16,12 +16,12 @@ export type CloseReason =
   /** The handler failed. */
   | { kind: 'error' };
 
-/** What a transport reports to the connection on top of it. */
+/** What a transport reports to the connection on top of it (methods, so that no closure is made per connection). */
 export interface TransportEvents {
   /** A client message (WebSocket only): text as `string`, binary as `Buffer`. */
-  message(data: string | Buffer): void;
+  transportMessage(data: string | Buffer): void;
   /** The socket is closed, for any reason. Called once. */
-  close(): void;
+  transportClosed(): void;
 }
 
 /**

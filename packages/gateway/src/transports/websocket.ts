@@ -71,6 +71,25 @@ export class WebSocketAcceptor {
   }
 }
 
+/** The transport of a socket, for the listeners all sockets share (no closure per socket). */
+const TRANSPORT = Symbol('warren.websocket');
+type TaggedSocket = WebSocket & { [TRANSPORT]?: WebSocketTransport };
+
+function ignore(): void {}
+
+function onPong(this: TaggedSocket): void {
+  const transport = this[TRANSPORT];
+  if (transport !== undefined) transport.alive = true;
+}
+
+function onSocketMessage(this: TaggedSocket, data: RawData, isBinary: boolean): void {
+  this[TRANSPORT]?.received(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8'));
+}
+
+function onSocketClose(this: TaggedSocket): void {
+  this[TRANSPORT]?.gone();
+}
+
 /**
  * A WebSocket as a {@link Transport}: pings every `pingIntervalMs` and drops
  * a socket that missed a pong; `warren.v1` sockets get broker messages as
@@ -80,28 +99,45 @@ export class WebSocketAcceptor {
 export class WebSocketTransport implements Transport {
   readonly kind = 'websocket';
   readonly protocol: string | undefined;
-  private alive = true;
+  /** Answered the last ping. */
+  alive = true;
   private corked = false;
+  private events: TransportEvents | undefined;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly pings: Ticker<WebSocketTransport>,
   ) {
     this.protocol = ws.protocol === '' ? undefined : ws.protocol;
-    ws.on('error', () => undefined);
+    ws.on('error', ignore);
   }
 
   attach(events: TransportEvents): void {
-    const ws = this.ws;
-    ws.on('pong', () => (this.alive = true));
+    const ws = this.ws as TaggedSocket;
+    this.events = events;
     this.pings.add(this);
-    ws.on('message', (data: RawData, isBinary: boolean) => events.message(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8')));
-    const gone = (): void => {
-      this.pings.delete(this);
-      events.close();
-    };
-    if (ws.readyState === WebSocket.CLOSED) gone();
-    else ws.once('close', gone);
+    if (ws.readyState === WebSocket.CLOSED) {
+      this.gone();
+      return;
+    }
+    ws[TRANSPORT] = this;
+    ws.on('pong', onPong);
+    ws.on('message', onSocketMessage);
+    ws.on('close', onSocketClose);
+  }
+
+  /** A client message. */
+  received(data: string | Buffer): void {
+    this.events?.transportMessage(data);
+  }
+
+  /** The socket closed. */
+  gone(): void {
+    const events = this.events;
+    if (events === undefined) return;
+    this.events = undefined;
+    this.pings.delete(this);
+    events.transportClosed();
   }
 
   /** Called by the shared ping timer. */
