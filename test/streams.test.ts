@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
 import { BROKERS, hangUpMidResponse, httpPublish, poll, readSse, startGateway, unique, until, type TestGateway } from './support/index.js';
@@ -66,6 +67,26 @@ for (const kind of BROKERS) {
       assert.equal(headers['content-encoding'], undefined);
       await until(() => (reader.raw().match(/: ping\n\n/g) ?? []).length >= 2, 'two heartbeats', 3000);
       assert.ok(reader.raw().startsWith('retry: 1500\n'));
+      reader.close();
+    });
+
+    it('sends no heartbeat to a stream that carries messages, and heartbeats again once it is idle', async () => {
+      const channel = `/${unique('busy-')}`;
+      const reader = readSse(gw.url, channel);
+      assert.equal(await reader.status, 200);
+      await until(() => reader.raw().includes(': warren'), 'the stream open');
+      // A message every 50 ms for 10 heartbeat intervals (200 ms each).
+      const start = reader.raw().length;
+      for (let i = 0; i < 40; i++) {
+        await httpPublish(gw.url, channel, `m${i}`);
+        await sleep(50);
+      }
+      await until(() => reader.raw().includes('data: m39'), 'the last message');
+      const busy = reader.raw().slice(start);
+      assert.equal((busy.match(/data: m\d+/g) ?? []).length, 40);
+      assert.equal((busy.match(/: ping\n\n/g) ?? []).length, 0, 'no heartbeat while messages flow');
+      const idle = reader.raw().length;
+      await until(() => (reader.raw().slice(idle).match(/: ping\n\n/g) ?? []).length >= 2, 'heartbeats once idle', 3000);
       reader.close();
     });
 

@@ -134,12 +134,12 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   if (lat.length > 0) {
     out.push(`## Latency at ${cfg.latencyRate} msg/s`);
     out.push('');
-    out.push(`From the publisher's stamp (taken just before the message is handed to amqplib or to the Node ceiling's feed socket) to the subscriber's receipt; ${cfg.latencyRate} msg/s for ${cfg.latencySeconds} s, percentiles over every delivery to every subscriber (1% bucket resolution).`);
+    out.push(`From the publisher's stamp (taken just before the message is handed to amqplib or to the Node ceiling's feed socket) to the subscriber's receipt; ${cfg.latencyRate} msg/s for ${cfg.latencySeconds} s, percentiles over every delivery to every subscriber (1% bucket resolution). ${cfg.latencyRepeats ?? 1} phase(s) per scenario: the table shows the one with the median p99, and every phase's p99.`);
     out.push('');
     out.push('"Kept up" compares the deliveries per second over the phase with what was offered (rate × subscribers): a system that does not keep up queues messages, and its latency grows with the length of the phase (it is then not a steady-state figure).');
     out.push('');
-    out.push('| S | Warren | p50 | p90 | p99 | max | Kept up | Ceiling | p50 | p90 | p99 | max | Kept up | p99 ratio | Lost / dup / ooo (Warren) |');
-    out.push('|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|---:|---|');
+    out.push('| S | Warren | p50 | p90 | p99 | max | Kept up | Ceiling | p50 | p90 | p99 | max | Kept up | p99 ratio | p99 of each phase (Warren; ceiling) | Lost / dup / ooo (Warren) |');
+    out.push('|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|---:|---|---|');
     for (const [wq, cq] of [
       [{ system: 'warren', transport: 'sse', identified: false }, { system: 'node', transport: 'sse' }],
       [{ system: 'warren', transport: 'sse', identified: true, persistent: true }, { system: 'rabbit', persistent: true }],
@@ -150,7 +150,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
       if (w === undefined) continue;
       const a = w.latency.latency;
       const b = c?.latency.latency;
-      out.push(`| ${f0(w.S)} | ${title(w)} | ${f2(a.p50)} ms | ${f2(a.p90)} ms | ${f2(a.p99)} ms | ${f1(a.max)} ms | ${keptUp(w)} | ${c === undefined ? '—' : title(c)} | ${f2(b?.p50)} ms | ${f2(b?.p90)} ms | ${f2(b?.p99)} ms | ${f1(b?.max)} ms | ${c === undefined ? '—' : keptUp(c)} | ${ratio(a.p99, b?.p99)} | ${exact(w.latency)} |`);
+      out.push(`| ${f0(w.S)} | ${title(w)} | ${f2(a.p50)} ms | ${f2(a.p90)} ms | ${f2(a.p99)} ms | ${f1(a.max)} ms | ${keptUp(w)} | ${c === undefined ? '—' : title(c)} | ${f2(b?.p50)} ms | ${f2(b?.p90)} ms | ${f2(b?.p99)} ms | ${f1(b?.max)} ms | ${c === undefined ? '—' : keptUp(c)} | ${ratio(a.p99, b?.p99)} | ${(w.latencyP99s ?? [a.p99]).map(f1).join(', ')}; ${c === undefined ? '—' : (c.latencyP99s ?? [b?.p99]).map(f1).join(', ')} ms | ${exact(w.latency)}${w.latencyProblems > 0 ? ` (problems in ${w.latencyProblems} phase(s))` : ''} |`);
     }
     out.push('');
   }

@@ -25,7 +25,7 @@ export interface GatewayOptions {
   queueMaxLength?: number;
   /** Largest message accepted for publishing, in bytes. @default 262_144 */
   maxMessageBytes?: number;
-  /** Interval of SSE heartbeat comments. @default 15_000 */
+  /** Interval of SSE heartbeat comments (sent to streams that carried nothing else meanwhile). @default 15_000 */
   sseHeartbeatMs?: number;
   /** The `retry:` hint sent to EventSource clients. @default 2_000 */
   sseRetryMs?: number;
@@ -119,7 +119,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'queueExpiresMs', flag: '--queue-expires', env: 'WARREN_QUEUE_EXPIRES', kind: 'duration', default: 5 * MINUTE, min: SECOND, max: 30 * DAY, description: 'How long a consumer queue outlives its last poll (`x-expires`).' },
   { key: 'queueMaxLength', flag: '--queue-max-length', env: 'WARREN_QUEUE_MAX_LENGTH', kind: 'integer', default: 10_000, min: 1, max: 10_000_000, description: 'Most messages a consumer queue keeps; the oldest are dropped first (`x-max-length`).' },
   { key: 'maxMessageBytes', flag: '--max-message-bytes', env: 'WARREN_MAX_MESSAGE_BYTES', kind: 'bytes', default: 256 * 1024, min: 1, max: 64 * 1024 * 1024, description: 'Largest message body accepted for publishing.' },
-  { key: 'sseHeartbeatMs', flag: '--sse-heartbeat', env: 'WARREN_SSE_HEARTBEAT', kind: 'duration', default: 15 * SECOND, min: 100, max: 10 * MINUTE, description: 'Interval of SSE heartbeat comments.' },
+  { key: 'sseHeartbeatMs', flag: '--sse-heartbeat', env: 'WARREN_SSE_HEARTBEAT', kind: 'duration', default: 15 * SECOND, min: 100, max: 10 * MINUTE, description: 'Interval of SSE heartbeat comments (sent to streams that carried nothing else meanwhile).' },
   { key: 'sseRetryMs', flag: '--sse-retry', env: 'WARREN_SSE_RETRY', kind: 'duration', default: 2 * SECOND, min: 0, max: 10 * MINUTE, description: 'The `retry:` reconnect delay hinted to EventSource clients.' },
   { key: 'wsPingIntervalMs', flag: '--ws-ping-interval', env: 'WARREN_WS_PING_INTERVAL', kind: 'duration', default: 30 * SECOND, min: 100, max: 10 * MINUTE, description: 'WebSocket ping interval; a socket that has not answered by the next ping is dropped.' },
   { key: 'wsMaxPayload', flag: '--ws-max-payload', env: 'WARREN_WS_MAX_PAYLOAD', kind: 'bytes', default: 64 * 1024, min: 1, max: 16 * 1024 * 1024, description: 'Largest frame a WebSocket client may send (larger: close 1009).' },

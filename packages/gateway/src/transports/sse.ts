@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
+import { corkForTick } from './cork.js';
 import { encodeSseData, sseEventBytes } from './encoding.js';
 import { Ticker } from './ticker.js';
 import type { CloseReason, Transport, TransportEvents } from './transport.js';
@@ -34,7 +35,8 @@ export class SseTransport implements Transport {
   readonly kind = 'sse';
   readonly protocol = undefined;
   private closed = false;
-  private corked = false;
+  /** Something was written since the last heartbeat. */
+  private active = false;
   private events: TransportEvents | undefined;
 
   constructor(
@@ -74,8 +76,12 @@ export class SseTransport implements Transport {
     events.transportClosed();
   }
 
-  /** The heartbeat comment. */
+  /** The heartbeat comment, to a response that had nothing else to carry since the last one. */
   ping(): void {
+    if (this.active) {
+      this.active = false;
+      return;
+    }
     if (!this.closed) this.res.write(': ping\n\n');
   }
 
@@ -93,15 +99,9 @@ export class SseTransport implements Transport {
       return;
     }
     const socket = this.res.socket;
+    this.active = true;
     // Messages written in the same tick (a burst from the broker) leave in one writev.
-    if (!this.corked && socket !== null) {
-      this.corked = true;
-      socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        socket.uncork();
-      });
-    }
+    if (socket !== null) corkForTick(socket);
     if (done === undefined) {
       this.res.write(chunk);
       return;

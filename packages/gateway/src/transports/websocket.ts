@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
+import { corkForTick } from './cork.js';
 import { isTextual, messageFrameBytes } from './encoding.js';
 import { Ticker } from './ticker.js';
 import type { CloseReason, Transport, TransportEvents } from './transport.js';
@@ -101,7 +102,6 @@ export class WebSocketTransport implements Transport {
   readonly protocol: string | undefined;
   /** Answered the last ping. */
   alive = true;
-  private corked = false;
   private events: TransportEvents | undefined;
 
   constructor(
@@ -167,14 +167,7 @@ export class WebSocketTransport implements Transport {
     // Frames sent in the same tick (a burst from the broker) leave in one writev.
     // `_socket` is ws's own field for the underlying socket (stable since ws 1).
     const socket = (this.ws as unknown as { _socket?: Duplex })._socket;
-    if (!this.corked && socket !== undefined) {
-      this.corked = true;
-      socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        socket.uncork();
-      });
-    }
+    if (socket !== undefined) corkForTick(socket);
     if (done === undefined) this.ws.send(data, { binary });
     else this.ws.send(data, { binary }, (err) => done(err == null));
   }
