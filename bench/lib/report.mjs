@@ -45,7 +45,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   out.push(`- RabbitMQ at start: ${env.otherConnectionsAtStart} connections and ${env.otherQueuesAtStart} queues of others; its memory (mem_used) ${f0(env.rabbitMemStartMiB)} MiB at the start, ${f0(env.rabbitMemEndMiB)} MiB at the end`);
   out.push(`- Settings: ${cfg.workers} subscriber worker processes, ${cfg.openConcurrency} connection attempts in flight, ${cfg.size}-byte JSON bodies; ${cfg.persistent ? 'persistent' : 'transient'} messages; throughput phases of ${cfg.messages.join(' / ')} messages (anonymous, Node ceiling) and ${cfg.messagesIdentified.join(' / ')} (identified, RabbitMQ ceiling) at ${cfg.fanout.join(' / ')} subscribers; latency phases ${cfg.latencyRate} msg/s for ${cfg.latencySeconds} s`);
   out.push('');
-  out.push('How it measures: see [README.md](README.md) in this folder. Ratios are Warren ÷ ceiling: for throughput higher is better (1.00× = as fast as the ceiling), for latency and memory lower is better.');
+  out.push('How it measures: see [README.md](README.md) in this folder. Ratios are Warren ÷ ceiling: for throughput higher is better (1.00× = as fast as the ceiling), for latency and memory lower is better. Scenarios that are quick to run are repeated (${cfg.repeats ?? 1} throughput phases for anonymous and Node-ceiling scenarios, ${cfg.latencyRepeats ?? 1} latency phases) and the phase with the median figure is reported, all of them beside it: on a shared 2-core machine one phase varies by ±20%.');
   out.push('');
 
   // ---- targets
@@ -92,8 +92,8 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     out.push('');
     out.push('S subscribers on one channel, the publisher sending as fast as RabbitMQ\'s confirms (or the Node ceiling\'s feed acknowledgements) allow, 64 unconfirmed at most. "p99 in the flood" includes the time messages wait in queues because the publisher outruns the subscribers. Deliveries/s = messages received by all subscribers ÷ time from the first publish to the last receipt. Lost / dup / out-of-order are summed over subscribers. CPU is cores used over the phase (100% = one core).');
     out.push('');
-    out.push('| S | Warren | Deliveries/s | Ceiling | Deliveries/s | Ratio | Warren p99 in the flood | Ceiling p99 | Lost / dup / ooo (Warren) | Lost / dup / ooo (ceiling) | Gateway CPU | RabbitMQ CPU | Subscribers CPU | Connects/s |');
-    out.push('|---:|---|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|');
+    out.push('| S | Warren | Deliveries/s | Ceiling | Deliveries/s | Ratio | Warren p99 in the flood | Ceiling p99 | Lost / dup / ooo (Warren) | Lost / dup / ooo (ceiling) | Gateway CPU | RabbitMQ CPU | Subscribers CPU | Connects/s | Deliveries/s of each phase (Warren; ceiling) |');
+    out.push('|---:|---|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|');
     const pairs = [
       [{ system: 'warren', transport: 'sse', identified: false }, { system: 'node', transport: 'sse' }],
       [{ system: 'warren', transport: 'ws', identified: false }, { system: 'node', transport: 'ws' }],
@@ -110,7 +110,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
         const wt = w.throughput;
         const ct = c?.throughput;
         out.push(
-          `| ${f0(S)} | ${title(w)}${w.error ? ` (error: ${w.error})` : ''} | ${f0(wt?.deliveriesPerSec)} | ${c === undefined ? '—' : title(c)} | ${f0(ct?.deliveriesPerSec)} | ${ratio(wt?.deliveriesPerSec, ct?.deliveriesPerSec)} | ${f1(wt?.latency.p99)} ms | ${f1(ct?.latency.p99)} ms | ${exact(wt)} | ${exact(ct)} | ${pct(wt?.cpu.server)} | ${pct(wt?.cpu.rabbit)} | ${pct(wt?.cpu.subscribers)} | ${f0(w.open?.connectsPerSec)} |`,
+          `| ${f0(S)} | ${title(w)}${w.error ? ` (error: ${w.error})` : ''} | ${f0(wt?.deliveriesPerSec)} | ${c === undefined ? '—' : title(c)} | ${f0(ct?.deliveriesPerSec)} | ${ratio(wt?.deliveriesPerSec, ct?.deliveriesPerSec)} | ${f1(wt?.latency.p99)} ms | ${f1(ct?.latency.p99)} ms | ${exact(wt)} | ${exact(ct)} | ${pct(wt?.cpu.server)} | ${pct(wt?.cpu.rabbit)} | ${pct(wt?.cpu.subscribers)} | ${f0(w.open?.connectsPerSec)} | ${(w.throughputRates ?? []).map(f0).join(', ')}; ${(c?.throughputRates ?? []).map(f0).join(', ')}${(w.throughputProblems ?? 0) + (c?.throughputProblems ?? 0) > 0 ? ' (losses in some phase)' : ''} |`,
         );
       }
     }
