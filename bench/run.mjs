@@ -528,7 +528,7 @@ async function longPollScenario() {
   log(`${name}: start`);
   await quiet(beam);
   try {
-    server = await startWarren();
+    server = await startWarren(process.env.BENCH_PROFILE_LONGPOLL ? 'longpoll.cpuprofile' : undefined);
     const consumers = consumerIds('lp', n);
     const sizes = split(n, workers.length);
     const slices = [];

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type GetMessage, type Message } from 'amqplib';
 import {
   confirmError,
@@ -42,14 +43,22 @@ export interface RabbitBrokerOptions {
 /** Consumer channels per prefetch value; queues are spread over them by name. */
 export const CONSUMER_SHARDS = 4;
 
-/** A queue's consumer channel: FNV-1a of its name, modulo {@link CONSUMER_SHARDS}. */
-function shardOf(queue: string): number {
+/**
+ * Channels for long-polls (prefetch 1: `basic.get`, then a consumer when the
+ * queue is empty). A `get` is a round trip, and amqplib sends a channel's
+ * round trips one at a time: with polls of many consumers at once, the
+ * channels are the limit (bench: long-poll cycles/s).
+ */
+export const POLL_SHARDS = 16;
+
+/** A queue's consumer channel: FNV-1a of its name, modulo the channels for its prefetch. */
+function shardOf(queue: string, shards: number): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < queue.length; i++) {
     hash ^= queue.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193);
   }
-  return (hash >>> 0) % CONSUMER_SHARDS;
+  return (hash >>> 0) % shards;
 }
 
 type State = 'idle' | 'connecting' | 'ready' | 'down' | 'closed';
@@ -80,6 +89,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   private readonly counters: BrokerStats = emptyStats('rabbitmq');
   private state: State = 'idle';
   private connection: ChannelModel | undefined;
+  /** The connection's socket is corked until the end of this turn of the event loop. */
+  private framesCorked = false;
   private publishChannel: Promise<ConfirmChannel> | undefined;
   private adminChannel: Promise<Channel> | undefined;
   /** Consumer channels by `<prefetch>:<shard>`. */
@@ -194,7 +205,9 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.counters.gets++;
     let msg: GetMessage | false;
     try {
-      msg = await ch.get(queue, { noAck: false });
+      const getting = ch.get(queue, { noAck: false });
+      this.batchFrames();
+      msg = await getting;
     } catch (err) {
       if ((err as { code?: number }).code === 404) throw new QueueNotFoundError(queue);
       throw this.translate(err);
@@ -261,13 +274,13 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   /**
    * The channel for consumers of `queue` with this prefetch (and, for
    * prefetch 1, for `get`). Queues are spread over {@link CONSUMER_SHARDS}
-   * channels by name: RabbitMQ serves each channel in its own process, so
+   * channels by name ({@link POLL_SHARDS} for prefetch 1): RabbitMQ serves each channel in its own process, so
    * consumer starts, cancels and gets of different queues run in parallel,
    * and a channel error ends a quarter of the consumers, not all. One queue
    * always maps to one channel, so a requeue is applied before a later get.
    */
   private consumerChannel(prefetch: number, queue: string): Promise<Channel> {
-    const key = `${prefetch}:${shardOf(queue)}`;
+    const key = `${prefetch}:${shardOf(queue, prefetch === 1 ? POLL_SHARDS : CONSUMER_SHARDS)}`;
     return this.channel(
       () => this.consumeChannels.get(key),
       (p) => (p === undefined ? this.consumeChannels.delete(key) : this.consumeChannels.set(key, p)),
@@ -284,6 +297,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       try {
         if (ack) {
           ch.ack(msg);
+          this.batchFrames();
           this.counters.acked++;
         } else {
           ch.nack(msg, false, true);
@@ -299,6 +313,29 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       ack: () => settle(true),
       requeue: () => settle(false),
     };
+  }
+
+  /**
+   * Lets the frames sent in this turn of the event loop leave in one TCP
+   * write. Polls and streams send an ack or a `basic.get` each, one callback
+   * after another: without this every frame is a write of its own (the
+   * connection has Nagle off), which was a third of the gateway's CPU in the
+   * long-poll benchmark. amqplib moves a channel's frames to the socket in a
+   * `setImmediate` scheduled from a `nextTick` after the first write, so the
+   * socket is uncorked in a `setImmediate` scheduled after that one.
+   */
+  private batchFrames(): void {
+    if (this.framesCorked) return;
+    const socket = (this.connection as unknown as { connection?: { stream?: Duplex } } | undefined)?.connection?.stream;
+    if (socket === undefined || socket.destroyed) return;
+    socket.cork();
+    this.framesCorked = true;
+    process.nextTick(() =>
+      setImmediate(() => {
+        this.framesCorked = false;
+        socket.uncork();
+      }),
+    );
   }
 
   /** Returns the cached channel, opening it when needed. */
