@@ -103,7 +103,7 @@ const PROFILE_DIR = `${ROOT}bench/profiles`;
 const STALL_MS = quick ? 5000 : 15_000;
 const PHASE_MAX_MS = quick ? 20_000 : 180_000;
 const OPEN_TIMEOUT_MS = quick ? 30_000 : 240_000;
-const WATCHDOG_MS = quick ? 110_000 : 40 * 60_000;
+const WATCHDOG_MS = quick ? 180_000 : 40 * 60_000;
 
 /** A pause: `fullMs` in the full run, `quickMs` with --quick. */
 const pause = (fullMs, quickMs) => sleep(quick ? quickMs : fullMs);
