@@ -93,25 +93,30 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
 // The handlers are classes, not object literals of closures: one object per
 // connection, the callbacks on the prototype (bench/heap-per-connection.mjs).
 
-/** One default SSE stream: the path's channel, re-authorized from time to time. */
-class StreamSession implements PreparedHandler {
+/** What both default handlers hold: who asks, for which channel, and from where the stream resumes. */
+abstract class DefaultSession<C extends string | undefined> implements PreparedHandler {
   [key: string]: unknown;
-  private reauth: NodeJS.Timeout | undefined;
+  protected reauth: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly deps: DefaultHandlerDeps,
-    private readonly req: IncomingMessage,
-    private readonly token: string | undefined,
-    private readonly requested: string | undefined,
-    private readonly channel: string,
-    private readonly consumerId: string | undefined,
-    private readonly lastEventId: string | undefined,
+    protected readonly deps: DefaultHandlerDeps,
+    protected readonly req: IncomingMessage,
+    protected readonly token: string | undefined,
+    protected readonly requested: string | undefined,
+    /** The channel of the URL path (none for `/_warren/ws`). */
+    protected readonly channel: C,
+    protected readonly consumerId: string | undefined,
+    protected readonly lastEventId: string | undefined,
   ) {}
 
   [PREPARE](): Promise<void> {
-    return this.deps.prepareStream(this.channel, this.consumerId);
+    // A stream on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
+    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.channel, this.consumerId);
   }
+}
 
+/** One default SSE stream: the path's channel, re-authorized from time to time. */
+class StreamSession extends DefaultSession<string> {
   async onOpen(conn: PushConnection): Promise<void> {
     const deps = this.deps;
     // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.
@@ -140,28 +145,10 @@ class StreamSession implements PreparedHandler {
 }
 
 /** One default WebSocket: its `warren.v1` commands, re-authorization and messages to the app. */
-class SocketSession implements PreparedHandler {
-  [key: string]: unknown;
+class SocketSession extends DefaultSession<string | undefined> {
   private conn!: Connection;
   private json = false;
   private inFlight = 0;
-  private reauth: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly deps: DefaultHandlerDeps,
-    private readonly req: IncomingMessage,
-    private readonly token: string | undefined,
-    private readonly requested: string | undefined,
-    /** The channel of the URL path, or none for `/_warren/ws`. */
-    private readonly channel: string | undefined,
-    private readonly consumerId: string | undefined,
-    private readonly lastEventId: string | undefined,
-  ) {}
-
-  [PREPARE](): Promise<void> {
-    // A socket on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
-    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.channel, this.consumerId);
-  }
 
   onOpen(conn: PushConnection): void {
     this.open(conn as Connection);
