@@ -629,12 +629,12 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   };
 }
 
-/** Response headers as `name: value` lines for the WebSocket handshake. */
 /** The identity the connection caps count: the part before "/" of a consumer id. */
 function identityOf(consumerId: string | undefined): string | undefined {
   return consumerId?.split('/')[0];
 }
 
+/** Response headers as `name: value` lines for the WebSocket handshake. */
 function headerLines(headers: OutgoingHttpHeaders): string[] {
   const lines: string[] = [];
   for (const [name, value] of Object.entries(headers)) {

@@ -113,6 +113,10 @@ abstract class DefaultSession<C extends string | undefined> implements PreparedH
     // A stream on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
     return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.channel, this.consumerId);
   }
+
+  onClose(): void {
+    clearInterval(this.reauth);
+  }
 }
 
 /** One default SSE stream: the path's channel, re-authorized from time to time. */
@@ -138,10 +142,6 @@ class StreamSession extends DefaultSession<string> {
       (conn as Connection).end({ kind: 'broker-unavailable' });
     }
   }
-
-  onClose(): void {
-    clearInterval(this.reauth);
-  }
 }
 
 /** One default WebSocket: its `warren.v1` commands, re-authorization and messages to the app. */
@@ -150,45 +150,31 @@ class SocketSession extends DefaultSession<string | undefined> {
   private json = false;
   private inFlight = 0;
 
-  onOpen(conn: PushConnection): void {
-    this.open(conn as Connection);
-    if (this.channel !== undefined) void this.subscribe(this.channel, this.lastEventId, false, this.consumerId);
-  }
-
-  onMessage(_conn: PushConnection, data: string | Buffer): void {
-    this.message(data);
-  }
-
-  onClose(): void {
-    this.closed();
-  }
-
-  private open(conn: Connection): void {
+  onOpen(pushConn: PushConnection): void {
+    const conn = pushConn as Connection;
     this.conn = conn;
     this.json = conn.protocol === WARREN_PROTOCOL;
-    if (!this.deps.reauthorizing) return;
-    this.reauth = setInterval(() => {
-      for (const channel of conn.channels) {
-        void this.deps.identify(this.req, this.token, channel, this.requested, true).then(
-          () => undefined,
-          (err: unknown) => {
-            if (!this.deps.isRefusal(err) || !conn.channels.includes(channel)) return;
-            // No longer allowed: a raw socket (one channel) is closed; a warren.v1 one loses the channel.
-            if (!this.json) {
-              conn.end({ kind: 'revoked' });
-              return;
-            }
-            void conn.unsubscribe(channel);
-            this.error(new WarrenError('FORBIDDEN', 'no longer allowed on this channel'), channel);
-          },
-        );
-      }
-    }, this.deps.reauthIntervalMs);
-    this.reauth.unref();
-  }
-
-  private closed(): void {
-    clearInterval(this.reauth);
+    if (this.deps.reauthorizing) {
+      this.reauth = setInterval(() => {
+        for (const channel of conn.channels) {
+          void this.deps.identify(this.req, this.token, channel, this.requested, true).then(
+            () => undefined,
+            (err: unknown) => {
+              if (!this.deps.isRefusal(err) || !conn.channels.includes(channel)) return;
+              // No longer allowed: a raw socket (one channel) is closed; a warren.v1 one loses the channel.
+              if (!this.json) {
+                conn.end({ kind: 'revoked' });
+                return;
+              }
+              void conn.unsubscribe(channel);
+              this.error(new WarrenError('FORBIDDEN', 'no longer allowed on this channel'), channel);
+            },
+          );
+        }
+      }, this.deps.reauthIntervalMs);
+      this.reauth.unref();
+    }
+    if (this.channel !== undefined) void this.subscribe(this.channel, this.lastEventId, false, this.consumerId);
   }
 
   /** Subscribes `channel` as the consumer the app vouches for (`known` when already identified). */
@@ -211,7 +197,7 @@ class SocketSession extends DefaultSession<string | undefined> {
     return this.deps.identify(this.req, this.token, channel, this.requested);
   }
 
-  private message(data: string | Buffer): void {
+  onMessage(_conn: PushConnection, data: string | Buffer): void {
     if (!this.json) {
       // A raw socket's message goes to the application at its channel's path.
       if (this.channel === undefined) return;
