@@ -74,11 +74,16 @@ export class FanOut {
     private readonly log: Logger,
     private readonly options: FanOutOptions,
   ) {
+    // A fan-out queue is not durable: what was published while this process
+    // was away from the broker (and until its queue is declared again) is
+    // gone. A live stream that cannot be complete is ended, so that its
+    // client knows it may have missed messages and reconnects (and never
+    // waits in silence). No consumer is restarted behind its back.
     broker.on('lost', () => {
-      for (const fan of this.channels.values()) fan.subscription = undefined;
-    });
-    broker.on('ready', () => {
-      for (const fan of this.channels.values()) if (fan.sinks.size > 0) void this.start(fan);
+      for (const fan of this.channels.values()) {
+        fan.subscription = undefined;
+        this.dropAll(fan, 'broker-unavailable');
+      }
     });
   }
 
@@ -159,10 +164,12 @@ export class FanOut {
           },
           onEnd: (end) => {
             fan.subscription = undefined;
-            // broker-lost: restarted on 'ready'. Otherwise retry now.
-            if (end.reason !== 'broker-lost' && fan.sinks.size > 0) {
-              void this.start(fan).catch((err: unknown) => this.log.warn('fan-out restart failed', { channel: fan.channel, error: String(err) }));
-            }
+            // broker-lost: the 'lost' handler ends the streams. A channel or
+            // queue lost under a live connection: start again now; what was
+            // in the old queue is gone, so the streams end all the same.
+            if (end.reason === 'broker-lost') return;
+            this.log.warn('fan-out consumer ended', { channel: fan.channel, reason: end.reason });
+            this.dropAll(fan, 'broker-unavailable');
           },
         });
         if (fan.sinks.size === 0 && this.channels.get(fan.channel) !== fan) await fan.subscription.cancel();
@@ -171,6 +178,16 @@ export class FanOut {
       }
     })();
     return fan.starting;
+  }
+
+  /** Ends every local stream of `fan`. */
+  private dropAll(fan: ChannelFanOut, reason: 'broker-unavailable'): void {
+    if (fan.sinks.size === 0) return;
+    const sinks = [...fan.sinks];
+    fan.sinks.clear();
+    this.stats.subscribers -= sinks.length;
+    for (const sink of sinks) sink.drop(reason);
+    this.linger(fan);
   }
 
   private dispatch(fan: ChannelFanOut, message: WarrenMessage): void {
@@ -195,7 +212,7 @@ export class FanOut {
       this.stats.channels--;
       const subscription = fan.subscription;
       fan.subscription = undefined;
-      void subscription?.cancel();
+      subscription?.cancel().catch((err: unknown) => this.log.warn('fan-out cancel failed', { channel: fan.channel, error: String(err) }));
     }, this.options.lingerMs);
     fan.lingerTimer.unref();
   }

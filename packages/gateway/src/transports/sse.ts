@@ -126,6 +126,13 @@ export class SseTransport implements Transport {
       this.res.destroy();
       return;
     }
-    this.res.end(reason.kind === 'normal' ? undefined : `: closing (${reason.kind})\n\n`);
+    if (reason.kind === 'normal') {
+      this.res.end();
+      return;
+    }
+    // Streams ended together (the broker went away) should not come back together:
+    // each gets its own reconnect delay, from the hint to twice the hint.
+    const retry = reason.kind === 'broker-unavailable' ? `retry: ${Math.round(this.options.retryMs * (1 + Math.random()))}\n` : '';
+    this.res.end(`${retry}: closing (${reason.kind})\n\n`);
   }
 }
