@@ -27,7 +27,7 @@ export function sendError(res: ServerResponse, err: unknown, log: Logger, header
     error = new WarrenError('INTERNAL_ERROR', 'internal error');
   }
   const extra: OutgoingHttpHeaders = { ...headers };
-  if (error.code === 'BROKER_UNAVAILABLE') extra['retry-after'] = String(RETRY_AFTER_SECONDS);
+  if (error.code === 'BROKER_UNAVAILABLE' || error.code === 'BROKER_TIMEOUT') extra['retry-after'] = String(RETRY_AFTER_SECONDS);
   if (error.code === 'UNAUTHORIZED') extra['www-authenticate'] = 'Bearer realm="warren"';
   const body: ErrorBody = error.toJSON();
   sendJson(res, error.status!, body, extra);

@@ -35,6 +35,39 @@ interface Poll {
 const MAX_ATTEMPTS = 3;
 /** Longest wait for a superseded poll to settle (a stuck write to a dead client). */
 const TAKEOVER_WAIT_MS = 5000;
+/**
+ * A poll is answered at the latest this long after its timeout, whatever the
+ * broker does: a stalled broker gets `503 BROKER_TIMEOUT`, not a hung client.
+ */
+export const POLL_GRACE_MS = 2000;
+
+/** Raised when a poll's broker work runs past its timeout and grace. */
+class PastDeadline extends Error {}
+
+/**
+ * `work`, or a {@link PastDeadline} rejection at `until` (ms epoch). What the
+ * work yields after that goes to `late`, to be given back.
+ */
+function beforeDeadline<T>(work: Promise<T>, until: number, late?: (value: T) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      done = true;
+      reject(new PastDeadline());
+    }, Math.max(0, until - Date.now()));
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        if (!done) resolve(value);
+        else late?.(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        if (!done) reject(err);
+      },
+    );
+  });
+}
 
 /**
  * `GET /<channel>` without streaming headers: answer the next message of this
@@ -76,12 +109,15 @@ export class LongPoll {
       poll.abort?.('client-gone');
     };
     res.once('close', onClose);
+    /** Consumers being cancelled after the answer went out; the poll is settled once they are. */
+    const cleanups: Promise<void>[] = [];
     try {
       const deadline = Date.now() + timeoutMs;
+      const lastAnswer = deadline + POLL_GRACE_MS;
       for (let attempt = 1; ; attempt++) {
         if (!this.broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-        queue = await this.queues.ensure(consumerId, channel);
-        if (attempt === 1) await this.takeOver(queue, poll);
+        queue = await beforeDeadline(this.queues.ensure(consumerId, channel), lastAnswer);
+        if (attempt === 1) await this.takeOver(queue, poll, lastAnswer);
         if (gone) {
           this.stats.clientGone++;
           return;
@@ -94,11 +130,25 @@ export class LongPoll {
         }
         let result: WaitResult;
         try {
-          const waiting = await this.broker.get(queue);
+          const waiting = await beforeDeadline(this.broker.get(queue), lastAnswer, (late) => late?.requeue());
           if (waiting !== undefined) result = { type: 'delivery', delivery: waiting };
           else if (Date.now() >= deadline) result = { type: 'timeout' };
-          else result = await this.wait(poll, queue, deadline);
+          else {
+            const waited = await this.wait(poll, queue, deadline);
+            result = waited.result;
+            // A message must not go out before the consumer is cancelled (a
+            // failed write requeues it, and it must not come straight back);
+            // anything else is answered at once, while the broker catches up.
+            if (result.type === 'delivery') {
+              const { delivery } = result;
+              await beforeDeadline(waited.cleanup, lastAnswer).catch((err: unknown) => {
+                delivery.requeue();
+                throw err;
+              });
+            } else cleanups.push(waited.cleanup);
+          }
         } catch (error) {
+          if (error instanceof PastDeadline) throw error;
           result = { type: 'error', error };
         }
         if (result.type === 'delivery') {
@@ -133,13 +183,15 @@ export class LongPoll {
       }
     } catch (err) {
       this.stats.failed++;
-      if (!gone) sendError(res, err, this.log, headers);
+      const error = err instanceof PastDeadline ? new WarrenError('BROKER_TIMEOUT', 'the broker did not answer within the poll\'s timeout') : err;
+      if (!gone) sendError(res, error, this.log, headers);
     } finally {
       res.off('close', onClose);
       this.stats.active--;
       this.polls.delete(poll);
       if (queue !== undefined && this.current.get(queue) === poll) this.current.delete(queue);
-      markSettled();
+      if (cleanups.length === 0) markSettled();
+      else void Promise.allSettled(cleanups).then(markSettled);
     }
   }
 
@@ -149,22 +201,23 @@ export class LongPoll {
   }
 
   /** Makes `poll` the current one for `queue`, and waits until the previous one holds nothing. */
-  private async takeOver(queue: string, poll: Poll): Promise<void> {
+  private async takeOver(queue: string, poll: Poll, lastAnswer: number): Promise<void> {
     const previous = this.current.get(queue);
     this.current.set(queue, poll);
     if (previous === undefined) return;
     previous.abort?.('superseded');
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([previous.settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, TAKEOVER_WAIT_MS)))]);
+    const waitMs = Math.min(TAKEOVER_WAIT_MS, Math.max(0, lastAnswer - Date.now()));
+    await Promise.race([previous.settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
     clearTimeout(timer);
   }
 
   /**
    * Waits on a consumer until a message, the deadline, an abort or the
-   * consumer's end. Resolves only after the consumer is cancelled and
+   * consumer's end. `cleanup` resolves once the consumer is cancelled and
    * anything that reached it too late is requeued.
    */
-  private async wait(poll: Poll, queue: string, deadline: number): Promise<WaitResult> {
+  private async wait(poll: Poll, queue: string, deadline: number): Promise<{ result: WaitResult; cleanup: Promise<void> }> {
     const late: Delivery[] = [];
     let done = false;
     let subscription: Promise<Subscription | undefined> = Promise.resolve(undefined);
@@ -192,13 +245,17 @@ export class LongPoll {
     });
     // Cancel before settling anything, so that a requeued message is not
     // handed straight back to this consumer.
-    try {
-      await (await subscription)?.cancel();
-    } finally {
-      this.queues.release(queue);
-      for (const delivery of late) delivery.requeue();
-    }
-    return result;
+    const cleanup = (async () => {
+      try {
+        await (await subscription)?.cancel();
+      } catch (err) {
+        this.log.warn('poll consumer cancel failed', { error: String(err) });
+      } finally {
+        this.queues.release(queue);
+        for (const delivery of late) delivery.requeue();
+      }
+    })();
+    return { result, cleanup };
   }
 
   /** Writes the message; acknowledges it once written, requeues it otherwise. Resolves when settled. */

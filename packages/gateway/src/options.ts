@@ -74,6 +74,13 @@ export interface GatewayOptions {
   maxConnectionsPerIdentity?: number;
   /** @default 'info' */
   logLevel?: LogLevel;
+  /**
+   * AMQP heartbeat: a RabbitMQ connection silent for two intervals is taken
+   * for dead and replaced (0: the server's choice, 60 s). @default 4_000
+   */
+  amqpHeartbeatMs?: number;
+  /** Longest wait for one broker operation (declare, consume, get, publisher confirm). @default 10_000 */
+  brokerTimeoutMs?: number;
   /** First RabbitMQ reconnect delay. @default 100 */
   reconnectMinMs?: number;
   /** Longest RabbitMQ reconnect delay. @default 5_000 */
@@ -141,6 +148,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'maxConnectionsPerIp', flag: '--max-connections-per-ip', env: 'WARREN_MAX_CONNECTIONS_PER_IP', kind: 'integer', default: 256, min: 1, max: 1_000_000, description: 'Most open subscriptions (streams and waiting polls) per client address.' },
   { key: 'maxConnectionsPerIdentity', flag: '--max-connections-per-identity', env: 'WARREN_MAX_CONNECTIONS_PER_IDENTITY', kind: 'integer', default: 64, min: 1, max: 1_000_000, description: 'Most open subscriptions per identity (the one the app or a token vouched for, else the consumer id).' },
   { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
+  { key: 'amqpHeartbeatMs', flag: '--amqp-heartbeat', env: 'WARREN_AMQP_HEARTBEAT', kind: 'duration', default: 4 * SECOND, min: 0, max: 10 * MINUTE, description: 'AMQP heartbeat interval (whole seconds): a RabbitMQ connection silent for two intervals is taken for dead and replaced, so a stalled or unreachable broker is noticed within three intervals (12 s by default). 0 leaves it to the server (60 s).' },
+  { key: 'brokerTimeoutMs', flag: '--broker-timeout', env: 'WARREN_BROKER_TIMEOUT', kind: 'duration', default: 10 * SECOND, min: 100, max: 10 * MINUTE, description: 'Longest wait for one broker operation (declare, consume, get, publisher confirm); past it the request fails with `BROKER_TIMEOUT`.' },
   { key: 'reconnectMinMs', flag: '--reconnect-min', env: 'WARREN_RECONNECT_MIN', kind: 'duration', default: 100, min: 10, max: 60 * SECOND, description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).' },
   { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },
 ];
@@ -304,6 +313,9 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   if (options.upstream !== undefined && options.pushRoutes === undefined) {
     throw new OptionError('upstream (--upstream, WARREN_UPSTREAM) needs pushRoutes (--push-routes, WARREN_PUSH_ROUTES): which paths are channels, e.g. /live/');
+  }
+  if (options.amqpHeartbeatMs % SECOND !== 0) {
+    throw new OptionError(`amqpHeartbeatMs (--amqp-heartbeat, WARREN_AMQP_HEARTBEAT) must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);
   }
   if (input.logger !== undefined) options.logger = input.logger;
   return options;

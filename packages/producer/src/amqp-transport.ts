@@ -17,10 +17,18 @@ export class AmqpTransport implements Transport {
   constructor(
     private readonly url: string,
     private readonly exchange: string,
+    private readonly timeoutMs: number,
+    private readonly heartbeatSeconds: number,
   ) {}
 
   async send(channels: readonly string[], message: WarrenMessage): Promise<void> {
-    const ch = await this.open();
+    let timer: NodeJS.Timeout | undefined;
+    const ch = await Promise.race([
+      this.open(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new WarrenError('BROKER_TIMEOUT', `RabbitMQ did not open a channel within ${this.timeoutMs} ms`)), this.timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
     await Promise.all(channels.map((channel) => this.publishOne(ch, channel, message)));
   }
 
@@ -28,18 +36,26 @@ export class AmqpTransport implements Transport {
     const connection = this.connection;
     this.connection = undefined;
     this.channel = undefined;
-    if (connection !== undefined) await connection.close().catch(() => undefined);
+    if (connection !== undefined) await closeWithin(connection, this.timeoutMs);
   }
 
   private async publishOne(ch: ConfirmChannel, channel: string, message: WarrenMessage): Promise<void> {
     while (this.drained !== undefined) await this.drained;
     await new Promise<void>((resolve, reject) => {
       let ok: boolean;
+      // A stalled broker (or a dead connection not yet noticed) never confirms.
+      const timer = setTimeout(
+        () => reject(new WarrenError('BROKER_TIMEOUT', `RabbitMQ did not confirm the message within ${this.timeoutMs} ms; it may still be delivered`)),
+        this.timeoutMs,
+      );
       try {
-        ok = ch.publish(this.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) =>
-          err == null ? resolve() : reject(confirmError(err)),
-        );
+        ok = ch.publish(this.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
+          clearTimeout(timer);
+          if (err == null) resolve();
+          else reject(confirmError(err));
+        });
       } catch (err) {
+        clearTimeout(timer);
         reject(unavailable('the connection to RabbitMQ is closed', err));
         return;
       }
@@ -63,9 +79,9 @@ export class AmqpTransport implements Transport {
     const opening = (async () => {
       let connection: ChannelModel | undefined;
       try {
-        connection = await amqp.connect(this.url, {
+        connection = await amqp.connect(withHeartbeat(this.url, this.heartbeatSeconds), {
           clientProperties: { connection_name: `warren-producer pid=${process.pid}` },
-          timeout: 5000,
+          timeout: Math.min(this.timeoutMs, 5000),
           noDelay: true, // no Nagle delay between small frames
         });
         const ch = await connection.createConfirmChannel();
@@ -93,4 +109,29 @@ export class AmqpTransport implements Transport {
     });
     return opening;
   }
+}
+
+/** `url` with `heartbeat=<seconds>` unless it names its own. */
+function withHeartbeat(url: string, seconds: number): string {
+  const parsed = new URL(url);
+  if (parsed.searchParams.has('heartbeat')) return url;
+  parsed.searchParams.set('heartbeat', String(seconds));
+  return parsed.toString();
+}
+
+/**
+ * Closes `connection`, or destroys its socket when the broker does not
+ * answer the close within `ms` (a stalled broker, a dead path).
+ */
+async function closeWithin(connection: ChannelModel, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const closed = await Promise.race([
+    connection.close().then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]);
+  clearTimeout(timer);
+  if (!closed) (connection as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
 }

@@ -23,8 +23,19 @@ export interface ProducerOptions {
   exchange?: string;
   /** Largest message accepted, checked before sending. @default 262144 */
   maxMessageBytes?: number;
-  /** Longest wait for the gateway's answer, for an `http(s)://` URL. @default 10000 */
+  /**
+   * Longest wait for a publish: the gateway's answer (`http(s)://`), or the
+   * connection and the broker's confirm (`amqp(s)://`); past it the publish
+   * rejects (`GATEWAY_UNREACHABLE`, or `BROKER_TIMEOUT`: it may still be
+   * delivered, and may be retried). @default 10000
+   */
   timeoutMs?: number;
+  /**
+   * AMQP heartbeat in seconds, for an `amqp(s)://` URL without `?heartbeat=`:
+   * a connection silent for two intervals is taken for dead and the next
+   * publish reconnects. @default 4
+   */
+  heartbeatSeconds?: number;
 }
 
 /** What a confirmed publish returns. */
@@ -40,8 +51,8 @@ export interface Publication {
   /**
    * Sends the message to one or several channels. Resolves once the broker
    * confirmed it on every channel; rejects with a {@link WarrenError} otherwise
-   * (`BROKER_UNAVAILABLE` and `GATEWAY_UNREACHABLE` mean "not confirmed, may be
-   * retried"; the rest mean the message itself is at fault).
+   * (`BROKER_UNAVAILABLE`, `BROKER_TIMEOUT` and `GATEWAY_UNREACHABLE` mean "not
+   * confirmed, may be retried"; the rest mean the message itself is at fault).
    */
   to(channels: string | readonly string[]): Promise<PublishResult>;
 }
@@ -71,7 +82,7 @@ export class Producer {
     this.maxMessageBytes = options.maxMessageBytes ?? 256 * 1024;
     if (!Number.isInteger(this.maxMessageBytes) || this.maxMessageBytes < 1) throw new TypeError('Producer: maxMessageBytes must be a positive integer');
     if (url.protocol === 'amqp:' || url.protocol === 'amqps:') {
-      this.transport = new AmqpTransport(options.url, options.exchange ?? DEFAULT_EXCHANGE);
+      this.transport = new AmqpTransport(options.url, options.exchange ?? DEFAULT_EXCHANGE, options.timeoutMs ?? 10_000, options.heartbeatSeconds ?? 4);
     } else if (url.protocol === 'http:' || url.protocol === 'https:') {
       this.transport = new HttpTransport(url, options.token, options.timeoutMs ?? 10_000);
     } else {

@@ -36,6 +36,7 @@ export const ERROR_CODES = {
   UPSTREAM_UNAVAILABLE: { status: 502, description: 'The application (`--upstream`, `--auth-url`) could not be reached or answered with a server error.' },
   UPSTREAM_TIMEOUT: { status: 504, description: 'The application did not answer within `--upstream-timeout`.' },
   BROKER_UNAVAILABLE: { status: 503, description: 'The broker is not reachable right now; retry after the `Retry-After` delay. A publish that failed with this code was not confirmed and may be retried.' },
+  BROKER_TIMEOUT: { status: 503, description: 'The broker did not answer within `--broker-timeout` (it is stalled or overloaded). A publish that failed with this code may still have been delivered; retrying it is safe under at-least-once delivery.' },
   GATEWAY_UNREACHABLE: { status: null, description: 'Client side: the gateway could not be reached over HTTP.' },
   GATEWAY_ERROR: { status: null, description: 'Client side: the gateway answered with an unexpected status or body.' },
   PRODUCER_CLOSED: { status: null, description: 'Client side: publish() was called after close().' },

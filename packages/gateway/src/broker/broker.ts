@@ -139,3 +139,7 @@ export function emptyStats(kind: BrokerKind): BrokerStats {
 export function brokerUnavailable(message: string, cause?: unknown): WarrenError {
   return new WarrenError('BROKER_UNAVAILABLE', message, cause === undefined ? undefined : { cause });
 }
+
+export function brokerTimeout(message: string): WarrenError {
+  return new WarrenError('BROKER_TIMEOUT', message);
+}

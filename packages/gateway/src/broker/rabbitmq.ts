@@ -15,6 +15,7 @@ import {
 } from '@warren/protocol';
 import type { Logger } from '../logger.js';
 import {
+  brokerTimeout,
   brokerUnavailable,
   emptyStats,
   QueueNotFoundError,
@@ -37,7 +38,26 @@ export interface RabbitBrokerOptions {
   reconnectMaxMs: number;
   /** Shown in RabbitMQ's connection list. */
   connectionName: string;
+  /**
+   * AMQP heartbeat in seconds (0: the server's choice, 60 s on RabbitMQ). A connection
+   * that carried nothing for two intervals is taken for dead and replaced.
+   */
+  heartbeatSeconds: number;
+  /**
+   * Longest wait for one broker operation (connect, declare, consume, get,
+   * cancel, publisher confirm); past it the operation fails with
+   * `BROKER_TIMEOUT` and whatever it brings later is given back.
+   */
+  operationTimeoutMs: number;
   logger: Logger;
+}
+
+/** `url` with `heartbeat=<seconds>` unless it names its own. */
+export function withHeartbeat(url: string, seconds: number): string {
+  const parsed = new URL(url);
+  if (parsed.searchParams.has('heartbeat')) return url;
+  parsed.searchParams.set('heartbeat', String(seconds));
+  return parsed.toString();
 }
 
 /** Consumer channels per prefetch value; queues are spread over them by name. */
@@ -124,9 +144,10 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.dropChannels();
     if (connection !== undefined) {
       try {
-        await connection.close();
+        await this.bounded(connection.close(), 'connection.close');
       } catch {
-        // already closing or closed
+        // Already closed, or the broker does not answer: drop the socket.
+        (connection as unknown as { connection?: { stream?: Duplex } }).connection?.stream?.destroy();
       }
     }
   }
@@ -136,11 +157,18 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     while (this.publishDrain !== undefined) await this.publishDrain;
     await new Promise<void>((resolve, reject) => {
       let ok: boolean;
+      const timer = setTimeout(
+        () => reject(brokerTimeout(`RabbitMQ did not confirm the message within ${this.options.operationTimeoutMs} ms; it may still be delivered`)),
+        this.options.operationTimeoutMs,
+      );
       try {
-        ok = ch.publish(this.options.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) =>
-          err == null ? resolve() : reject(confirmError(err)),
-        );
+        ok = ch.publish(this.options.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
+          clearTimeout(timer);
+          if (err == null) resolve();
+          else reject(confirmError(err));
+        });
       } catch (err) {
+        clearTimeout(timer);
         reject(brokerUnavailable('the broker connection is closed', err));
         return;
       }
@@ -173,7 +201,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   private async declareAndBind(queue: string, channel: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
     this.counters.queueDeclares++;
     try {
-      await (await this.admin()).assertQueue(queue, { durable, arguments: args });
+      await this.bounded((await this.admin()).assertQueue(queue, { durable, arguments: args }), 'queue.declare');
     } catch (err) {
       if ((err as { code?: number }).code !== 406 || !this.ready) throw this.translate(err);
       // The queue exists with other arguments (the retention or length
@@ -182,14 +210,14 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       // (The 406 closed the admin channel; admin() opens a new one.)
       this.log.warn('queue exists with different arguments; using it as is', { queue });
       try {
-        await (await this.admin()).checkQueue(queue);
+        await this.bounded((await this.admin()).checkQueue(queue), 'queue.declare');
       } catch (checkErr) {
         throw this.translate(checkErr);
       }
     }
     this.counters.queueBinds++;
     try {
-      await (await this.admin()).bindQueue(queue, this.options.exchange, routingKey(channel));
+      await this.bounded((await this.admin()).bindQueue(queue, this.options.exchange, routingKey(channel)), 'queue.bind');
     } catch (err) {
       throw this.translate(err);
     }
@@ -207,7 +235,10 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     try {
       const getting = ch.get(queue, { noAck: false });
       this.batchFrames();
-      msg = await getting;
+      msg = await this.bounded(getting, 'basic.get', (late) => {
+        // Arrived after the caller gave up: put it back.
+        if (late !== false && !this.closedChannels.has(ch)) ch.nack(late, false, true);
+      });
     } catch (err) {
       if ((err as { code?: number }).code === 404) throw new QueueNotFoundError(queue);
       throw this.translate(err);
@@ -225,7 +256,10 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     const consumer = new RabbitConsumer(ch, options);
     this.consumers.add(consumer);
     try {
-      const reply = await ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false });
+      const reply = await this.bounded(ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false }), 'basic.consume', (late) => {
+        // Started after the caller gave up: its deliveries are requeued (cancelled), and it is stopped.
+        if (!this.closedChannels.has(ch)) ch.cancel(late.consumerTag).catch(() => undefined);
+      });
       consumer.tag = reply.consumerTag;
     } catch (err) {
       this.consumers.delete(consumer);
@@ -242,7 +276,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         this.counters.consumersCancelled++;
         if (consumer.ended || this.closedChannels.has(ch)) return;
         try {
-          await ch.cancel(consumer.tag!);
+          await this.bounded(ch.cancel(consumer.tag!), 'basic.cancel');
         } catch {
           // The channel closed meanwhile: the consumer is gone with it.
         }
@@ -361,7 +395,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   private async openChannel(): Promise<Channel> {
-    const ch = await this.connection!.createChannel();
+    const ch = await this.bounded(this.connection!.createChannel(), 'channel.open');
     this.watchChannel(ch, () => {
       this.adminChannel = undefined;
     });
@@ -369,7 +403,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   private async openPublishChannel(): Promise<ConfirmChannel> {
-    const ch = await this.connection!.createConfirmChannel();
+    const ch = await this.bounded(this.connection!.createConfirmChannel(), 'channel.open');
     this.watchChannel(ch, () => {
       this.publishChannel = undefined;
     });
@@ -377,7 +411,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   private async openConsumeChannel(prefetch: number, key: string): Promise<Channel> {
-    const ch = await this.connection!.createChannel();
+    const ch = await this.bounded(this.connection!.createChannel(), 'channel.open');
     this.watchChannel(ch, () => {
       this.consumeChannels.delete(key);
       // Deferred: when the whole connection closed, its handler runs in this
@@ -391,7 +425,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       });
     });
     // Per-consumer prefetch (global = false) for every consumer on this channel.
-    await ch.prefetch(prefetch, false);
+    await this.bounded(ch.prefetch(prefetch, false), 'basic.qos');
     return ch;
   }
 
@@ -413,9 +447,10 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.state = 'connecting';
     let connection: ChannelModel | undefined;
     try {
-      connection = await amqp.connect(this.options.url, {
+      connection = await amqp.connect(withHeartbeat(this.options.url, this.options.heartbeatSeconds), {
         clientProperties: { connection_name: this.options.connectionName },
-        timeout: 5000,
+        // Covers the TCP connect and the AMQP handshake (a black-holed broker answers neither).
+        timeout: Math.min(this.options.operationTimeoutMs, 5000),
         // Without it, an ack (no reply) followed by a consume waits ~40 ms
         // for the broker's delayed TCP ACK (Nagle): measured 42 ms per poll.
         noDelay: true,
@@ -427,14 +462,15 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         return;
       }
       this.counters.connectionsOpened++;
-      const ch = await connection.createChannel();
+      const ch = await this.bounded(connection.createChannel(), 'channel.open');
       ch.on('error', () => undefined);
       try {
-        await ch.assertExchange(this.options.exchange, EXCHANGE_TYPE, { durable: true });
+        await this.bounded(ch.assertExchange(this.options.exchange, EXCHANGE_TYPE, { durable: true }), 'exchange.declare');
       } catch (err) {
+        if (err instanceof WarrenError) throw err;
         throw new Error(`cannot use exchange "${this.options.exchange}" as a durable ${EXCHANGE_TYPE} exchange: ${(err as Error).message}`);
       }
-      await ch.close();
+      await this.bounded(ch.close(), 'channel.close');
       // close() came while the exchange was being checked: this connection is not wanted.
       if (this.state !== 'connecting') {
         await connection.close().catch(() => undefined);
@@ -490,6 +526,33 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => void this.connect(), delay);
     this.reconnectTimer.unref();
+  }
+
+  /**
+   * `operation`, or `BROKER_TIMEOUT` once `operationTimeoutMs` has passed.
+   * What the operation yields after that goes to `late` (to be given back).
+   */
+  private bounded<T>(operation: Promise<T>, what: string, late?: (value: T) => void): Promise<T> {
+    const ms = this.options.operationTimeoutMs;
+    return new Promise<T>((resolve, reject) => {
+      let done = false;
+      const timer = setTimeout(() => {
+        done = true;
+        this.log.warn('RabbitMQ did not answer in time', { operation: what, timeoutMs: ms });
+        reject(brokerTimeout(`RabbitMQ did not answer ${what} within ${ms} ms`));
+      }, ms);
+      operation.then(
+        (value) => {
+          clearTimeout(timer);
+          if (!done) resolve(value);
+          else late?.(value);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          if (!done) reject(err);
+        },
+      );
+    });
   }
 
   private translate(err: unknown): Error {
