@@ -26,5 +26,7 @@ export type SinkCloseReason =
   | 'broker-unavailable'
   /** The gateway is stopping. */
   | 'shutdown'
+  /** A newer connection of the same consumer took the queue over. */
+  | 'superseded'
   /** The application (or the token) no longer allows this stream. */
   | 'revoked';

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
-import { corkForTick } from './cork.js';
+import { atEndOfTick, corkForTick, type EndOfTick } from './cork.js';
 import { isTextual, messageFrameBytes } from './encoding.js';
 import { Ticker } from './ticker.js';
 import type { CloseReason, Transport, TransportEvents } from './transport.js';
@@ -20,6 +20,7 @@ export const CLOSE_CODES = {
   internalError: 1011,
   tryAgainLater: 1013,
   slowConsumer: 4008,
+  superseded: 4009,
 } as const;
 
 export interface WebSocketOptions {
@@ -33,7 +34,7 @@ export interface WebSocketOptions {
  */
 export class WebSocketAcceptor {
   private readonly wss: WebSocketServer;
-  /** One timer pings every socket; a socket that missed a pong by the next ping is dropped. */
+  /** One timer pings every socket; a socket that missed a pong and read nothing by the next ping is dropped. */
   private readonly pings: Ticker<WebSocketTransport>;
 
   constructor(private readonly options: WebSocketOptions) {
@@ -78,9 +79,8 @@ type TaggedSocket = WebSocket & { [TRANSPORT]?: WebSocketTransport };
 
 function ignore(): void {}
 
-function onPong(this: TaggedSocket): void {
-  const transport = this[TRANSPORT];
-  if (transport !== undefined) transport.alive = true;
+function onPong(this: TaggedSocket, data: Buffer): void {
+  this[TRANSPORT]?.ponged(data);
 }
 
 function onSocketMessage(this: TaggedSocket, data: RawData, isBinary: boolean): void {
@@ -91,22 +91,50 @@ function onSocketClose(this: TaggedSocket): void {
   this[TRANSPORT]?.gone();
 }
 
+/** A delivery written to the socket, waiting for the pong that proves the client read it. */
+interface Receipt {
+  /** The ping whose pong covers it. */
+  readonly ping: number;
+  readonly done: (ok: boolean) => void;
+}
+
 /**
- * A WebSocket as a {@link Transport}: pings every `pingIntervalMs` and drops
- * a socket that missed a pong; `warren.v1` sockets get broker messages as
- * JSON frames, raw ones as the message body (text for textual content
- * types, binary otherwise).
+ * A WebSocket as a {@link Transport}: `warren.v1` sockets get broker
+ * messages as JSON frames, raw ones as the message body (text for textual
+ * content types, binary otherwise).
+ *
+ * A delivery that must be acknowledged (an identified stream) is reported
+ * written only once the client has read it: after the frames of a tick, the
+ * socket sends a ping numbered in sequence, and the client's pong (which
+ * every WebSocket client sends by itself, RFC 6455 §5.5.2) can only come
+ * after it read everything sent before that ping. Until then the message
+ * stays unacknowledged in the broker; if the socket dies first it is
+ * requeued, so nothing the kernel buffered for a client that never read it
+ * is lost.
+ *
+ * Every `pingIntervalMs` the socket is pinged; one that neither answered a
+ * ping nor drained bytes waiting for it since is dropped. An identified
+ * stream has at most its prefetch of messages ahead of a receipt ping, so a
+ * client that reads, however slowly, keeps answering.
  */
-export class WebSocketTransport implements Transport {
+export class WebSocketTransport implements Transport, EndOfTick {
   readonly kind = 'websocket';
   readonly protocol: string | undefined;
-  /** Answered the last ping. */
-  alive = true;
+  /** Answered a ping since the last keep-alive tick. */
+  private alive = true;
   private events: TransportEvents | undefined;
+  /** Number of the last ping sent. */
+  private pings = 0;
+  /** A receipt ping is scheduled for the end of this tick. */
+  private pingOwed = false;
+  /** Deliveries waiting for their pong, oldest first (none for most sockets). */
+  private receipts: Receipt[] | undefined;
+  /** Bytes the kernel had taken at the last keep-alive tick, if bytes were waiting for it then (else -1). */
+  private backlogMark = -1;
 
   constructor(
     private readonly ws: WebSocket,
-    private readonly pings: Ticker<WebSocketTransport>,
+    private readonly keepAlive: Ticker<WebSocketTransport>,
   ) {
     this.protocol = ws.protocol === '' ? undefined : ws.protocol;
     ws.on('error', ignore);
@@ -115,7 +143,7 @@ export class WebSocketTransport implements Transport {
   attach(events: TransportEvents): void {
     const ws = this.ws as TaggedSocket;
     this.events = events;
-    this.pings.add(this);
+    this.keepAlive.add(this);
     if (ws.readyState === WebSocket.CLOSED) {
       this.gone();
       return;
@@ -131,23 +159,73 @@ export class WebSocketTransport implements Transport {
     this.events?.transportMessage(data);
   }
 
-  /** The socket closed. */
+  /** The socket closed: what waits for a receipt was not received. */
   gone(): void {
+    this.failReceipts();
     const events = this.events;
     if (events === undefined) return;
     this.events = undefined;
-    this.pings.delete(this);
+    this.keepAlive.delete(this);
     events.transportClosed();
   }
 
-  /** Called by the shared ping timer. */
+  /** Called by the shared keep-alive timer. */
   ping(): void {
-    if (!this.alive) {
+    // Bytes waiting in the process that the kernel took since the last tick:
+    // the client reads, slowly (its pong waits behind those bytes).
+    const draining = this.backlogMark >= 0 && this.kernelBytes() > this.backlogMark;
+    if (!this.alive && !draining) {
+      // No pong and nothing read since the last tick: the client is gone.
+      this.failReceipts();
       this.ws.terminate();
       return;
     }
+    this.backlogMark = this.ws.bufferedAmount > 0 ? this.kernelBytes() : -1;
     this.alive = false;
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.ping();
+    this.sendPing();
+  }
+
+  /** A pong: the client has read everything sent before the ping it answers. */
+  ponged(data: Buffer): void {
+    this.alive = true;
+    const receipts = this.receipts;
+    if (receipts === undefined || data.length !== 4) return;
+    const answered = data.readUInt32BE(0);
+    // A pong for a ping never sent proves nothing.
+    if (answered > this.pings) return;
+    let n = 0;
+    while (n < receipts.length && receipts[n]!.ping <= answered) n++;
+    if (n === 0) return;
+    const done = receipts.splice(0, n);
+    if (receipts.length === 0) this.receipts = undefined;
+    for (const receipt of done) receipt.done(true);
+  }
+
+  /** After the frames of this tick: the ping that will confirm them. */
+  endOfTick(): void {
+    this.pingOwed = false;
+    this.sendPing();
+  }
+
+  private sendPing(): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    const payload = Buffer.allocUnsafe(4);
+    payload.writeUInt32BE(++this.pings >>> 0, 0);
+    this.ws.ping(payload);
+  }
+
+  private failReceipts(): void {
+    const receipts = this.receipts;
+    if (receipts === undefined) return;
+    this.receipts = undefined;
+    for (const receipt of receipts) receipt.done(false);
+  }
+
+  /** Bytes of this socket the kernel has taken (written minus still buffered). */
+  private kernelBytes(): number {
+    const socket = (this.ws as unknown as { _socket?: Duplex & { bytesWritten?: number } })._socket;
+    if (socket === undefined) return 0;
+    return (socket.bytesWritten ?? 0) - socket.writableLength;
   }
 
   write(data: string | Buffer, _options: WriteOptions, done: (ok: boolean) => void): void {
@@ -155,8 +233,23 @@ export class WebSocketTransport implements Transport {
   }
 
   deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void {
-    if (this.protocol === WARREN_PROTOCOL) this.send(messageFrameBytes(channel, message), false, done);
-    else this.send(message.body, !isTextual(message.contentType), done);
+    const data = this.protocol === WARREN_PROTOCOL ? messageFrameBytes(channel, message) : message.body;
+    const binary = this.protocol !== WARREN_PROTOCOL && !isTextual(message.contentType);
+    if (done === undefined) {
+      this.send(data, binary);
+      return;
+    }
+    if (this.ws.readyState !== WebSocket.OPEN) {
+      done(false);
+      return;
+    }
+    this.send(data, binary);
+    // Confirmed by the pong of the ping sent at the end of this tick (or of a keep-alive ping sent before it).
+    (this.receipts ??= []).push({ ping: this.pings + 1, done });
+    if (!this.pingOwed) {
+      this.pingOwed = true;
+      atEndOfTick(this);
+    }
   }
 
   private send(data: string | Buffer, binary: boolean, done?: (ok: boolean) => void): void {
@@ -194,6 +287,9 @@ export class WebSocketTransport implements Transport {
         return;
       case 'broker-unavailable':
         this.ws.close(CLOSE_CODES.tryAgainLater, 'broker-unavailable');
+        return;
+      case 'superseded':
+        this.ws.close(CLOSE_CODES.superseded, 'superseded');
         return;
       case 'error':
         this.ws.close(CLOSE_CODES.internalError, 'internal error');
