@@ -158,13 +158,14 @@ describe('re-authorization and connection caps with --auth-url', () => {
     const frames: Array<Record<string, any>> = [];
     ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
     await new Promise((r) => ws.once('open', r));
-    ws.send(JSON.stringify({ type: 'subscribe', channel: '/live/room' }));
+    // Another channel: a second stream of carol's on the same channel would take the first one over.
+    ws.send(JSON.stringify({ type: 'subscribe', channel: '/live/room2' }));
     await until(() => frames.some((f) => f.type === 'subscribed'), 'subscribed');
     await rawRequest(app.url, '/revoke?user=carol');
     await sse.closed;
     assert.match(sse.raw(), /: closing \(revoked\)/);
-    await until(() => frames.some((f) => f.type === 'error' && f.code === 'FORBIDDEN' && f.channel === '/live/room'), 'the subscription to be dropped');
-    await httpPublish(gw.url, '/live/room', 'after the revocation');
+    await until(() => frames.some((f) => f.type === 'error' && f.code === 'FORBIDDEN' && f.channel === '/live/room2'), 'the subscription to be dropped');
+    await httpPublish(gw.url, '/live/room2', 'after the revocation');
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(frames.some((f) => f.type === 'message'), false, 'nothing more reaches carol');
     ws.close();

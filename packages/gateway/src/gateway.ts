@@ -157,6 +157,8 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
           reconnectMinMs: options.reconnectMinMs,
           reconnectMaxMs: options.reconnectMaxMs,
           connectionName: `warren-gateway pid=${process.pid}`,
+          heartbeatSeconds: options.amqpHeartbeatMs / 1000,
+          operationTimeoutMs: options.brokerTimeoutMs,
           logger: log,
         });
   const queues = new ConsumerQueues(broker, { expiresMs: options.queueExpiresMs, maxLength: options.queueMaxLength });
@@ -214,13 +216,34 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     await broker.publish(target, message);
   }
 
+  /** One promise for every subscription waiting out a broker outage (not one listener each). */
+  let readyWait: { promise: Promise<void>; fail(err: Error): void } | undefined;
+  async function brokerReady(): Promise<void> {
+    await start();
+    if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
+    if (broker.ready) return;
+    if (readyWait === undefined) {
+      let fail!: (err: Error) => void;
+      const promise = new Promise<void>((resolve, reject) => {
+        fail = reject;
+        broker.once('ready', () => {
+          readyWait = undefined;
+          resolve();
+        });
+      });
+      promise.catch(() => undefined);
+      readyWait = { promise, fail };
+    }
+    return readyWait.promise;
+  }
+
   const context: ConnectionContext = {
     streams,
     log,
     maxSubscriptions: options.wsMaxSubscriptions,
     maxPendingBytes: options.maxPendingBytes,
     publish,
-    started: start,
+    brokerReady,
     closed(conn) {
       connections.delete(conn);
       limits.give(conn.clientAddress, identityOf(conn.consumerId));
@@ -332,9 +355,9 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       reauthorizing,
       reauthIntervalMs: options.reauthIntervalMs,
       isRefusal,
-      checkAvailable() {
+      checkAvailable(waitForBroker = false) {
         if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
-        if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
+        if (!broker.ready && !waitForBroker) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
       },
       prepareStream,
       sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
@@ -437,6 +460,8 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
 
   /** Declares the consumer's queue, or starts the channel's fan-out, before a stream opens. */
   async function prepareStream(channel: string, consumerId: string | undefined): Promise<void> {
+    // The broker is away: the stream opens and subscribes once it is back.
+    if (!broker.ready) return;
     if (consumerId !== undefined) await queues.ensure(consumerId, channel);
     else await fanOut.prepare(channel);
   }
@@ -450,7 +475,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     const error = err instanceof WarrenError && err.status !== null ? err : new WarrenError('INTERNAL_ERROR', 'internal error');
     if (!(err instanceof WarrenError)) log.error('upgrade failed', { error: String(err) });
     const body = JSON.stringify(error.toJSON());
-    const retry = error.code === 'BROKER_UNAVAILABLE' ? 'retry-after: 1\r\n' : '';
+    const retry = error.code === 'BROKER_UNAVAILABLE' || error.code === 'BROKER_TIMEOUT' ? 'retry-after: 1\r\n' : '';
     socket.end(
       `HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json; charset=utf-8\r\n${retry}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );
@@ -544,7 +569,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     server.removeAllListeners('upgrade');
     server.on('request', onRequest);
     server.on('upgrade', onUpgrade);
-    void start();
+    start().catch((err: unknown) => log.error('broker start failed', { error: String(err) }));
   } else {
     server.on('upgrade', upgrade);
   }
@@ -597,6 +622,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     close(): Promise<void> {
       closing ??= (async () => {
         longPoll.shutdown();
+        readyWait?.fail(new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down'));
         const open = [...connections];
         await Promise.all(open.map((conn) => conn.shutdown(1000)));
         await fanOut.close();

@@ -15,8 +15,12 @@ export interface ConnectionContext {
   /** Bytes a client may leave unread before it is dropped as too slow. */
   readonly maxPendingBytes: number;
   publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
-  /** Resolves once the broker made its first connection attempt. */
-  started(): Promise<void>;
+  /**
+   * Resolves once the broker is connected (at once when it is): a
+   * subscription made while it is away waits for it instead of failing.
+   * @throws WarrenError `BROKER_UNAVAILABLE` when the gateway closes first
+   */
+  brokerReady(): Promise<void>;
   /** The connection closed (called once, before `onClose`). */
   closed(conn: Connection): void;
 }
@@ -131,7 +135,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     this.state = 'closed';
     const all = this.allSubscriptions();
     this.subs = undefined;
-    for (const sub of all) void stopSubscription(sub);
+    for (const sub of all) stopSubscription(sub).catch((err: unknown) => this.context.log.warn('stopping a subscription failed', { error: String(err) }));
     this.context.closed(this);
     void this.run('onClose', []).finally(() => {
       this.finished = true;
@@ -185,9 +189,10 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     let failure: unknown;
     const sub: Subscribed = { channel, handle: undefined, starting: undefined };
     sub.starting = this.context
-      .started()
-      .then(() =>
-        this.context.streams.open({
+      .brokerReady()
+      .then(() => {
+        if (this.isClosed() || this.findSubscription(channel) !== sub) throw new WarrenError('CONNECTION_CLOSED', 'the connection closed');
+        return this.context.streams.open({
           channel,
           consumerId,
           lastEventId: options.lastEventId,
@@ -196,8 +201,8 @@ export class Connection implements PushConnection, Sink, TransportEvents {
             this.context.log.info('stream ended', { channel, reason: end.reason });
             this.end({ kind: 'broker-unavailable' });
           },
-        }),
-      )
+        });
+      })
       .catch((err: unknown) => {
         failure = err;
         this.removeSubscription(sub);

@@ -31,9 +31,12 @@ export interface DefaultHandlerDeps {
   reauthIntervalMs: number;
   /** Errors that mean "this client may not read this channel (any more)". */
   isRefusal(err: unknown): boolean;
-  /** @throws WarrenError `BROKER_UNAVAILABLE` while shutting down or disconnected */
-  checkAvailable(): void;
-  /** Declares the consumer's queue, or starts the channel's fan-out. */
+  /**
+   * @param waitForBroker the stream may open while the broker is away (it subscribes once it is back)
+   * @throws WarrenError `BROKER_UNAVAILABLE` while shutting down, or disconnected unless `waitForBroker`
+   */
+  checkAvailable(waitForBroker?: boolean): void;
+  /** Declares the consumer's queue, or starts the channel's fan-out (nothing while the broker is away). */
   prepareStream(channel: string, consumerId: string | undefined): Promise<void>;
   /** Sends a client's message to the application; absent without one. */
   sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
@@ -71,7 +74,9 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   const lastEventId = findLastEventId(req, query);
   const token = deps.findToken(req, query);
   const { consumerId } = await deps.identify(req, token, channel, requested);
-  deps.checkAvailable();
+  // An EventSource closes for good on any answer but 200, so during a broker
+  // outage the stream opens (with heartbeats) and subscribes once the broker is back.
+  deps.checkAvailable(true);
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
@@ -166,7 +171,7 @@ class SocketSession extends DefaultSession<string | undefined> {
                 conn.end({ kind: 'revoked' });
                 return;
               }
-              void conn.unsubscribe(channel);
+              conn.unsubscribe(channel).catch((err: unknown) => this.deps.log.warn('unsubscribe failed', { error: String(err) }));
               this.error(new WarrenError('FORBIDDEN', 'no longer allowed on this channel'), channel);
             },
           );
@@ -224,7 +229,10 @@ class SocketSession extends DefaultSession<string | undefined> {
         void this.subscribe(channel, lastEventId, true);
       } else if (command.type === 'unsubscribe') {
         const channel = parseChannel(command.channel);
-        void this.conn.unsubscribe(channel).then(() => this.frame({ type: 'unsubscribed', channel }));
+        this.conn.unsubscribe(channel).then(
+          () => this.frame({ type: 'unsubscribed', channel }),
+          (err: unknown) => this.error(err, channel),
+        );
       } else if (command.type === 'send') {
         const { id, data: payload } = command;
         if (id !== undefined && (typeof id !== 'string' || id.length > 128)) throw new WarrenError('INVALID_FRAME', 'a send id is a string of at most 128 characters');

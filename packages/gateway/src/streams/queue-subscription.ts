@@ -38,6 +38,9 @@ export class QueueSubscription {
   /** Redelivered messages held while looking for `lastEventId`. */
   private held: Delivery[] | undefined;
   private heldTimer: NodeJS.Timeout | undefined;
+  /** Deliveries handed to the sink and not settled yet. */
+  private inFlight = 0;
+  private whenSettled: (() => void) | undefined;
 
   constructor(
     private readonly broker: Broker,
@@ -104,6 +107,21 @@ export class QueueSubscription {
     }
   }
 
+  /**
+   * Resolves once every delivery handed to the sink is settled (acknowledged
+   * or requeued), or after `timeoutMs`: a newer stream of the same consumer
+   * starts after that, so that requeued messages keep their place.
+   */
+  async settled(timeoutMs: number): Promise<void> {
+    if (this.inFlight === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => (this.whenSettled = resolve)),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
+  }
+
   private end(end: ConsumerEnd | { reason: 'error'; error: unknown }): void {
     if (this.ended || this.stopped) return;
     this.ended = true;
@@ -150,11 +168,24 @@ export class QueueSubscription {
   }
 
   private write(delivery: Delivery): void {
+    this.inFlight++;
     try {
-      this.sink.send(this.channel, delivery.message, (ok) => (ok ? delivery.ack() : delivery.requeue()));
+      this.sink.send(this.channel, delivery.message, (ok) => {
+        if (ok) delivery.ack();
+        else delivery.requeue();
+        this.settle();
+      });
     } catch (err) {
       delivery.requeue();
+      this.settle();
       this.log.error('stream write failed', { error: (err as Error).message });
     }
+  }
+
+  private settle(): void {
+    if (--this.inFlight > 0) return;
+    const resolve = this.whenSettled;
+    this.whenSettled = undefined;
+    resolve?.();
   }
 }

@@ -1,3 +1,4 @@
+import { consumerQueueName } from '@warren/protocol';
 import type { Broker, ConsumerEnd } from '../broker/broker.js';
 import type { ConsumerQueues } from '../consumer-queues.js';
 import type { Logger } from '../logger.js';
@@ -21,10 +22,34 @@ export interface StreamHandle {
   stop(): Promise<void>;
 }
 
-/** Opens SSE and WebSocket streams on the right source: the consumer's queue, or the process's fan-out. */
+/** Longest wait for a superseded stream's deliveries to settle before the newer stream starts. */
+const TAKEOVER_WAIT_MS = 5000;
+
+/** The stream reading a consumer queue in this process. */
+interface Reader {
+  readonly subscription: QueueSubscription;
+  readonly sink: Sink;
+}
+
+/**
+ * Opens SSE and WebSocket streams on the right source: the consumer's queue,
+ * or the process's fan-out.
+ *
+ * One stream at a time reads a consumer queue: a newer stream of the same
+ * consumer and channel takes over (as a newer long-poll does). The older
+ * connection is closed as `superseded`, its consumer cancelled, and the newer
+ * one starts once what the older one held is settled, so requeued messages
+ * keep their place. Without this a reconnecting client whose old connection
+ * still looks open would wait behind it (the queue has a single active
+ * consumer). Across gateway processes the queue's single-active-consumer
+ * argument still lets one consumer read at a time.
+ */
 export class Streams {
   /** Identified streams consuming their queue now. */
   identified = 0;
+  /** Streams superseded by a newer one of the same consumer. */
+  superseded = 0;
+  private readonly readers = new Map<string, Reader>();
   /** Consumer starts in flight at once (RabbitMQ answers them one by one per channel). */
   private readonly starts = new Limiter(64);
 
@@ -46,13 +71,33 @@ export class Streams {
       ...(request.lastEventId === undefined ? {} : { lastEventId: request.lastEventId }),
       onEnd: request.onEnd,
     });
-    await subscription.start();
+    const queue = consumerQueueName(request.consumerId, request.channel);
+    const previous = this.readers.get(queue);
+    const reader: Reader = { subscription, sink: request.sink };
+    this.readers.set(queue, reader);
+    const forget = (): void => {
+      if (this.readers.get(queue) === reader) this.readers.delete(queue);
+    };
+    try {
+      if (previous !== undefined) {
+        this.superseded++;
+        this.log.info('stream superseded by a newer one of the same consumer', { channel: request.channel });
+        previous.sink.drop('superseded');
+        await previous.subscription.stop();
+        await previous.subscription.settled(TAKEOVER_WAIT_MS);
+      }
+      await subscription.start();
+    } catch (err) {
+      forget();
+      throw err;
+    }
     this.identified++;
     let stopped = false;
     return {
       stop: async () => {
         if (stopped) return;
         stopped = true;
+        forget();
         await subscription.stop();
         this.identified--;
       },
