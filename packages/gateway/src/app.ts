@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { connect as netConnect, type Socket } from 'node:net';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { connect as tlsConnect } from 'node:tls';
 import { Pool } from 'undici';
 import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
 import type { Logger } from './logger.js';
@@ -78,7 +79,11 @@ export class App {
   /**
    * Tunnels a WebSocket upgrade outside the push routes to the application:
    * the handshake is sent on with `X-Forwarded-*` set and identity headers
-   * removed, and after it the bytes flow both ways untouched.
+   * removed. Only once the application answered `101` do bytes flow both
+   * ways; until then nothing else the client sent reaches it (`head`
+   * included), so that a client cannot slip a second, raw request past the
+   * gateway on a connection the app kept as plain HTTP. Any other answer is
+   * relayed and the socket closed.
    */
   tunnel(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const upstream = new URL(this.options.upstream!);
@@ -86,29 +91,60 @@ export class App {
     headers.host = upstream.host;
     headers.connection = 'Upgrade';
     headers.upgrade = String(req.headers.upgrade ?? 'websocket');
-    const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-    const port = Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80));
-    const onUpstreamError = (err: Error): void => {
-      this.log.warn('the application is unreachable for a WebSocket upgrade', { error: (err as NodeJS.ErrnoException).code ?? err.message });
-      const body = JSON.stringify(new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable').toJSON());
-      if (!socket.destroyed) socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-    };
-    const app: Socket = upstream.protocol === 'https:' ? tlsConnect({ host: upstream.hostname, port, servername: upstream.hostname }) : netConnect(port, upstream.hostname);
-    app.setTimeout(this.options.timeoutMs, () => app.destroy(new Error('timeout')));
-    app.once('error', onUpstreamError);
-    app.once('connect', () => app.setTimeout(0));
-    app.write(`${lines.join('\r\n')}\r\n\r\n`);
-    if (head.length > 0) app.write(head);
-    app.once('data', () => {
-      // Past the first answer, a dead peer on either side ends both.
-      app.off('error', onUpstreamError);
-      app.on('error', () => socket.destroy());
+    const request = (upstream.protocol === 'https:' ? httpsRequest : httpRequest)({
+      host: upstream.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80)),
+      servername: upstream.hostname,
+      method: 'GET',
+      path: req.url ?? '/',
+      headers,
+      agent: false,
+      timeout: this.options.timeoutMs,
     });
-    socket.on('error', () => app.destroy());
-    app.pipe(socket);
-    socket.pipe(app);
-    socket.once('close', () => app.destroy());
-    app.once('close', () => socket.destroy());
+    const fail = (err: Error): void => {
+      const timedOut = err.message === 'timeout';
+      if (!timedOut) this.log.warn('the application is unreachable for a WebSocket upgrade', { error: (err as NodeJS.ErrnoException).code ?? err.message });
+      const error = timedOut ? new WarrenError('UPSTREAM_TIMEOUT', 'the application did not answer in time') : new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable');
+      const body = JSON.stringify(error.toJSON());
+      if (!socket.destroyed) socket.end(`HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    request.once('timeout', () => request.destroy(new Error('timeout')));
+    request.once('error', fail);
+    socket.once('close', () => request.destroy());
+    request.once('upgrade', (answer: IncomingMessage, app: Socket, appHead: Buffer) => {
+      request.off('error', fail);
+      app.setTimeout(0);
+      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}\r\n`);
+      if (appHead.length > 0) socket.write(appHead);
+      if (head.length > 0) app.write(head);
+      // Past the switch, a dead peer on either side ends both.
+      app.on('error', () => socket.destroy());
+      socket.on('error', () => app.destroy());
+      app.pipe(socket);
+      socket.pipe(app);
+      socket.once('close', () => app.destroy());
+      app.once('close', () => socket.destroy());
+    });
+    request.once('response', (answer: IncomingMessage) => {
+      // Not switching: relay the answer, close-delimited, and never read from the client.
+      request.off('error', fail);
+      request.on('error', () => socket.destroy());
+      const drop = connectionTokens(answer.headers.connection);
+      const chunked = answer.headers['transfer-encoding'] !== undefined;
+      const lines: string[] = [];
+      for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
+        const name = answer.rawHeaders[i]!.toLowerCase();
+        if (HOP_BY_HOP.has(name) || drop.has(name) || (chunked && name === 'content-length')) continue;
+        lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+      }
+      lines.push('connection: close');
+      socket.write(`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n${lines.join('\r\n')}\r\n\r\n`);
+      pipeline(answer, socket).then(
+        () => socket.destroy(),
+        () => socket.destroy(),
+      );
+    });
+    request.end();
   }
 
   /** The client's address: the first `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
@@ -300,6 +336,13 @@ export class App {
     this.log.warn(`${what} is unreachable`, { error: code || (err as Error).message });
     return new WarrenError('UPSTREAM_UNAVAILABLE', `${what} is unreachable`);
   }
+}
+
+/** `name: value` lines of a message's raw headers, each ending in CRLF. */
+function rawHeaderLines(raw: string[]): string {
+  let out = '';
+  for (let i = 0; i + 1 < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  return out;
 }
 
 function connectionTokens(value: string | string[] | undefined): Set<string> {
