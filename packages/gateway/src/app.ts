@@ -295,7 +295,7 @@ export class App {
 
   /**
    * The client's headers for the app: hop-by-hop and identity headers
-   * removed, `X-Forwarded-For/-Proto/-Host` set, and the client's own
+   * removed, and every header whose name holds an underscore, `X-Forwarded-For/-Proto/-Host` set, and the client's own
    * `X-Forwarded-*` kept only when it is a trusted proxy.
    */
   private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
@@ -306,6 +306,8 @@ export class App {
     for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
       if (value === undefined || name === 'host' || HOP_BY_HOP.has(name) || drop.has(name)) continue;
       if (IDENTITY_HEADERS.includes(name) || name.startsWith('x-forwarded-')) continue;
+      // CGI, WSGI and Rack read `Warren_Identity` as `HTTP_WARREN_IDENTITY`: drop them all, as nginx does.
+      if (name.includes('_')) continue;
       if (only !== undefined && !only.includes(name)) continue;
       out[name] = Array.isArray(value) ? value.join(', ') : value;
     }
