@@ -19,6 +19,13 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
  */
 const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-channel', 'warren-requested-consumer-id'];
 
+/**
+ * Request headers that say who the client is and how it came, which the
+ * gateway sets itself; a client's own are kept (extended) only from
+ * `--trusted-proxies`. (`X-Forwarded-*` are handled alike.)
+ */
+const PROXY_HEADERS = ['forwarded', 'x-real-ip'];
+
 export interface AppOptions {
   upstream: string | undefined;
   /** Path template of client messages (`{channel}` stands for the channel path). */
@@ -295,8 +302,9 @@ export class App {
 
   /**
    * The client's headers for the app: hop-by-hop and identity headers
-   * removed, and every header whose name holds an underscore, `X-Forwarded-For/-Proto/-Host` set, and the client's own
-   * `X-Forwarded-*` kept only when it is a trusted proxy.
+   * removed, and every header whose name holds an underscore;
+   * `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` set, and the
+   * client's own kept (and extended) only when it is a trusted proxy.
    */
   private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
     const peer = req.socket.remoteAddress ?? '';
@@ -305,7 +313,7 @@ export class App {
     const out: Record<string, string> = {};
     for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
       if (value === undefined || name === 'host' || HOP_BY_HOP.has(name) || drop.has(name)) continue;
-      if (IDENTITY_HEADERS.includes(name) || name.startsWith('x-forwarded-')) continue;
+      if (IDENTITY_HEADERS.includes(name) || PROXY_HEADERS.includes(name) || name.startsWith('x-forwarded-')) continue;
       // CGI, WSGI and Rack read `Warren_Identity` as `HTTP_WARREN_IDENTITY`: drop them all, as nginx does.
       if (name.includes('_')) continue;
       if (only !== undefined && !only.includes(name)) continue;
@@ -318,6 +326,11 @@ export class App {
     out['x-forwarded-proto'] = (trusted ? first(req.headers['x-forwarded-proto']) : undefined) ?? (encrypted ? 'https' : 'http');
     const host = (trusted ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
     if (host !== undefined) out['x-forwarded-host'] = host;
+    out['x-real-ip'] = this.clientAddress(req);
+    // RFC 7239: the same facts once more, for apps that read only `Forwarded`.
+    const element = [`for=${forwardedNode(peer)}`, ...(host === undefined ? [] : [`host=${quoted(host)}`]), `proto=${out['x-forwarded-proto']}`].join(';');
+    const priorForwarded = trusted ? first(req.headers.forwarded) : undefined;
+    out.forwarded = priorForwarded === undefined ? element : `${priorForwarded}, ${element}`;
     return out;
   }
 
@@ -338,6 +351,16 @@ export class App {
     this.log.warn(`${what} is unreachable`, { error: code || (err as Error).message });
     return new WarrenError('UPSTREAM_UNAVAILABLE', `${what} is unreachable`);
   }
+}
+
+/** A node of `Forwarded` (RFC 7239 §6): an IPv6 address bracketed and quoted. */
+function forwardedNode(address: string): string {
+  return address.includes(':') ? `"[${address}]"` : address;
+}
+
+/** A quoted-string (RFC 9110 §5.6.4). */
+function quoted(value: string): string {
+  return `"${value.replace(/["\\]/g, '\\$&')}"`;
 }
 
 /** `name: value` lines of a message's raw headers, each ending in CRLF. */
