@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
 import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
 import type { Logger } from './logger.js';
-import { parseOrigins } from './options.js';
+import { plainAddress, TrustedProxies } from './proxies.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -65,14 +65,14 @@ export interface AuthDecision {
  */
 export class App {
   private readonly pools = new Map<string, Pool>();
-  private readonly trusted: Set<string>;
+  private readonly trusted: TrustedProxies;
   private readonly authCache = new Map<string, { until: number; decision: AuthDecision | WarrenError }>();
 
   constructor(
     private readonly options: AppOptions,
     private readonly log: Logger,
   ) {
-    this.trusted = new Set(options.trustedProxies === undefined ? [] : parseOrigins(options.trustedProxies));
+    this.trusted = new TrustedProxies(options.trustedProxies);
   }
 
   get proxying(): boolean {
@@ -154,13 +154,15 @@ export class App {
     request.end();
   }
 
-  /** The client's address: the first `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
+  /** The client's address: the right-most untrusted `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
   clientAddress(req: IncomingMessage): string {
-    const peer = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     const forwarded = req.headers['x-forwarded-for'];
-    if (forwarded === undefined || !this.trusted.has(peer)) return peer;
-    const first = (Array.isArray(forwarded) ? forwarded[0]! : forwarded).split(',')[0]!.trim();
-    return first.length > 0 ? first : peer;
+    return this.trusted.clientAddress(req.socket.remoteAddress ?? '', Array.isArray(forwarded) ? forwarded.join(',') : forwarded);
+  }
+
+  /** Whether `req` came from one of `--trusted-proxies` (whose forwarding headers are believed). */
+  fromTrustedProxy(req: IncomingMessage): boolean {
+    return this.trusted.has(req.socket.remoteAddress ?? '');
   }
 
   /** Forwards `req` to the upstream and streams its answer back. */
@@ -307,8 +309,8 @@ export class App {
    * client's own kept (and extended) only when it is a trusted proxy.
    */
   private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
-    const peer = req.socket.remoteAddress ?? '';
-    const trusted = this.trusted.has(peer) || this.trusted.has(peer.replace(/^::ffff:/, ''));
+    const peer = plainAddress(req.socket.remoteAddress ?? '');
+    const trusted = this.trusted.has(peer);
     const drop = connectionTokens(req.headers.connection);
     const out: Record<string, string> = {};
     for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
