@@ -316,6 +316,8 @@ export class App {
     for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
       if (value === undefined || name === 'host' || HOP_BY_HOP.has(name) || drop.has(name)) continue;
       if (IDENTITY_HEADERS.includes(name) || PROXY_HEADERS.includes(name) || name.startsWith('x-forwarded-')) continue;
+      // The gateway answered the client's 100-continue itself; undici refuses the header.
+      if (name === 'expect') continue;
       // CGI, WSGI and Rack read `Warren_Identity` as `HTTP_WARREN_IDENTITY`: drop them all, as nginx does.
       if (name.includes('_')) continue;
       if (only !== undefined && !only.includes(name)) continue;
