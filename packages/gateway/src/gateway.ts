@@ -481,19 +481,32 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
    * Cross-site WebSocket hijacking: browsers send cookies with a WebSocket
    * from any page. With `--cors-origins`, only those origins (and the
    * gateway's own) may open one; with `--auth-url` and no list, only the
-   * gateway's own origin.
+   * gateway's own origin ({@link isOwnOrigin}).
    */
   function checkSocketOrigin(req: IncomingMessage): void {
     const origin = req.headers.origin;
     if (origin === undefined || cors.allowsAny) return;
-    let sameHost = false;
-    try {
-      sameHost = new URL(origin).host === req.headers.host;
-    } catch {
-      // an Origin that is not a URL is not the same host
-    }
-    if (sameHost || cors.allows(origin)) return;
+    if (isOwnOrigin(req, origin) || cors.allows(origin)) return;
     if (cors.configured || app.authorizing) throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
+  }
+
+  /**
+   * Whether `origin` is the site the client reached: its `Host`, or behind a
+   * trusted proxy (which may rewrite `Host`, e.g. nginx's `$host` drops the
+   * port) the `X-Forwarded-Host` and `X-Forwarded-Proto` it sets.
+   */
+  function isOwnOrigin(req: IncomingMessage, origin: string): boolean {
+    try {
+      const page = new URL(origin);
+      const forwardedHost = firstHop(req.headers['x-forwarded-host']);
+      if (forwardedHost !== undefined && app.fromTrustedProxy(req)) {
+        const scheme = firstHop(req.headers['x-forwarded-proto'])?.toLowerCase() ?? page.protocol.slice(0, -1);
+        return new URL(`${scheme}://${forwardedHost}`).origin === page.origin;
+      }
+      return page.host === req.headers.host;
+    } catch {
+      return false; // an Origin (or a forwarded host) that is not a URL is not the same site
+    }
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
@@ -627,6 +640,12 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       return closing;
     },
   };
+}
+
+/** The first value of a forwarding header (`a, b` when proxies appended: `a` is the outermost). */
+function firstHop(value: string | string[] | undefined): string | undefined {
+  const first = (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim();
+  return first === undefined || first === '' ? undefined : first;
 }
 
 /** The identity the connection caps count: the part before "/" of a consumer id. */
