@@ -51,3 +51,33 @@ describe('the WebSocket origin check behind a reverse proxy', () => {
     assert.deepEqual(await open(trusting, { ...proxied, origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
   });
 });
+
+describe('--cors-origins "*" and WebSockets (cross-site WebSocket hijacking)', () => {
+  let app: TrustingApp;
+  const gateways: TestGateway[] = [];
+  before(async () => {
+    app = await startTrustingApp();
+  });
+  after(async () => {
+    await Promise.all(gateways.map((gw) => gw.close()));
+    await app.close();
+  });
+  const start = async (extra: Record<string, string>): Promise<TestGateway> => {
+    const gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', ...extra });
+    gateways.push(gw);
+    return gw;
+  };
+
+  it('"*" does not let a foreign page open a WebSocket with the victim\'s cookie; explicit origins and the own origin still can', async () => {
+    const any = await start({ authUrl: `${app.url}/auth`, corsOrigins: '*' });
+    assert.deepEqual(await open(any, { cookie: 'session=alice', origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
+    assert.deepEqual(await open(any, { cookie: 'session=alice', origin: any.url }), { status: 101 }, 'its own origin');
+    assert.deepEqual(await open(any, { cookie: 'session=alice' }), { status: 101 }, 'no Origin: not a browser');
+    const listed = await start({ authUrl: `${app.url}/auth`, corsOrigins: '*, https://good.example' });
+    assert.deepEqual(await open(listed, { cookie: 'session=alice', origin: 'https://good.example' }), { status: 101 });
+    assert.deepEqual(await open(listed, { cookie: 'session=alice', origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
+    // Without --auth-url the consumer-id cookie is the credential: "*" does not cover it either.
+    const anonymous = await start({ corsOrigins: '*' });
+    assert.deepEqual(await open(anonymous, { cookie: 'warren_consumer_id=victim-0123456789', origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
+  });
+});

@@ -479,13 +479,15 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
 
   /**
    * Cross-site WebSocket hijacking: browsers send cookies with a WebSocket
-   * from any page. With `--cors-origins`, only those origins (and the
-   * gateway's own) may open one; with `--auth-url` and no list, only the
-   * gateway's own origin ({@link isOwnOrigin}).
+   * from any page. With `--cors-origins`, only the exact origins listed
+   * (and the gateway's own) may open one, never any origin for `*`; with
+   * `--auth-url` and no list, only the gateway's own origin
+   * ({@link isOwnOrigin}).
    */
   function checkSocketOrigin(req: IncomingMessage): void {
     const origin = req.headers.origin;
-    if (origin === undefined || cors.allowsAny) return;
+    // Not `*`: a WebSocket carries the page's cookies whatever CORS says, so only named origins count.
+    if (origin === undefined) return;
     if (isOwnOrigin(req, origin) || cors.allows(origin)) return;
     if (cors.configured || app.authorizing) throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
   }
