@@ -35,7 +35,8 @@ export interface TrustingApp {
  * keep-alive), as plain servers do. With `switching`, every upgrade is
  * switched after 200 ms, and what arrived before and after its `101` is
  * recorded.
- * `/auth` is an auth endpoint: `session=<user>` cookie → 204 vouching for it.
+ * `/auth` is an auth endpoint: `session=<user>` cookie → 204 vouching for
+ * it; no session → 204 without vouching (public channels).
  */
 export async function startTrustingApp(opts: { switching?: boolean } = {}): Promise<TrustingApp> {
   const requests: SeenRequest[] = [];
@@ -48,7 +49,8 @@ export async function startTrustingApp(opts: { switching?: boolean } = {}): Prom
     requests.push(seen);
     if ((req.url ?? '').startsWith('/auth')) {
       const user = /(?:^|;\s*)session=([a-z0-9]+)/.exec(req.headers.cookie ?? '')?.[1];
-      if (user === undefined) return void res.writeHead(401).end();
+      // Public channels: anyone may read, and only a session is vouched for.
+      if (user === undefined) return void res.writeHead(204).end();
       return void res.writeHead(204, { 'warren-consumer-id': user }).end();
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(seen));

@@ -188,6 +188,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const pushRoutes = options.pushRoutes === undefined ? undefined : parseOrigins(options.pushRoutes);
   const appRoutes = options.appRoutes === undefined ? undefined : parseOrigins(options.appRoutes);
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
+  /** The identity {@link identify} found vouched for in a request (a token or the app's answer). */
+  const vouchedFor = new WeakMap<IncomingMessage, string>();
+  /** The key each open connection is counted under by the per-identity cap. */
+  const capKeys = new WeakMap<Connection, string | undefined>();
   let closing: Promise<void> | undefined;
   let started: Promise<void> | undefined;
   const start = (): Promise<void> => (started ??= broker.start());
@@ -223,7 +227,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     started: start,
     closed(conn) {
       connections.delete(conn);
-      limits.give(conn.clientAddress, identityOf(conn.consumerId));
+      limits.give(conn.clientAddress, capKeys.get(conn));
     },
   };
 
@@ -308,6 +312,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
     }
     if (identity === undefined) return { consumerId: requested, identity: undefined };
+    vouchedFor.set(req, identity);
     return { consumerId: requested === undefined ? identity : `${identity}/${requested}`, identity };
   }
 
@@ -340,9 +345,21 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
     });
 
+  /**
+   * What the per-identity cap counts a consumer under: the identity the app
+   * or a token vouched for; an id nobody vouched for, apart (a client that
+   * names `?consumer_id=alice` must not use up the real alice's share).
+   */
+  function capKey(req: IncomingMessage, consumerId: string | undefined): string | undefined {
+    if (consumerId === undefined) return undefined;
+    const identity = vouchedFor.get(req);
+    if (identity !== undefined && (consumerId === identity || consumerId.startsWith(`${identity}/`))) return identity;
+    return `${UNVOUCHED}${consumerId}`;
+  }
+
   /** Counts a subscription against the caps. */
   function acquireSlot(req: IncomingMessage, consumerId: string | undefined): () => void {
-    return limits.acquire(app.clientAddress(req), identityOf(consumerId));
+    return limits.acquire(app.clientAddress(req), capKey(req, consumerId));
   }
 
   /** Errors that mean "this client may not read this channel (any more)". */
@@ -413,7 +430,9 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     const consumerId = custom && upgrade.consumerId !== requested && upgrade.consumerId !== undefined ? parseConsumerId(upgrade.consumerId) : upgrade.consumerId;
     // Given back by context.closed() once the connection is open (and closes).
     const clientAddress = app.clientAddress(req);
-    limits.take(clientAddress, identityOf(consumerId));
+    // An embedding application's handler that named another consumer vouched for it.
+    const key = custom && consumerId !== requested ? identityOf(consumerId) : capKey(req, consumerId);
+    limits.take(clientAddress, key);
     let transport: Transport;
     try {
       await handler[PREPARE]?.();
@@ -425,13 +444,14 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
         transport = await acceptor.accept(req, io.socket, io.head, headerLines(headers));
       }
     } catch (err) {
-      limits.give(clientAddress, identityOf(consumerId));
+      limits.give(clientAddress, key);
       // undefined: the client left before the connection opened.
       if (err !== undefined) throw err;
       return;
     }
     const conn = new Connection(transport, handler, context, { request: req, path, query, consumerId, clientAddress });
     connections.add(conn);
+    capKeys.set(conn, key);
     conn.start();
   }
 
@@ -650,7 +670,10 @@ function firstHop(value: string | string[] | undefined): string | undefined {
   return first === undefined || first === '' ? undefined : first;
 }
 
-/** The identity the connection caps count: the part before "/" of a consumer id. */
+/** Prefixes the per-identity cap's key of an id nobody vouched for (a newline is in no consumer id). */
+const UNVOUCHED = '\n';
+
+/** The identity an embedding application's consumer id names: the part before "/". */
 function identityOf(consumerId: string | undefined): string | undefined {
   return consumerId?.split('/')[0];
 }
