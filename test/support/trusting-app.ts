@@ -24,6 +24,8 @@ export interface TrustingApp {
   url: string;
   requests: SeenRequest[];
   upgrades: SeenUpgrade[];
+  /** The most auth requests the app was answering at once. */
+  maxAuthInFlight(): number;
   close(): Promise<void>;
 }
 
@@ -36,11 +38,14 @@ export interface TrustingApp {
  * switched after 200 ms, and what arrived before and after its `101` is
  * recorded.
  * `/auth` is an auth endpoint: `session=<user>` cookie → 204 vouching for
- * it; no session → 204 without vouching (public channels).
+ * it; no session → 204 without vouching (public channels); `?delay=<ms>`
+ * answers that much later.
  */
 export async function startTrustingApp(opts: { switching?: boolean } = {}): Promise<TrustingApp> {
   const requests: SeenRequest[] = [];
   const upgrades: SeenUpgrade[] = [];
+  let authInFlight = 0;
+  let maxAuthInFlight = 0;
   const server: Server = createServer(async (req, res) => {
     let bodyBytes = 0;
     for await (const chunk of req) bodyBytes += (chunk as Buffer).length;
@@ -48,6 +53,11 @@ export async function startTrustingApp(opts: { switching?: boolean } = {}): Prom
     const seen: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, user: typeof identity === 'string' ? identity : null, bodyBytes };
     requests.push(seen);
     if ((req.url ?? '').startsWith('/auth')) {
+      authInFlight++;
+      maxAuthInFlight = Math.max(maxAuthInFlight, authInFlight);
+      const delay = Number(new URL(req.url ?? '', 'http://app').searchParams.get('delay') ?? 0);
+      if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+      authInFlight--;
       const user = /(?:^|;\s*)session=([a-z0-9]+)/.exec(req.headers.cookie ?? '')?.[1];
       // Public channels: anyone may read, and only a session is vouched for.
       if (user === undefined) return void res.writeHead(204).end();
@@ -77,6 +87,7 @@ export async function startTrustingApp(opts: { switching?: boolean } = {}): Prom
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     requests,
     upgrades,
+    maxAuthInFlight: () => maxAuthInFlight,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -342,6 +342,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
         if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
       },
       prepareStream,
+      maxSubscriptions: options.wsMaxSubscriptions,
       sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
     });
 
