@@ -294,7 +294,9 @@ class SocketSession extends DefaultSession<string | undefined> {
         throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe or send');
       }
     } catch (err) {
-      this.error(err, typeof command.channel === 'string' ? command.channel : undefined);
+      // A send's error carries its id (when it has a usable one), as its reply would.
+      const id = command.type === 'send' && typeof command.id === 'string' && command.id.length <= 128 ? { id: command.id } : {};
+      this.error(err, typeof command.channel === 'string' ? command.channel : undefined, id);
     }
   }
 
