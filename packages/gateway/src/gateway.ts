@@ -374,7 +374,8 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     const consumer = vouched !== undefined ? { id: vouched, assigned: false } : resolveConsumer(req, query);
     // The id the client can send back (not the identity prefix, which is the app's to give).
     const shown = requested ?? (vouched === undefined ? consumer.id : undefined);
-    const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store' };
+    // The body is a publisher's bytes in the publisher's content type: opened as a page, it must not run.
+    const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': 'sandbox' };
     if (shown !== undefined) headers[HEADERS.consumerId] = shown;
     if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, false);
     let timeoutMs = options.pollTimeoutMs;
