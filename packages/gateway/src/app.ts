@@ -160,6 +160,14 @@ export class App {
     return this.trusted.clientAddress(req.socket.remoteAddress ?? '', Array.isArray(forwarded) ? forwarded.join(',') : forwarded);
   }
 
+  /** Whether the client reached the site over https: TLS to the gateway, or a trusted proxy's `X-Forwarded-Proto: https`. */
+  secure(req: IncomingMessage): boolean {
+    if ((req.socket as { encrypted?: boolean }).encrypted === true) return true;
+    const proto = req.headers['x-forwarded-proto'];
+    const first = (Array.isArray(proto) ? proto[0] : proto)?.split(',')[0]?.trim().toLowerCase();
+    return first === 'https' && this.fromTrustedProxy(req);
+  }
+
   /** Whether `req` came from one of `--trusted-proxies` (whose forwarding headers are believed). */
   fromTrustedProxy(req: IncomingMessage): boolean {
     return this.trusted.has(req.socket.remoteAddress ?? '');

@@ -377,7 +377,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     // The body is a publisher's bytes in the publisher's content type: opened as a page, it must not run.
     const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': 'sandbox' };
     if (shown !== undefined) headers[HEADERS.consumerId] = shown;
-    if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, false);
+    if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, app.secure(req));
     let timeoutMs = options.pollTimeoutMs;
     const asked = query.get('timeout');
     if (asked !== null) {
