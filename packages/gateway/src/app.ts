@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
@@ -101,7 +101,7 @@ export class App {
     const request = (upstream.protocol === 'https:' ? httpsRequest : httpRequest)({
       host: upstream.hostname.replace(/^\[(.*)\]$/, '$1'),
       port: Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80)),
-      servername: upstream.hostname,
+      ...(isIP(upstream.hostname) === 0 && !upstream.hostname.startsWith('[') ? { servername: upstream.hostname } : {}),
       method: 'GET',
       path: req.url ?? '/',
       headers,
@@ -340,7 +340,8 @@ export class App {
     if (host !== undefined) out['x-forwarded-host'] = host;
     out['x-real-ip'] = this.clientAddress(req);
     // RFC 7239: the same facts once more, for apps that read only `Forwarded`.
-    const element = [`for=${forwardedNode(peer)}`, ...(host === undefined ? [] : [`host=${quoted(host)}`]), `proto=${out['x-forwarded-proto']}`].join(';');
+    const proto = out['x-forwarded-proto'].split(',')[0]!.trim();
+    const element = [`for=${forwardedNode(peer)}`, ...(host === undefined ? [] : [`host=${quoted(host)}`]), `proto=${/^[a-z][a-z0-9+.-]*$/i.test(proto) ? proto : quoted(proto)}`].join(';');
     const priorForwarded = trusted ? first(req.headers.forwarded) : undefined;
     out.forwarded = priorForwarded === undefined ? element : `${priorForwarded}, ${element}`;
     return out;
