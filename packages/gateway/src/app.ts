@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { connect as netConnect, type Socket } from 'node:net';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { connect as tlsConnect } from 'node:tls';
 import { Pool } from 'undici';
 import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
 import type { Logger } from './logger.js';
-import { parseOrigins } from './options.js';
+import { plainAddress, TrustedProxies } from './proxies.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
@@ -17,6 +18,13 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'p
  * a consumer is. (Forged identity headers are the classic hole of proxied auth.)
  */
 const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-channel', 'warren-requested-consumer-id'];
+
+/**
+ * Request headers that say who the client is and how it came, which the
+ * gateway sets itself; a client's own are kept (extended) only from
+ * `--trusted-proxies`. (`X-Forwarded-*` are handled alike.)
+ */
+const PROXY_HEADERS = ['forwarded', 'x-real-ip'];
 
 export interface AppOptions {
   upstream: string | undefined;
@@ -57,14 +65,14 @@ export interface AuthDecision {
  */
 export class App {
   private readonly pools = new Map<string, Pool>();
-  private readonly trusted: Set<string>;
+  private readonly trusted: TrustedProxies;
   private readonly authCache = new Map<string, { until: number; decision: AuthDecision | WarrenError }>();
 
   constructor(
     private readonly options: AppOptions,
     private readonly log: Logger,
   ) {
-    this.trusted = new Set(options.trustedProxies === undefined ? [] : parseOrigins(options.trustedProxies));
+    this.trusted = new TrustedProxies(options.trustedProxies);
   }
 
   get proxying(): boolean {
@@ -78,7 +86,11 @@ export class App {
   /**
    * Tunnels a WebSocket upgrade outside the push routes to the application:
    * the handshake is sent on with `X-Forwarded-*` set and identity headers
-   * removed, and after it the bytes flow both ways untouched.
+   * removed. Only once the application answered `101` do bytes flow both
+   * ways; until then nothing else the client sent reaches it (`head`
+   * included), so that a client cannot slip a second, raw request past the
+   * gateway on a connection the app kept as plain HTTP. Any other answer is
+   * relayed and the socket closed.
    */
   tunnel(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const upstream = new URL(this.options.upstream!);
@@ -86,38 +98,79 @@ export class App {
     headers.host = upstream.host;
     headers.connection = 'Upgrade';
     headers.upgrade = String(req.headers.upgrade ?? 'websocket');
-    const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-    const port = Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80));
-    const onUpstreamError = (err: Error): void => {
-      this.log.warn('the application is unreachable for a WebSocket upgrade', { error: (err as NodeJS.ErrnoException).code ?? err.message });
-      const body = JSON.stringify(new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable').toJSON());
-      if (!socket.destroyed) socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-    };
-    const app: Socket = upstream.protocol === 'https:' ? tlsConnect({ host: upstream.hostname, port, servername: upstream.hostname }) : netConnect(port, upstream.hostname);
-    app.setTimeout(this.options.timeoutMs, () => app.destroy(new Error('timeout')));
-    app.once('error', onUpstreamError);
-    app.once('connect', () => app.setTimeout(0));
-    app.write(`${lines.join('\r\n')}\r\n\r\n`);
-    if (head.length > 0) app.write(head);
-    app.once('data', () => {
-      // Past the first answer, a dead peer on either side ends both.
-      app.off('error', onUpstreamError);
-      app.on('error', () => socket.destroy());
+    const request = (upstream.protocol === 'https:' ? httpsRequest : httpRequest)({
+      host: upstream.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: Number(upstream.port || (upstream.protocol === 'https:' ? 443 : 80)),
+      ...(isIP(upstream.hostname) === 0 && !upstream.hostname.startsWith('[') ? { servername: upstream.hostname } : {}),
+      method: 'GET',
+      path: req.url ?? '/',
+      headers,
+      agent: false,
+      timeout: this.options.timeoutMs,
     });
-    socket.on('error', () => app.destroy());
-    app.pipe(socket);
-    socket.pipe(app);
-    socket.once('close', () => app.destroy());
-    app.once('close', () => socket.destroy());
+    const fail = (err: Error): void => {
+      const timedOut = err.message === 'timeout';
+      if (!timedOut) this.log.warn('the application is unreachable for a WebSocket upgrade', { error: (err as NodeJS.ErrnoException).code ?? err.message });
+      const error = timedOut ? new WarrenError('UPSTREAM_TIMEOUT', 'the application did not answer in time') : new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable');
+      const body = JSON.stringify(error.toJSON());
+      if (!socket.destroyed) socket.end(`HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    };
+    request.once('timeout', () => request.destroy(new Error('timeout')));
+    request.once('error', fail);
+    socket.once('close', () => request.destroy());
+    request.once('upgrade', (answer: IncomingMessage, app: Socket, appHead: Buffer) => {
+      request.off('error', fail);
+      app.setTimeout(0);
+      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}\r\n`);
+      if (appHead.length > 0) socket.write(appHead);
+      if (head.length > 0) app.write(head);
+      // Past the switch, a dead peer on either side ends both.
+      app.on('error', () => socket.destroy());
+      socket.on('error', () => app.destroy());
+      app.pipe(socket);
+      socket.pipe(app);
+      socket.once('close', () => app.destroy());
+      app.once('close', () => socket.destroy());
+    });
+    request.once('response', (answer: IncomingMessage) => {
+      // Not switching: relay the answer, close-delimited, and never read from the client.
+      request.off('error', fail);
+      request.on('error', () => socket.destroy());
+      const drop = connectionTokens(answer.headers.connection);
+      const chunked = answer.headers['transfer-encoding'] !== undefined;
+      const lines: string[] = [];
+      for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
+        const name = answer.rawHeaders[i]!.toLowerCase();
+        if (HOP_BY_HOP.has(name) || drop.has(name) || (chunked && name === 'content-length')) continue;
+        lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+      }
+      lines.push('connection: close');
+      socket.write(`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n${lines.join('\r\n')}\r\n\r\n`);
+      pipeline(answer, socket).then(
+        () => socket.destroy(),
+        () => socket.destroy(),
+      );
+    });
+    request.end();
   }
 
-  /** The client's address: the first `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
+  /** The client's address: the right-most untrusted `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
   clientAddress(req: IncomingMessage): string {
-    const peer = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     const forwarded = req.headers['x-forwarded-for'];
-    if (forwarded === undefined || !this.trusted.has(peer)) return peer;
-    const first = (Array.isArray(forwarded) ? forwarded[0]! : forwarded).split(',')[0]!.trim();
-    return first.length > 0 ? first : peer;
+    return this.trusted.clientAddress(req.socket.remoteAddress ?? '', Array.isArray(forwarded) ? forwarded.join(',') : forwarded);
+  }
+
+  /** Whether the client reached the site over https: TLS to the gateway, or a trusted proxy's `X-Forwarded-Proto: https`. */
+  secure(req: IncomingMessage): boolean {
+    if ((req.socket as { encrypted?: boolean }).encrypted === true) return true;
+    const proto = req.headers['x-forwarded-proto'];
+    const first = (Array.isArray(proto) ? proto[0] : proto)?.split(',')[0]?.trim().toLowerCase();
+    return first === 'https' && this.fromTrustedProxy(req);
+  }
+
+  /** Whether `req` came from one of `--trusted-proxies` (whose forwarding headers are believed). */
+  fromTrustedProxy(req: IncomingMessage): boolean {
+    return this.trusted.has(req.socket.remoteAddress ?? '');
   }
 
   /** Forwards `req` to the upstream and streams its answer back. */
@@ -259,17 +312,22 @@ export class App {
 
   /**
    * The client's headers for the app: hop-by-hop and identity headers
-   * removed, `X-Forwarded-For/-Proto/-Host` set, and the client's own
-   * `X-Forwarded-*` kept only when it is a trusted proxy.
+   * removed, and every header whose name holds an underscore;
+   * `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` set, and the
+   * client's own kept (and extended) only when it is a trusted proxy.
    */
   private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
-    const peer = req.socket.remoteAddress ?? '';
-    const trusted = this.trusted.has(peer) || this.trusted.has(peer.replace(/^::ffff:/, ''));
+    const peer = plainAddress(req.socket.remoteAddress ?? '');
+    const trusted = this.trusted.has(peer);
     const drop = connectionTokens(req.headers.connection);
     const out: Record<string, string> = {};
     for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
       if (value === undefined || name === 'host' || HOP_BY_HOP.has(name) || drop.has(name)) continue;
-      if (IDENTITY_HEADERS.includes(name) || name.startsWith('x-forwarded-')) continue;
+      if (IDENTITY_HEADERS.includes(name) || PROXY_HEADERS.includes(name) || name.startsWith('x-forwarded-')) continue;
+      // The gateway answered the client's 100-continue itself; undici refuses the header.
+      if (name === 'expect') continue;
+      // CGI, WSGI and Rack read `Warren_Identity` as `HTTP_WARREN_IDENTITY`: drop them all, as nginx does.
+      if (name.includes('_')) continue;
       if (only !== undefined && !only.includes(name)) continue;
       out[name] = Array.isArray(value) ? value.join(', ') : value;
     }
@@ -280,6 +338,12 @@ export class App {
     out['x-forwarded-proto'] = (trusted ? first(req.headers['x-forwarded-proto']) : undefined) ?? (encrypted ? 'https' : 'http');
     const host = (trusted ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
     if (host !== undefined) out['x-forwarded-host'] = host;
+    out['x-real-ip'] = this.clientAddress(req);
+    // RFC 7239: the same facts once more, for apps that read only `Forwarded`.
+    const proto = out['x-forwarded-proto'].split(',')[0]!.trim();
+    const element = [`for=${forwardedNode(peer)}`, ...(host === undefined ? [] : [`host=${quoted(host)}`]), `proto=${/^[a-z][a-z0-9+.-]*$/i.test(proto) ? proto : quoted(proto)}`].join(';');
+    const priorForwarded = trusted ? first(req.headers.forwarded) : undefined;
+    out.forwarded = priorForwarded === undefined ? element : `${priorForwarded}, ${element}`;
     return out;
   }
 
@@ -300,6 +364,23 @@ export class App {
     this.log.warn(`${what} is unreachable`, { error: code || (err as Error).message });
     return new WarrenError('UPSTREAM_UNAVAILABLE', `${what} is unreachable`);
   }
+}
+
+/** A node of `Forwarded` (RFC 7239 §6): an IPv6 address bracketed and quoted. */
+function forwardedNode(address: string): string {
+  return address.includes(':') ? `"[${address}]"` : address;
+}
+
+/** A quoted-string (RFC 9110 §5.6.4). */
+function quoted(value: string): string {
+  return `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** `name: value` lines of a message's raw headers, each ending in CRLF. */
+function rawHeaderLines(raw: string[]): string {
+  let out = '';
+  for (let i = 0; i + 1 < raw.length; i += 2) out += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  return out;
 }
 
 function connectionTokens(value: string | string[] | undefined): Set<string> {

@@ -28,11 +28,7 @@ export class Cors {
     return this.any || this.origins.size > 0;
   }
 
-  get allowsAny(): boolean {
-    return this.any;
-  }
-
-  /** `true` when `origin` is on the exact list. */
+  /** `true` when `origin` is on the exact list (`*` is not: it never covers a WebSocket). */
   allows(origin: string): boolean {
     return this.origins.has(origin);
   }

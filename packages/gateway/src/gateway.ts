@@ -190,6 +190,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const pushRoutes = options.pushRoutes === undefined ? undefined : parseOrigins(options.pushRoutes);
   const appRoutes = options.appRoutes === undefined ? undefined : parseOrigins(options.appRoutes);
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
+  /** The identity {@link identify} found vouched for in a request (a token or the app's answer). */
+  const vouchedFor = new WeakMap<IncomingMessage, string>();
+  /** The key each open connection is counted under by the per-identity cap. */
+  const capKeys = new WeakMap<Connection, string | undefined>();
   let closing: Promise<void> | undefined;
   let started: Promise<void> | undefined;
   const start = (): Promise<void> => (started ??= broker.start());
@@ -246,7 +250,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     brokerReady,
     closed(conn) {
       connections.delete(conn);
-      limits.give(conn.clientAddress, identityOf(conn.consumerId));
+      limits.give(conn.clientAddress, capKeys.get(conn));
     },
   };
 
@@ -331,6 +335,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
     }
     if (identity === undefined) return { consumerId: requested, identity: undefined };
+    vouchedFor.set(req, identity);
     return { consumerId: requested === undefined ? identity : `${identity}/${requested}`, identity };
   }
 
@@ -360,12 +365,25 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
         if (!broker.ready && !waitForBroker) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
       },
       prepareStream,
+      maxSubscriptions: options.wsMaxSubscriptions,
       sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
     });
 
+  /**
+   * What the per-identity cap counts a consumer under: the identity the app
+   * or a token vouched for; an id nobody vouched for, apart (a client that
+   * names `?consumer_id=alice` must not use up the real alice's share).
+   */
+  function capKey(req: IncomingMessage, consumerId: string | undefined): string | undefined {
+    if (consumerId === undefined) return undefined;
+    const identity = vouchedFor.get(req);
+    if (identity !== undefined && (consumerId === identity || consumerId.startsWith(`${identity}/`))) return identity;
+    return `${UNVOUCHED}${consumerId}`;
+  }
+
   /** Counts a subscription against the caps. */
   function acquireSlot(req: IncomingMessage, consumerId: string | undefined): () => void {
-    return limits.acquire(app.clientAddress(req), identityOf(consumerId));
+    return limits.acquire(app.clientAddress(req), capKey(req, consumerId));
   }
 
   /** Errors that mean "this client may not read this channel (any more)". */
@@ -379,9 +397,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     const consumer = vouched !== undefined ? { id: vouched, assigned: false } : resolveConsumer(req, query);
     // The id the client can send back (not the identity prefix, which is the app's to give).
     const shown = requested ?? (vouched === undefined ? consumer.id : undefined);
-    const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store' };
+    // The body is a publisher's bytes in the publisher's content type: opened as a page, it must not run.
+    const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': 'sandbox' };
     if (shown !== undefined) headers[HEADERS.consumerId] = shown;
-    if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, false);
+    if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, app.secure(req));
     let timeoutMs = options.pollTimeoutMs;
     const asked = query.get('timeout');
     if (asked !== null) {
@@ -436,7 +455,9 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     const consumerId = custom && upgrade.consumerId !== requested && upgrade.consumerId !== undefined ? parseConsumerId(upgrade.consumerId) : upgrade.consumerId;
     // Given back by context.closed() once the connection is open (and closes).
     const clientAddress = app.clientAddress(req);
-    limits.take(clientAddress, identityOf(consumerId));
+    // An embedding application's handler that named another consumer vouched for it.
+    const key = custom && consumerId !== requested ? identityOf(consumerId) : capKey(req, consumerId);
+    limits.take(clientAddress, key);
     let transport: Transport;
     try {
       await handler[PREPARE]?.();
@@ -448,13 +469,14 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
         transport = await acceptor.accept(req, io.socket, io.head, headerLines(headers));
       }
     } catch (err) {
-      limits.give(clientAddress, identityOf(consumerId));
+      limits.give(clientAddress, key);
       // undefined: the client left before the connection opened.
       if (err !== undefined) throw err;
       return;
     }
     const conn = new Connection(transport, handler, context, { request: req, path, query, consumerId, clientAddress });
     connections.add(conn);
+    capKeys.set(conn, key);
     conn.start();
   }
 
@@ -504,21 +526,36 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
 
   /**
    * Cross-site WebSocket hijacking: browsers send cookies with a WebSocket
-   * from any page. With `--cors-origins`, only those origins (and the
-   * gateway's own) may open one; with `--auth-url` and no list, only the
-   * gateway's own origin.
+   * from any page. With `--cors-origins`, only the exact origins listed
+   * (and the gateway's own) may open one, never any origin for `*`; with
+   * `--auth-url` and no list, only the gateway's own origin
+   * ({@link isOwnOrigin}).
    */
   function checkSocketOrigin(req: IncomingMessage): void {
     const origin = req.headers.origin;
-    if (origin === undefined || cors.allowsAny) return;
-    let sameHost = false;
-    try {
-      sameHost = new URL(origin).host === req.headers.host;
-    } catch {
-      // an Origin that is not a URL is not the same host
-    }
-    if (sameHost || cors.allows(origin)) return;
+    // Not `*`: a WebSocket carries the page's cookies whatever CORS says, so only named origins count.
+    if (origin === undefined) return;
+    if (isOwnOrigin(req, origin) || cors.allows(origin)) return;
     if (cors.configured || app.authorizing) throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
+  }
+
+  /**
+   * Whether `origin` is the site the client reached: its `Host`, or behind a
+   * trusted proxy (which may rewrite `Host`, e.g. nginx's `$host` drops the
+   * port) the `X-Forwarded-Host` and `X-Forwarded-Proto` it sets.
+   */
+  function isOwnOrigin(req: IncomingMessage, origin: string): boolean {
+    try {
+      const page = new URL(origin);
+      const forwardedHost = firstHop(req.headers['x-forwarded-host']);
+      if (forwardedHost !== undefined && app.fromTrustedProxy(req)) {
+        const scheme = firstHop(req.headers['x-forwarded-proto'])?.toLowerCase() ?? page.protocol.slice(0, -1);
+        return new URL(`${scheme}://${forwardedHost}`).origin === page.origin;
+      }
+      return page.host === req.headers.host;
+    } catch {
+      return false; // an Origin (or a forwarded host) that is not a URL is not the same site
+    }
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
@@ -655,7 +692,16 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   };
 }
 
-/** The identity the connection caps count: the part before "/" of a consumer id. */
+/** The first value of a forwarding header (`a, b` when proxies appended: `a` is the outermost). */
+function firstHop(value: string | string[] | undefined): string | undefined {
+  const first = (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim();
+  return first === undefined || first === '' ? undefined : first;
+}
+
+/** Prefixes the per-identity cap's key of an id nobody vouched for (a newline is in no consumer id). */
+const UNVOUCHED = '\n';
+
+/** The identity an embedding application's consumer id names: the part before "/". */
 function identityOf(consumerId: string | undefined): string | undefined {
   return consumerId?.split('/')[0];
 }

@@ -1,4 +1,5 @@
 import type { Logger, LogLevel } from './logger.js';
+import { parseProxies } from './proxies.js';
 
 /**
  * Options of {@link createGateway}. Every field has a default (see
@@ -54,7 +55,7 @@ export interface GatewayOptions {
   appRoutes?: string;
   /** Longest wait for the application (proxied requests, auth checks). @default 30_000 */
   upstreamTimeoutMs?: number;
-  /** Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are trusted, comma-separated. @default none */
+  /** Addresses or CIDR ranges of proxies in front of Warren whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are trusted, comma-separated (`10.0.0.0/8, ::1/128`). @default none */
   trustedProxies?: string;
   /** The application's endpoint that decides whether a subscription may open (reverse-proxied auth). @default none */
   authUrl?: string;
@@ -92,7 +93,7 @@ export interface GatewayOptions {
 type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'appRoutes' | 'trustedProxies' | 'authUrl' | 'tokenSecret';
 export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
 
-type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'list' | 'path-template' | 'method';
+type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'proxies' | 'path-template' | 'method';
 
 /** One setting: its library key, command-line flag, environment variable and bounds. */
 export interface OptionSpec {
@@ -133,12 +134,12 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'wsMaxSubscriptions', flag: '--ws-max-subscriptions', env: 'WARREN_WS_MAX_SUBSCRIPTIONS', kind: 'integer', default: 64, min: 1, max: 10_000, description: 'Most channels one `warren.v1` socket may subscribe to.' },
   { key: 'streamPrefetch', flag: '--stream-prefetch', env: 'WARREN_STREAM_PREFETCH', kind: 'integer', default: 64, min: 1, max: 65_535, description: 'Messages in flight (unacknowledged) per identified SSE or WebSocket stream.' },
   { key: 'maxPendingBytes', flag: '--max-pending-bytes', env: 'WARREN_MAX_PENDING_BYTES', kind: 'bytes', default: 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, description: 'Bytes an anonymous stream may have waiting for its socket before it is closed as too slow.' },
-  { key: 'corsOrigins', flag: '--cors-origins', env: 'WARREN_CORS_ORIGINS', kind: 'origins', default: undefined, defaultText: 'none', description: 'Origins whose pages may read channels cross-origin with credentials: exact origins, comma-separated (`https://app.example.com`), or `*` for any origin without credentials.' },
+  { key: 'corsOrigins', flag: '--cors-origins', env: 'WARREN_CORS_ORIGINS', kind: 'origins', default: undefined, defaultText: 'none', description: 'Origins whose pages may read channels cross-origin with credentials: exact origins, comma-separated (`https://app.example.com`), or `*` for any origin without credentials. WebSockets carry cookies whatever CORS says: only listed origins (and the gateway\'s own) may open one, never `*`.' },
   { key: 'upstream', flag: '--upstream', env: 'WARREN_UPSTREAM', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The web application in front of which Warren sits (`http://app:3000`): every request that is not a subscription is proxied to it.' },
   { key: 'pushRoutes', flag: '--push-routes', env: 'WARREN_PUSH_ROUTES', kind: 'prefixes', default: undefined, defaultText: 'every path (required with `--upstream`)', description: 'Path prefixes that are push channels, comma-separated (`/live/,/rooms/`); other paths go to the application.' },
   { key: 'appRoutes', flag: '--app-routes', env: 'WARREN_APP_ROUTES', kind: 'prefixes', default: undefined, defaultText: 'none', description: 'Path prefixes under the push routes that still go to the application (`/live/api/`), comma-separated.' },
   { key: 'upstreamTimeoutMs', flag: '--upstream-timeout', env: 'WARREN_UPSTREAM_TIMEOUT', kind: 'duration', default: 30 * SECOND, min: 100, max: 10 * MINUTE, description: 'Longest wait for the application: proxied requests, auth checks.' },
-  { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WARREN_TRUSTED_PROXIES', kind: 'list', default: undefined, defaultText: 'none', description: 'Addresses of proxies in front of Warren whose `X-Forwarded-*` headers are kept, comma-separated; from anyone else they are replaced.' },
+  { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WARREN_TRUSTED_PROXIES', kind: 'proxies', default: undefined, defaultText: 'none', description: 'Addresses or CIDR ranges (`10.0.0.0/8`, `::1/128`) of proxies in front of Warren, comma-separated: their `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept, and the client is the right-most `X-Forwarded-For` address that is not one of them; from anyone else these headers are replaced.' },
   { key: 'authUrl', flag: '--auth-url', env: 'WARREN_AUTH_URL', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The application endpoint asked before a subscription opens (reverse-proxied auth); see "The app in front".' },
   { key: 'authCacheMs', flag: '--auth-cache', env: 'WARREN_AUTH_CACHE', kind: 'duration', default: 5 * SECOND, min: 0, max: 10 * MINUTE, description: 'How long an auth decision is reused for the same credentials and channel.' },
   { key: 'wsMessagePath', flag: '--ws-message-path', env: 'WARREN_WS_MESSAGE_PATH', kind: 'path-template', default: '{channel}', description: 'Where a client\'s WebSocket message goes in the application: a path in which `{channel}` stands for the channel path (`/api/messages{channel}`).' },
@@ -277,8 +278,13 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
       case 'method':
         if (!['POST', 'PUT', 'PATCH'].includes(String(value))) fail('must be POST, PUT or PATCH');
         break;
-      case 'list':
+      case 'proxies':
         if (typeof value !== 'string') fail('must be a string');
+        try {
+          parseProxies(value as string);
+        } catch (err) {
+          fail((err as Error).message);
+        }
         break;
       case 'origins': {
         if (typeof value !== 'string') fail('must be a string');

@@ -38,12 +38,17 @@ export interface DefaultHandlerDeps {
   checkAvailable(waitForBroker?: boolean): void;
   /** Declares the consumer's queue, or starts the channel's fan-out (nothing while the broker is away). */
   prepareStream(channel: string, consumerId: string | undefined): Promise<void>;
+  /** Most channels one socket may subscribe to (`--ws-max-subscriptions`). */
+  maxSubscriptions: number;
   /** Sends a client's message to the application; absent without one. */
   sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
 
 /** Most client messages waiting for the application's answer, per socket. */
 export const MAX_IN_FLIGHT = 16;
+
+/** Most subscribes per socket the application is asked about at once; the others wait their turn. */
+export const MAX_AUTH_IN_FLIGHT = 16;
 
 /**
  * The handler of `warren serve`: a stream on `/<channel>` reads that
@@ -154,6 +159,11 @@ class SocketSession extends DefaultSession<string | undefined> {
   private conn!: Connection;
   private json = false;
   private inFlight = 0;
+  /** Subscribes not yet done, by channel: counted against the cap before the app is asked. */
+  private readonly pending = new Map<string, Promise<void>>();
+  /** Subscribes asking the app now, and those waiting for their turn. */
+  private asking = 0;
+  private readonly turns: Array<() => void> = [];
 
   onOpen(pushConn: PushConnection): void {
     const conn = pushConn as Connection;
@@ -182,12 +192,31 @@ class SocketSession extends DefaultSession<string | undefined> {
     if (this.channel !== undefined) void this.subscribe(this.channel, this.lastEventId, false, this.consumerId);
   }
 
-  /** Subscribes `channel` as the consumer the app vouches for (`known` when already identified). */
+  /**
+   * Subscribes `channel` as the consumer the app vouches for (`known` when
+   * already identified). The cap is checked before the app is asked, a
+   * channel already on its way is not asked about again, and at most
+   * {@link MAX_AUTH_IN_FLIGHT} questions per socket are open at once.
+   */
   async subscribe(channel: string, lastEventId: string | undefined, reply: boolean, known?: string): Promise<void> {
     const conn = this.conn;
     try {
-      const consumerId = known ?? (conn.channels.includes(channel) ? undefined : (await this.identify(channel)).consumerId);
-      await conn.subscribe(channel, { consumerId: consumerId ?? null, ...(lastEventId === undefined ? {} : { lastEventId }) });
+      const earlier = this.pending.get(channel);
+      if (earlier !== undefined) {
+        await earlier;
+        if (!conn.channels.includes(channel)) return; // the first subscribe said why
+      } else {
+        if (!conn.channels.includes(channel) && new Set([...conn.channels, ...this.pending.keys()]).size >= this.deps.maxSubscriptions) {
+          throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.deps.maxSubscriptions} channels per connection`);
+        }
+        const attempt = this.attach(channel, lastEventId, known);
+        this.pending.set(channel, attempt.then(() => undefined, () => undefined));
+        try {
+          await attempt;
+        } finally {
+          this.pending.delete(channel);
+        }
+      }
     } catch (err) {
       if (!conn.open) return;
       if (this.json) this.error(err, channel);
@@ -196,6 +225,37 @@ class SocketSession extends DefaultSession<string | undefined> {
       return;
     }
     if (reply || this.json) this.frame({ type: 'subscribed', channel });
+  }
+
+  private async attach(channel: string, lastEventId: string | undefined, known: string | undefined): Promise<void> {
+    const conn = this.conn;
+    let consumerId = known;
+    if (known === undefined && !conn.channels.includes(channel)) {
+      await this.turn();
+      try {
+        if (!conn.open) throw new WarrenError('CONNECTION_CLOSED', 'the connection is closed');
+        consumerId = (await this.identify(channel)).consumerId;
+      } finally {
+        this.nextTurn();
+      }
+    }
+    await conn.subscribe(channel, { consumerId: consumerId ?? null, ...(lastEventId === undefined ? {} : { lastEventId }) });
+  }
+
+  /** Resolves when this socket may ask the app one more question. */
+  private turn(): Promise<void> {
+    if (this.asking < MAX_AUTH_IN_FLIGHT) {
+      this.asking++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.turns.push(resolve));
+  }
+
+  /** Hands a finished question's turn to the next waiting subscribe. */
+  private nextTurn(): void {
+    const next = this.turns.shift();
+    if (next !== undefined) next();
+    else this.asking--;
   }
 
   private identify(channel: string): Promise<Identity> {
@@ -242,7 +302,9 @@ class SocketSession extends DefaultSession<string | undefined> {
         throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe or send');
       }
     } catch (err) {
-      this.error(err, typeof command.channel === 'string' ? command.channel : undefined);
+      // A send's error carries its id (when it has a usable one), as its reply would.
+      const id = command.type === 'send' && typeof command.id === 'string' && command.id.length <= 128 ? { id: command.id } : {};
+      this.error(err, typeof command.channel === 'string' ? command.channel : undefined, id);
     }
   }
 
