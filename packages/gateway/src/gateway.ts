@@ -20,7 +20,7 @@ import { ConnectionLimits } from './limits.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
-import { consumerCookie, findConsumer, resolveConsumer } from './identity.js';
+import { consumerCookie, findConsumer, resolveConsumer, UNVOUCHED_PREFIX } from './identity.js';
 import { FanOut, type FanOutStats } from './streams/fan-out.js';
 import { Streams } from './streams/streams.js';
 import { SseTransport, sseHeartbeats } from './transports/sse.js';
@@ -334,9 +334,21 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     } else if (options.tokenSecret !== undefined) {
       throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
     }
-    if (identity === undefined) return { consumerId: requested, identity: undefined };
+    if (identity === undefined) return { consumerId: unvouched(requested), identity: undefined };
     vouchedFor.set(req, identity);
     return { consumerId: requested === undefined ? identity : `${identity}/${requested}`, identity };
+  }
+
+  /** The app or tokens can vouch for identities: ids nobody vouched for must never name one's queue. */
+  const vouching = app.authorizing || options.tokenSecret !== undefined;
+
+  /**
+   * A consumer id nobody vouched for, in its own namespace when identities
+   * can be vouched for: `anon.<id>` (a dot is in no consumer id, so no
+   * client-chosen id names the queue of a vouched identity).
+   */
+  function unvouched<T extends string | undefined>(id: T): T {
+    return (vouching && id !== undefined ? `${UNVOUCHED_PREFIX}${id}` : id) as T;
   }
 
   /** The signed token a subscription carries, when tokens are on. */
@@ -394,13 +406,15 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   async function subscribe(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
     const requested = findConsumer(req, query);
     const { consumerId: vouched } = await identify(req, findToken(req, query), channel, requested);
-    const consumer = vouched !== undefined ? { id: vouched, assigned: false } : resolveConsumer(req, query);
-    // The id the client can send back (not the identity prefix, which is the app's to give).
-    const shown = requested ?? (vouched === undefined ? consumer.id : undefined);
+    // The client's own id (named, from its cookie, or new), when nobody vouched for one.
+    const own = vouched === undefined ? resolveConsumer(req, query) : undefined;
+    const consumer = own === undefined ? { id: vouched!, assigned: false } : { id: unvouched(own.id), assigned: own.assigned };
+    // The id the client can send back (not the identity prefix, which is the app's to give, nor the namespace).
+    const shown = requested ?? own?.id;
     // The body is a publisher's bytes in the publisher's content type: opened as a page, it must not run.
     const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': 'sandbox' };
     if (shown !== undefined) headers[HEADERS.consumerId] = shown;
-    if (consumer.assigned) headers['set-cookie'] = consumerCookie(consumer.id, app.secure(req));
+    if (own?.assigned) headers['set-cookie'] = consumerCookie(own.id, app.secure(req));
     let timeoutMs = options.pollTimeoutMs;
     const asked = query.get('timeout');
     if (asked !== null) {

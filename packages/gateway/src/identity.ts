@@ -66,3 +66,6 @@ function readCookie(header: string | undefined, name: string): string | undefine
   }
   return undefined;
 }
+
+/** The namespace of consumer ids nobody vouched for, where the app or tokens vouch for identities (a dot is in no consumer id). */
+export const UNVOUCHED_PREFIX = 'anon.';

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { parseChannel, parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
 import type { Logger } from '../logger.js';
+import { UNVOUCHED_PREFIX } from '../identity.js';
 import type { Sink, SinkCloseReason } from '../streams/sink.js';
 import type { StreamHandle, Streams } from '../streams/streams.js';
 import type { CloseReason, Transport, TransportEvents } from '../transports/transport.js';
@@ -336,12 +337,14 @@ async function stopSubscription(sub: Subscribed): Promise<void> {
 }
 
 /**
- * A consumer id, or `<identity>/<consumer id>` (how the gateway keeps a
- * client's own ids under the identity the app vouched for).
+ * A consumer id, `<identity>/<consumer id>` (how the gateway keeps a
+ * client's own ids under the identity the app vouched for), or
+ * `anon.<consumer id>` (an id nobody vouched for, where identities are vouched for).
  * @throws WarrenError `INVALID_CONSUMER_ID`
  */
 function parseOwnedConsumerId(input: string): string {
-  const parts = typeof input === 'string' ? input.split('/') : [];
+  const owned = typeof input === 'string' && input.startsWith(UNVOUCHED_PREFIX) ? input.slice(UNVOUCHED_PREFIX.length) : input;
+  const parts = typeof owned === 'string' ? owned.split('/') : [];
   if (parts.length === 0 || parts.length > 2) parseConsumerId(undefined);
   for (const part of parts) parseConsumerId(part);
   return input;
