@@ -13,6 +13,7 @@ import {
   type ConsumerQueueLimits,
   type WarrenMessage,
 } from '@warren/protocol';
+import { within } from '../deadline.js';
 import type { Logger } from '../logger.js';
 import {
   brokerTimeout,
@@ -534,25 +535,11 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
    */
   private bounded<T>(operation: Promise<T>, what: string, late?: (value: T) => void): Promise<T> {
     const ms = this.options.operationTimeoutMs;
-    return new Promise<T>((resolve, reject) => {
-      let done = false;
-      const timer = setTimeout(() => {
-        done = true;
-        this.log.warn('RabbitMQ did not answer in time', { operation: what, timeoutMs: ms });
-        reject(brokerTimeout(`RabbitMQ did not answer ${what} within ${ms} ms`));
-      }, ms);
-      operation.then(
-        (value) => {
-          clearTimeout(timer);
-          if (!done) resolve(value);
-          else late?.(value);
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          if (!done) reject(err);
-        },
-      );
-    });
+    const timeout = (): Error => {
+      this.log.warn('RabbitMQ did not answer in time', { operation: what, timeoutMs: ms });
+      return brokerTimeout(`RabbitMQ did not answer ${what} within ${ms} ms`);
+    };
+    return within(operation, ms, timeout, late);
   }
 
   private translate(err: unknown): Error {
