@@ -53,15 +53,19 @@ for (const kind of BROKERS) {
       assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204);
     });
 
-    it('assigns a consumer id (header and cookie) and continues the same queue with it', async () => {
+    it('assigns a consumer id (header and cookie), makes its queue when the client comes back with it, and continues it', async () => {
       const channel = `/${unique('assigned-')}`;
+      const declares = gw.gateway.stats().broker.queueDeclares;
       const first = await poll(gw.url, channel, { timeout: 0 });
       assert.equal(first.status, 204);
+      assert.equal(gw.gateway.stats().broker.queueDeclares, declares, 'no queue for an id minted for this poll');
       const id = first.headers['consumer-id'] as string;
       assert.match(id, /^c_[A-Za-z0-9_-]{22}$/);
       const cookie = first.headers['set-cookie'] as string[] | string;
       const cookieText = Array.isArray(cookie) ? cookie[0]! : cookie;
       assert.match(cookieText, new RegExp(`^warren_consumer_id=${id}; Path=/;.*HttpOnly; SameSite=Lax`));
+      // Back with its id: from this poll on the consumer has a queue.
+      assert.equal((await poll(gw.url, channel, { timeout: 0, headers: { cookie: `warren_consumer_id=${id}` } })).status, 204);
       await httpPublish(gw.url, channel, 'kept for you');
       // By cookie:
       const byCookie = await poll(gw.url, channel, { timeout: 5, headers: { cookie: `other=1; warren_consumer_id=${id}` } });
@@ -73,6 +77,26 @@ for (const kind of BROKERS) {
       const byQuery = await poll(gw.url, channel, { timeout: 5, query: `&consumer_id=${id}` });
       assert.equal(byQuery.body, 'again');
       assert.equal(byQuery.headers['consumer-id'], id);
+    });
+
+    it('answers a poll that names no consumer with the next live message of the channel, from no queue of its own', async () => {
+      // A gateway of its own: the channel's live consumer would count in the other tests' consumer counts.
+      const own = await startGateway(kind);
+      try {
+        const channel = `/${unique('live-')}`;
+        const declares = own.gateway.stats().broker.queueDeclares;
+        const waiting = poll(own.url, channel, { timeout: 10 });
+        await until(() => own.gateway.stats().fanOut.subscribers > 0, 'the poll to wait on the live stream');
+        await httpPublish(own.url, channel, 'live one', { 'message-id': 'live-1' });
+        const res = await waiting;
+        assert.equal(res.status, 200);
+        assert.equal(res.body, 'live one');
+        assert.equal(res.headers['message-id'], 'live-1');
+        // Only the channel's fan-out queue was declared, not one for the minted id.
+        assert.equal(own.gateway.stats().broker.queueDeclares - declares, 1);
+      } finally {
+        await own.close();
+      }
     });
 
     it('delivers 1,000 messages published in bursts between polls: all, in order, none twice', async () => {

@@ -55,6 +55,12 @@ export class ConsumerQueues {
     return name;
   }
 
+  /** Whether the queue of (`consumerId`, `channel`) is known to exist (no declaration needed). */
+  known(consumerId: string, channel: string): boolean {
+    const entry = this.entries.get(consumerQueueName(consumerId, channel));
+    return entry !== undefined && (entry.active > 0 || this.now() < entry.trustedUntil);
+  }
+
   /** A consumer started on `name`. */
   acquire(name: string): void {
     const entry = this.entries.get(name);

@@ -16,7 +16,7 @@ import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
 import { App } from './app.js';
-import { ConnectionLimits } from './limits.js';
+import { ConnectionLimits, QueueBudget } from './limits.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
@@ -190,6 +190,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const pushRoutes = options.pushRoutes === undefined ? undefined : parseOrigins(options.pushRoutes);
   const appRoutes = options.appRoutes === undefined ? undefined : parseOrigins(options.appRoutes);
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
+  const queueBudget = new QueueBudget(options.queueBudget);
   /** The identity {@link identify} found vouched for in a request (a token or the app's answer). */
   const vouchedFor = new WeakMap<IncomingMessage, string>();
   /** The key each open connection is counted under by the per-identity cap. */
@@ -248,6 +249,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     maxPendingBytes: options.maxPendingBytes,
     publish,
     brokerReady,
+    admitQueue,
     closed(conn) {
       connections.delete(conn);
       limits.give(conn.clientAddress, capKeys.get(conn));
@@ -427,7 +429,14 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     if (closing !== undefined) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
     const release = acquireSlot(req, consumer.id);
     try {
-      await longPoll.handle(res, consumer.id, channel, timeoutMs, headers);
+      // An id minted for this very poll: no queue until the client comes back with it.
+      if (own?.assigned) {
+        if (timeoutMs > 0) admitQueue(app.clientAddress(req), channel, undefined);
+        await longPoll.handleLive(fanOut, res, channel, timeoutMs, headers);
+      } else {
+        admitQueue(app.clientAddress(req), channel, consumer.id);
+        await longPoll.handle(res, consumer.id, channel, timeoutMs, headers);
+      }
     } finally {
       release();
     }
@@ -495,9 +504,26 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   }
 
   /** Declares the consumer's queue, or starts the channel's fan-out, before a stream opens. */
-  async function prepareStream(channel: string, consumerId: string | undefined): Promise<void> {
-    // The broker is away: the stream opens and subscribes once it is back.
+  /**
+   * Every new queue a client causes is admitted here, whatever the
+   * transport: a consumer queue this gateway does not know yet, or a channel
+   * new to its anonymous fan-out, costs the client address one token of
+   * `--queue-budget`, and none is made past `--max-queues`.
+   * @throws WarrenError `QUEUE_BUDGET_EXCEEDED`, `QUEUE_LIMIT_REACHED`
+   */
+  function admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void {
+    if (consumerId === undefined ? fanOut.has(channel) : queues.known(consumerId, channel)) return;
+    const kept = consumerId === undefined ? fanOut.size : queues.size;
+    if (kept >= options.maxQueues) {
+      throw new WarrenError('QUEUE_LIMIT_REACHED', `this gateway keeps ${options.maxQueues} ${consumerId === undefined ? 'anonymous channels' : 'consumer queues'} already`);
+    }
+    queueBudget.take(clientAddress);
+  }
+
+  async function prepareStream(req: IncomingMessage, channel: string, consumerId: string | undefined): Promise<void> {
+    // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
     if (!broker.ready) return;
+    admitQueue(app.clientAddress(req), channel, consumerId);
     if (consumerId !== undefined) await queues.ensure(consumerId, channel);
     else await fanOut.prepare(channel);
   }
@@ -698,6 +724,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
         // onClose may still publish (a chat's "left"): give it time before the broker goes.
         await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
         queues.close();
+        queueBudget.close();
         await app.close();
         await broker.close();
       })();

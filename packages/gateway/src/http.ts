@@ -28,6 +28,8 @@ export function sendError(res: ServerResponse, err: unknown, log: Logger, header
   }
   const extra: OutgoingHttpHeaders = { ...headers };
   if (error.code === 'BROKER_UNAVAILABLE' || error.code === 'BROKER_TIMEOUT') extra['retry-after'] = String(RETRY_AFTER_SECONDS);
+  // One token of the queue budget comes back within a minute / budget; a few seconds is the honest hint.
+  if (error.code === 'QUEUE_BUDGET_EXCEEDED' || error.code === 'QUEUE_LIMIT_REACHED') extra['retry-after'] = '5';
   if (error.code === 'UNAUTHORIZED') extra['www-authenticate'] = 'Bearer realm="warren"';
   const body: ErrorBody = error.toJSON();
   sendJson(res, error.status!, body, extra);

@@ -56,3 +56,52 @@ function bump(map: Map<string, number>, key: string, by: number): void {
   if (next <= 0) map.delete(key);
   else map.set(key, next);
 }
+
+/**
+ * How many new queues (consumer queues, or channels new to this process's
+ * fan-out) each client address may have the gateway declare: a token bucket
+ * of `perMinute` tokens, refilled continuously. Queues cost RabbitMQ memory and
+ * declarations are what it handles worst: without a budget one client can
+ * declare thousands a minute.
+ */
+export class QueueBudget {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly sweepTimer: NodeJS.Timeout;
+
+  constructor(
+    private readonly perMinute: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.sweepTimer = setInterval(() => this.sweep(), 60_000);
+    this.sweepTimer.unref();
+  }
+
+  /**
+   * Spends one token of `address`.
+   * @throws WarrenError `QUEUE_BUDGET_EXCEEDED`
+   */
+  take(address: string): void {
+    const now = this.now();
+    const bucket = this.buckets.get(address) ?? { tokens: this.perMinute, at: now };
+    bucket.tokens = Math.min(this.perMinute, bucket.tokens + ((now - bucket.at) * this.perMinute) / 60_000);
+    bucket.at = now;
+    if (bucket.tokens < 1) {
+      this.buckets.set(address, bucket);
+      throw new WarrenError('QUEUE_BUDGET_EXCEEDED', `at most ${this.perMinute} new queues per client address per minute`);
+    }
+    bucket.tokens -= 1;
+    this.buckets.set(address, bucket);
+  }
+
+  close(): void {
+    clearInterval(this.sweepTimer);
+  }
+
+  /** Forgets buckets that are full again. */
+  private sweep(): void {
+    const now = this.now();
+    for (const [address, bucket] of this.buckets) {
+      if (bucket.tokens + ((now - bucket.at) * this.perMinute) / 60_000 >= this.perMinute) this.buckets.delete(address);
+    }
+  }
+}

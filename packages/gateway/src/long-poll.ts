@@ -1,12 +1,17 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { HEADERS, WarrenError } from '@warren/protocol';
+import { HEADERS, WarrenError, type WarrenMessage } from '@warren/protocol';
 import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type Subscription } from './broker/broker.js';
 import type { ConsumerQueues } from './consumer-queues.js';
 import { sendError } from './http.js';
+import { within } from './deadline.js';
 import type { Logger } from './logger.js';
+import type { FanOut, FanOutMember } from './streams/fan-out.js';
+import type { Sink, SinkCloseReason } from './streams/sink.js';
 
 export interface LongPollStats {
   active: number;
+  /** Polls of a consumer id minted for them, answered from the live fan-out (no queue). */
+  live: number;
   started: number;
   delivered: number;
   timedOut: number;
@@ -44,29 +49,9 @@ export const POLL_GRACE_MS = 2000;
 /** Raised when a poll's broker work runs past its timeout and grace. */
 class PastDeadline extends Error {}
 
-/**
- * `work`, or a {@link PastDeadline} rejection at `until` (ms epoch). What the
- * work yields after that goes to `late`, to be given back.
- */
+/** `work`, or a {@link PastDeadline} rejection at `until` (ms epoch); what it yields later goes to `late`. */
 function beforeDeadline<T>(work: Promise<T>, until: number, late?: (value: T) => void): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let done = false;
-    const timer = setTimeout(() => {
-      done = true;
-      reject(new PastDeadline());
-    }, Math.max(0, until - Date.now()));
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        if (!done) resolve(value);
-        else late?.(value);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        if (!done) reject(err);
-      },
-    );
-  });
+  return within(work, until - Date.now(), () => new PastDeadline(), late);
 }
 
 /**
@@ -86,7 +71,7 @@ function beforeDeadline<T>(work: Promise<T>, until: number, late?: (value: T) =>
  * consumer. Either way a message goes to one poll.
  */
 export class LongPoll {
-  readonly stats: LongPollStats = { active: 0, started: 0, delivered: 0, timedOut: 0, superseded: 0, clientGone: 0, failed: 0 };
+  readonly stats: LongPollStats = { active: 0, live: 0, started: 0, delivered: 0, timedOut: 0, superseded: 0, clientGone: 0, failed: 0 };
   private readonly current = new Map<string, Poll>();
   private readonly polls = new Set<Poll>();
 
@@ -189,9 +174,71 @@ export class LongPoll {
       res.off('close', onClose);
       this.stats.active--;
       this.polls.delete(poll);
-      if (queue !== undefined && this.current.get(queue) === poll) this.current.delete(queue);
-      if (cleanups.length === 0) markSettled();
-      else void Promise.allSettled(cleanups).then(markSettled);
+      // Current until settled: a newer poll waits for this one's consumer to be
+      // cancelled (and what reached it late requeued) before it takes over.
+      const settle = (): void => {
+        if (queue !== undefined && this.current.get(queue) === poll) this.current.delete(queue);
+        markSettled();
+      };
+      if (cleanups.length === 0) settle();
+      else void Promise.allSettled(cleanups).then(settle);
+    }
+  }
+
+  /**
+   * A poll of a client that named no consumer (the gateway minted one for
+   * it just now): no queue is declared for an id that may never come back
+   * (curl without cookies, a flood of polls). It waits for the next live
+   * message of the channel from the process's fan-out; a client that comes
+   * back with the minted id (its cookie) gets a queue from that poll on.
+   */
+  async handleLive(fanOut: FanOut, res: ServerResponse, channel: string, timeoutMs: number, headers: OutgoingHttpHeaders): Promise<void> {
+    this.stats.started++;
+    this.stats.live++;
+    // Nothing can be waiting for a consumer that did not exist a moment ago.
+    if (timeoutMs === 0) {
+      this.stats.timedOut++;
+      res.writeHead(204, headers).end();
+      return;
+    }
+    this.stats.active++;
+    let finish!: (result: LiveResult) => void;
+    const outcome = new Promise<LiveResult>((resolve) => (finish = resolve));
+    const poll: Poll = { settled: outcome.then(() => undefined), abort: (why) => finish({ type: 'aborted', why }) };
+    this.polls.add(poll);
+    const timer = setTimeout(() => finish({ type: 'timeout' }), timeoutMs);
+    const onClose = (): void => finish({ type: 'aborted', why: 'client-gone' });
+    res.once('close', onClose);
+    const sink = new NextMessage(finish);
+    let member: FanOutMember | undefined;
+    try {
+      member = await beforeDeadline(fanOut.subscribe(channel, sink), Date.now() + timeoutMs + POLL_GRACE_MS, (late) => late.remove());
+      const result = await outcome;
+      if (result.type === 'message') {
+        const { message } = result;
+        const out: OutgoingHttpHeaders = { ...headers, 'content-type': message.contentType, 'content-length': message.body.length, [HEADERS.messageId]: message.id };
+        if (message.event !== undefined) out[HEADERS.event] = message.event;
+        res.writeHead(200, out).end(message.body);
+        this.stats.delivered++;
+      } else if (result.type === 'timeout') {
+        this.stats.timedOut++;
+        res.writeHead(204, headers).end();
+      } else if (result.type === 'dropped' || (result.type === 'aborted' && result.why === 'shutdown')) {
+        sendError(res, new WarrenError('BROKER_UNAVAILABLE', 'the live stream of this channel ended'), this.log, headers);
+      } else {
+        this.stats.clientGone++;
+      }
+    } catch (err) {
+      this.stats.failed++;
+      const error = err instanceof PastDeadline ? new WarrenError('BROKER_TIMEOUT', 'the broker did not answer within the poll\'s timeout') : err;
+      if (!res.destroyed) sendError(res, error, this.log, headers);
+    } finally {
+      clearTimeout(timer);
+      res.off('close', onClose);
+      member?.remove();
+      finish({ type: 'timeout' });
+      this.polls.delete(poll);
+      this.stats.active--;
     }
   }
 
@@ -306,5 +353,28 @@ export class LongPoll {
       res.once('close', onClose);
       res.end(message.body);
     });
+  }
+}
+
+type LiveResult =
+  | { type: 'message'; message: WarrenMessage }
+  | { type: 'timeout' }
+  | { type: 'dropped'; reason: SinkCloseReason }
+  | { type: 'aborted'; why: AbortReason };
+
+/** The fan-out sink of one live poll: takes the first message (later ones are not its concern). */
+class NextMessage implements Sink {
+  constructor(private readonly finish: (result: LiveResult) => void) {}
+
+  send(_channel: string, message: WarrenMessage): void {
+    this.finish({ type: 'message', message });
+  }
+
+  pendingBytes(): number {
+    return 0;
+  }
+
+  drop(reason: SinkCloseReason): void {
+    this.finish({ type: 'dropped', reason });
   }
 }

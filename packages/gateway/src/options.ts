@@ -73,6 +73,10 @@ export interface GatewayOptions {
   maxConnectionsPerIp?: number;
   /** Most open subscriptions per identity (vouched, token or consumer id). @default 64 */
   maxConnectionsPerIdentity?: number;
+  /** New queues (consumer queues, or channels new to the gateway) each client address may cause per minute. @default 120 */
+  queueBudget?: number;
+  /** Most consumer queues (and, apart, anonymous channels) one gateway keeps. @default 100_000 */
+  maxQueues?: number;
   /** @default 'info' */
   logLevel?: LogLevel;
   /**
@@ -148,6 +152,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'reauthIntervalMs', flag: '--reauth-interval', env: 'WARREN_REAUTH_INTERVAL', kind: 'duration', default: 60 * SECOND, min: 100, max: 24 * 60 * MINUTE, description: 'How often SSE and WebSocket streams are authorized again (auth URL or token); a stream the app now refuses is closed.' },
   { key: 'maxConnectionsPerIp', flag: '--max-connections-per-ip', env: 'WARREN_MAX_CONNECTIONS_PER_IP', kind: 'integer', default: 256, min: 1, max: 1_000_000, description: 'Most open subscriptions (streams and waiting polls) per client address.' },
   { key: 'maxConnectionsPerIdentity', flag: '--max-connections-per-identity', env: 'WARREN_MAX_CONNECTIONS_PER_IDENTITY', kind: 'integer', default: 64, min: 1, max: 1_000_000, description: 'Most open subscriptions per identity (the one the app or a token vouched for, else the consumer id).' },
+  { key: 'queueBudget', flag: '--queue-budget', env: 'WARREN_QUEUE_BUDGET', kind: 'integer', default: 120, min: 1, max: 1_000_000, description: 'New queues each client address may cause per minute (a consumer queue not yet known to this gateway, or a channel new to its anonymous fan-out); more is `429 QUEUE_BUDGET_EXCEEDED`. Reconnecting to known queues costs nothing.' },
+  { key: 'maxQueues', flag: '--max-queues', env: 'WARREN_MAX_QUEUES', kind: 'integer', default: 100_000, min: 1, max: 10_000_000, description: 'Most consumer queues (and, counted apart, anonymous channels) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.' },
   { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
   { key: 'amqpHeartbeatMs', flag: '--amqp-heartbeat', env: 'WARREN_AMQP_HEARTBEAT', kind: 'duration', default: 4 * SECOND, min: 0, max: 10 * MINUTE, description: 'AMQP heartbeat interval (whole seconds): a RabbitMQ connection silent for two intervals is taken for dead and replaced, so a stalled or unreachable broker is noticed within three intervals (12 s by default). 0 leaves it to the server (60 s).' },
   { key: 'brokerTimeoutMs', flag: '--broker-timeout', env: 'WARREN_BROKER_TIMEOUT', kind: 'duration', default: 10 * SECOND, min: 100, max: 10 * MINUTE, description: 'Longest wait for one broker operation (declare, consume, get, publisher confirm); past it the request fails with `BROKER_TIMEOUT`.' },

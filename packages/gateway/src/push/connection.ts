@@ -22,6 +22,12 @@ export interface ConnectionContext {
    * @throws WarrenError `BROKER_UNAVAILABLE` when the gateway closes first
    */
   brokerReady(): Promise<void>;
+  /**
+   * Admits one more queue for this connection's client when the
+   * subscription needs one the gateway does not know yet.
+   * @throws WarrenError `QUEUE_BUDGET_EXCEEDED`, `QUEUE_LIMIT_REACHED`
+   */
+  admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void;
   /** The connection closed (called once, before `onClose`). */
   closed(conn: Connection): void;
 }
@@ -187,6 +193,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     if (this.subscriptionCount() >= this.context.maxSubscriptions) {
       throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.context.maxSubscriptions} channels per connection`);
     }
+    this.context.admitQueue(this.clientAddress, channel, consumerId);
     let failure: unknown;
     const sub: Subscribed = { channel, handle: undefined, starting: undefined };
     sub.starting = this.context

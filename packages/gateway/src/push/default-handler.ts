@@ -37,7 +37,7 @@ export interface DefaultHandlerDeps {
    */
   checkAvailable(waitForBroker?: boolean): void;
   /** Declares the consumer's queue, or starts the channel's fan-out (nothing while the broker is away). */
-  prepareStream(channel: string, consumerId: string | undefined): Promise<void>;
+  prepareStream(req: IncomingMessage, channel: string, consumerId: string | undefined): Promise<void>;
   /** Most channels one socket may subscribe to (`--ws-max-subscriptions`). */
   maxSubscriptions: number;
   /** Sends a client's message to the application; absent without one. */
@@ -121,7 +121,7 @@ abstract class DefaultSession<C extends string | undefined> implements PreparedH
 
   [PREPARE](): Promise<void> {
     // A stream on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
-    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.channel, this.consumerId);
+    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.req, this.channel, this.consumerId);
   }
 
   onClose(): void {

@@ -119,6 +119,16 @@ export class FanOut {
     return member;
   }
 
+  /** Whether `channel` has a fan-out in this process now. */
+  has(channel: string): boolean {
+    return this.channels.has(channel);
+  }
+
+  /** Channels with a fan-out in this process now. */
+  get size(): number {
+    return this.channels.size;
+  }
+
   /** Takes `sink` off `fan` (dispatch() may have taken it off already: slow consumer). */
   leave(fan: ChannelFanOut, sink: Sink): void {
     if (fan.sinks.delete(sink)) this.stats.subscribers--;
