@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { HEADERS } from '@warren/protocol';
-import { parseOrigins } from './options.js';
+import { parseList } from './options.js';
 
 /** Request headers a cross-origin page may send to a channel. */
 const ALLOWED_HEADERS = [HEADERS.consumerId, 'last-event-id'].join(', ');
@@ -18,7 +18,7 @@ export class Cors {
   private readonly any: boolean;
 
   constructor(setting: string | undefined) {
-    const list = setting === undefined ? [] : parseOrigins(setting);
+    const list = setting === undefined ? [] : parseList(setting);
     this.any = list.includes('*');
     this.origins = new Set(list.filter((o) => o !== '*'));
   }

@@ -1,4 +1,5 @@
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { WarrenError, type ErrorBody } from '@warren/protocol';
 import type { Logger } from './logger.js';
 
@@ -26,13 +27,51 @@ export function sendError(res: ServerResponse, err: unknown, log: Logger, header
     log.error('unexpected error', { error: err instanceof Error ? err.stack : String(err) });
     error = new WarrenError('INTERNAL_ERROR', 'internal error');
   }
-  const extra: OutgoingHttpHeaders = { ...headers };
-  if (error.code === 'BROKER_UNAVAILABLE' || error.code === 'BROKER_TIMEOUT') extra['retry-after'] = String(RETRY_AFTER_SECONDS);
-  // One token of the queue budget comes back within a minute / budget; a few seconds is the honest hint.
-  if (error.code === 'QUEUE_BUDGET_EXCEEDED' || error.code === 'QUEUE_LIMIT_REACHED') extra['retry-after'] = '5';
-  if (error.code === 'UNAUTHORIZED') extra['www-authenticate'] = 'Bearer realm="warren"';
   const body: ErrorBody = error.toJSON();
-  sendJson(res, error.status!, body, extra);
+  sendJson(res, error.status!, body, { ...headers, ...errorHeaders(error) });
+}
+
+/** The headers an error answer carries besides its body: when to retry, how to authenticate. */
+function errorHeaders(error: WarrenError): OutgoingHttpHeaders {
+  switch (error.code) {
+    case 'BROKER_UNAVAILABLE':
+    case 'BROKER_TIMEOUT':
+      return { 'retry-after': String(RETRY_AFTER_SECONDS) };
+    case 'QUEUE_BUDGET_EXCEEDED':
+    case 'QUEUE_LIMIT_REACHED':
+      // One token of the queue budget comes back within a minute / budget; a few seconds is the honest hint.
+      return { 'retry-after': '5' };
+    case 'UNAUTHORIZED':
+      return { 'www-authenticate': 'Bearer realm="warren"' };
+    default:
+      return {};
+  }
+}
+
+/**
+ * Refuses a request on its raw socket (a WebSocket handshake, `CONNECT`, a
+ * request Node could not parse): the status line, the error's headers and
+ * its JSON body, then the socket is ended. The one place that writes raw
+ * HTTP; everything else answers through a `ServerResponse`.
+ */
+export function abortHandshake(socket: Duplex, err: unknown, log: Logger): void {
+  socket.on('error', () => undefined);
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  let error: WarrenError;
+  if (err instanceof WarrenError && err.status !== null) {
+    error = err;
+  } else {
+    log.error('unexpected error', { error: err instanceof Error ? err.stack : String(err) });
+    error = new WarrenError('INTERNAL_ERROR', 'internal error');
+  }
+  const body = JSON.stringify(error.toJSON());
+  const lines = [`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status!] ?? error.code}`, 'content-type: application/json; charset=utf-8'];
+  for (const [name, value] of Object.entries(errorHeaders(error))) lines.push(`${name}: ${String(value)}`);
+  lines.push(`content-length: ${Buffer.byteLength(body)}`, 'connection: close');
+  socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
 }
 
 /**

@@ -20,4 +20,4 @@ export { RabbitBroker } from './broker/rabbitmq.js';
 export type { RabbitBrokerOptions } from './broker/rabbitmq.js';
 export { QueueNotFoundError } from './broker/broker.js';
 export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
-export type { LongPollStats } from './long-poll.js';
+export type { LongPollStats } from './transports/long-poll.js';

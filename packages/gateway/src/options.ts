@@ -271,7 +271,7 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         break;
       }
       case 'prefixes': {
-        for (const prefix of parseOrigins(String(value))) {
+        for (const prefix of parseList(String(value))) {
           if (!prefix.startsWith('/') || prefix.startsWith('/_')) fail(`has ${JSON.stringify(prefix)}; a prefix starts with "/" (not "/_")`);
         }
         break;
@@ -294,7 +294,7 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         break;
       case 'origins': {
         if (typeof value !== 'string') fail('must be a string');
-        for (const origin of parseOrigins(value as string)) {
+        for (const origin of parseList(value as string)) {
           if (origin === '*') continue;
           let url: URL | undefined;
           try {
@@ -340,8 +340,8 @@ export function showDuration(ms: number): string {
   return `${ms}ms`;
 }
 
-/** The comma-separated origins of `corsOrigins`. */
-export function parseOrigins(text: string): string[] {
+/** A comma-separated setting as a list (origins, path prefixes, proxy addresses), blanks dropped. */
+export function parseList(text: string): string[] {
   return text
     .split(',')
     .map((o) => o.trim())

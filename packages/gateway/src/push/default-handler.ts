@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { HEADERS, parseChannel, parseMessageId, PATHS, WarrenError } from '@warren/protocol';
 import type { AppReply, Identity } from '../app.js';
 import { findLastEventId } from '../identity.js';
+import type { Admission } from '../admission.js';
 import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
@@ -22,20 +23,10 @@ export type PreparedHandler = PushHandler & { [PREPARE]?: () => Promise<void> };
 /** What the standalone gateway's handler needs from the gateway around it. */
 export interface DefaultHandlerDeps {
   log: Logger;
-  /** Authorizes `channel` for the request and says which consumer reads it. */
-  identify(req: IncomingMessage, token: string | undefined, channel: string, requested: string | undefined, fresh?: boolean): Promise<Identity>;
-  /** The signed token the request carries, when tokens are on. */
-  findToken(req: IncomingMessage, query: URLSearchParams): string | undefined;
+  /** Who reads (identify, tokens), whether the gateway is open, and what counts as a refusal. */
+  admission: Admission;
   /** Subscriptions are authorized again every `reauthIntervalMs` (with `--auth-url` or tokens). */
-  reauthorizing: boolean;
   reauthIntervalMs: number;
-  /** Errors that mean "this client may not read this channel (any more)". */
-  isRefusal(err: unknown): boolean;
-  /**
-   * @param waitForBroker the stream may open while the broker is away (it subscribes once it is back)
-   * @throws WarrenError `BROKER_UNAVAILABLE` while shutting down, or disconnected unless `waitForBroker`
-   */
-  checkAvailable(waitForBroker?: boolean): void;
   /** Declares the consumer's queue, or starts the channel's fan-out (nothing while the broker is away). */
   prepareStream(req: IncomingMessage, channel: string, consumerId: string | undefined): Promise<void>;
   /** Most channels one socket may subscribe to (`--ws-max-subscriptions`). */
@@ -77,11 +68,11 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   const channel = parseChannel(upgrade.path);
   const requested = upgrade.consumerId;
   const lastEventId = findLastEventId(req, query);
-  const token = deps.findToken(req, query);
-  const { consumerId } = await deps.identify(req, token, channel, requested);
+  const token = deps.admission.findToken(req, query);
+  const { consumerId } = await deps.admission.identify(req, token, channel, requested);
   // An EventSource closes for good on any answer but 200, so during a broker
   // outage the stream opens (with heartbeats) and subscribes once the broker is back.
-  deps.checkAvailable(true);
+  deps.admission.checkOpen(true);
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
@@ -93,9 +84,9 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
   const channel = upgrade.path === PATHS.socket ? undefined : parseChannel(upgrade.path);
   const requested = upgrade.consumerId;
   const lastEventId = findLastEventId(req, query);
-  const token = deps.findToken(req, query);
-  deps.checkAvailable();
-  const consumerId = channel === undefined ? requested : (await deps.identify(req, token, channel, requested)).consumerId;
+  const token = deps.admission.findToken(req, query);
+  deps.admission.checkOpen();
+  const consumerId = channel === undefined ? requested : (await deps.admission.identify(req, token, channel, requested)).consumerId;
   upgrade.consumerId = consumerId;
   return new SocketSession(deps, req, token, requested, channel, consumerId, lastEventId);
 }
@@ -134,10 +125,10 @@ class StreamSession extends DefaultSession<string> {
   async onOpen(conn: PushConnection): Promise<void> {
     const deps = this.deps;
     // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.
-    if (deps.reauthorizing) {
+    if (deps.admission.reauthorizing) {
       this.reauth = setInterval(() => {
-        deps.identify(this.req, this.token, this.channel, this.requested, true).catch((err: unknown) => {
-          if (deps.isRefusal(err)) (conn as Connection).end({ kind: 'revoked' });
+        deps.admission.identify(this.req, this.token, this.channel, this.requested, true).catch((err: unknown) => {
+          if (deps.admission.isRefusal(err)) (conn as Connection).end({ kind: 'revoked' });
           else deps.log.warn('re-authorization failed; the stream stays open', { error: (err as Error).message });
         });
       }, deps.reauthIntervalMs);
@@ -169,13 +160,13 @@ class SocketSession extends DefaultSession<string | undefined> {
     const conn = pushConn as Connection;
     this.conn = conn;
     this.json = conn.protocol === WARREN_PROTOCOL;
-    if (this.deps.reauthorizing) {
+    if (this.deps.admission.reauthorizing) {
       this.reauth = setInterval(() => {
         for (const channel of conn.channels) {
-          void this.deps.identify(this.req, this.token, channel, this.requested, true).then(
+          void this.deps.admission.identify(this.req, this.token, channel, this.requested, true).then(
             () => undefined,
             (err: unknown) => {
-              if (!this.deps.isRefusal(err) || !conn.channels.includes(channel)) return;
+              if (!this.deps.admission.isRefusal(err) || !conn.channels.includes(channel)) return;
               // No longer allowed: a raw socket (one channel) is closed; a warren.v1 one loses the channel.
               if (!this.json) {
                 conn.end({ kind: 'revoked' });
@@ -259,7 +250,7 @@ class SocketSession extends DefaultSession<string | undefined> {
   }
 
   private identify(channel: string): Promise<Identity> {
-    return this.deps.identify(this.req, this.token, channel, this.requested);
+    return this.deps.admission.identify(this.req, this.token, channel, this.requested);
   }
 
   onMessage(_conn: PushConnection, data: string | Buffer): void {

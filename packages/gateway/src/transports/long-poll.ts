@@ -1,12 +1,15 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { HEADERS, WarrenError, type WarrenMessage } from '@warren/protocol';
-import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type Subscription } from './broker/broker.js';
-import type { ConsumerQueues } from './consumer-queues.js';
-import { sendError } from './http.js';
-import { within } from './deadline.js';
-import type { Logger } from './logger.js';
-import type { FanOut, FanOutMember } from './streams/fan-out.js';
-import type { Sink, SinkCloseReason } from './streams/sink.js';
+import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type Subscription } from '../broker/broker.js';
+import type { ConsumerQueues } from '../consumer-queues.js';
+import { sendError } from '../http.js';
+import type { Admission } from '../admission.js';
+import type { App } from '../app.js';
+import { within } from '../deadline.js';
+import { consumerCookie, findConsumer, resolveConsumer } from '../identity.js';
+import type { Logger } from '../logger.js';
+import type { FanOut, FanOutMember } from '../streams/fan-out.js';
+import type { Sink, SinkCloseReason } from '../streams/sink.js';
 
 export interface LongPollStats {
   active: number;
@@ -29,6 +32,21 @@ type WaitResult =
   | { type: 'end'; end: ConsumerEnd }
   | { type: 'error'; error: unknown };
 
+/** One poll in progress: its client, its deadlines, and what it still has to clean up. */
+interface PollRun {
+  readonly poll: Poll;
+  readonly res: ServerResponse;
+  readonly headers: OutgoingHttpHeaders;
+  readonly deadline: number;
+  /** The poll is answered by then at the latest ({@link POLL_GRACE_MS} after its deadline). */
+  readonly lastAnswer: number;
+  /** The client hung up. */
+  gone: boolean;
+  queue: string | undefined;
+  /** Consumers being cancelled after the answer went out; the poll is settled once they are. */
+  readonly cleanups: Promise<void>[];
+}
+
 interface Poll {
   /** Set while the poll waits on a consumer. */
   abort?: (why: AbortReason) => void;
@@ -48,6 +66,75 @@ export const POLL_GRACE_MS = 2000;
 
 /** Raised when a poll's broker work runs past its timeout and grace. */
 class PastDeadline extends Error {}
+
+export interface LongPollFrontOptions {
+  /** How long a poll waits when it does not say (`--poll-timeout`). */
+  pollTimeoutMs: number;
+  /** The longest `?timeout=` a client may ask for (`--max-poll-timeout`). */
+  maxPollTimeoutMs: number;
+}
+
+/**
+ * Long-poll as a transport: the HTTP front of `GET /<channel>` without
+ * streaming headers. It admits the poll (who reads, the caps, the queue
+ * budget), names the consumer back to the client (header, and a cookie for
+ * an id minted now), and hands the poll to {@link LongPoll}: the consumer's
+ * queue, or for an id minted now the channel's live fan-out.
+ */
+export class LongPollFront {
+  constructor(
+    readonly polls: LongPoll,
+    private readonly fanOut: FanOut,
+    private readonly admission: Admission,
+    private readonly app: App,
+    private readonly options: LongPollFrontOptions,
+  ) {}
+
+  async serve(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
+    const { admission } = this;
+    const requested = findConsumer(req, query);
+    const { consumerId: vouched } = await admission.identify(req, admission.findToken(req, query), channel, requested);
+    // The client's own id (named, from its cookie, or new), when nobody vouched for one.
+    const own = vouched === undefined ? resolveConsumer(req, query) : undefined;
+    const consumerId = own === undefined ? vouched! : admission.unvouched(own.id);
+    // The body is a publisher's bytes in the publisher's content type: opened as a page, it must not run.
+    const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': 'sandbox' };
+    // The id the client can send back (not the identity prefix, which is the app's to give, nor the namespace).
+    const shown = requested ?? own?.id;
+    if (shown !== undefined) headers[HEADERS.consumerId] = shown;
+    if (own?.assigned) headers['set-cookie'] = consumerCookie(own.id, this.app.secure(req));
+    const timeoutMs = pollTimeout(query, this.options);
+    admission.checkOpen(true);
+    const slot = admission.take(req, consumerId);
+    try {
+      const address = admission.clientAddress(req);
+      // An id minted for this very poll: no queue until the client comes back with it.
+      if (own?.assigned) {
+        if (timeoutMs > 0) admission.admitQueue(address, channel, undefined);
+        await this.polls.handleLive(this.fanOut, res, channel, timeoutMs, headers);
+      } else {
+        admission.admitQueue(address, channel, consumerId);
+        await this.polls.handle(res, consumerId, channel, timeoutMs, headers);
+      }
+    } finally {
+      admission.give(slot);
+    }
+  }
+}
+
+/**
+ * The poll's timeout: `?timeout=<seconds>` (0 to the maximum), else the default.
+ * @throws WarrenError `INVALID_TIMEOUT`
+ */
+function pollTimeout(query: URLSearchParams, options: LongPollFrontOptions): number {
+  const asked = query.get('timeout');
+  if (asked === null) return options.pollTimeoutMs;
+  const seconds = /^\d+(\.\d+)?$/.test(asked) ? Number(asked) : NaN;
+  if (!(seconds * 1000 <= options.maxPollTimeoutMs)) {
+    throw new WarrenError('INVALID_TIMEOUT', `timeout must be a number of seconds from 0 to ${options.maxPollTimeoutMs / 1000}`);
+  }
+  return Math.round(seconds * 1000);
+}
 
 /** `work`, or a {@link PastDeadline} rejection at `until` (ms epoch); what it yields later goes to `late`. */
 function beforeDeadline<T>(work: Promise<T>, until: number, late?: (value: T) => void): Promise<T> {
@@ -84,78 +171,33 @@ export class LongPoll {
   async handle(res: ServerResponse, consumerId: string, channel: string, timeoutMs: number, headers: OutgoingHttpHeaders): Promise<void> {
     let markSettled!: () => void;
     const poll: Poll = { settled: new Promise<void>((resolve) => (markSettled = resolve)) };
+    const deadline = Date.now() + timeoutMs;
+    const run: PollRun = { poll, res, headers, deadline, lastAnswer: deadline + POLL_GRACE_MS, gone: false, queue: undefined, cleanups: [] };
     this.stats.started++;
     this.stats.active++;
     this.polls.add(poll);
-    let queue: string | undefined;
-    let gone = false;
     const onClose = (): void => {
-      gone = true;
+      run.gone = true;
       poll.abort?.('client-gone');
     };
     res.once('close', onClose);
-    /** Consumers being cancelled after the answer went out; the poll is settled once they are. */
-    const cleanups: Promise<void>[] = [];
     try {
-      const deadline = Date.now() + timeoutMs;
-      const lastAnswer = deadline + POLL_GRACE_MS;
       for (let attempt = 1; ; attempt++) {
         if (!this.broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-        queue = await beforeDeadline(this.queues.ensure(consumerId, channel), lastAnswer);
-        if (attempt === 1) await this.takeOver(queue, poll, lastAnswer);
-        if (gone) {
+        const queue = await beforeDeadline(this.queues.ensure(consumerId, channel), run.lastAnswer);
+        run.queue = queue;
+        if (attempt === 1) await this.takeOver(queue, poll, run.lastAnswer);
+        if (run.gone) {
           this.stats.clientGone++;
           return;
         }
         if (this.current.get(queue) !== poll) {
           // An even newer poll arrived while this one waited for its turn.
-          this.stats.superseded++;
-          sendError(res, new WarrenError('POLL_SUPERSEDED', 'a newer poll for this consumer and channel took over'), this.log, headers);
+          this.superseded(run);
           return;
         }
-        let result: WaitResult;
-        try {
-          const waiting = await beforeDeadline(this.broker.get(queue), lastAnswer, (late) => late?.requeue());
-          if (waiting !== undefined) result = { type: 'delivery', delivery: waiting };
-          else if (Date.now() >= deadline) result = { type: 'timeout' };
-          else {
-            const waited = await this.wait(poll, queue, deadline);
-            result = waited.result;
-            // A message must not go out before the consumer is cancelled (a
-            // failed write requeues it, and it must not come straight back);
-            // anything else is answered at once, while the broker catches up.
-            if (result.type === 'delivery') {
-              const { delivery } = result;
-              await beforeDeadline(waited.cleanup, lastAnswer).catch((err: unknown) => {
-                delivery.requeue();
-                throw err;
-              });
-            } else cleanups.push(waited.cleanup);
-          }
-        } catch (error) {
-          if (error instanceof PastDeadline) throw error;
-          result = { type: 'error', error };
-        }
-        if (result.type === 'delivery') {
-          await this.deliver(res, result.delivery, headers);
-          return;
-        }
-        if (result.type === 'timeout') {
-          this.stats.timedOut++;
-          res.writeHead(204, headers).end();
-          return;
-        }
-        if (result.type === 'aborted') {
-          if (gone) {
-            this.stats.clientGone++;
-          } else if (result.why === 'superseded') {
-            this.stats.superseded++;
-            sendError(res, new WarrenError('POLL_SUPERSEDED', 'a newer poll for this consumer and channel took over'), this.log, headers);
-          } else {
-            sendError(res, new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down'), this.log, headers);
-          }
-          return;
-        }
+        const result = await this.take(run, queue);
+        if (await this.answer(run, result)) return;
         const retry =
           (result.type === 'end' && result.end.reason !== 'broker-lost') ||
           (result.type === 'error' && result.error instanceof QueueNotFoundError);
@@ -164,12 +206,12 @@ export class LongPoll {
           continue;
         }
         if (result.type === 'error') throw result.error;
-        throw new WarrenError('BROKER_UNAVAILABLE', `lost the consumer (${result.end.reason})`);
+        throw new WarrenError('BROKER_UNAVAILABLE', `lost the consumer (${(result as { end: ConsumerEnd }).end.reason})`);
       }
     } catch (err) {
       this.stats.failed++;
       const error = err instanceof PastDeadline ? new WarrenError('BROKER_TIMEOUT', 'the broker did not answer within the poll\'s timeout') : err;
-      if (!gone) sendError(res, error, this.log, headers);
+      if (!run.gone) sendError(res, error, this.log, headers);
     } finally {
       res.off('close', onClose);
       this.stats.active--;
@@ -177,12 +219,66 @@ export class LongPoll {
       // Current until settled: a newer poll waits for this one's consumer to be
       // cancelled (and what reached it late requeued) before it takes over.
       const settle = (): void => {
-        if (queue !== undefined && this.current.get(queue) === poll) this.current.delete(queue);
+        if (run.queue !== undefined && this.current.get(run.queue) === poll) this.current.delete(run.queue);
         markSettled();
       };
-      if (cleanups.length === 0) settle();
-      else void Promise.allSettled(cleanups).then(settle);
+      if (run.cleanups.length === 0) settle();
+      else void Promise.allSettled(run.cleanups).then(settle);
     }
+  }
+
+  /**
+   * Takes the next message of `queue` for `run`: a waiting one at once
+   * (`basic.get`), else the first to reach a consumer before the deadline.
+   * @throws PastDeadline when the broker does not answer in time
+   */
+  private async take(run: PollRun, queue: string): Promise<WaitResult> {
+    try {
+      const waiting = await beforeDeadline(this.broker.get(queue), run.lastAnswer, (late) => late?.requeue());
+      if (waiting !== undefined) return { type: 'delivery', delivery: waiting };
+      if (Date.now() >= run.deadline) return { type: 'timeout' };
+      const { result, cleanup } = await this.wait(run.poll, queue, run.deadline);
+      // A message must not go out before the consumer is cancelled (a
+      // failed write requeues it, and it must not come straight back);
+      // anything else is answered at once, while the broker catches up.
+      if (result.type !== 'delivery') {
+        run.cleanups.push(cleanup);
+        return result;
+      }
+      await beforeDeadline(cleanup, run.lastAnswer).catch((err: unknown) => {
+        result.delivery.requeue();
+        throw err;
+      });
+      return result;
+    } catch (error) {
+      if (error instanceof PastDeadline) throw error;
+      return { type: 'error', error };
+    }
+  }
+
+  /** Answers the client for `result`; `false` when the result calls for another attempt (or a failure). */
+  private async answer(run: PollRun, result: WaitResult): Promise<boolean> {
+    switch (result.type) {
+      case 'delivery':
+        await this.deliver(run.res, result.delivery, run.headers);
+        return true;
+      case 'timeout':
+        this.stats.timedOut++;
+        run.res.writeHead(204, run.headers).end();
+        return true;
+      case 'aborted':
+        if (run.gone) this.stats.clientGone++;
+        else if (result.why === 'superseded') this.superseded(run);
+        else sendError(run.res, new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down'), this.log, run.headers);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  private superseded(run: PollRun): void {
+    this.stats.superseded++;
+    sendError(run.res, new WarrenError('POLL_SUPERSEDED', 'a newer poll for this consumer and channel took over'), this.log, run.headers);
   }
 
   /**

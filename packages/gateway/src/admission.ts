@@ -1,0 +1,202 @@
+import type { IncomingMessage } from 'node:http';
+import { tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
+import type { App, Identity } from './app.js';
+import type { Broker } from './broker/broker.js';
+import type { ConsumerQueues } from './consumer-queues.js';
+import type { Cors } from './cors.js';
+import { UNVOUCHED_PREFIX } from './identity.js';
+import type { ConnectionLimits, QueueBudget } from './limits.js';
+import type { NormalizedOptions } from './options.js';
+import type { FanOut } from './streams/fan-out.js';
+
+/** What admission needs from the gateway around it. */
+export interface AdmissionDeps {
+  options: NormalizedOptions;
+  app: App;
+  cors: Cors;
+  broker: Broker;
+  queues: ConsumerQueues;
+  fanOut: FanOut;
+  limits: ConnectionLimits;
+  queueBudget: QueueBudget;
+  /** `true` once the gateway is closing. */
+  closing(): boolean;
+}
+
+/** A counted place under the caps: where it was counted, to give it back. */
+export interface Slot {
+  readonly address: string;
+  readonly key: string | undefined;
+}
+
+/** Prefixes the per-identity cap's key of an id nobody vouched for (a newline is in no consumer id). */
+const UNVOUCHED_KEY = '\n';
+
+/** Errors that mean "this client may not read this channel (any more)". */
+const REFUSALS = new Set(['UNAUTHORIZED', 'FORBIDDEN', 'TOKEN_EXPIRED', 'INVALID_TOKEN']);
+
+/**
+ * The one way in, for every transport. A subscription is admitted in this
+ * order, each step a method here: the gateway is open → the origin may open
+ * a WebSocket ({@link checkSocketOrigin}) → who reads ({@link identify}: a
+ * signed token, the app's auth endpoint, or an id nobody vouched for, in its
+ * own namespace) → the caps ({@link take}: per address and per identity) →
+ * the queue budget ({@link admitQueue}: a queue the gateway does not know
+ * yet costs the client address a token, and none is made past the ceiling).
+ * Long-poll, SSE and WebSocket then only open and stream.
+ */
+export class Admission {
+  /** Whether long-lived streams must be authorized again from time to time. */
+  readonly reauthorizing: boolean;
+  /** The app or tokens can vouch for identities: ids nobody vouched for must never name one's queue. */
+  private readonly vouching: boolean;
+  /** The identity {@link identify} found vouched for in a request (a token or the app's answer). */
+  private readonly vouchedFor = new WeakMap<IncomingMessage, string>();
+
+  constructor(private readonly deps: AdmissionDeps) {
+    this.vouching = deps.app.authorizing || deps.options.tokenSecret !== undefined;
+    this.reauthorizing = this.vouching;
+  }
+
+  /**
+   * @param waitForBroker the subscription may open while the broker is away (it subscribes once it is back)
+   * @throws WarrenError `BROKER_UNAVAILABLE` while closing, or disconnected unless `waitForBroker`
+   */
+  checkOpen(waitForBroker = false): void {
+    if (this.deps.closing()) throw new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down');
+    if (!this.deps.broker.ready && !waitForBroker) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
+  }
+
+  /**
+   * Cross-site WebSocket hijacking: browsers send cookies with a WebSocket
+   * from any page. With `--cors-origins`, only the exact origins listed
+   * (and the gateway's own) may open one, never any origin for `*`; with
+   * `--auth-url` and no list, only the gateway's own origin.
+   * @throws WarrenError `ORIGIN_NOT_ALLOWED`
+   */
+  checkSocketOrigin(req: IncomingMessage): void {
+    const origin = req.headers.origin;
+    // Not `*`: a WebSocket carries the page's cookies whatever CORS says, so only named origins count.
+    if (origin === undefined) return;
+    if (this.isOwnOrigin(req, origin) || this.deps.cors.allows(origin)) return;
+    if (this.deps.cors.configured || this.deps.app.authorizing) throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
+  }
+
+  /**
+   * The consumer a subscription reads as. Without `--auth-url` or tokens,
+   * the id the client named (if any). With them, the application (or the
+   * token) decides: it may refuse (401/403 relayed), and the identity it
+   * vouches for owns the queue: a client-chosen id lives under it
+   * (`<identity>/<client id>`), and an id nobody vouched for lives apart
+   * (`anon.<id>`), so that no client can read another identity's queues.
+   */
+  async identify(req: IncomingMessage, token: string | undefined, channel: string, requested: string | undefined, fresh = false): Promise<Identity> {
+    const { options, app } = this.deps;
+    let identity: string | undefined;
+    if (options.tokenSecret !== undefined && token !== undefined) {
+      // A signed token stands in for the round trip to the app.
+      const claims = verifyChannelToken(token, options.tokenSecret);
+      if (!tokenAllows(claims, channel)) throw new WarrenError('FORBIDDEN', 'the token does not cover this channel');
+      identity = claims.consumerId;
+    } else if (app.authorizing) {
+      identity = (await app.authorize(req, channel, requested, fresh)).identity;
+    } else if (options.tokenSecret !== undefined) {
+      throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
+    }
+    if (identity === undefined) return { consumerId: this.unvouched(requested), identity: undefined };
+    this.vouchedFor.set(req, identity);
+    return { consumerId: requested === undefined ? identity : `${identity}/${requested}`, identity };
+  }
+
+  /** A consumer id nobody vouched for, in its own namespace when identities can be vouched for. */
+  unvouched<T extends string | undefined>(id: T): T {
+    return (this.vouching && id !== undefined ? `${UNVOUCHED_PREFIX}${id}` : id) as T;
+  }
+
+  /** The signed token a subscription carries, when tokens are on. */
+  findToken(req: IncomingMessage, query: URLSearchParams): string | undefined {
+    if (this.deps.options.tokenSecret === undefined) return undefined;
+    const fromQuery = query.get('token');
+    if (fromQuery !== null) return fromQuery;
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    return m === null ? undefined : m[1];
+  }
+
+  /** Errors that mean "this client may not read this channel (any more)". */
+  isRefusal(err: unknown): boolean {
+    return err instanceof WarrenError && REFUSALS.has(err.code);
+  }
+
+  /**
+   * Counts one more open subscription of `req` against the caps: its client
+   * address, and its identity (the one the app or a token vouched for; an id
+   * nobody vouched for apart, so that `?consumer_id=alice` cannot use up the
+   * real alice's share). `key` overrides the identity (an embedding app's
+   * handler that named the consumer vouched for it).
+   * @throws WarrenError `TOO_MANY_CONNECTIONS`
+   */
+  take(req: IncomingMessage, consumerId: string | undefined, key: string | undefined = this.capKey(req, consumerId)): Slot {
+    const slot: Slot = { address: this.deps.app.clientAddress(req), key };
+    this.deps.limits.take(slot.address, slot.key);
+    return slot;
+  }
+
+  /** Gives back what {@link take} counted (exactly once). */
+  give(slot: Slot): void {
+    this.deps.limits.give(slot.address, slot.key);
+  }
+
+  /**
+   * Every new queue a client causes is admitted here, whatever the
+   * transport: a consumer queue this gateway does not know yet, or a channel
+   * new to its anonymous fan-out, costs the client address one token of
+   * `--queue-budget`, and none is made past `--max-queues`.
+   * @throws WarrenError `QUEUE_BUDGET_EXCEEDED`, `QUEUE_LIMIT_REACHED`
+   */
+  admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void {
+    const { fanOut, queues, options } = this.deps;
+    if (consumerId === undefined ? fanOut.has(channel) : queues.known(consumerId, channel)) return;
+    const kept = consumerId === undefined ? fanOut.size : queues.size;
+    if (kept >= options.maxQueues) {
+      throw new WarrenError('QUEUE_LIMIT_REACHED', `this gateway keeps ${options.maxQueues} ${consumerId === undefined ? 'anonymous channels' : 'consumer queues'} already`);
+    }
+    this.deps.queueBudget.take(clientAddress);
+  }
+
+  /** The client address the caps and the budget count `req` under. */
+  clientAddress(req: IncomingMessage): string {
+    return this.deps.app.clientAddress(req);
+  }
+
+  private capKey(req: IncomingMessage, consumerId: string | undefined): string | undefined {
+    if (consumerId === undefined) return undefined;
+    const identity = this.vouchedFor.get(req);
+    if (identity !== undefined && (consumerId === identity || consumerId.startsWith(`${identity}/`))) return identity;
+    return `${UNVOUCHED_KEY}${consumerId}`;
+  }
+
+  /**
+   * Whether `origin` is the site the client reached: its `Host`, or behind a
+   * trusted proxy (which may rewrite `Host`, e.g. nginx's `$host` drops the
+   * port) the `X-Forwarded-Host` and `X-Forwarded-Proto` it sets.
+   */
+  private isOwnOrigin(req: IncomingMessage, origin: string): boolean {
+    try {
+      const page = new URL(origin);
+      const forwardedHost = firstHop(req.headers['x-forwarded-host']);
+      if (forwardedHost !== undefined && this.deps.app.fromTrustedProxy(req)) {
+        const scheme = firstHop(req.headers['x-forwarded-proto'])?.toLowerCase() ?? page.protocol.slice(0, -1);
+        return new URL(`${scheme}://${forwardedHost}`).origin === page.origin;
+      }
+      return page.host === req.headers.host;
+    } catch {
+      return false; // an Origin (or a forwarded host) that is not a URL is not the same site
+    }
+  }
+}
+
+/** The first value of a forwarding header (`a, b` when proxies appended: `a` is the outermost). */
+function firstHop(value: string | string[] | undefined): string | undefined {
+  const first = (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim();
+  return first === undefined || first === '' ? undefined : first;
+}

@@ -1,0 +1,110 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parseChannel, PATHS, WarrenError } from '@warren/protocol';
+import type { App } from './app.js';
+import type { Broker } from './broker/broker.js';
+import type { Cors } from './cors.js';
+import { sendError, sendJson } from './http.js';
+import type { Logger } from './logger.js';
+import type { PushFront } from './push/open.js';
+import { authorizePublisher, handlePublish } from './publish-endpoint.js';
+import { parseTarget, wantsEventStream, type Routes } from './routes.js';
+import type { LongPollFront } from './transports/long-poll.js';
+
+export interface RouterDeps {
+  log: Logger;
+  routes: Routes;
+  /** The decider is the application's (`onUpgrade`): only SSE streams are the gateway's. */
+  custom: boolean;
+  app: App;
+  cors: Cors;
+  broker: Broker;
+  polls: LongPollFront;
+  push: PushFront;
+  publishToken: string | undefined;
+  maxMessageBytes: number;
+  /** `--push-routes` as given, for error messages. */
+  pushRoutes: string | undefined;
+  /** A request the gateway does not take, when attached to an application's server. */
+  passRequest: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  /** `true` once the gateway is closing. */
+  closing(): boolean;
+  stats(): unknown;
+}
+
+/**
+ * The gateway's HTTP routes: `/_warren/*` (publish, health, stats), channel
+ * paths (long-poll, SSE), and everything else to the application (proxied,
+ * or the attached server's own listeners), else 404.
+ */
+export class Router {
+  constructor(private readonly deps: RouterDeps) {}
+
+  /** The request listener: every error is answered as JSON with its code. */
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.route(req, res).catch((err: unknown) => {
+      // A client that hung up mid-upload is not the gateway's error.
+      if (req.destroyed && !(err instanceof WarrenError)) return;
+      sendError(res, err, this.deps.log);
+      // A refused request body is not read: drop the connection once answered.
+      if (!req.complete) res.once('finish', () => req.destroy());
+    });
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { app, custom, cors } = this.deps;
+    // Node's own check would answer with an empty body; this one answers JSON.
+    if (req.headers.host === undefined && req.httpVersionMinor >= 1) throw new WarrenError('INVALID_REQUEST', 'the Host header is missing');
+    const { path, query } = parseTarget(req);
+    if (path.startsWith(PATHS.prefix) || path === PATHS.prefix.slice(0, -1)) return this.internal(req, res, path, query);
+    if (!this.deps.routes.isPushRoute(path)) return this.decline(req, res, path);
+    // On a push route, what is not a subscription goes to the app (when there is one).
+    if (app.proxying && req.method !== 'GET' && req.method !== 'OPTIONS') return app.forward(req, res);
+    // An application's handlers take streams only; polls need the default handler.
+    if (custom && !(req.method === 'GET' && wantsEventStream(req))) return this.decline(req, res, path);
+    const channel = custom ? undefined : parseChannel(path);
+    if (req.method === 'OPTIONS') return cors.preflight(req, res);
+    cors.apply(req, res);
+    if (req.method !== 'GET') {
+      res.setHeader('allow', 'GET, OPTIONS');
+      throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
+    }
+    if (!wantsEventStream(req)) return this.deps.polls.serve(req, res, channel!, query);
+    if (!(await this.deps.push.open('sse', req, path, query, { res }))) this.decline(req, res, path);
+  }
+
+  /** A request the gateway does not serve: the application's (attached or upstream), else 404. */
+  private decline(req: IncomingMessage, res: ServerResponse, path: string): void | Promise<void> {
+    const { passRequest, app, custom } = this.deps;
+    if (passRequest !== undefined) return passRequest(req, res);
+    if (app.proxying) return app.forward(req, res);
+    throw new WarrenError('NOT_FOUND', custom ? `no handler for ${path}` : `${path} is not under the push routes (${this.deps.pushRoutes})`);
+  }
+
+  private async internal(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
+    const { broker, publishToken } = this.deps;
+    const allow = (method: string): void => {
+      if (req.method !== method) {
+        res.setHeader('allow', method);
+        throw new WarrenError('METHOD_NOT_ALLOWED', `use ${method} on ${path}`);
+      }
+    };
+    switch (path) {
+      case PATHS.publish:
+        allow('POST');
+        return handlePublish(req, res, query, broker, publishToken, this.deps.maxMessageBytes);
+      case PATHS.health: {
+        allow('GET');
+        const ready = broker.ready && !this.deps.closing();
+        sendJson(res, ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable', broker: broker.kind, brokerReady: broker.ready });
+        return;
+      }
+      case PATHS.stats:
+        allow('GET');
+        authorizePublisher(req, publishToken);
+        sendJson(res, 200, this.deps.stats());
+        return;
+      default:
+        throw new WarrenError('NOT_FOUND', `no endpoint ${path}`);
+    }
+  }
+}
