@@ -283,9 +283,9 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     return this.transport.bufferedBytes();
   }
 
-  /** The subscription machinery ends the connection (slow consumer). */
-  drop(reason: SinkCloseReason): void {
-    this.end({ kind: reason });
+  /** Ends the connection for `reason` (the subscription machinery: slow consumer, broker lost, superseded; handlers: revoked). */
+  drop(reason: SinkCloseReason, detail?: string): void {
+    this.end(reason === 'revoked' && detail !== undefined ? { kind: 'revoked', reason: detail } : { kind: reason });
   }
 
   /** The gateway is stopping: `onShutdown`, then close with "going away". */

@@ -6,19 +6,7 @@ import type { Admission } from '../admission.js';
 import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
-import type { Connection } from './connection.js';
 import type { PushConnection, PushHandler, PushUpgrade, UpgradeDecider } from './handler.js';
-
-/**
- * Work the gateway does after admitting a connection and before answering
- * it (declaring the consumer's queue): a refusal is still a JSON error, and a
- * client that sees the stream open misses nothing published after.
- * @internal
- */
-export const PREPARE = Symbol('warren.prepare');
-
-/** A handler that may carry {@link PREPARE}. @internal */
-export type PreparedHandler = PushHandler & { [PREPARE]?: () => Promise<void> };
 
 /** What the standalone gateway's handler needs from the gateway around it. */
 export interface DefaultHandlerDeps {
@@ -63,7 +51,7 @@ export function createDefaultDecider(deps: DefaultHandlerDeps): UpgradeDecider {
   return (upgrade) => (upgrade.kind === 'sse' ? decideSse(deps, upgrade) : decideWebSocket(deps, upgrade));
 }
 
-async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PreparedHandler> {
+async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
   const { request: req, query } = upgrade;
   const channel = parseChannel(upgrade.path);
   const requested = upgrade.consumerId;
@@ -79,7 +67,7 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   return new StreamSession(deps, req, token, requested, channel, consumerId, lastEventId);
 }
 
-async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PreparedHandler> {
+async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
   const { request: req, query } = upgrade;
   const channel = upgrade.path === PATHS.socket ? undefined : parseChannel(upgrade.path);
   const requested = upgrade.consumerId;
@@ -95,7 +83,7 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
 // connection, the callbacks on the prototype (bench/heap-per-connection.mjs).
 
 /** What both default handlers hold: who asks, for which channel, and from where the stream resumes. */
-abstract class DefaultSession<C extends string | undefined> implements PreparedHandler {
+abstract class DefaultSession<C extends string | undefined> implements PushHandler {
   [key: string]: unknown;
   protected reauth: NodeJS.Timeout | undefined;
 
@@ -110,7 +98,7 @@ abstract class DefaultSession<C extends string | undefined> implements PreparedH
     protected readonly lastEventId: string | undefined,
   ) {}
 
-  [PREPARE](): Promise<void> {
+  prepare(): Promise<void> {
     // A stream on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
     return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.req, this.channel, this.consumerId);
   }
@@ -128,7 +116,7 @@ class StreamSession extends DefaultSession<string> {
     if (deps.admission.reauthorizing) {
       this.reauth = setInterval(() => {
         deps.admission.identify(this.req, this.token, this.channel, this.requested, true).catch((err: unknown) => {
-          if (deps.admission.isRefusal(err)) (conn as Connection).end({ kind: 'revoked' });
+          if (deps.admission.isRefusal(err)) conn.drop('revoked');
           else deps.log.warn('re-authorization failed; the stream stays open', { error: (err as Error).message });
         });
       }, deps.reauthIntervalMs);
@@ -140,14 +128,14 @@ class StreamSession extends DefaultSession<string> {
       if (!conn.open) return;
       deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
       // EventSource reconnects by itself and sends Last-Event-ID.
-      (conn as Connection).end({ kind: 'broker-unavailable' });
+      conn.drop('broker-unavailable');
     }
   }
 }
 
 /** One default WebSocket: its `warren.v1` commands, re-authorization and messages to the app. */
 class SocketSession extends DefaultSession<string | undefined> {
-  private conn!: Connection;
+  private conn!: PushConnection;
   private json = false;
   private inFlight = 0;
   /** Subscribes not yet done, by channel: counted against the cap before the app is asked. */
@@ -156,8 +144,7 @@ class SocketSession extends DefaultSession<string | undefined> {
   private asking = 0;
   private readonly turns: Array<() => void> = [];
 
-  onOpen(pushConn: PushConnection): void {
-    const conn = pushConn as Connection;
+  onOpen(conn: PushConnection): void {
     this.conn = conn;
     this.json = conn.protocol === WARREN_PROTOCOL;
     if (this.deps.admission.reauthorizing) {
@@ -169,7 +156,7 @@ class SocketSession extends DefaultSession<string | undefined> {
               if (!this.deps.admission.isRefusal(err) || !conn.channels.includes(channel)) return;
               // No longer allowed: a raw socket (one channel) is closed; a warren.v1 one loses the channel.
               if (!this.json) {
-                conn.end({ kind: 'revoked' });
+                conn.drop('revoked');
                 return;
               }
               conn.unsubscribe(channel).catch((err: unknown) => this.deps.log.warn('unsubscribe failed', { error: String(err) }));
@@ -211,8 +198,8 @@ class SocketSession extends DefaultSession<string | undefined> {
     } catch (err) {
       if (!conn.open) return;
       if (this.json) this.error(err, channel);
-      else if (err instanceof WarrenError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN')) conn.end({ kind: 'revoked', reason: err.code });
-      else conn.end({ kind: 'broker-unavailable' });
+      else if (err instanceof WarrenError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN')) conn.drop('revoked', err.code);
+      else conn.drop('broker-unavailable');
       return;
     }
     if (reply || this.json) this.frame({ type: 'subscribed', channel });

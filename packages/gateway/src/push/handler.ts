@@ -60,6 +60,15 @@ export type UpgradeDecider = (upgrade: PushUpgrade) => UpgradeDecision | Promise
  * };
  */
 export interface PushHandler {
+  /**
+   * Called once the handler is chosen and before the client sees the
+   * connection open (no SSE headers or `101` sent yet): make what the stream
+   * needs so that nothing published after the client sees it open is missed
+   * (the default handler declares the consumer's queue here). Throwing (or
+   * rejecting with) a `WarrenError` refuses the request with that error's
+   * status and JSON body; no other callback follows.
+   */
+  prepare?(upgrade: PushUpgrade): void | Promise<void>;
   onOpen?(conn: PushConnection): void | Promise<void>;
   /**
    * A WebSocket message from the client: a `string` for a text frame, a
@@ -138,6 +147,14 @@ export interface PushConnection {
    * (1000, or 3000–4999) and `reason` (at most 123 bytes) go in the close frame.
    */
   close(code?: number, reason?: string): void;
+  /**
+   * Ends the connection for one of the gateway's reasons, told to the client
+   * as its transport can: `'revoked'` (no longer allowed: SSE a comment,
+   * WebSocket 1008 with `detail`), `'broker-unavailable'` (reconnect later:
+   * SSE a jittered `retry:`, WebSocket 1013), `'superseded'` (another
+   * connection took over: WebSocket 4009).
+   */
+  drop(reason: 'revoked' | 'broker-unavailable' | 'superseded', detail?: string): void;
   /**
    * Delivers `channel`'s messages to this client, through the broker
    * (per-consumer queue or the process's live fan-out), so it works across

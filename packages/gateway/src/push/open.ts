@@ -8,8 +8,7 @@ import type { Ticker } from '../transports/ticker.js';
 import type { Transport } from '../transports/transport.js';
 import type { WebSocketAcceptor } from '../transports/websocket.js';
 import { Connection, type ConnectionContext } from './connection.js';
-import { PREPARE, type PreparedHandler } from './default-handler.js';
-import type { PushUpgrade, UpgradeDecider, UpgradeKind } from './handler.js';
+import type { PushHandler, PushUpgrade, UpgradeDecider, UpgradeKind } from './handler.js';
 
 /** Where a push request came in: an SSE response, or a socket to upgrade. */
 export type PushIo = { res: ServerResponse } | { socket: Duplex; head: Buffer };
@@ -62,7 +61,7 @@ export class PushFront {
     const headers: OutgoingHttpHeaders = {};
     const requested = findConsumer(req, query);
     const upgrade = pushUpgrade(kind, req, path, query, requested, headers);
-    const handler = (await this.deps.decide(upgrade)) as PreparedHandler | undefined | null | false;
+    const handler = (await this.deps.decide(upgrade)) as PushHandler | undefined | null | false;
     if (handler === undefined || handler === null || handler === false) return false;
     if (typeof handler !== 'object') throw new TypeError('onUpgrade must return a handler object, or undefined/null/false to decline');
     const named = custom && upgrade.consumerId !== requested && upgrade.consumerId !== undefined;
@@ -71,7 +70,7 @@ export class PushFront {
     const slot = named ? admission.take(req, consumerId, consumerId?.split('/')[0]) : admission.take(req, consumerId);
     let transport: Transport | undefined;
     try {
-      await handler[PREPARE]?.();
+      await handler.prepare?.(upgrade);
       transport = await this.complete(req, io, headers);
     } finally {
       // Given back by `closed()` once the connection is open (and closes).
