@@ -1,4 +1,4 @@
-// Rewrites README.md's configuration and error tables from the code
+// Rewrites docs/configuration.md's settings and error tables from the code
 // (test/docs.test.ts fails when they differ). Run after `npm run build`:
 //   node scripts/readme-tables.mjs
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -14,7 +14,8 @@ const shown = (s) => {
 const config = OPTION_SPECS.map((s) => `| \`${s.flag}\` | \`${s.env}\` | ${shown(s)} | ${s.description} |`).join('\n');
 const errors = Object.entries(ERROR_CODES).map(([code, v]) => `| \`${code}\` | ${v.status ?? '—'} | ${v.description} |`).join('\n');
 
-let readme = readFileSync('README.md', 'utf8');
-readme = readme.replace(/(\| Flag \| Variable \| Default \| Meaning \|\n\|---\|---\|---\|---\|\n)(\|.*\|\n)+/, (_, head) => `${head}${config}\n`);
-readme = readme.replace(/(\| Code \| Status \| Meaning \|\n\|---\|---\|---\|\n)(\|.*\|\n)+/, (_, head) => `${head}${errors}\n`);
-writeFileSync('README.md', readme);
+const file = new URL('../docs/configuration.md', import.meta.url);
+let text = readFileSync(file, 'utf8');
+text = text.replace(/(\| Flag \| Variable \| Default \| Meaning \|\n\|---\|---\|---\|---\|\n)(\|.*\|\n)+/, (_, head) => `${head}${config}\n`);
+text = text.replace(/(\| Code \| Status \| Meaning \|\n\|---\|---\|---\|\n)(\|.*\|\n)+/, (_, head) => `${head}${errors}\n`);
+writeFileSync(file, text);

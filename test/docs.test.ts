@@ -7,22 +7,23 @@ import { ERROR_CODES } from '@warren/protocol';
 import { ROOT } from './support/index.js';
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+const configuration = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
 const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
 
 describe('documentation matches the code', () => {
-  it('the README gives the two set-up commands, and .ci/run calls the test one', () => {
+  it('the README gives the two set-up commands (tests need RabbitMQ), and .ci/run calls the test one', () => {
     assert.match(readme, /^npm install && npm start\s/m);
-    assert.match(readme, /^npm test\s/m);
+    assert.match(readme, /^npm test\s+#.*needs RabbitMQ/m, 'the test command says the tests need RabbitMQ');
     assert.match(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'), /^npm test$/m);
   });
 
-  it('the README configuration table lists every setting with its flag and variable, and nothing else', () => {
-    const rows = [...readme.matchAll(/^\| `(--[a-z-]+)` \| `(WARREN_[A-Z_]+)` \|/gm)].map((m) => [m[1], m[2]]);
+  it('the docs/configuration.md settings table lists every setting with its flag and variable, and nothing else', () => {
+    const rows = [...configuration.matchAll(/^\| `(--[a-z-]+)` \| `(WARREN_[A-Z_]+)` \|/gm)].map((m) => [m[1], m[2]]);
     assert.deepEqual(rows, OPTION_SPECS.map((s) => [s.flag, s.env]));
   });
 
-  it('the README error table lists every error code with its status', () => {
-    const rows = [...readme.matchAll(/^\| `([A-Z_]+)` \| (\d{3}|—) \|/gm)].map((m) => [m[1], m[2] === '—' ? null : Number(m[2])]);
+  it('the docs/configuration.md error table lists every error code with its status', () => {
+    const rows = [...configuration.matchAll(/^\| `([A-Z_]+)` \| (\d{3}|—) \|/gm)].map((m) => [m[1], m[2] === '—' ? null : Number(m[2])]);
     assert.deepEqual(rows, Object.entries(ERROR_CODES).map(([code, v]) => [code, v.status]));
   });
 
