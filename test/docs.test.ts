@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { OPTION_SPECS } from '@warren/gateway';
 import { ERROR_CODES } from '@warren/protocol';
 import { ROOT } from './support/index.js';
@@ -9,6 +10,18 @@ import { ROOT } from './support/index.js';
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const configuration = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
 const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
+
+/** Every markdown file of the repository: the README, docs/, bench/, examples/, the packages' READMEs. */
+function markdownFiles(dir = ROOT): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.name.startsWith('.') || entry.name === 'node_modules' || entry.name === 'dist') continue;
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) found.push(...markdownFiles(path));
+    else if (entry.name.endsWith('.md')) found.push(path);
+  }
+  return found;
+}
 
 describe('documentation matches the code', () => {
   it('the README gives the two set-up commands (tests need RabbitMQ), and .ci/run calls the test one', () => {
@@ -25,6 +38,20 @@ describe('documentation matches the code', () => {
   it('the docs/configuration.md error table lists every error code with its status', () => {
     const rows = [...configuration.matchAll(/^\| `([A-Z_]+)` \| (\d{3}|—) \|/gm)].map((m) => [m[1], m[2] === '—' ? null : Number(m[2])]);
     assert.deepEqual(rows, Object.entries(ERROR_CODES).map(([code, v]) => [code, v.status]));
+  });
+
+  it('docs/configuration.md holds the tables scripts/readme-tables.mjs writes, word for word', async () => {
+    const script = await import(pathToFileURL(join(ROOT, 'scripts', 'readme-tables.mjs')).href);
+    assert.equal(script.TABLES_FILE, join(ROOT, 'docs', 'configuration.md'));
+    assert.equal(script.withTables(configuration), configuration, 'run `node scripts/readme-tables.mjs` after `npm run build`');
+    assert.throws(() => script.withTables(readme), /no settings table/, 'the script refuses a file without the tables');
+  });
+
+  it('no other markdown file keeps a copy of the generated tables', () => {
+    for (const file of markdownFiles()) {
+      if (file === join(ROOT, 'docs', 'configuration.md')) continue;
+      assert.doesNotMatch(readFileSync(file, 'utf8'), /^\| Flag \| Variable \| Default \| Meaning \|$|^\| Code \| Status \| Meaning \|$/m, relative(ROOT, file));
+    }
   });
 
   it('docker-compose.yml sets only real settings, with credentials RabbitMQ will accept', () => {
