@@ -16,7 +16,7 @@ describe('the documented AMQP wire layout', () => {
     // curl waits on the channel (its first poll declares the queue)...
     const received = curl(['-i', '-H', `Consumer-Id: ${consumerId}`, `${gw.url}${channel}?timeout=20`]);
     await until(() => gw.gateway.stats().broker.activeConsumers === 1, 'curl to be waiting');
-    // ...and a plain AMQP client, not the SDK, publishes per README "Wire layout".
+    // ...and a plain AMQP client, not the SDK, publishes per docs/protocol.md "Wire layout".
     const conn = await amqp.connect(AMQP_URL);
     const ch = await conn.createConfirmChannel();
     await new Promise<void>((resolve, reject) =>

@@ -6,7 +6,7 @@ export interface SeenRequest {
   method: string;
   url: string;
   headers: IncomingHttpHeaders;
-  /** Who the app believes the user is: it trusts `Warren-Identity`, as the README tells apps to. */
+  /** Who the app believes the user is: it trusts `Warren-Identity`, as docs/app-in-front.md tells apps to. */
   user: string | null;
   bodyBytes: number;
 }
