@@ -18,7 +18,7 @@ export {
   isEventName,
   isContentType,
 } from './names.js';
-export { encodeMessage, TEXT_CONTENT_TYPE, JSON_CONTENT_TYPE, BINARY_CONTENT_TYPE } from './message.js';
+export { encodeMessage, isTextual, TEXT_CONTENT_TYPE, JSON_CONTENT_TYPE, BINARY_CONTENT_TYPE } from './message.js';
 export type { MessageData, MessageOptions, WarrenMessage } from './message.js';
 export {
   DEFAULT_EXCHANGE,

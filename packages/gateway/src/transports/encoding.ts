@@ -1,18 +1,7 @@
-import type { WarrenMessage } from '@warren/protocol';
+import { isTextual, type WarrenMessage } from '@warren/protocol';
 
-/** Content types sent as text over SSE and WebSocket; anything else is binary. */
-export function isTextual(contentType: string): boolean {
-  const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
-  return (
-    type.startsWith('text/') ||
-    type === 'application/json' ||
-    type.endsWith('+json') ||
-    type === 'application/xml' ||
-    type.endsWith('+xml') ||
-    type === 'application/javascript' ||
-    type === 'application/x-www-form-urlencoded'
-  );
-}
+// Protocol's rule, still imported from here by the transports.
+export { isTextual };
 
 const LINE_BREAK = /\r\n|\r|\n/;
 
