@@ -1,4 +1,4 @@
-import { isTextual, type WarrenMessage } from '@warren/protocol';
+import { isTextual, type MessageFrame, type WarrenMessage } from '@warren/protocol';
 
 // Protocol's rule, still imported from here by the transports.
 export { isTextual };
@@ -39,18 +39,7 @@ export function encodeSseData(data: string | Buffer, options: { id?: string; eve
   return `${out}\n`;
 }
 
-/** The `warren.v1` WebSocket frame of a message. */
-export interface MessageFrame {
-  type: 'message';
-  channel: string;
-  id: string;
-  event?: string;
-  contentType: string;
-  /** The body: UTF-8 text, or base64 when `encoding` says so. */
-  data: string;
-  encoding?: 'base64';
-}
-
+/** The `warren.v1` frame of a message: its body as text, or base64 when the content type is not textual. */
 export function messageFrame(channel: string, message: WarrenMessage): MessageFrame {
   const textual = isTextual(message.contentType);
   const frame: MessageFrame = {
