@@ -46,7 +46,10 @@ export function base64ToBytes(base64: string): Uint8Array {
   return bytes;
 }
 
-/** The gateway's rule: content types sent as text over SSE and WebSocket; anything else is binary. */
+/**
+ * The gateway's rule: content types sent as text over SSE and WebSocket; anything else is binary.
+ * A copy of `@warren/protocol`'s `isTextual` (the client imports nothing); test/unit/frames-agree.test.ts checks they agree.
+ */
 export function isTextual(contentType: string): boolean {
   const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
   return (

@@ -18,7 +18,7 @@ export {
   isEventName,
   isContentType,
 } from './names.js';
-export { encodeMessage, TEXT_CONTENT_TYPE, JSON_CONTENT_TYPE, BINARY_CONTENT_TYPE } from './message.js';
+export { encodeMessage, isTextual, TEXT_CONTENT_TYPE, JSON_CONTENT_TYPE, BINARY_CONTENT_TYPE } from './message.js';
 export type { MessageData, MessageOptions, WarrenMessage } from './message.js';
 export {
   DEFAULT_EXCHANGE,
@@ -37,3 +37,26 @@ export type { ConsumerQueueLimits, WireProperties } from './wire.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';
 export { MAX_TOKEN_LENGTH, MAX_TOKEN_CHANNELS, MIN_SECRET_BYTES, signChannelToken, verifyChannelToken, tokenAllows } from './token.js';
 export type { ChannelTokenClaims, ChannelTokenInput } from './token.js';
+export {
+  MAX_SEND_ID_LENGTH,
+  CLIENT_FRAMES,
+  SERVER_FRAMES,
+  ClientFrameError,
+  parseClientFrame,
+  parseServerFrame,
+} from './frames.js';
+export type {
+  JsonValue,
+  ClientFrame,
+  SubscribeFrame,
+  UnsubscribeFrame,
+  SendFrame,
+  ServerFrame,
+  MessageFrame,
+  SubscribedFrame,
+  UnsubscribedFrame,
+  ReplyFrame,
+  ErrorFrame,
+  FrameField,
+  FrameFields,
+} from './frames.js';

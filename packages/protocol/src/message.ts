@@ -29,6 +29,25 @@ export const JSON_CONTENT_TYPE = 'application/json';
 export const BINARY_CONTENT_TYPE = 'application/octet-stream';
 
 /**
+ * Whether a content type travels as text over SSE and in `warren.v1` frames
+ * (`text/*`, JSON, XML, JavaScript, form data); any other body is sent base64
+ * (with `encoding: 'base64'` in a frame).
+ * @example isTextual('application/ld+json; charset=utf-8') // true
+ */
+export function isTextual(contentType: string): boolean {
+  const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
+  return (
+    type.startsWith('text/') ||
+    type === 'application/json' ||
+    type.endsWith('+json') ||
+    type === 'application/xml' ||
+    type.endsWith('+xml') ||
+    type === 'application/javascript' ||
+    type === 'application/x-www-form-urlencoded'
+  );
+}
+
+/**
  * Turns data into a message: a string becomes UTF-8 `text/plain`, bytes
  * `application/octet-stream`, anything else JSON (`application/json`).
  * A given `contentType` overrides the derived one.

@@ -1,4 +1,5 @@
 import { WarrenClientError, type WarrenMessage, type WebSocketConstructor, type WebSocketLike } from '../types.js';
+import { parseServerFrame, type ClientFrame, type ServerFrame } from '../frames.js';
 import { base64ToBytes, gatewayUrl } from '../util.js';
 import { noop, type Transport, type TransportHost } from './transport.js';
 
@@ -11,18 +12,6 @@ const CONNECTING = 0;
 const OPEN = 1;
 /** Errors after which the channel's stream is gone but a new connection may bring it back. */
 const RETRYABLE = new Set(['BROKER_UNAVAILABLE', 'INTERNAL_ERROR']);
-
-interface Frame {
-  type?: unknown;
-  channel?: unknown;
-  id?: unknown;
-  event?: unknown;
-  contentType?: unknown;
-  data?: unknown;
-  encoding?: unknown;
-  code?: unknown;
-  message?: unknown;
-}
 
 /**
  * One WebSocket to `/_warren/ws` with the `warren.v1` subprotocol carries
@@ -107,7 +96,7 @@ export class WebSocketTransport implements Transport {
     this.send(lastEventId === undefined ? { type: 'subscribe', channel } : { type: 'subscribe', channel, lastEventId });
   }
 
-  private send(frame: object): void {
+  private send(frame: ClientFrame): void {
     try {
       this.ws.send(JSON.stringify(frame));
     } catch (err) {
@@ -123,33 +112,23 @@ export class WebSocketTransport implements Transport {
 
   private onFrame(data: unknown): void {
     if (this.done) return;
-    let frame: Frame;
+    let frame: ServerFrame | undefined;
     try {
-      const text = typeof data === 'string' ? data : new TextDecoder().decode(data as ArrayBuffer | Uint8Array);
-      frame = JSON.parse(text) as Frame;
-      if (frame === null || typeof frame !== 'object') throw new Error('not an object');
-    } catch {
-      this.host.report(new WarrenClientError('INVALID_FRAME', 'the gateway sent a frame that is not a JSON object', { transport: 'websocket' }));
+      frame = parseServerFrame(typeof data === 'string' ? data : new TextDecoder().decode(data as ArrayBuffer | Uint8Array));
+    } catch (err) {
+      this.host.report(err instanceof WarrenClientError ? err : new WarrenClientError('INVALID_FRAME', 'the gateway sent a frame that is not text', { transport: 'websocket' }));
       return;
     }
-    const channel = typeof frame.channel === 'string' ? frame.channel : undefined;
+    // A frame type from a newer gateway.
+    if (frame === undefined) return;
     switch (frame.type) {
       case 'message': {
-        if (channel === undefined || typeof frame.id !== 'string' || typeof frame.data !== 'string') {
-          this.host.report(new WarrenClientError('INVALID_FRAME', 'a message frame without channel, id or data', { transport: 'websocket' }));
-          return;
-        }
+        const channel = frame.channel;
         if (!this.channels.has(channel)) return;
         this.host.opened();
         this.host.healthy();
-        const message: WarrenMessage = {
-          channel,
-          id: frame.id,
-          contentType: typeof frame.contentType === 'string' ? frame.contentType : 'application/octet-stream',
-          data: frame.data,
-          transport: 'websocket',
-        };
-        if (typeof frame.event === 'string') message.event = frame.event;
+        const message: WarrenMessage = { channel, id: frame.id, contentType: frame.contentType, data: frame.data, transport: 'websocket' };
+        if (frame.event !== undefined) message.event = frame.event;
         if (frame.encoding === 'base64') {
           try {
             message.binary = base64ToBytes(frame.data);
@@ -168,9 +147,8 @@ export class WebSocketTransport implements Transport {
       case 'unsubscribed':
         return;
       case 'error': {
-        const code = typeof frame.code === 'string' ? frame.code : 'INTERNAL_ERROR';
-        const text = typeof frame.message === 'string' ? frame.message : code;
-        const error = new WarrenClientError(code, text, { transport: 'websocket', ...(channel === undefined ? {} : { channel }) });
+        const { code, channel } = frame;
+        const error = new WarrenClientError(code, frame.message, { transport: 'websocket', ...(channel === undefined ? {} : { channel }) });
         // The channel's stream did not start for a passing reason: reconnect.
         if (channel !== undefined && this.channels.has(channel) && RETRYABLE.has(code)) {
           this.close();
@@ -180,7 +158,8 @@ export class WebSocketTransport implements Transport {
         }
         return;
       }
-      default:
+      case 'reply':
+        // Answers to `send` frames, which this client does not send.
         return;
     }
   }

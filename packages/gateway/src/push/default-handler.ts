@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { HEADERS, parseChannel, parseMessageId, PATHS, WarrenError } from '@warren/protocol';
+import { ClientFrameError, HEADERS, parseChannel, parseClientFrame, PATHS, WarrenError, type ClientFrame, type ReplyFrame, type ServerFrame } from '@warren/protocol';
 import type { AppReply, Identity } from '../app.js';
 import { findLastEventId } from '../identity.js';
 import type { Admission } from '../admission.js';
@@ -35,13 +35,8 @@ export const MAX_AUTH_IN_FLIGHT = 16;
  * (on a channel or on `/_warren/ws`) subscribes and unsubscribes with JSON
  * frames; client messages go to the application over HTTP.
  *
- * WebSocket frames with `warren.v1`:
- * - client → server: `{"type":"subscribe","channel":"/a","lastEventId"?:"…"}`,
- *   `{"type":"unsubscribe","channel":"/a"}`, `{"type":"send","channel","data","id"?}`
- * - server → client: `{"type":"message","channel","id","event"?,"contentType","data","encoding"?}`,
- *   `{"type":"subscribed","channel"}`, `{"type":"unsubscribed","channel"}`,
- *   `{"type":"reply","id"?,"channel","status","contentType"?,"data"?}`,
- *   `{"type":"error","code","message","channel"?}`
+ * WebSocket frames with `warren.v1` are the `ClientFrame`s and `ServerFrame`s
+ * of `@warren/protocol` (docs/protocol.md, "Frames").
  *
  * Without the subprotocol each message is one frame (text for textual
  * content types, binary otherwise), and each client frame goes to the
@@ -252,37 +247,27 @@ class SocketSession extends DefaultSession<string | undefined> {
       this.error(new WarrenError('INVALID_FRAME', 'warren.v1 frames are JSON text'));
       return;
     }
-    let command: { type?: unknown; channel?: unknown; lastEventId?: unknown; id?: unknown; data?: unknown };
+    let frame: ClientFrame;
     try {
-      command = JSON.parse(data) as typeof command;
-      if (command === null || typeof command !== 'object') throw new Error('not an object');
-    } catch {
-      this.error(new WarrenError('INVALID_FRAME', 'a warren.v1 frame is a JSON object with a "type"'));
+      frame = parseClientFrame(data);
+    } catch (err) {
+      // A refused frame's error names its channel and (a send's) id, as its reply would.
+      const echo = err instanceof ClientFrameError ? err : undefined;
+      this.error(err, echo?.channel, echo?.id === undefined ? {} : { id: echo.id });
       return;
     }
-    try {
-      if (command.type === 'subscribe') {
-        const channel = parseChannel(command.channel);
-        const lastEventId = command.lastEventId === undefined ? undefined : parseMessageId(command.lastEventId);
-        void this.subscribe(channel, lastEventId, true);
-      } else if (command.type === 'unsubscribe') {
-        const channel = parseChannel(command.channel);
-        this.conn.unsubscribe(channel).then(
-          () => this.frame({ type: 'unsubscribed', channel }),
-          (err: unknown) => this.error(err, channel),
-        );
-      } else if (command.type === 'send') {
-        const { id, data: payload } = command;
-        if (id !== undefined && (typeof id !== 'string' || id.length > 128)) throw new WarrenError('INVALID_FRAME', 'a send id is a string of at most 128 characters');
-        const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(JSON.stringify(payload ?? null));
-        void this.toApp(parseChannel(command.channel), body, typeof payload === 'string' ? 'text/plain; charset=utf-8' : 'application/json', id as string | undefined);
-      } else {
-        throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe or send');
-      }
-    } catch (err) {
-      // A send's error carries its id (when it has a usable one), as its reply would.
-      const id = command.type === 'send' && typeof command.id === 'string' && command.id.length <= 128 ? { id: command.id } : {};
-      this.error(err, typeof command.channel === 'string' ? command.channel : undefined, id);
+    if (frame.type === 'subscribe') {
+      void this.subscribe(frame.channel, frame.lastEventId, true);
+    } else if (frame.type === 'unsubscribe') {
+      const channel = frame.channel;
+      this.conn.unsubscribe(channel).then(
+        () => this.frame({ type: 'unsubscribed', channel }),
+        (err: unknown) => this.error(err, channel),
+      );
+    } else {
+      const payload = frame.data;
+      const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(JSON.stringify(payload));
+      void this.toApp(frame.channel, body, typeof payload === 'string' ? 'text/plain; charset=utf-8' : 'application/json', frame.id);
     }
   }
 
@@ -308,7 +293,7 @@ class SocketSession extends DefaultSession<string | undefined> {
       const reply = await send(this.req, channel, await this.identify(channel), body, contentType);
       if (!this.conn.open) return;
       if (this.json) {
-        const frame: Record<string, unknown> = { type: 'reply', ...tag, channel, status: reply.status };
+        const frame: ReplyFrame = { type: 'reply', ...tag, channel, status: reply.status };
         if (reply.status !== 204) {
           const textual = reply.contentType === undefined || isTextual(reply.contentType);
           frame.contentType = reply.contentType;
@@ -327,13 +312,13 @@ class SocketSession extends DefaultSession<string | undefined> {
     }
   }
 
-  private error(err: unknown, channel?: string, extra: Record<string, unknown> = {}): void {
+  private error(err: unknown, channel?: string, extra: { id?: string } = {}): void {
     const error = err instanceof WarrenError ? err : new WarrenError('INTERNAL_ERROR', 'internal error');
     if (!(err instanceof WarrenError)) this.deps.log.error('websocket error', { error: String(err) });
     this.frame({ type: 'error', ...extra, code: error.code, message: error.message, ...(channel === undefined ? {} : { channel }) });
   }
 
-  private frame(frame: object): void {
+  private frame(frame: ServerFrame): void {
     this.conn.write(JSON.stringify(frame));
   }
 }

@@ -1,18 +1,7 @@
-import type { WarrenMessage } from '@warren/protocol';
+import { isTextual, type MessageFrame, type WarrenMessage } from '@warren/protocol';
 
-/** Content types sent as text over SSE and WebSocket; anything else is binary. */
-export function isTextual(contentType: string): boolean {
-  const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
-  return (
-    type.startsWith('text/') ||
-    type === 'application/json' ||
-    type.endsWith('+json') ||
-    type === 'application/xml' ||
-    type.endsWith('+xml') ||
-    type === 'application/javascript' ||
-    type === 'application/x-www-form-urlencoded'
-  );
-}
+// Protocol's rule, still imported from here by the transports.
+export { isTextual };
 
 const LINE_BREAK = /\r\n|\r|\n/;
 
@@ -50,18 +39,7 @@ export function encodeSseData(data: string | Buffer, options: { id?: string; eve
   return `${out}\n`;
 }
 
-/** The `warren.v1` WebSocket frame of a message. */
-export interface MessageFrame {
-  type: 'message';
-  channel: string;
-  id: string;
-  event?: string;
-  contentType: string;
-  /** The body: UTF-8 text, or base64 when `encoding` says so. */
-  data: string;
-  encoding?: 'base64';
-}
-
+/** The `warren.v1` frame of a message: its body as text, or base64 when the content type is not textual. */
 export function messageFrame(channel: string, message: WarrenMessage): MessageFrame {
   const textual = isTextual(message.contentType);
   const frame: MessageFrame = {

@@ -1,0 +1,248 @@
+import { WarrenError, type ErrorCode } from './errors.js';
+import { parseChannel, parseMessageId } from './names.js';
+
+// The JSON frames of the `warren.v1` WebSocket subprotocol. The browser
+// client keeps a dependency-free copy (packages/client/src/frames.ts);
+// test/unit/frames-agree.test.ts checks that the two say the same.
+
+/** Any value JSON can carry. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** Longest `id` of a `send` frame (it comes back on the `reply` or `error` frame). */
+export const MAX_SEND_ID_LENGTH = 128;
+
+/** Start reading `channel`; after `lastEventId` (a message id) when resuming. */
+export interface SubscribeFrame {
+  type: 'subscribe';
+  channel: string;
+  lastEventId?: string;
+}
+
+/** Stop reading `channel`. */
+export interface UnsubscribeFrame {
+  type: 'unsubscribe';
+  channel: string;
+}
+
+/**
+ * A message for the application, posted to `channel`'s path: a string goes
+ * as `text/plain; charset=utf-8`, any other JSON value as `application/json`.
+ * The answer is a `reply` (or `error`) frame carrying the same `id`.
+ */
+export interface SendFrame {
+  type: 'send';
+  channel: string;
+  /** `null` when the frame had no `data`. */
+  data: JsonValue;
+  /** At most {@link MAX_SEND_ID_LENGTH} characters. */
+  id?: string;
+}
+
+/** What a client sends on a `warren.v1` socket. */
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | SendFrame;
+
+/** A message published to a channel the socket subscribed to. */
+export interface MessageFrame {
+  type: 'message';
+  channel: string;
+  id: string;
+  /** The producer's event name, when it named one. */
+  event?: string;
+  contentType: string;
+  /** The body: UTF-8 text, or base64 when `encoding` says so (a content type that is not textual). */
+  data: string;
+  encoding?: 'base64';
+}
+
+/** A `subscribe` succeeded: the channel's messages follow. */
+export interface SubscribedFrame {
+  type: 'subscribed';
+  channel: string;
+}
+
+/** An `unsubscribe` is done. */
+export interface UnsubscribedFrame {
+  type: 'unsubscribed';
+  channel: string;
+}
+
+/** The application's answer to a `send`. */
+export interface ReplyFrame {
+  type: 'reply';
+  /** The `send` frame's id, when it had one. */
+  id?: string;
+  channel: string;
+  /** The application's HTTP status. */
+  status: number;
+  /** Absent for 204, and when the application named none. */
+  contentType?: string;
+  /** The body (absent for 204): UTF-8 text, or base64 when `encoding` says so. */
+  data?: string;
+  encoding?: 'base64';
+}
+
+/**
+ * A command failed, or a subscription ended. `code` is one of
+ * `ERROR_CODES` (readers should accept codes they do not know: new ones may
+ * be added); `channel` and `id` are the failed frame's, when it had them.
+ */
+export interface ErrorFrame {
+  type: 'error';
+  id?: string;
+  code: string;
+  message: string;
+  channel?: string;
+}
+
+/** What the gateway sends on a `warren.v1` socket. */
+export type ServerFrame = MessageFrame | SubscribedFrame | UnsubscribedFrame | ReplyFrame | ErrorFrame;
+
+/** Whether a frame field must be present. */
+export type FrameField = 'required' | 'optional';
+
+/** The fields of each frame type besides `type`, and whether each must be present. */
+export type FrameFields<F extends { type: string }> = {
+  [T in F['type']]: { [K in Exclude<keyof Extract<F, { type: T }>, 'type'>]-?: {} extends Pick<Extract<F, { type: T }>, K> ? 'optional' : 'required' };
+};
+
+/**
+ * Every client frame type and its fields: the frame table of the docs is
+ * checked against it, and the compiler checks it against {@link ClientFrame}.
+ */
+export const CLIENT_FRAMES: FrameFields<ClientFrame> = {
+  subscribe: { channel: 'required', lastEventId: 'optional' },
+  unsubscribe: { channel: 'required' },
+  send: { channel: 'required', data: 'required', id: 'optional' },
+};
+
+/** Every server frame type and its fields, checked against {@link ServerFrame}. */
+export const SERVER_FRAMES: FrameFields<ServerFrame> = {
+  message: { channel: 'required', id: 'required', event: 'optional', contentType: 'required', data: 'required', encoding: 'optional' },
+  subscribed: { channel: 'required' },
+  unsubscribed: { channel: 'required' },
+  reply: { id: 'optional', channel: 'required', status: 'required', contentType: 'optional', data: 'optional', encoding: 'optional' },
+  error: { id: 'optional', code: 'required', message: 'required', channel: 'optional' },
+};
+
+/**
+ * A client frame {@link parseClientFrame} refused. Its `code` says why
+ * (`INVALID_FRAME`, `INVALID_CHANNEL`, `INVALID_MESSAGE_ID`); `channel` and
+ * `id` are what the frame gave (a string channel, a send's usable id), so
+ * that the error frame answering it can name them, as a reply would.
+ */
+export class ClientFrameError extends WarrenError {
+  readonly channel: string | undefined;
+  readonly id: string | undefined;
+
+  constructor(code: ErrorCode, message: string, echo: { channel?: string | undefined; id?: string | undefined }, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.channel = echo.channel;
+    this.id = echo.id;
+  }
+}
+
+type Fields = Record<string, unknown>;
+
+function parseObject(text: string): Fields | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return value !== null && typeof value === 'object' && !Array.isArray(value) ? (value as Fields) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const isSendId = (id: unknown): id is string => typeof id === 'string' && id.length <= MAX_SEND_ID_LENGTH;
+
+/**
+ * Reads one text frame a client sent on a `warren.v1` socket. Fields other
+ * than the type's are dropped; a `send` without `data` sends `null`.
+ *
+ * @throws ClientFrameError (a `WarrenError`) `INVALID_FRAME` for text that is
+ *   not a JSON object, an unknown `type`, or a send `id` that is not a string
+ *   of at most {@link MAX_SEND_ID_LENGTH} characters; `INVALID_CHANNEL`;
+ *   `INVALID_MESSAGE_ID` for a `lastEventId` that is not a message id
+ * @example parseClientFrame('{"type":"subscribe","channel":"/a"}') // { type: 'subscribe', channel: '/a' }
+ */
+export function parseClientFrame(text: string): ClientFrame {
+  const raw = parseObject(text);
+  if (raw === undefined) throw new ClientFrameError('INVALID_FRAME', 'a warren.v1 frame is a JSON object with a "type"', {});
+  const echo = {
+    channel: typeof raw.channel === 'string' ? raw.channel : undefined,
+    id: raw.type === 'send' && isSendId(raw.id) ? raw.id : undefined,
+  };
+  try {
+    switch (raw.type) {
+      case 'subscribe': {
+        const channel = parseChannel(raw.channel);
+        return raw.lastEventId === undefined ? { type: 'subscribe', channel } : { type: 'subscribe', channel, lastEventId: parseMessageId(raw.lastEventId) };
+      }
+      case 'unsubscribe':
+        return { type: 'unsubscribe', channel: parseChannel(raw.channel) };
+      case 'send': {
+        if (raw.id !== undefined && !isSendId(raw.id)) {
+          throw new WarrenError('INVALID_FRAME', `a send id is a string of at most ${MAX_SEND_ID_LENGTH} characters`);
+        }
+        const frame: SendFrame = { type: 'send', channel: parseChannel(raw.channel), data: (raw.data ?? null) as JsonValue };
+        if (raw.id !== undefined) frame.id = raw.id;
+        return frame;
+      }
+      default:
+        throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe or send');
+    }
+  } catch (err) {
+    if (err instanceof WarrenError) throw new ClientFrameError(err.code, err.message, echo, { cause: err });
+    throw err;
+  }
+}
+
+/** The frame's fields of `fields`, each checked by its kind: `undefined` when one is missing or mistyped. */
+function pick(raw: Fields, fields: Record<string, FrameField>, kinds: Record<string, (v: unknown) => boolean>): Fields | undefined {
+  const out: Fields = { type: raw.type };
+  for (const [name, presence] of Object.entries(fields)) {
+    const value = raw[name];
+    if (value === undefined) {
+      if (presence === 'required') return undefined;
+      continue;
+    }
+    if (!kinds[name]!(value)) return undefined;
+    out[name] = value;
+  }
+  return out;
+}
+
+const string = (v: unknown): boolean => typeof v === 'string';
+/** Every field name of every member of a frame union. */
+type FieldNames<F> = F extends unknown ? Exclude<keyof F, 'type'> : never;
+/** A check for each field of the server frames. */
+const SERVER_KINDS: Record<FieldNames<ServerFrame>, (v: unknown) => boolean> = {
+  channel: string,
+  id: string,
+  event: string,
+  contentType: string,
+  data: string,
+  code: string,
+  message: string,
+  encoding: (v) => v === 'base64',
+  status: (v) => Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 599,
+};
+
+/**
+ * Reads one text frame the gateway sent on a `warren.v1` socket (for Node
+ * clients and tests; the browser client has its own copy). Each field is
+ * checked for its JSON type (strings; `encoding` is `"base64"`; `status` an
+ * HTTP status); fields the type does not have are dropped.
+ *
+ * @throws WarrenError `INVALID_FRAME` for text that is not a JSON object, an
+ *   unknown `type`, or a missing or mistyped field
+ */
+export function parseServerFrame(text: string): ServerFrame {
+  const raw = parseObject(text);
+  if (raw === undefined) throw new WarrenError('INVALID_FRAME', 'a warren.v1 frame is a JSON object with a "type"');
+  if (typeof raw.type !== 'string' || !Object.prototype.hasOwnProperty.call(SERVER_FRAMES, raw.type)) {
+    throw new WarrenError('INVALID_FRAME', `unknown frame type ${JSON.stringify(raw.type)}`);
+  }
+  const frame = pick(raw, SERVER_FRAMES[raw.type as ServerFrame['type']], SERVER_KINDS);
+  if (frame === undefined) throw new WarrenError('INVALID_FRAME', `a ${raw.type} frame with a missing or mistyped field`);
+  return frame as unknown as ServerFrame;
+}
