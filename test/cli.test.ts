@@ -186,6 +186,17 @@ describe('warren serve options', () => {
   });
 });
 
+describe('warren --help and warren serve --help', () => {
+  it('the top-level help names every transport, with no stale "today"', async () => {
+    const r = await warren(['--help']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /today/);
+    const description = /\n\n(Warren: [^]*?)\n\n/.exec(r.stdout)?.[1]?.replace(/\s+/g, ' ');
+    assert.ok(description, r.stdout);
+    for (const transport of ['Server-Sent Events', 'WebSocket', 'long-poll', 'RabbitMQ']) assert.ok(description.includes(transport), `${transport} in: ${description}`);
+  });
+});
+
 describe('the repository as a newcomer finds it', () => {
   it('`npm start` serves, curl waits, and `npx warren publish /greetings \'hi there!\'` reaches it', async () => {
     const child = spawn('npm', ['start', '--', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn'], {
