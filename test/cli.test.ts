@@ -156,10 +156,13 @@ describe('warren serve options', () => {
   it('rejects an invalid setting at start, naming the flag and the variable', async () => {
     const r = await warren(['serve', '--port', '0', '--poll-timeout', 'soon']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /pollTimeoutMs \(--poll-timeout, WARREN_POLL_TIMEOUT\)/);
+    assert.match(r.stderr, /^warren serve: --poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs: "soon" is not a duration/);
     const env = await warren(['serve', '--port', '0'], { env: { WARREN_QUEUE_MAX_LENGTH: '0' } });
     assert.equal(env.code, 2);
-    assert.match(env.stderr, /--queue-max-length, WARREN_QUEUE_MAX_LENGTH\) must be between 1 and/);
+    assert.match(env.stderr, /^warren serve: --queue-max-length \/ WARREN_QUEUE_MAX_LENGTH \/ queueMaxLength must be between 1 and/);
+    const both = await warren(['serve', '--port', '0', '--poll-timeout', '60s', '--max-poll-timeout', '30s']);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /^warren serve: --poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs \(1m\) exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs \(30s\)\n$/);
     const url = await warren(['serve', '--port', '0', '--amqp-url', 'http://rabbit']);
     assert.equal(url.code, 2);
     assert.match(url.stderr, /must start with amqp:\/\/ or amqps:\/\//);
