@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { OPTION_SPECS } from '@warren/gateway';
 import { AMQP_URL, curl, requireRabbit, ROOT, spawnServe, TOKEN, unique, until, warren } from './support/index.js';
 
 type Served = Awaited<ReturnType<typeof spawnServe>>;
@@ -197,6 +198,36 @@ describe('warren --help and warren serve --help', () => {
     const description = /\n\n(Warren: [^]*?)\n\n/.exec(r.stdout)?.[1]?.replace(/\s+/g, ' ');
     assert.ok(description, r.stdout);
     for (const transport of ['Server-Sent Events', 'WebSocket', 'long-poll', 'RabbitMQ']) assert.ok(description.includes(transport), `${transport} in: ${description}`);
+  });
+
+  it('`warren serve --help` shows each option\'s default, with its unit, as the README table gives it', async () => {
+    const r = await warren(['serve', '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    // One entry per option: the line that starts with its flag and the deeper-indented lines that continue it.
+    const entries = new Map<string, string>();
+    let current: string | undefined;
+    for (const line of r.stdout.split('\n')) {
+      const m = /^ {2}(--[a-z-]+)\b/.exec(line);
+      if (m) entries.set((current = m[1]!), line.trim());
+      else if (current !== undefined && /^ {3,}\S/.test(line)) entries.set(current, `${entries.get(current)} ${line.trim()}`);
+      else current = undefined;
+    }
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    for (const spec of OPTION_SPECS) {
+      const entry = entries.get(spec.flag)?.replace(/\s+/g, ' ');
+      assert.ok(entry, `${spec.flag} in:\n${r.stdout}`);
+      const row = new RegExp(`^\\| \`${spec.flag}\` \\| \`${spec.env}\` \\| (.+?) \\|`, 'm').exec(readme);
+      assert.ok(row, `${spec.flag} in the README table`);
+      const documented = row[1]!.replace(/^`([^`]*)`$/, '$1');
+      assert.ok(entry.includes(`(default: ${documented}, env: ${spec.env})`), `${spec.flag}: expected default ${documented} in: ${entry}`);
+    }
+    assert.match(entries.get('--poll-timeout')!, /^--poll-timeout <duration> .*\(default: 25s, env: WARREN_POLL_TIMEOUT\)$/);
+    assert.match(entries.get('--max-message-bytes')!, /^--max-message-bytes <size> .*\(default: 256kb, env: WARREN_MAX_MESSAGE_BYTES\)$/);
+    assert.match(entries.get('--reconnect-min')!, /\(default: 100ms, env: WARREN_RECONNECT_MIN\)$/);
+    assert.match(entries.get('--port')!, /^--port <number> .*\(default: 4000, env: WARREN_PORT\)$/);
+    assert.match(entries.get('--host')!, /\(default: all interfaces, env: WARREN_HOST\)$/);
+    // How to write the units, once, after the options.
+    assert.match(r.stdout, /Durations take ms, s, m, h, d \(a bare number is seconds\); sizes take kb, mb \(a bare number is bytes\)/);
   });
 });
 

@@ -180,6 +180,25 @@ function describe(key: OptionSpec['key']): string {
   return describeOption(OPTION_SPECS.find((s) => s.key === key)!);
 }
 
+/** 65536 → "64kb", 1048576 → "1mb", 1000 → "1000" (the units `parseBytes` reads). */
+export function showBytes(bytes: number): string {
+  if (bytes % (1024 * 1024) === 0 && bytes !== 0) return `${bytes / (1024 * 1024)}mb`;
+  if (bytes % 1024 === 0 && bytes !== 0) return `${bytes / 1024}kb`;
+  return String(bytes);
+}
+
+/**
+ * The default of a setting as a user would write it: `25s`, `256kb`, `4000`,
+ * or the `defaultText` of one that has no plain value (`all interfaces`).
+ */
+export function showDefault(spec: OptionSpec): string | undefined {
+  if (spec.defaultText !== undefined) return spec.defaultText;
+  if (spec.default === undefined) return undefined;
+  if (typeof spec.default === 'number' && spec.kind === 'duration') return showDuration(spec.default);
+  if (typeof spec.default === 'number' && spec.kind === 'bytes') return showBytes(spec.default);
+  return String(spec.default);
+}
+
 /**
  * Parses a duration: `500ms`, `25s`, `5m`, `2h`, `1d`; a bare number is seconds.
  * @returns milliseconds
