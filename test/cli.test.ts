@@ -84,9 +84,15 @@ describe('warren serve / publish / listen as real processes (embedded broker)', 
     const wrong = await warren(['publish', '/a', 'x', '--url', served.url, '--token', 'wrong-token-0123456789']);
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /UNAUTHORIZED/);
-    const down = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1']);
+    const down = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1', '--token', TOKEN]);
     assert.equal(down.code, 1);
     assert.match(down.stderr, /GATEWAY_UNREACHABLE/);
+    const tokenless = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1'], { env: { WARREN_PUBLISH_TOKEN: '' } });
+    assert.equal(tokenless.code, 1);
+    assert.match(tokenless.stderr, /^warren: no publish token for http:\/\/127\.0\.0\.1:1: give --token or set WARREN_PUBLISH_TOKEN, or start that gateway with `warren serve` on this machine \(it writes \S+warren-1\.token\)\n$/);
+    const remote = await warren(['publish', '/a', 'x', '--url', 'http://gateway.invalid'], { env: { WARREN_PUBLISH_TOKEN: '' } });
+    assert.equal(remote.code, 1);
+    assert.equal(remote.stderr, 'warren: no publish token for http://gateway.invalid: give --token or set WARREN_PUBLISH_TOKEN\n');
   });
 });
 
