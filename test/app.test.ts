@@ -132,11 +132,11 @@ describe('the reverse proxy to the application', () => {
     } finally {
       await carved.close();
     }
-    assert.throws(() => normalizeOptions({ appRoutes: '/x/' }), /needs upstream/);
+    assert.throws(() => normalizeOptions({ appRoutes: '/x/' }), /needs --upstream \/ WARREN_UPSTREAM \/ upstream: /);
   });
 
   it('refuses --upstream without --push-routes at start', () => {
-    assert.throws(() => normalizeOptions({ upstream: 'http://app:3000' }), /needs pushRoutes \(--push-routes, WARREN_PUSH_ROUTES\)/);
+    assert.throws(() => normalizeOptions({ upstream: 'http://app:3000' }), /OptionError: --upstream \/ WARREN_UPSTREAM \/ upstream needs --push-routes \/ WARREN_PUSH_ROUTES \/ pushRoutes: /);
     assert.throws(() => normalizeOptions({ upstream: 'ftp://app' }), /http:\/\/ or https:\/\//);
   });
 });

@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { OPTION_SPECS } from '@warren/gateway';
 import { AMQP_URL, curl, requireRabbit, ROOT, spawnServe, TOKEN, unique, until, warren } from './support/index.js';
 
 type Served = Awaited<ReturnType<typeof spawnServe>>;
@@ -83,9 +84,15 @@ describe('warren serve / publish / listen as real processes (embedded broker)', 
     const wrong = await warren(['publish', '/a', 'x', '--url', served.url, '--token', 'wrong-token-0123456789']);
     assert.equal(wrong.code, 1);
     assert.match(wrong.stderr, /UNAUTHORIZED/);
-    const down = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1']);
+    const down = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1', '--token', TOKEN]);
     assert.equal(down.code, 1);
     assert.match(down.stderr, /GATEWAY_UNREACHABLE/);
+    const tokenless = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1'], { env: { WARREN_PUBLISH_TOKEN: '' } });
+    assert.equal(tokenless.code, 1);
+    assert.match(tokenless.stderr, /^warren: no publish token for http:\/\/127\.0\.0\.1:1: give --token or set WARREN_PUBLISH_TOKEN, or start that gateway with `warren serve` on this machine \(it writes \S+warren-1\.token\)\n$/);
+    const remote = await warren(['publish', '/a', 'x', '--url', 'http://gateway.invalid'], { env: { WARREN_PUBLISH_TOKEN: '' } });
+    assert.equal(remote.code, 1);
+    assert.equal(remote.stderr, 'warren: no publish token for http://gateway.invalid: give --token or set WARREN_PUBLISH_TOKEN\n');
   });
 });
 
@@ -156,10 +163,13 @@ describe('warren serve options', () => {
   it('rejects an invalid setting at start, naming the flag and the variable', async () => {
     const r = await warren(['serve', '--port', '0', '--poll-timeout', 'soon']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /pollTimeoutMs \(--poll-timeout, WARREN_POLL_TIMEOUT\)/);
+    assert.match(r.stderr, /^warren serve: --poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs: "soon" is not a duration/);
     const env = await warren(['serve', '--port', '0'], { env: { WARREN_QUEUE_MAX_LENGTH: '0' } });
     assert.equal(env.code, 2);
-    assert.match(env.stderr, /--queue-max-length, WARREN_QUEUE_MAX_LENGTH\) must be between 1 and/);
+    assert.match(env.stderr, /^warren serve: --queue-max-length \/ WARREN_QUEUE_MAX_LENGTH \/ queueMaxLength must be between 1 and/);
+    const both = await warren(['serve', '--port', '0', '--poll-timeout', '60s', '--max-poll-timeout', '30s']);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /^warren serve: --poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs \(1m\) exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs \(30s\)\n$/);
     const url = await warren(['serve', '--port', '0', '--amqp-url', 'http://rabbit']);
     assert.equal(url.code, 2);
     assert.match(url.stderr, /must start with amqp:\/\/ or amqps:\/\//);
@@ -183,6 +193,47 @@ describe('warren serve options', () => {
     } finally {
       await served.stop();
     }
+  });
+});
+
+describe('warren --help and warren serve --help', () => {
+  it('the top-level help names every transport, with no stale "today"', async () => {
+    const r = await warren(['--help']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout, /today/);
+    const description = /\n\n(Warren: [^]*?)\n\n/.exec(r.stdout)?.[1]?.replace(/\s+/g, ' ');
+    assert.ok(description, r.stdout);
+    for (const transport of ['Server-Sent Events', 'WebSocket', 'long-poll', 'RabbitMQ']) assert.ok(description.includes(transport), `${transport} in: ${description}`);
+  });
+
+  it('`warren serve --help` shows each option\'s default, with its unit, as the README table gives it', async () => {
+    const r = await warren(['serve', '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    // One entry per option: the line that starts with its flag and the deeper-indented lines that continue it.
+    const entries = new Map<string, string>();
+    let current: string | undefined;
+    for (const line of r.stdout.split('\n')) {
+      const m = /^ {2}(--[a-z-]+)\b/.exec(line);
+      if (m) entries.set((current = m[1]!), line.trim());
+      else if (current !== undefined && /^ {3,}\S/.test(line)) entries.set(current, `${entries.get(current)} ${line.trim()}`);
+      else current = undefined;
+    }
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    for (const spec of OPTION_SPECS) {
+      const entry = entries.get(spec.flag)?.replace(/\s+/g, ' ');
+      assert.ok(entry, `${spec.flag} in:\n${r.stdout}`);
+      const row = new RegExp(`^\\| \`${spec.flag}\` \\| \`${spec.env}\` \\| (.+?) \\|`, 'm').exec(readme);
+      assert.ok(row, `${spec.flag} in the README table`);
+      const documented = row[1]!.replace(/^`([^`]*)`$/, '$1');
+      assert.ok(entry.includes(`(default: ${documented}, env: ${spec.env})`), `${spec.flag}: expected default ${documented} in: ${entry}`);
+    }
+    assert.match(entries.get('--poll-timeout')!, /^--poll-timeout <duration> .*\(default: 25s, env: WARREN_POLL_TIMEOUT\)$/);
+    assert.match(entries.get('--max-message-bytes')!, /^--max-message-bytes <size> .*\(default: 256kb, env: WARREN_MAX_MESSAGE_BYTES\)$/);
+    assert.match(entries.get('--reconnect-min')!, /\(default: 100ms, env: WARREN_RECONNECT_MIN\)$/);
+    assert.match(entries.get('--port')!, /^--port <number> .*\(default: 4000, env: WARREN_PORT\)$/);
+    assert.match(entries.get('--host')!, /\(default: all interfaces, env: WARREN_HOST\)$/);
+    // How to write the units, once, after the options.
+    assert.match(r.stdout, /Durations take ms, s, m, h, d \(a bare number is seconds\); sizes take kb, mb \(a bare number is bytes\)/);
   });
 });
 

@@ -69,6 +69,14 @@ describe('documentation matches the code', () => {
     assert.match(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'), /^npm test$/m);
   });
 
+  it('the README quick start says that a message published before a consumer\'s first poll is not kept for it', () => {
+    const quickStart = /^## Quick start\n([^]*?)^## /m.exec(readme)?.[1];
+    assert.ok(quickStart, 'a Quick start section');
+    assert.match(quickStart.replace(/\s+/g, ' '), /a message published before a consumer's first poll is not kept for it \(by design/);
+    // The consumer is started first, then the publisher.
+    assert.ok(quickStart.indexOf('curl http://localhost:4000/greetings') < quickStart.indexOf('npx warren publish /greetings'));
+  });
+
   it('the docs/configuration.md settings table lists every setting with its flag and variable, and nothing else', () => {
     const rows = [...configuration.matchAll(/^\| `(--[a-z-]+)` \| `(WARREN_[A-Z_]+)` \|/gm)].map((m) => [m[1], m[2]]);
     assert.deepEqual(rows, OPTION_SPECS.map((s) => [s.flag, s.env]));

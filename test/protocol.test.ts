@@ -65,10 +65,10 @@ describe('gateway options', () => {
     assert.equal(d.port, 4000);
     assert.equal(d.pollTimeoutMs, 25_000);
     assert.equal(d.amqpUrl, undefined);
-    assert.throws(() => normalizeOptions({ port: 70_000 }), /port \(--port, WARREN_PORT\) must be between 0 and 65535/);
+    assert.throws(() => normalizeOptions({ port: 70_000 }), /--port \/ WARREN_PORT \/ port must be between 0 and 65535/);
     assert.throws(() => normalizeOptions({ queueExpiresMs: 10 }), /--queue-expires/);
     assert.throws(() => normalizeOptions({ publishToken: 'short' }), /16 to 256/);
-    assert.throws(() => normalizeOptions({ pollTimeoutMs: 60_000, maxPollTimeoutMs: 30_000 }), /exceeds maxPollTimeoutMs/);
+    assert.throws(() => normalizeOptions({ pollTimeoutMs: 60_000, maxPollTimeoutMs: 30_000 }), /exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs \(30s\)/);
     assert.throws(() => normalizeOptions({ amqpUrl: 'redis://x' }), /amqp:\/\/ or amqps:\/\//);
     assert.throws(() => normalizeOptions({ logLevel: 'loud' as never }), /one of debug/);
   });

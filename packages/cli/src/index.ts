@@ -5,7 +5,7 @@ import { serveCommand } from './serve.js';
 
 export function program(): Command {
   return new Command('warren')
-    .description('Warren: a push gateway backed by RabbitMQ (long-poll today)')
+    .description('Warren: push over Server-Sent Events, WebSocket and long-poll, on RabbitMQ')
     .version('0.1.0')
     .addCommand(serveCommand())
     .addCommand(publishCommand())

@@ -1,7 +1,6 @@
 import { Command, Option } from 'commander';
-import { Producer, type ProducerOptions } from '@warren/producer';
+import { Producer, readTokenFile, tokenFileFor, type ProducerOptions } from '@warren/producer';
 import { WarrenError, type MessageData } from '@warren/protocol';
-import { isLoopback, portOf, readTokenFile } from './token-file.js';
 
 export const DEFAULT_URL = 'http://localhost:4000';
 
@@ -43,10 +42,15 @@ export function publishCommand(): Command {
       // default check would refuse what a gateway configured larger accepts.
       const options: ProducerOptions = { url: flags.amqpUrl ?? flags.url, maxMessageBytes: 64 * 1024 * 1024 };
       if (flags.exchange !== undefined) options.exchange = flags.exchange;
-      if (flags.amqpUrl === undefined) {
-        const url = parseUrl(flags.url);
-        const token = flags.token ?? (isLoopback(url) ? readTokenFile(portOf(url)) : undefined);
-        if (token !== undefined) options.token = token;
+      const url = flags.amqpUrl === undefined ? parseUrl(flags.url) : undefined;
+      if (url?.protocol === 'http:' || url?.protocol === 'https:') {
+        // The producer would look in the same places; looking here lets the advice name the flag.
+        const file = tokenFileFor(url);
+        const token = flags.token || (file === undefined ? undefined : readTokenFile(file));
+        if (token === undefined) {
+          fail(`no publish token for ${flags.url}: give --token or set WARREN_PUBLISH_TOKEN${file === undefined ? '' : `, or start that gateway with \`warren serve\` on this machine (it writes ${file})`}`);
+        }
+        options.token = token;
       }
       let producer: Producer;
       try {

@@ -1,16 +1,43 @@
 import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { createGateway, OPTION_SPECS, OptionError, parseOptionText, type GatewayOptions } from '@warren/gateway';
+import { createGateway, OPTION_SPECS, OptionError, parseOptionText, showDefault, type GatewayOptions, type OptionSpec } from '@warren/gateway';
 import { removeTokenFile, writeTokenFile } from './token-file.js';
+
+/** What the value of each kind of setting looks like, in `warren serve --help`. */
+const PLACEHOLDERS: Partial<Record<OptionSpec['kind'], string>> = {
+  integer: 'number',
+  duration: 'duration',
+  bytes: 'size',
+  url: 'url',
+  'http-url': 'url',
+  secret: 'secret',
+  level: 'level',
+  origins: 'origins',
+  prefixes: 'prefixes',
+  proxies: 'addresses',
+  'path-template': 'path',
+  method: 'method',
+};
 
 export function serveCommand(): Command {
   const command = new Command('serve').description('run the gateway (embedded broker unless --amqp-url is given)');
+  const defaults = new Map<Option, string>();
   for (const spec of OPTION_SPECS) {
-    const option = new Option(`${spec.flag} <value>`, spec.description).env(spec.env);
-    if (spec.defaultText !== undefined) option.defaultValueDescription = spec.defaultText;
-    else if (spec.default !== undefined) option.defaultValueDescription = String(spec.default);
+    const option = new Option(`${spec.flag} <${PLACEHOLDERS[spec.kind] ?? 'value'}>`, spec.description).env(spec.env);
+    // Not option.default(): the gateway applies its own defaults, and an
+    // option left unset must stay unset (an absent --host means every interface).
+    const shown = showDefault(spec);
+    if (shown !== undefined) defaults.set(option, shown);
     command.addOption(option);
   }
+  command.configureHelp({
+    // commander shows "default:" only for an option given a default value; add ours beside the variable.
+    optionDescription(option) {
+      const extra = [defaults.has(option) ? `default: ${defaults.get(option)}` : undefined, option.envVar === undefined ? undefined : `env: ${option.envVar}`].filter((x) => x !== undefined);
+      return extra.length === 0 ? option.description : `${option.description} (${extra.join(', ')})`;
+    },
+  });
+  command.addHelpText('after', '\nDurations take ms, s, m, h, d (a bare number is seconds); sizes take kb, mb (a bare number is bytes).\nAn empty variable counts as unset.');
   command.action(async (raw: Record<string, string | undefined>) => {
     const input: Record<string, unknown> = {};
     let gateway;

@@ -161,13 +161,42 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
   { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },
 ];
 
-/** An option value that fails its check; the message names the flag and the variable. */
+/**
+ * An option value that fails its check. The message names the option the
+ * three ways it can be given, `--poll-timeout / WARREN_POLL_TIMEOUT /
+ * pollTimeoutMs`, so that a command-line user, a deployment's environment
+ * and a library caller each find their own; correct that setting.
+ */
 export class OptionError extends Error {
   override readonly name = 'OptionError';
 }
 
-function describe(spec: OptionSpec): string {
-  return `${spec.key} (${spec.flag}, ${spec.env})`;
+/** `--poll-timeout / WARREN_POLL_TIMEOUT / pollTimeoutMs`: how every option message names an option. */
+export function describeOption(spec: OptionSpec): string {
+  return `${spec.flag} / ${spec.env} / ${spec.key}`;
+}
+
+function describe(key: OptionSpec['key']): string {
+  return describeOption(OPTION_SPECS.find((s) => s.key === key)!);
+}
+
+/** 65536 → "64kb", 1048576 → "1mb", 1000 → "1000" (the units `parseBytes` reads). */
+export function showBytes(bytes: number): string {
+  if (bytes % (1024 * 1024) === 0 && bytes !== 0) return `${bytes / (1024 * 1024)}mb`;
+  if (bytes % 1024 === 0 && bytes !== 0) return `${bytes / 1024}kb`;
+  return String(bytes);
+}
+
+/**
+ * The default of a setting as a user would write it: `25s`, `256kb`, `4000`,
+ * or the `defaultText` of one that has no plain value (`all interfaces`).
+ */
+export function showDefault(spec: OptionSpec): string | undefined {
+  if (spec.defaultText !== undefined) return spec.defaultText;
+  if (spec.default === undefined) return undefined;
+  if (typeof spec.default === 'number' && spec.kind === 'duration') return showDuration(spec.default);
+  if (typeof spec.default === 'number' && spec.kind === 'bytes') return showBytes(spec.default);
+  return String(spec.default);
 }
 
 /**
@@ -205,14 +234,14 @@ export function parseOptionText(spec: OptionSpec, text: string): number | string
         return text;
     }
   } catch (err) {
-    throw new OptionError(`${describe(spec)}: ${(err as Error).message}`);
+    throw new OptionError(`${describeOption(spec)}: ${(err as Error).message}`);
   }
 }
 
 /**
  * Fills in defaults and checks every option once; the rest of the gateway
  * uses the result and never re-checks.
- * @throws OptionError naming the option, its flag and its variable
+ * @throws OptionError naming the option's flag, variable and key
  */
 export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions {
   const out: Record<string, unknown> = {};
@@ -221,7 +250,7 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
     const value = raw === undefined || raw === '' ? spec.default : raw;
     if (value === undefined) continue;
     const fail = (why: string): never => {
-      throw new OptionError(`${describe(spec)} ${why}`);
+      throw new OptionError(`${describeOption(spec)} ${why}`);
     };
     switch (spec.kind) {
       case 'integer':
@@ -315,19 +344,19 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   const options = out as NormalizedOptions;
   if (options.pollTimeoutMs > options.maxPollTimeoutMs) {
-    throw new OptionError(`pollTimeoutMs (--poll-timeout, WARREN_POLL_TIMEOUT) ${options.pollTimeoutMs / 1000} s exceeds maxPollTimeoutMs (--max-poll-timeout, WARREN_MAX_POLL_TIMEOUT) ${options.maxPollTimeoutMs / 1000} s`);
+    throw new OptionError(`${describe('pollTimeoutMs')} (${showDuration(options.pollTimeoutMs)}) exceeds ${describe('maxPollTimeoutMs')} (${showDuration(options.maxPollTimeoutMs)})`);
   }
   if (options.reconnectMinMs > options.reconnectMaxMs) {
-    throw new OptionError('reconnectMinMs (--reconnect-min, WARREN_RECONNECT_MIN) exceeds reconnectMaxMs (--reconnect-max, WARREN_RECONNECT_MAX)');
+    throw new OptionError(`${describe('reconnectMinMs')} (${showDuration(options.reconnectMinMs)}) exceeds ${describe('reconnectMaxMs')} (${showDuration(options.reconnectMaxMs)})`);
   }
   if (options.appRoutes !== undefined && options.upstream === undefined) {
-    throw new OptionError('appRoutes (--app-routes, WARREN_APP_ROUTES) needs upstream (--upstream, WARREN_UPSTREAM): where those routes go');
+    throw new OptionError(`${describe('appRoutes')} needs ${describe('upstream')}: where those routes go`);
   }
   if (options.upstream !== undefined && options.pushRoutes === undefined) {
-    throw new OptionError('upstream (--upstream, WARREN_UPSTREAM) needs pushRoutes (--push-routes, WARREN_PUSH_ROUTES): which paths are channels, e.g. /live/');
+    throw new OptionError(`${describe('upstream')} needs ${describe('pushRoutes')}: which paths are channels, e.g. /live/`);
   }
   if (options.amqpHeartbeatMs % SECOND !== 0) {
-    throw new OptionError(`amqpHeartbeatMs (--amqp-heartbeat, WARREN_AMQP_HEARTBEAT) must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);
+    throw new OptionError(`${describe('amqpHeartbeatMs')} must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);
   }
   if (input.logger !== undefined) options.logger = input.logger;
   return options;

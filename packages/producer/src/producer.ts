@@ -8,16 +8,26 @@ import {
 } from '@warren/protocol';
 import { AmqpTransport } from './amqp-transport.js';
 import { HttpTransport } from './http-transport.js';
+import { readTokenFile, tokenFileFor } from './token-file.js';
 import type { Transport } from './transport.js';
 
+/**
+ * Settings of a {@link Producer}. Each one may be left out: `url` and `token`
+ * then come from the environment (see {@link Producer}), the rest have defaults.
+ */
 export interface ProducerOptions {
   /**
    * Where to publish. `amqp://` or `amqps://`: straight to RabbitMQ.
    * `http://` or `https://`: through a gateway's publish endpoint (the way to
    * reach the embedded broker, or for a backend without AMQP).
+   * @default `WARREN_AMQP_URL`, else `WARREN_URL`
    */
-  url: string;
-  /** Publish token, for an `http(s)://` URL. */
+  url?: string;
+  /**
+   * Publish token, for an `http(s)://` URL.
+   * @default `WARREN_PUBLISH_TOKEN`, else, for a gateway on this machine, the
+   * token file `warren serve` wrote ({@link tokenFileFor})
+   */
   token?: string;
   /** Exchange, for an `amqp(s)://` URL. @default 'warren' */
   exchange?: string;
@@ -60,8 +70,20 @@ export interface Publication {
 /**
  * Publishes messages to Warren channels.
  *
+ * What is not given in the options comes from the environment, as for the
+ * `warren` command (an empty variable counts as unset):
+ * - the URL from `WARREN_AMQP_URL` (RabbitMQ), else `WARREN_URL` (a gateway);
+ * - for an `http(s)://` URL, the token from `WARREN_PUBLISH_TOKEN`, else, when
+ *   the gateway is on this machine, from the file `warren serve` writes when it
+ *   generates one (`warren-<port>.token`, see {@link tokenFileFor}).
+ *
+ * @throws WarrenError `PRODUCER_NOT_CONFIGURED` when there is no URL, or no
+ * token for an `http(s)://` URL; its message says what to set.
+ * @throws TypeError when an option is malformed (a URL of another scheme).
+ *
  * @example
- * const producer = new Producer({ url: 'amqp://localhost' });
+ * // WARREN_AMQP_URL=amqp://localhost, or WARREN_URL=http://localhost:4000 beside `warren serve`
+ * const producer = new Producer();
  * await producer.publish('hi there!').to('/greetings');
  * await producer.publish({ price: 42 }, { event: 'tick' }).to(['/stocks/ACME', '/stocks']);
  * await producer.close();
@@ -72,19 +94,30 @@ export class Producer {
   private readonly inFlight = new Set<Promise<unknown>>();
   private closed = false;
 
-  constructor(options: ProducerOptions) {
+  constructor(options: ProducerOptions = {}) {
+    const env = process.env;
+    const text = options.url ?? (env.WARREN_AMQP_URL || env.WARREN_URL || undefined);
+    if (text === undefined) {
+      throw new WarrenError('PRODUCER_NOT_CONFIGURED', 'Producer: no url: set WARREN_AMQP_URL (amqp://…) or WARREN_URL (http://…, a gateway), or pass { url }');
+    }
     let url: URL;
     try {
-      url = new URL(options.url);
+      url = new URL(text);
     } catch {
-      throw new TypeError(`Producer: url ${JSON.stringify(options.url)} is not a URL`);
+      throw new TypeError(`Producer: url ${JSON.stringify(text)} is not a URL`);
     }
     this.maxMessageBytes = options.maxMessageBytes ?? 256 * 1024;
     if (!Number.isInteger(this.maxMessageBytes) || this.maxMessageBytes < 1) throw new TypeError('Producer: maxMessageBytes must be a positive integer');
     if (url.protocol === 'amqp:' || url.protocol === 'amqps:') {
-      this.transport = new AmqpTransport(options.url, options.exchange ?? DEFAULT_EXCHANGE, options.timeoutMs ?? 10_000, options.heartbeatSeconds ?? 4);
+      this.transport = new AmqpTransport(text, options.exchange ?? DEFAULT_EXCHANGE, options.timeoutMs ?? 10_000, options.heartbeatSeconds ?? 4);
     } else if (url.protocol === 'http:' || url.protocol === 'https:') {
-      this.transport = new HttpTransport(url, options.token, options.timeoutMs ?? 10_000);
+      const file = tokenFileFor(url);
+      const token = options.token || env.WARREN_PUBLISH_TOKEN || (file === undefined ? undefined : readTokenFile(file));
+      if (token === undefined) {
+        const more = file === undefined ? '' : `, or run \`warren serve\` on this machine (it writes ${file})`;
+        throw new WarrenError('PRODUCER_NOT_CONFIGURED', `Producer: no publish token for ${text}: set WARREN_PUBLISH_TOKEN (the gateway's --publish-token) or pass { token }${more}`);
+      }
+      this.transport = new HttpTransport(url, token, options.timeoutMs ?? 10_000);
     } else {
       throw new TypeError(`Producer: url must start with amqp://, amqps://, http:// or https://, got ${url.protocol}//`);
     }

@@ -42,6 +42,7 @@ export const ERROR_CODES = {
   GATEWAY_UNREACHABLE: { status: null, description: 'Client side: the gateway could not be reached over HTTP.' },
   GATEWAY_ERROR: { status: null, description: 'Client side: the gateway answered with an unexpected status or body.' },
   PRODUCER_CLOSED: { status: null, description: 'Client side: publish() was called after close().' },
+  PRODUCER_NOT_CONFIGURED: { status: null, description: 'Client side: `new Producer()` found no URL (option `url`, `WARREN_AMQP_URL`, `WARREN_URL`), or no publish token for an `http(s)://` URL (option `token`, `WARREN_PUBLISH_TOKEN`, the token file `warren serve` writes); the message says what to set.' },
   CONNECTION_CLOSED: { status: null, description: 'Library: `subscribe()` was called on a push connection that is closed or closing.' },
 } as const satisfies Record<string, { status: number | null; description: string }>;
 
