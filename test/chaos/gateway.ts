@@ -17,6 +17,8 @@ export interface GatewayProcessOptions {
   port: number;
   token: string;
   history: History;
+  /** Told of every exit the runner did not ask for. */
+  onExit?: (code: number | null, signal: string | null, tail: string) => void;
   /** Extra `warren serve` arguments. */
   args?: string[];
 }
@@ -61,6 +63,7 @@ export class GatewayProcess {
       this.child = undefined;
       if (this.expectingExit || this.stopped) return;
       this.options.history.incident({ type: 'gateway-exit', at: Date.now(), code, signal, tail: this.output.slice(-2000) });
+      this.options.onExit?.(code, signal, this.output.slice(-2000));
       // Start it again so the run goes on; the crash is already on record.
       setTimeout(() => {
         if (!this.stopped && this.child === undefined) void this.start().catch(() => undefined);

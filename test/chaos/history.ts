@@ -202,7 +202,7 @@ export class History {
         }
       }
       for (const i of incidents) {
-        if (i.type === 'gateway-exit') failures.push(`${ph.name}: the gateway exited (code ${i.code}, signal ${i.signal}): ${i.tail.split('\n').filter(Boolean).slice(-3).join(' | ')}`);
+        if (i.type === 'gateway-exit') failures.push(`${ph.name}: the gateway exited (code ${i.code}, signal ${i.signal}): ${crashLine(i.tail)}`);
         if (i.type === 'poll-late') failures.push(`${ph.name}: a poll of ${i.consumer} with timeout ${i.timeoutMs} ms was answered after ${i.tookMs} ms (bound: timeout + ${this.bounds.pollSlackMs} ms)`);
         if (i.type === 'stream-stalled') failures.push(`${ph.name}: ${i.consumer} was silent for ${i.silentMs} ms with its connection open`);
         if (i.type === 'es-closed') failures.push(`${ph.name}: the EventSource ${i.consumer} closed for good (${i.detail})`);
@@ -225,6 +225,13 @@ export class History {
     }
     return { rows, phases, failures };
   }
+}
+
+/** The line of a crashed process's output that names the error. */
+function crashLine(tail: string): string {
+  const lines = tail.split('\n').map((l) => l.trim()).filter(Boolean);
+  const error = lines.find((l) => /^(\w*Error|Unhandled|Uncaught|node:internal)|Error:|\[\w+\]/.test(l) && !l.startsWith('at '));
+  return (error ?? lines.at(-1) ?? '(no output)').slice(0, 300);
 }
 
 const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));

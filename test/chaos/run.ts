@@ -133,6 +133,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       history,
       // Heartbeats and pings every 5 s, so a live stream is never silent for the stall bound.
       args: ['--sse-heartbeat', '5s', '--ws-ping-interval', '5s'],
+      onExit: (code, signal, tail) => log(`the gateway exited (code ${code}, signal ${signal}); restarting it. Its last output:\n${tail.split('\n').slice(-25).join('\n')}`),
     });
     await rig.gateway.start();
     log(`warren serve on ${rig.gateway.base}, broker through the fault proxy on ${proxyPort}`);
@@ -176,6 +177,8 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     }
 
     log('stopping the producer, draining');
+    // A page would be reloaded: an EventSource closed for good is opened again for the drain (noted).
+    for (const c of rig.consumers) c.phaseStarted();
     await rig.producer.stop();
     const drainBy = Date.now() + (options.drainMs ?? 30_000);
     let missing = history.missing();
