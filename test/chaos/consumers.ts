@@ -210,22 +210,44 @@ export class RawSseConsumer extends Consumer {
   }
 }
 
-/** A `warren.v1` WebSocket on `/_warren/ws?consumer_id=…`, resubscribing with `lastEventId` after any close. */
+/**
+ * A `warren.v1` WebSocket on `/_warren/ws?consumer_id=…`, resubscribing with
+ * `lastEventId` after any close. With `slowPauseMs`, it is a slow reader: at
+ * the start of each phase it stops reading its socket for that long (longer
+ * than two gateway pings, so the gateway gives up on it), then reads again.
+ */
 export class WsConsumer extends Consumer {
   private ws: WebSocket | undefined;
   private lastEventId: string | undefined;
   private lastHeardAt = Date.now();
   private open = false;
   private watchdog: NodeJS.Timeout | undefined;
+  private pausedUntil = 0;
 
-  constructor(name: string, ctx: ConsumerContext) {
-    super(name, 'ws', true, ctx);
+  constructor(
+    name: string,
+    ctx: ConsumerContext,
+    private readonly slowPauseMs = 0,
+  ) {
+    super(name, slowPauseMs > 0 ? 'ws-slow' : 'ws', true, ctx);
+  }
+
+  override phaseStarted(): void {
+    if (this.slowPauseMs === 0 || !this.running) return;
+    const socket = (this.ws as unknown as { _socket?: { pause(): void; resume(): void } } | undefined)?._socket;
+    if (!socket) return;
+    this.pausedUntil = Date.now() + this.slowPauseMs;
+    socket.pause();
+    setTimeout(() => {
+      this.lastHeardAt = Date.now(); // the silence was ours
+      socket.resume();
+    }, this.slowPauseMs);
   }
 
   start(): void {
     this.watchdog = setInterval(() => {
       const silent = Date.now() - this.lastHeardAt;
-      if (this.open && silent > this.ctx.stallMs) {
+      if (this.open && silent > this.ctx.stallMs && Date.now() > this.pausedUntil) {
         this.ctx.history.incident({ type: 'stream-stalled', at: Date.now(), consumer: this.name, silentMs: silent });
         this.ws?.terminate();
       }

@@ -94,24 +94,31 @@ export const FAULTS: Fault[] = [
   },
   {
     name: 'cut-after-connect',
-    what: 'cut, then each reconnect cut again 4–120 ms after it is accepted (30 times, 4 ms apart; anonymous stream open)',
-    async run({ proxy, phase }) {
+    what: 'cut, then each reconnect cut again 4–120 ms after it is accepted (up to 30 delays 4 ms apart, at most 3 × the fault length; anonymous stream open)',
+    async run({ proxy, phase, faultMs }) {
       // The gateway is vulnerable only while it sets itself up again after a
-      // reconnect, a window of a few ms somewhere in the first ~100: sweep it.
-      const delays = Array.from({ length: 30 }, (_, k) => 4 + 4 * k);
+      // reconnect, a window of a few ms somewhere in the first ~100: sweep it,
+      // in an order that spreads the first tries over the whole range (the
+      // gateway's backoff grows to 5 s while its reconnects fail).
+      const delays = Array.from({ length: 30 }, (_, k) => 4 + 4 * ((k * 7) % 30));
+      const endBy = Date.now() + 3 * faultMs;
+      let tries = 0;
       try {
         for (const ms of delays) {
+          if (Date.now() > endBy) break;
+          tries += 1;
           proxy.cutAfterConnect(ms);
           const accepted = proxy.accepted;
           proxy.cut();
           const t0 = Date.now();
           // Wait for the gateway's reconnect (its backoff grows to 5 s) and that cut.
-          while (proxy.accepted === accepted && Date.now() - t0 < 12_000) await sleep(20);
+          while (proxy.accepted === accepted && Date.now() - t0 < 12_000 && Date.now() < endBy) await sleep(20);
           await sleep(ms + 50);
-          if (proxy.accepted === accepted) phase.notes.push(`no reconnect within 12 s after the cut at ${ms} ms`);
+          if (proxy.accepted === accepted && Date.now() < endBy) phase.notes.push(`no reconnect within 12 s after the cut at ${ms} ms`);
         }
       } finally {
         proxy.cutAfterConnect(undefined);
+        phase.notes.push(`${tries} reconnects cut`);
       }
     },
   },

@@ -15,7 +15,7 @@
  * never required to be complete.
  */
 
-export type Transport = 'long-poll' | 'sse' | 'ws' | 'eventsource' | 'anonymous';
+export type Transport = 'long-poll' | 'sse' | 'ws' | 'ws-slow' | 'eventsource' | 'anonymous';
 
 /** Bounds the checker judges hangs by (stated in the report). */
 export interface Bounds {
@@ -32,6 +32,7 @@ export type Incident =
   | { type: 'poll-late'; at: number; consumer: string; tookMs: number; timeoutMs: number }
   | { type: 'es-closed'; at: number; consumer: string; detail: string }
   | { type: 'stream-stalled'; at: number; consumer: string; silentMs: number }
+  | { type: 'gateway-stuck'; at: number; unhealthyMs: number }
   | { type: 'note'; at: number; text: string };
 
 interface Publish {
@@ -158,7 +159,7 @@ export class History {
       for (const p of pubs) if (p.outcome !== 'confirmed') errors[p.outcome] = (errors[p.outcome] ?? 0) + 1;
       const incidents = this.incidents.filter((i) => inPhase(ph, i.at));
       const exits = incidents.filter((i) => i.type === 'gateway-exit').length;
-      let hangs = incidents.filter((i) => i.type === 'poll-late' || i.type === 'stream-stalled').length;
+      let hangs = incidents.filter((i) => i.type === 'poll-late' || i.type === 'stream-stalled' || i.type === 'gateway-stuck').length;
       let phaseRecovery: number | null = 0;
       for (const c of this.consumers.values()) {
         const required = c.identified && c.readyAt !== undefined ? pubs.filter((p) => p.outcome === 'confirmed' && p.sentAt >= c.readyAt!) : [];
@@ -205,6 +206,7 @@ export class History {
         if (i.type === 'gateway-exit') failures.push(`${ph.name}: the gateway exited (code ${i.code}, signal ${i.signal}): ${crashLine(i.tail)}`);
         if (i.type === 'poll-late') failures.push(`${ph.name}: a poll of ${i.consumer} with timeout ${i.timeoutMs} ms was answered after ${i.tookMs} ms (bound: timeout + ${this.bounds.pollSlackMs} ms)`);
         if (i.type === 'stream-stalled') failures.push(`${ph.name}: ${i.consumer} was silent for ${i.silentMs} ms with its connection open`);
+        if (i.type === 'gateway-stuck') failures.push(`${ph.name}: /_warren/health still not 200 ${i.unhealthyMs} ms after the fault ended, with the broker up (the runner restarted the gateway)`);
         if (i.type === 'es-closed') failures.push(`${ph.name}: the EventSource ${i.consumer} closed for good (${i.detail})`);
       }
       if (ph.healthDownAfterMs === null) {

@@ -47,6 +47,8 @@ export interface ChaosOptions {
   afterMs?: number;
   /** Length of a lasting fault (black-hole, delay, SIGSTOP). @default 10000 */
   faultMs?: number;
+  /** How long the slow warren.v1 reader stops reading at each phase start (0: no slow reader). @default 12000 */
+  slowWsPauseMs?: number;
   /** Messages per second. @default 200 */
   rate?: number;
   /** Longest wait, after the last phase, for missing messages to arrive. @default 30000 */
@@ -143,6 +145,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       new LongPollConsumer(`chaos-${runId}-lp`, ctx),
       new RawSseConsumer(`chaos-${runId}-sse`, true, ctx),
       new WsConsumer(`chaos-${runId}-ws`, ctx),
+      ...((options.slowWsPauseMs ?? 12_000) > 0 ? [new WsConsumer(`chaos-${runId}-wsslow`, ctx, options.slowWsPauseMs ?? 12_000)] : []),
       new EventSourceConsumer(`chaos-${runId}-es`, ctx),
       new RawSseConsumer(`anon-${runId}`, false, ctx),
     ];
@@ -173,6 +176,17 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       phase.faultEndedAt = Date.now();
       log(`fault ${fault.name} over after ${phase.faultEndedAt - phase.faultAt} ms`);
       await sleep(afterMs);
+      // A gateway that has not reconnected by the recovery bound would spoil
+      // every later phase: record it, and start a new process.
+      while ((await rig.gateway.health()) !== 200 && Date.now() - phase.faultEndedAt < bounds.recoveryMs) await sleep(250);
+      if ((await rig.gateway.health()) !== 200) {
+        history.incident({ type: 'gateway-stuck', at: Date.now(), unhealthyMs: Date.now() - phase.faultEndedAt });
+        log(`the gateway is still unhealthy ${Date.now() - phase.faultEndedAt} ms after ${fault.name}: restarting it`);
+        await rig.gateway.kill9AndRestart();
+        const by = Date.now() + 30_000;
+        while ((await rig.gateway.health()) !== 200 && Date.now() < by) await sleep(250);
+        await sleep(2000);
+      }
       phase.endedAt = Date.now();
     }
 
