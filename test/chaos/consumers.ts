@@ -212,9 +212,12 @@ export class RawSseConsumer extends Consumer {
 
 /**
  * A `warren.v1` WebSocket on `/_warren/ws?consumer_id=…`, resubscribing with
- * `lastEventId` after any close. With `slowPauseMs`, it is a slow reader: at
- * the start of each phase it stops reading its socket for that long (longer
- * than two gateway pings, so the gateway gives up on it), then reads again.
+ * `lastEventId` after any close. With `slowPauseMs`, it is a slow reader on
+ * a link that then breaks (a phone in a tunnel): at the start of each phase
+ * it stops reading its socket for that long, then drops the connection with
+ * whatever the network still held for it, and reconnects with the id of the
+ * last message it did read. Anything lost that way was acknowledged by the
+ * gateway before the client had it.
  */
 export class WsConsumer extends Consumer {
   private ws: WebSocket | undefined;
@@ -238,9 +241,10 @@ export class WsConsumer extends Consumer {
     if (!socket) return;
     this.pausedUntil = Date.now() + this.slowPauseMs;
     socket.pause();
+    const ws = this.ws!;
     setTimeout(() => {
       this.lastHeardAt = Date.now(); // the silence was ours
-      socket.resume();
+      ws.terminate(); // unread bytes in the socket buffers are gone with it
     }, this.slowPauseMs);
   }
 

@@ -162,7 +162,8 @@ export class History {
       let hangs = incidents.filter((i) => i.type === 'poll-late' || i.type === 'stream-stalled' || i.type === 'gateway-stuck').length;
       let phaseRecovery: number | null = 0;
       for (const c of this.consumers.values()) {
-        const required = c.identified && c.readyAt !== undefined ? pubs.filter((p) => p.outcome === 'confirmed' && p.sentAt >= c.readyAt!) : [];
+        // For an anonymous stream these are counted, never required.
+        const required = c.readyAt !== undefined ? pubs.filter((p) => p.outcome === 'confirmed' && p.sentAt >= c.readyAt!) : [];
         const delivered = required.filter((p) => c.firstAt.has(p.seq)).length;
         const seen = pubs.filter((p) => c.firstAt.has(p.seq));
         let dup = 0;
@@ -186,7 +187,7 @@ export class History {
           transport: c.transport,
           consumer: c.name,
           required: required.length,
-          delivered: c.identified ? delivered : seen.length,
+          delivered,
           lost: required.length - delivered,
           duplicated: dup,
           reordered,
@@ -252,10 +253,11 @@ export function formatVerdict(v: Verdict, bounds: Bounds): string {
   out.push('| Phase | Transport | Required | Delivered | Lost | Duplicated | Reordered | Recovery (ms) | Incidents |');
   out.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of v.rows) {
-    const req = r.transport === 'anonymous' ? '(live only)' : String(r.required);
-    out.push(`| ${pad(r.phase, 18)} | ${pad(r.transport, 11)} | ${req} | ${r.delivered} | ${r.transport === 'anonymous' ? '–' : r.lost} | ${r.duplicated} | ${r.reordered} | ${ms(r.recoveryMs)} | ${r.incidents} |`);
+    const anon = r.transport === 'anonymous';
+    out.push(`| ${pad(r.phase, 18)} | ${pad(r.transport, 11)} | ${anon ? `(${r.required})` : r.required} | ${r.delivered} | ${anon ? `(${r.lost} missed)` : r.lost} | ${r.duplicated} | ${r.reordered} | ${ms(r.recoveryMs)} | ${r.incidents} |`);
   }
   out.push('');
+  out.push('Anonymous streams are live only: their figures are in parentheses, counted and never required.');
   out.push(`Bounds: a poll answered later than its timeout + ${bounds.pollSlackMs} ms is a hang; an identified consumer with no fresh message ${bounds.recoveryMs} ms after a fault ended is a hang; so is a silent broker (black-hole, SIGSTOP) that /_warren/health has not reported as 503 within ${bounds.detectMs} ms.`);
   const notes = v.phases.flatMap((p) => p.notes.map((n) => `- ${p.phase}: ${n}`));
   if (notes.length > 0) out.push('', 'Notes:', ...notes);

@@ -18,6 +18,8 @@ export interface SequencedProducerOptions {
   rate?: number;
   /** @default 400 */
   maxInFlight?: number;
+  /** Filler characters added to each body (`pad`), so that a slow reader's backlog outgrows the socket buffers. @default 0 */
+  padBytes?: number;
 }
 
 export class SequencedProducer {
@@ -27,8 +29,11 @@ export class SequencedProducer {
   private inFlight = new Set<Promise<unknown>>();
   private startedAt = 0;
 
+  private readonly pad: string;
+
   constructor(private readonly o: SequencedProducerOptions) {
     this.producer = new Producer({ url: o.url });
+    this.pad = 'x'.repeat(o.padBytes ?? 0);
   }
 
   get sent(): number {
@@ -57,7 +62,7 @@ export class SequencedProducer {
       return;
     }
     const p = this.producer
-      .publish({ seq }, { id: `m-${this.o.runId}-${seq}` })
+      .publish(this.pad === '' ? { seq } : { seq, pad: this.pad }, { id: `m-${this.o.runId}-${seq}` })
       .to(this.o.channel)
       .then(
         () => h.settled(seq, 'confirmed'),

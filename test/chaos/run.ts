@@ -47,10 +47,12 @@ export interface ChaosOptions {
   afterMs?: number;
   /** Length of a lasting fault (black-hole, delay, SIGSTOP). @default 10000 */
   faultMs?: number;
-  /** How long the slow warren.v1 reader stops reading at each phase start (0: no slow reader). @default 12000 */
+  /** How long the slow warren.v1 reader stops reading at each phase start before its link breaks (0: no slow reader). @default 8000 */
   slowWsPauseMs?: number;
   /** Messages per second. @default 200 */
   rate?: number;
+  /** Filler bytes per message body. @default 0 */
+  padBytes?: number;
   /** Longest wait, after the last phase, for missing messages to arrive. @default 30000 */
   drainMs?: number;
   bounds?: Partial<Bounds>;
@@ -145,7 +147,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       new LongPollConsumer(`chaos-${runId}-lp`, ctx),
       new RawSseConsumer(`chaos-${runId}-sse`, true, ctx),
       new WsConsumer(`chaos-${runId}-ws`, ctx),
-      ...((options.slowWsPauseMs ?? 12_000) > 0 ? [new WsConsumer(`chaos-${runId}-wsslow`, ctx, options.slowWsPauseMs ?? 12_000)] : []),
+      ...((options.slowWsPauseMs ?? 8000) > 0 ? [new WsConsumer(`chaos-${runId}-wsslow`, ctx, options.slowWsPauseMs ?? 8000)] : []),
       new EventSourceConsumer(`chaos-${runId}-es`, ctx),
       new RawSseConsumer(`anon-${runId}`, false, ctx),
     ];
@@ -157,7 +159,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     }
     log(`consumers ready: ${rig.consumers.map((c) => c.transport).join(', ')}`);
 
-    rig.producer = new SequencedProducer({ url: `${rig.node.url}?heartbeat=5`, channel, runId, history, rate: options.rate ?? 200 });
+    rig.producer = new SequencedProducer({ url: `${rig.node.url}?heartbeat=5`, channel, runId, history, rate: options.rate ?? 200, padBytes: options.padBytes ?? 0 });
     rig.producer.start();
 
     for (const fault of faults) {
@@ -222,6 +224,7 @@ async function main(): Promise<void> {
   };
   const faults = arg('--faults')?.split(',') ?? (quick ? QUICK_FAULTS : undefined);
   const out = arg('--out');
+  const pad = arg('--pad');
   const stopOn = (signal: NodeJS.Signals) =>
     process.once(signal, () => {
       process.stderr.write(`\n${signal}: stopping every child process and the private node\n`);
@@ -230,7 +233,7 @@ async function main(): Promise<void> {
   stopOn('SIGINT');
   stopOn('SIGTERM');
   process.on('exit', () => activeRig?.killNow());
-  const result = await runChaos({ faults, ...(quick ? { beforeMs: 3000, afterMs: 6000 } : {}) });
+  const result = await runChaos({ faults, ...(pad ? { padBytes: Number(pad) } : {}), ...(quick ? { beforeMs: 3000, afterMs: 6000 } : {}) });
   const header = `Fault run of ${new Date().toISOString()}: ${result.sent} messages sent, ${(result.durationMs / 1000).toFixed(0)} s; private node starts ${result.nodeStartMs.join(', ')} ms.\n\n`;
   process.stdout.write(`${header}${result.report}\n`);
   if (out) writeFileSync(out, `${header}${result.report}\n`);

@@ -10,9 +10,12 @@
  * It runs as the `rabbitmq` user (`runuser`) when started as root, so it shares
  * that user's Erlang cookie with `rabbitmqctl`.
  *
- * Measured on the project's machine (2 cores, RabbitMQ 3.10.8, Erlang 25):
- * a fresh node answers `await_startup` about 2.5 to 3.5 s after spawn; a
- * restart on an existing data directory takes about the same.
+ * Measured on the project's machine (2 cores, RabbitMQ 3.10.8, Erlang 25,
+ * 2026-12-02): a fresh node answers `await_startup` 4.6 to 6.5 s after spawn
+ * when the machine is otherwise idle (up to 8 s beside a running gateway and
+ * clients); a restart after `kill -9` on the same data takes about 4.5 s;
+ * `stop_app` + `start_app` about 2 s; a clean stop 1.5 s. Each `rabbitmqctl`
+ * run costs most of a second of CPU, which is most of that.
  *
  * @example
  * const node = await RabbitNode.start();
