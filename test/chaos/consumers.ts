@@ -147,6 +147,7 @@ export class RawSseConsumer extends Consumer {
     super.stop();
     clearInterval(this.watchdog);
     this.req?.destroy();
+    for (const r of this.held) r.destroy();
   }
 
   private checkStall(): void {
@@ -157,6 +158,30 @@ export class RawSseConsumer extends Consumer {
     }
   }
 
+  private readonly abandoned = new WeakSet<ClientRequest>();
+  private readonly held = new Set<ClientRequest>();
+
+  /**
+   * Opens a new connection (with `Last-Event-ID`) while the current one stays
+   * open and unread for `holdMs`, as when a client gives up on a connection
+   * that the gateway still thinks is alive (a half-open TCP connection after a
+   * network change). The old one is destroyed after `holdMs`.
+   */
+  reconnectLeavingOldOpen(holdMs: number): void {
+    const old = this.req;
+    if (old) {
+      this.abandoned.add(old);
+      old.socket?.pause();
+      this.held.add(old);
+      setTimeout(() => {
+        old.destroy();
+        this.held.delete(old);
+      }, holdMs);
+    }
+    this.open = false;
+    this.connect();
+  }
+
   private connect(): void {
     if (!this.running) return;
     const headers: Record<string, string> = { accept: 'text/event-stream' };
@@ -164,7 +189,7 @@ export class RawSseConsumer extends Consumer {
     if (this.identified && this.lastEventId !== undefined) headers['last-event-id'] = this.lastEventId;
     let retried = false;
     const retry = (ms: number) => {
-      if (retried) return;
+      if (retried || this.abandoned.has(req)) return;
       retried = true;
       this.open = false;
       if (this.running) setTimeout(() => this.connect(), ms);
@@ -212,12 +237,7 @@ export class RawSseConsumer extends Consumer {
 
 /**
  * A `warren.v1` WebSocket on `/_warren/ws?consumer_id=…`, resubscribing with
- * `lastEventId` after any close. With `slowPauseMs`, it is a slow reader on
- * a link that then breaks (a phone in a tunnel): at the start of each phase
- * it stops reading its socket for that long, then drops the connection with
- * whatever the network still held for it, and reconnects with the id of the
- * last message it did read. Anything lost that way was acknowledged by the
- * gateway before the client had it.
+ * `lastEventId` after any close.
  */
 export class WsConsumer extends Consumer {
   private ws: WebSocket | undefined;
@@ -227,25 +247,26 @@ export class WsConsumer extends Consumer {
   private watchdog: NodeJS.Timeout | undefined;
   private pausedUntil = 0;
 
-  constructor(
-    name: string,
-    ctx: ConsumerContext,
-    private readonly slowPauseMs = 0,
-  ) {
-    super(name, slowPauseMs > 0 ? 'ws-slow' : 'ws', true, ctx);
+  constructor(name: string, ctx: ConsumerContext) {
+    super(name, 'ws', true, ctx);
   }
 
-  override phaseStarted(): void {
-    if (this.slowPauseMs === 0 || !this.running) return;
-    const socket = (this.ws as unknown as { _socket?: { pause(): void; resume(): void } } | undefined)?._socket;
-    if (!socket) return;
-    this.pausedUntil = Date.now() + this.slowPauseMs;
+  /**
+   * Makes this a slow reader on a link that then breaks (a phone in a
+   * tunnel): it stops reading its socket for `pauseMs`, then drops the
+   * connection with whatever the network still held for it, and reconnects
+   * with the id of the last message it did read. Anything lost that way was
+   * acknowledged by the gateway before the client had it.
+   */
+  async readSlowlyThenDrop(pauseMs: number): Promise<void> {
+    const ws = this.ws;
+    const socket = (ws as unknown as { _socket?: { pause(): void } } | undefined)?._socket;
+    if (!ws || !socket) return;
+    this.pausedUntil = Date.now() + pauseMs;
     socket.pause();
-    const ws = this.ws!;
-    setTimeout(() => {
-      this.lastHeardAt = Date.now(); // the silence was ours
-      ws.terminate(); // unread bytes in the socket buffers are gone with it
-    }, this.slowPauseMs);
+    await sleep(pauseMs);
+    this.lastHeardAt = Date.now(); // the silence was ours
+    ws.terminate(); // unread bytes in the socket buffers are gone with it
   }
 
   start(): void {

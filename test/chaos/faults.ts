@@ -5,6 +5,8 @@
  */
 import type { FaultProxy } from '../support/fault-proxy.js';
 import type { RabbitNode } from '../support/rabbit-node.js';
+import type { Consumer } from './consumers.js';
+import { RawSseConsumer, WsConsumer } from './consumers.js';
 import type { GatewayProcess } from './gateway.js';
 import type { Phase } from './history.js';
 
@@ -15,6 +17,7 @@ export interface FaultContext {
   proxy: FaultProxy;
   gateway: GatewayProcess;
   phase: Phase;
+  consumers: Consumer[];
   /** Nominal length of a lasting fault. */
   faultMs: number;
   /** Longest a black-hole or pause lasts while waiting for the gateway to notice. */
@@ -163,6 +166,20 @@ export const FAULTS: Fault[] = [
     what: 'kill -9 of the gateway, then a new process on the same port',
     async run({ gateway }) {
       await gateway.kill9AndRestart();
+    },
+  },
+  {
+    name: 'ws-slow-drop',
+    what: 'the warren.v1 client stops reading for 8 s, then its connection breaks with unread bytes; it resumes from its lastEventId',
+    async run({ consumers }) {
+      await Promise.all(consumers.map((c) => (c instanceof WsConsumer ? c.readSlowlyThenDrop(8000) : undefined)));
+    },
+  },
+  {
+    name: 'sse-half-open',
+    what: 'the identified SSE client reconnects while its old connection stays open, unread, for 35 s',
+    async run({ consumers }) {
+      for (const c of consumers) if (c instanceof RawSseConsumer && c.identified) c.reconnectLeavingOldOpen(35_000);
     },
   },
 ];

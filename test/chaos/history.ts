@@ -15,7 +15,7 @@
  * never required to be complete.
  */
 
-export type Transport = 'long-poll' | 'sse' | 'ws' | 'ws-slow' | 'eventsource' | 'anonymous';
+export type Transport = 'long-poll' | 'sse' | 'ws' | 'eventsource' | 'anonymous';
 
 /** Bounds the checker judges hangs by (stated in the report). */
 export interface Bounds {

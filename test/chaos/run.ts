@@ -47,13 +47,11 @@ export interface ChaosOptions {
   afterMs?: number;
   /** Length of a lasting fault (black-hole, delay, SIGSTOP). @default 10000 */
   faultMs?: number;
-  /** How long the slow warren.v1 reader stops reading at each phase start before its link breaks (0: no slow reader). @default 8000 */
-  slowWsPauseMs?: number;
   /** Messages per second. @default 200 */
   rate?: number;
   /** Filler bytes per message body. @default 0 */
   padBytes?: number;
-  /** Longest wait, after the last phase, for missing messages to arrive. @default 30000 */
+  /** Longest wait, after the last phase, for missing messages to arrive (sse-half-open, when last, needs about 30 s). @default 40000 */
   drainMs?: number;
   bounds?: Partial<Bounds>;
   log?: (line: string) => void;
@@ -147,7 +145,6 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       new LongPollConsumer(`chaos-${runId}-lp`, ctx),
       new RawSseConsumer(`chaos-${runId}-sse`, true, ctx),
       new WsConsumer(`chaos-${runId}-ws`, ctx),
-      ...((options.slowWsPauseMs ?? 8000) > 0 ? [new WsConsumer(`chaos-${runId}-wsslow`, ctx, options.slowWsPauseMs ?? 8000)] : []),
       new EventSourceConsumer(`chaos-${runId}-es`, ctx),
       new RawSseConsumer(`anon-${runId}`, false, ctx),
     ];
@@ -170,7 +167,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       log(`fault ${fault.name}: ${fault.what}`);
       phase.faultAt = Date.now();
       try {
-        await fault.run({ node: rig.node, proxy: rig.proxy, gateway: rig.gateway, phase, faultMs, detectBoundMs: bounds.detectMs, log });
+        await fault.run({ node: rig.node, proxy: rig.proxy, gateway: rig.gateway, phase, consumers: rig.consumers, faultMs, detectBoundMs: bounds.detectMs, log });
       } catch (err) {
         phase.notes.push(`the fault itself failed: ${(err as Error).message.split('\n')[0]}`);
         log(`fault ${fault.name} failed: ${(err as Error).message}`);
@@ -196,7 +193,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     // A page would be reloaded: an EventSource closed for good is opened again for the drain (noted).
     for (const c of rig.consumers) c.phaseStarted();
     await rig.producer.stop();
-    const drainBy = Date.now() + (options.drainMs ?? 30_000);
+    const drainBy = Date.now() + (options.drainMs ?? 40_000);
     let missing = history.missing();
     while (missing > 0 && Date.now() < drainBy) {
       await sleep(500);
