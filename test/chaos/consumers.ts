@@ -292,16 +292,20 @@ export class WsConsumer extends Consumer {
     const ws = new WebSocket(url, 'warren.v1');
     this.ws = ws;
     const heard = () => (this.lastHeardAt = Date.now());
-    ws.on('open', () => {
-      heard();
+    const subscribe = () => {
+      if (ws.readyState !== WebSocket.OPEN) return;
       const frame: Record<string, string> = { type: 'subscribe', channel: this.ctx.channel };
       if (this.lastEventId !== undefined) frame.lastEventId = this.lastEventId;
       ws.send(JSON.stringify(frame));
+    };
+    ws.on('open', () => {
+      heard();
+      subscribe();
     });
     ws.on('ping', heard);
     ws.on('message', (raw) => {
       heard();
-      let frame: { type?: string; id?: string; data?: string; channel?: string };
+      let frame: { type?: string; id?: string; data?: string; channel?: string; code?: string };
       try {
         frame = JSON.parse(raw.toString());
       } catch {
@@ -313,6 +317,11 @@ export class WsConsumer extends Consumer {
       } else if (frame.type === 'message' && typeof frame.data === 'string') {
         if (frame.id !== undefined) this.lastEventId = frame.id;
         this.got(frame.data);
+      } else if (frame.type === 'error' && frame.channel === this.ctx.channel) {
+        // The subscription failed or ended (the broker is away): subscribe again.
+        this.open = false;
+        this.ctx.history.incident({ type: 'note', at: Date.now(), text: `${this.name}: error frame ${frame.code}; subscribing again in 1 s` });
+        setTimeout(subscribe, 1000);
       }
     });
     ws.on('error', () => undefined); // 'close' follows

@@ -223,11 +223,18 @@ export class History {
         hangs,
         healthDownAfterMs: ph.healthDownAfterMs,
         recoveryMs: phaseRecovery,
-        notes: [...ph.notes, ...incidents.filter((i) => i.type === 'note').map((i) => (i as { text: string }).text)],
+        notes: [...ph.notes, ...countSame(incidents.filter((i) => i.type === 'note').map((i) => (i as { text: string }).text))],
       });
     }
     return { rows, phases, failures };
   }
+}
+
+/** Each distinct line once, with "(×n)" when it came more than once. */
+function countSame(lines: string[]): string[] {
+  const n = new Map<string, number>();
+  for (const l of lines) n.set(l, (n.get(l) ?? 0) + 1);
+  return [...n].map(([l, k]) => (k > 1 ? `${l} (×${k})` : l));
 }
 
 /** The line of a crashed process's output that names the error. */

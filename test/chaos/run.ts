@@ -13,6 +13,7 @@
  *   npm run chaos -- --quick          proxy cut, cut-after-connect, black-hole
  *   npm run chaos -- --faults a,b     the named faults
  *   npm run chaos -- --out file.md    also write the report there
+ *   npm run chaos -- --heartbeat 0    the gateway's URL without ?heartbeat=5 (its default)
  *
  * `CHAOS_QUICK=1` is the same as `--quick`. Loopback only; every child
  * process and the private node are stopped at the end, on failure and on
@@ -49,6 +50,11 @@ export interface ChaosOptions {
   faultMs?: number;
   /** Messages per second. @default 200 */
   rate?: number;
+  /**
+   * AMQP heartbeat the gateway asks for (`?heartbeat=` in its URL); 0 leaves
+   * the URL without it, which shows the gateway's own default. @default 5
+   */
+  heartbeatS?: number;
   /** Filler bytes per message body. @default 0 */
   padBytes?: number;
   /** Longest wait, after the last phase, for missing messages to arrive (sse-half-open, when last, needs about 30 s). @default 40000 */
@@ -118,6 +124,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
   const faultMs = options.faultMs ?? 10_000;
   const bounds: Bounds = { ...DEFAULT_BOUNDS, ...options.bounds };
   const history = new History(bounds);
+  const heartbeatS = options.heartbeatS ?? 5;
   const runId = randomBytes(4).toString('hex');
   const channel = `/chaos/${runId}`;
   const rig = new Rig();
@@ -129,7 +136,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     const proxyPort = await rig.proxy.listen();
     rig.gateway = new GatewayProcess({
       bin: WARREN_BIN,
-      amqpUrl: `amqp://guest:guest@127.0.0.1:${proxyPort}?heartbeat=5`,
+      amqpUrl: `amqp://guest:guest@127.0.0.1:${proxyPort}${heartbeatS > 0 ? `?heartbeat=${heartbeatS}` : ''}`,
       port: await freePort(),
       token: TOKEN,
       history,
@@ -222,6 +229,7 @@ async function main(): Promise<void> {
   const faults = arg('--faults')?.split(',') ?? (quick ? QUICK_FAULTS : undefined);
   const out = arg('--out');
   const pad = arg('--pad');
+  const heartbeat = arg('--heartbeat');
   const stopOn = (signal: NodeJS.Signals) =>
     process.once(signal, () => {
       process.stderr.write(`\n${signal}: stopping every child process and the private node\n`);
@@ -230,8 +238,8 @@ async function main(): Promise<void> {
   stopOn('SIGINT');
   stopOn('SIGTERM');
   process.on('exit', () => activeRig?.killNow());
-  const result = await runChaos({ faults, ...(pad ? { padBytes: Number(pad) } : {}), ...(quick ? { beforeMs: 3000, afterMs: 6000 } : {}) });
-  const header = `Fault run of ${new Date().toISOString()}: ${result.sent} messages sent, ${(result.durationMs / 1000).toFixed(0)} s; private node starts ${result.nodeStartMs.join(', ')} ms.\n\n`;
+  const result = await runChaos({ faults, ...(pad ? { padBytes: Number(pad) } : {}), ...(heartbeat ? { heartbeatS: Number(heartbeat) } : {}), ...(quick ? { beforeMs: 3000, afterMs: 6000 } : {}) });
+  const header = `Fault run of ${new Date().toISOString()}: ${result.sent} messages sent, ${(result.durationMs / 1000).toFixed(0)} s; private node starts ${result.nodeStartMs.join(', ')} ms; gateway URL ${heartbeat === '0' ? 'without ?heartbeat' : `with ?heartbeat=${heartbeat ?? 5}`}.\n\n`;
   process.stdout.write(`${header}${result.report}\n`);
   if (out) writeFileSync(out, `${header}${result.report}\n`);
   process.exitCode = result.verdict.failures.length === 0 ? 0 : 1;
