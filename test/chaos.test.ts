@@ -12,7 +12,7 @@ describe('faults between the gateway and RabbitMQ (short version of npm run chao
       faults: ['proxy-cut', 'cut-after-connect', 'proxy-blackhole'],
       beforeMs: 2000,
       afterMs: 5000,
-      drainMs: 20_000,
+      drainMs: 60_000,
       log: (line) => process.stderr.write(`chaos: ${line.split('\n')[0]}\n`),
     });
     process.stderr.write(`${result.report}\n`);

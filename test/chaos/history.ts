@@ -264,6 +264,7 @@ export function formatVerdict(v: Verdict, bounds: Bounds): string {
     out.push(`| ${pad(r.phase, 18)} | ${pad(r.transport, 11)} | ${anon ? `(${r.required})` : r.required} | ${r.delivered} | ${anon ? `(${r.lost} missed)` : r.lost} | ${r.duplicated} | ${r.reordered} | ${ms(r.recoveryMs)} | ${r.incidents} |`);
   }
   out.push('');
+  out.push('Required: confirmed messages sent while the consumer\'s queue existed. Lost: those not delivered by the end of the drain (which lasts while missing messages still arrive). Recovery: from the fault\'s end to the first delivery of a message sent after it.');
   out.push('Anonymous streams are live only: their figures are in parentheses, counted and never required.');
   out.push(`Bounds: a poll answered later than its timeout + ${bounds.pollSlackMs} ms is a hang; an identified consumer with no fresh message ${bounds.recoveryMs} ms after a fault ended is a hang; so is a silent broker (black-hole, SIGSTOP) that /_warren/health has not reported as 503 within ${bounds.detectMs} ms.`);
   const notes = v.phases.flatMap((p) => p.notes.map((n) => `- ${p.phase}: ${n}`));

@@ -57,8 +57,14 @@ export interface ChaosOptions {
   heartbeatS?: number;
   /** Filler bytes per message body. @default 0 */
   padBytes?: number;
-  /** Longest wait, after the last phase, for missing messages to arrive (sse-half-open, when last, needs about 30 s). @default 40000 */
+  /**
+   * Longest wait, after the last phase, for missing messages to arrive; the
+   * drain also ends once nothing missing has arrived for `drainIdleMs`.
+   * @default 120000
+   */
   drainMs?: number;
+  /** @default 10000 */
+  drainIdleMs?: number;
   bounds?: Partial<Bounds>;
   log?: (line: string) => void;
 }
@@ -129,6 +135,9 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
   const channel = `/chaos/${runId}`;
   const rig = new Rig();
   activeRig = rig;
+  // If this process ends abruptly (a test timeout), take the children with it.
+  const onExit = () => rig.killNow();
+  process.once('exit', onExit);
   try {
     rig.node = await RabbitNode.start({ name: `warren-chaos-${runId}` });
     log(`private RabbitMQ node ${rig.node.nodename} on 127.0.0.1:${rig.node.port} (started in ${rig.node.startTimesMs[0]} ms)`);
@@ -200,13 +209,20 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     // A page would be reloaded: an EventSource closed for good is opened again for the drain (noted).
     for (const c of rig.consumers) c.phaseStarted();
     await rig.producer.stop();
-    const drainBy = Date.now() + (options.drainMs ?? 40_000);
+    // Wait while missing messages still arrive (a backlog after a long
+    // outage), not for those that stopped coming.
+    const drainStart = Date.now();
+    const drainBy = drainStart + (options.drainMs ?? 120_000);
+    const idleMs = options.drainIdleMs ?? 10_000;
     let missing = history.missing();
-    while (missing > 0 && Date.now() < drainBy) {
+    let progressAt = Date.now();
+    while (missing > 0 && Date.now() < drainBy && Date.now() - progressAt < idleMs) {
       await sleep(500);
-      missing = history.missing();
+      const now = history.missing();
+      if (now < missing) progressAt = Date.now();
+      missing = now;
     }
-    log(`drained (${missing} confirmed messages still missing)`);
+    log(`drained for ${((Date.now() - drainStart) / 1000).toFixed(1)} s (${missing} confirmed messages still missing)`);
     // Deliveries after this point do not count.
     const verdict = history.check();
     const nodeStartMs = [...rig.node.startTimesMs];
@@ -216,6 +232,7 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
   } finally {
     await rig.close();
     activeRig = undefined;
+    process.off('exit', onExit);
   }
 }
 
@@ -237,7 +254,6 @@ async function main(): Promise<void> {
     });
   stopOn('SIGINT');
   stopOn('SIGTERM');
-  process.on('exit', () => activeRig?.killNow());
   const result = await runChaos({ faults, ...(pad ? { padBytes: Number(pad) } : {}), ...(heartbeat ? { heartbeatS: Number(heartbeat) } : {}), ...(quick ? { beforeMs: 3000, afterMs: 6000 } : {}) });
   const header = `Fault run of ${new Date().toISOString()}: ${result.sent} messages sent, ${(result.durationMs / 1000).toFixed(0)} s; private node starts ${result.nodeStartMs.join(', ')} ms; gateway URL ${heartbeat === '0' ? 'without ?heartbeat' : `with ?heartbeat=${heartbeat ?? 5}`}.\n\n`;
   process.stdout.write(`${header}${result.report}\n`);
