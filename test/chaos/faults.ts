@@ -97,18 +97,19 @@ export const FAULTS: Fault[] = [
   },
   {
     name: 'cut-after-connect',
-    what: 'cut, then each reconnect cut again 4–120 ms after it is accepted (up to 30 delays 4 ms apart, at most 3 × the fault length; anonymous stream open)',
-    async run({ proxy, phase, faultMs }) {
+    what: 'cut, then each reconnect cut again 4–120 ms after it is accepted (delays 4 ms apart, swept up to 3 times, at most 3 × the fault length, until the gateway exits; anonymous stream open)',
+    async run({ proxy, phase, faultMs, gateway }) {
       // The gateway is vulnerable only while it sets itself up again after a
       // reconnect, a window of a few ms somewhere in the first ~100: sweep it,
       // in an order that spreads the first tries over the whole range (the
       // gateway's backoff grows to 5 s while its reconnects fail).
-      const delays = Array.from({ length: 30 }, (_, k) => 4 + 4 * ((k * 7) % 30));
+      const delays = Array.from({ length: 90 }, (_, k) => 4 + 4 * ((k * 7) % 30));
+      const starts = gateway.starts;
       const endBy = Date.now() + 3 * faultMs;
       let tries = 0;
       try {
         for (const ms of delays) {
-          if (Date.now() > endBy) break;
+          if (Date.now() > endBy || gateway.starts > starts) break; // bounded; a crash is on record
           tries += 1;
           proxy.cutAfterConnect(ms);
           const accepted = proxy.accepted;

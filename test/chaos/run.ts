@@ -149,8 +149,10 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       port: await freePort(),
       token: TOKEN,
       history,
-      // Heartbeats and pings every 5 s, so a live stream is never silent for the stall bound.
-      args: ['--sse-heartbeat', '5s', '--ws-ping-interval', '5s'],
+      // Heartbeats and pings every 5 s, so a live stream is never silent for
+      // the stall bound; queues long enough (500 s at 200/s) that their length
+      // bound never drops a message and passes for a loss after an outage.
+      args: ['--sse-heartbeat', '5s', '--ws-ping-interval', '5s', '--queue-max-length', '100000'],
       onExit: (code, signal, tail) => log(`the gateway exited (code ${code}, signal ${signal}); restarting it. Its last output:\n${tail.split('\n').slice(-25).join('\n')}`),
     });
     await rig.gateway.start();
