@@ -46,6 +46,7 @@ class Pipe {
   private readonly queue: { chunk: Buffer; dueAt: number }[] = [];
   private timer: NodeJS.Timeout | undefined;
   private ended = false;
+  private waitingDrain = false;
 
   constructor(
     private readonly from: Socket,
@@ -77,10 +78,12 @@ class Pipe {
         return;
       }
       this.queue.shift();
-      if (!this.to.write(head.chunk)) {
+      if (!this.to.write(head.chunk) && !this.waitingDrain) {
         // Act on `false`: stop reading the source until the target drains.
+        this.waitingDrain = true;
         this.from.pause();
         this.to.once('drain', () => {
+          this.waitingDrain = false;
           if (!this.proxy.blackholed) this.from.resume();
         });
       }
