@@ -105,6 +105,17 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
 
 /** One default SSE stream: the path's channel, re-authorized from time to time. */
 class StreamSession extends DefaultSession<string> {
+  override async prepare(): Promise<void> {
+    try {
+      await super.prepare();
+    } catch (err) {
+      // An EventSource closes for good on any answer but 200: when the broker
+      // goes away while the queue is being declared, the stream opens anyway
+      // and subscribes once the broker is back.
+      if (!(err instanceof WarrenError && (err.code === 'BROKER_UNAVAILABLE' || err.code === 'BROKER_TIMEOUT'))) throw err;
+    }
+  }
+
   async onOpen(conn: PushConnection): Promise<void> {
     const deps = this.deps;
     // Authorized again from time to time: a stream the app (or the token) no longer allows is closed.

@@ -168,7 +168,10 @@ export class FanOut {
         fan.subscription = await this.broker.consume(fan.queue, {
           prefetch: this.options.prefetch,
           onMessage: (delivery) => {
-            this.dispatch(fan, delivery.message);
+            // Redelivered (the connection went before the ack reached the
+            // broker): it was written to the streams of that time, all ended
+            // with the connection; the streams of now opened after it.
+            if (!delivery.redelivered) this.dispatch(fan, delivery.message);
             // Written (or refused) to every local subscriber: done with it.
             delivery.ack();
           },
