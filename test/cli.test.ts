@@ -206,7 +206,7 @@ describe('warren --help and warren serve --help', () => {
     for (const transport of ['Server-Sent Events', 'WebSocket', 'long-poll', 'RabbitMQ']) assert.ok(description.includes(transport), `${transport} in: ${description}`);
   });
 
-  it('`warren serve --help` shows each option\'s default, with its unit, as the README table gives it', async () => {
+  it('`warren serve --help` shows each option\'s default, with its unit, as the configuration table gives it', async () => {
     const r = await warren(['serve', '--help']);
     assert.equal(r.code, 0, r.stderr);
     // One entry per option: the line that starts with its flag and the deeper-indented lines that continue it.
@@ -218,12 +218,12 @@ describe('warren --help and warren serve --help', () => {
       else if (current !== undefined && /^ {3,}\S/.test(line)) entries.set(current, `${entries.get(current)} ${line.trim()}`);
       else current = undefined;
     }
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const readme = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
     for (const spec of OPTION_SPECS) {
       const entry = entries.get(spec.flag)?.replace(/\s+/g, ' ');
       assert.ok(entry, `${spec.flag} in:\n${r.stdout}`);
       const row = new RegExp(`^\\| \`${spec.flag}\` \\| \`${spec.env}\` \\| (.+?) \\|`, 'm').exec(readme);
-      assert.ok(row, `${spec.flag} in the README table`);
+      assert.ok(row, `${spec.flag} in the docs/configuration.md table`);
       const documented = row[1]!.replace(/^`([^`]*)`$/, '$1');
       assert.ok(entry.includes(`(default: ${documented}, env: ${spec.env})`), `${spec.flag}: expected default ${documented} in: ${entry}`);
     }
