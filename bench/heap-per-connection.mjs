@@ -125,7 +125,10 @@ async function measure(target) {
     per.set(key, { size: (e.size - before.size) / (n - 1), count: (e.count - before.count) / (n - 1) });
   }
   for (const [key, e] of a) if (!b.has(key)) per.set(key, { size: -e.size / (n - 1), count: -e.count / (n - 1) });
-  for (const c of held) kind === 'ws' ? c.terminate() : c.destroy();
+  for (const c of held) {
+    if (kind === 'ws') c.terminate();
+    else c.destroy();
+  }
   server.kill('SIGTERM');
   await sleep(500);
   rmSync(dir, { recursive: true, force: true });

@@ -11,10 +11,9 @@
 // loopback. Every phase is bounded (timeouts, stall detection) and every queue
 // the run made is deleted at the end. Needs RabbitMQ on 127.0.0.1:5672 with
 // the management plugin (enabled here).
-import { mkdirSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { consumerQueueName } from '@warren/protocol';
 import { AmqpPublisher, FeedPublisher, publish } from './lib/publisher.mjs';
 import { mergeReports, now, Histogram } from './lib/tracker.mjs';
 import { beamPid, cpuMeter, deleteQueues, fileLimit, forkHelper, machine, Management, rssMiB, sleep, startServer, waitRabbitQuiet } from './lib/system.mjs';

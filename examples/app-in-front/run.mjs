@@ -49,7 +49,8 @@ const gateway = spawn(
   { env: { ...process.env, WARREN_PUBLISH_TOKEN: token }, stdio: ['ignore', 'pipe', 'inherit'] },
 );
 let stopping = false;
-let producer;
+/** Set once the gateway is up (step 3); stop() may run before. */
+let producer; // eslint-disable-line prefer-const -- assigned after stop() is defined
 
 async function stop(code) {
   if (stopping) return;

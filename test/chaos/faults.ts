@@ -173,7 +173,7 @@ export const FAULTS: Fault[] = [
     name: 'ws-slow-drop',
     what: 'the warren.v1 client stops reading for 8 s, then its connection breaks with unread bytes; it resumes from its lastEventId',
     async run({ consumers }) {
-      await Promise.all(consumers.map((c) => (c instanceof WsConsumer ? c.readSlowlyThenDrop(8000) : undefined)));
+      await Promise.all(consumers.map((c) => (c instanceof WsConsumer ? c.readSlowlyThenDrop(8000) : Promise.resolve())));
     },
   },
   {

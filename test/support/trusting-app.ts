@@ -1,4 +1,4 @@
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
 /** One request the application received, as it saw it. */
@@ -46,7 +46,8 @@ export async function startTrustingApp(opts: { switching?: boolean } = {}): Prom
   const upgrades: SeenUpgrade[] = [];
   let authInFlight = 0;
   let maxAuthInFlight = 0;
-  const server: Server = createServer(async (req, res) => {
+  const server: Server = createServer((req, res) => void serve(req, res));
+  async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let bodyBytes = 0;
     for await (const chunk of req) bodyBytes += (chunk as Buffer).length;
     const identity = req.headers['warren-identity'];
@@ -64,7 +65,7 @@ export async function startTrustingApp(opts: { switching?: boolean } = {}): Prom
       return void res.writeHead(204, { 'warren-consumer-id': user }).end();
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(seen));
-  });
+  }
   const upgraded = new Set<Socket>();
   if (opts.switching) server.on('upgrade', (req, socket: Socket, head: Buffer) => {
     upgraded.add(socket);

@@ -101,6 +101,7 @@ export interface WarrenClientEventMap {
  * What the client needs of a WebSocket: the browser's `WebSocket`, or the
  * `ws` package's (`import { WebSocket } from 'ws'`).
  */
+/* eslint-disable @typescript-eslint/no-explicit-any -- the browser's and the ws/eventsource packages' handler types must be assignable to these */
 export interface WebSocketLike {
   readonly readyState: number;
   readonly protocol: string;
@@ -125,6 +126,7 @@ export interface EventSourceLike {
   addEventListener(type: string, listener: (event: any) => void): void;
   close(): void;
 }
+/* eslint-enable @typescript-eslint/no-explicit-any */
 export type EventSourceConstructor = new (url: string) => EventSourceLike;
 
 /** What the client needs of a fetch response. */

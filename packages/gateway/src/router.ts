@@ -69,7 +69,7 @@ export class Router {
       throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
     }
     if (!wantsEventStream(req)) return this.deps.polls.serve(req, res, channel!, query);
-    if (!(await this.deps.push.open('sse', req, path, query, { res }))) this.decline(req, res, path);
+    if (!(await this.deps.push.open('sse', req, path, query, { res }))) await this.decline(req, res, path);
   }
 
   /** A request the gateway does not serve: the application's (attached or upstream), else 404. */

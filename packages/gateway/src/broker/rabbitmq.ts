@@ -154,7 +154,9 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   async publish(channel: string, message: WarrenMessage): Promise<void> {
-    const ch = await this.channel(() => this.publishChannel, (p) => (this.publishChannel = p), () => this.openPublishChannel());
+    const ch = await this.channel(() => this.publishChannel, (p) => {
+        this.publishChannel = p;
+      }, () => this.openPublishChannel());
     while (this.publishDrain !== undefined) await this.publishDrain;
     await new Promise<void>((resolve, reject) => {
       let ok: boolean;
@@ -226,7 +228,9 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   /** The channel for declarations and bindings. */
   private admin(): Promise<Channel> {
-    return this.channel(() => this.adminChannel, (p) => (this.adminChannel = p), () => this.openChannel());
+    return this.channel(() => this.adminChannel, (p) => {
+        this.adminChannel = p;
+      }, () => this.openChannel());
   }
 
   async get(queue: string): Promise<Delivery | undefined> {

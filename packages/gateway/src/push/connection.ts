@@ -50,8 +50,7 @@ interface Subscribed {
 
 const RESOLVED = Promise.resolve();
 
-const CALLBACKS = ['onOpen', 'onMessage', 'onDrained', 'onShutdown', 'onClose'] as const;
-type Callback = (typeof CALLBACKS)[number];
+type Callback = 'onOpen' | 'onMessage' | 'onDrained' | 'onShutdown' | 'onClose';
 
 /**
  * A push connection: a {@link Transport} (the socket), the application's
@@ -124,7 +123,8 @@ export class Connection implements PushConnection, Sink, TransportEvents {
   /** Starts events and calls `onOpen`. */
   start(): void {
     this.state = 'open';
-    this.run('onOpen', [], (err) => {
+    // run() never rejects: call() catches and reports every callback's failure.
+    void this.run('onOpen', [], (err) => {
       this.context.log.error('onOpen failed; closing the connection', { error: String(err) });
       this.end({ kind: 'error' });
     });
@@ -134,7 +134,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
   // TransportEvents: what the transport reports.
 
   transportMessage(data: string | Buffer): void {
-    if (this.state === 'open') this.run('onMessage', [data]);
+    if (this.state === 'open') void this.run('onMessage', [data]);
   }
 
   transportClosed(): void {
