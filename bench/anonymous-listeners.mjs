@@ -13,7 +13,10 @@ import { cpus, totalmem } from 'node:os';
 
 const AMQP = process.env.WARREN_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const TOKEN = 'bench-token-0123456789abcdef';
-const counts = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const counts = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 0);
 if (counts.length === 0) counts.push(1000, 5000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -21,7 +24,9 @@ execFileSync('rabbitmq-plugins', ['enable', 'rabbitmq_management'], { stdio: 'ig
 const mgmt = async (path) => {
   for (let i = 0; i < 60; i++) {
     try {
-      const res = await fetch(`http://127.0.0.1:15672${path}`, { headers: { authorization: `Basic ${Buffer.from('guest:guest').toString('base64')}` } });
+      const res = await fetch(`http://127.0.0.1:15672${path}`, {
+        headers: { authorization: `Basic ${Buffer.from('guest:guest').toString('base64')}` },
+      });
       if (res.ok) return res.json();
     } catch {}
     await sleep(500);
@@ -40,10 +45,14 @@ const rabbitMemMiB = async () => {
 };
 
 async function startGateway() {
-  const child = spawn(process.execPath, ['packages/cli/bin/warren.js', 'serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn', '--queue-expires', '10s'], {
-    env: { ...process.env, WARREN_AMQP_URL: AMQP, WARREN_PUBLISH_TOKEN: TOKEN },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['packages/cli/bin/warren.js', 'serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn', '--queue-expires', '10s'],
+    {
+      env: { ...process.env, WARREN_AMQP_URL: AMQP, WARREN_PUBLISH_TOKEN: TOKEN },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   child.stdout.on('data', (c) => (out += c));
   for (let i = 0; i < 100 && !/on (http:\S+)/.test(out); i++) await sleep(100);
@@ -117,7 +126,11 @@ async function run(design, n) {
   const gwRssAfter = rssMiB(gw.child.pid);
   // One message to everyone, timed.
   const t = performance.now();
-  await fetch(`${gw.url}/_warren/publish?channel=${channel}`, { method: 'POST', body: 'ping', headers: { authorization: `Bearer ${TOKEN}` } });
+  await fetch(`${gw.url}/_warren/publish?channel=${channel}`, {
+    method: 'POST',
+    body: 'ping',
+    headers: { authorization: `Bearer ${TOKEN}` },
+  });
   while (received < n && performance.now() - t < 30_000) await sleep(5);
   const fanOutMs = performance.now() - t;
   const s = await stats(gw.url);
@@ -155,7 +168,10 @@ const rabbitVersion = (await mgmt('/api/overview')).rabbitmq_version;
 const table = [
   '| Listeners | Design | Connects/s | RabbitMQ CPU while connecting | Memory of the queues | RabbitMQ node memory change | Queues added | Declares | Consumers | Gateway RSS per connection | One message to all |',
   '|---|---|---|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.n} | ${r.design} | ${r.connectsPerSecond} | ${r.rabbitCpuSeconds} s | ${r.queueMemMiB} MiB (${r.queuesMatched} queues) | ${r.rabbitMemDeltaMiB} MiB | ${r.queuesAdded} | ${r.declares} | ${r.consumers} | ${r.gatewayKiBPerConnection} KiB | ${r.oneMessageToAllMs} ms (${r.delivered} delivered) |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.n} | ${r.design} | ${r.connectsPerSecond} | ${r.rabbitCpuSeconds} s | ${r.queueMemMiB} MiB (${r.queuesMatched} queues) | ${r.rabbitMemDeltaMiB} MiB | ${r.queuesAdded} | ${r.declares} | ${r.consumers} | ${r.gatewayKiBPerConnection} KiB | ${r.oneMessageToAllMs} ms (${r.delivered} delivered) |`,
+  ),
 ].join('\n');
 const md = `# Anonymous listeners: one queue per connection vs per-process fan-out
 

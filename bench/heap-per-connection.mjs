@@ -27,7 +27,18 @@ async function startServer(target) {
   dir = mkdtempSync(join(tmpdir(), 'warren-heap-'));
   const args =
     target === 'warren'
-      ? [join(process.cwd(), 'packages/cli/bin/warren.js'), 'serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn', '--max-connections-per-ip', '1000000']
+      ? [
+          join(process.cwd(), 'packages/cli/bin/warren.js'),
+          'serve',
+          '--port',
+          '0',
+          '--host',
+          '127.0.0.1',
+          '--log-level',
+          'warn',
+          '--max-connections-per-ip',
+          '1000000',
+        ]
       : [join(process.cwd(), 'bench/lib/node-ceiling.mjs')];
   server = spawn(process.execPath, ['--heapsnapshot-signal=SIGUSR2', ...args], {
     cwd: dir,
@@ -116,7 +127,8 @@ async function measure(target) {
   const held = [kind === 'ws' ? await openWs() : await openSse()];
   await sleep(500);
   const a = await snapshot();
-  for (let i = 1; i < n; i += 100) held.push(...(await Promise.all(Array.from({ length: Math.min(100, n - i) }, () => (kind === 'ws' ? openWs() : openSse())))));
+  for (let i = 1; i < n; i += 100)
+    held.push(...(await Promise.all(Array.from({ length: Math.min(100, n - i) }, () => (kind === 'ws' ? openWs() : openSse())))));
   await sleep(1000);
   const b = await snapshot();
   const per = new Map();
@@ -138,14 +150,20 @@ async function measure(target) {
 const total = (per) => [...per.values()].reduce((sum, e) => sum + e.size, 0);
 const warren = await measure('warren');
 const ceiling = await measure('ceiling');
-console.log(`${kind}, ${n - 1} idle connections added: JS heap per connection (self sizes of live objects) Warren ${total(warren).toFixed(0)} B, Node ceiling ${total(ceiling).toFixed(0)} B`);
-console.log('\n| Warren B/conn | objects | Node ceiling B/conn | objects | Warren − ceiling | type:constructor |\n|---:|---:|---:|---:|---:|---|');
+console.log(
+  `${kind}, ${n - 1} idle connections added: JS heap per connection (self sizes of live objects) Warren ${total(warren).toFixed(0)} B, Node ceiling ${total(ceiling).toFixed(0)} B`,
+);
+console.log(
+  '\n| Warren B/conn | objects | Node ceiling B/conn | objects | Warren − ceiling | type:constructor |\n|---:|---:|---:|---:|---:|---|',
+);
 const keys = [...new Set([...warren.keys(), ...ceiling.keys()])];
 const zero = { size: 0, count: 0 };
 const rows = keys.map((key) => ({ key, w: warren.get(key) ?? zero, c: ceiling.get(key) ?? zero }));
 rows.sort((x, y) => Math.abs(y.w.size - y.c.size) - Math.abs(x.w.size - x.c.size));
 for (const r of rows.slice(0, 30)) {
   if (Math.abs(r.w.size - r.c.size) < 8) break;
-  console.log(`| ${r.w.size.toFixed(0)} | ${r.w.count.toFixed(2)} | ${r.c.size.toFixed(0)} | ${r.c.count.toFixed(2)} | ${(r.w.size - r.c.size).toFixed(0)} | ${r.key.replace(/\|/g, '\\|')} |`);
+  console.log(
+    `| ${r.w.size.toFixed(0)} | ${r.w.count.toFixed(2)} | ${r.c.size.toFixed(0)} | ${r.c.count.toFixed(2)} | ${(r.w.size - r.c.size).toFixed(0)} | ${r.key.replace(/\|/g, '\\|')} |`,
+  );
 }
 process.exit(0);

@@ -16,7 +16,19 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AmqpPublisher, FeedPublisher, publish } from './lib/publisher.mjs';
 import { mergeReports, now, Histogram } from './lib/tracker.mjs';
-import { beamPid, cpuMeter, deleteQueues, fileLimit, forkHelper, machine, Management, rssMiB, sleep, startServer, waitRabbitQuiet } from './lib/system.mjs';
+import {
+  beamPid,
+  cpuMeter,
+  deleteQueues,
+  fileLimit,
+  forkHelper,
+  machine,
+  Management,
+  rssMiB,
+  sleep,
+  startServer,
+  waitRabbitQuiet,
+} from './lib/system.mjs';
 import { markdown as profileMarkdown, summarize as summarizeProfile } from './profile-summary.mjs';
 import { writeResults } from './lib/report.mjs';
 
@@ -26,13 +38,33 @@ process.chdir(ROOT);
 const FLAGS = {
   quick: { type: 'boolean', default: false, help: 'tiny numbers (under a minute): a smoke test' },
   fanout: { type: 'string', help: 'subscriber counts of the throughput scenarios', full: '1000,5000', quickValue: '50,200' },
-  messages: { type: 'string', help: 'messages per throughput phase, anonymous and Node ceiling (one value, or one per --fanout count)', full: '500', quickValue: '40' },
-  'messages-identified': { type: 'string', help: 'messages per throughput phase, identified and RabbitMQ ceiling (one value, or one per --fanout count)', full: '100,30', quickValue: '20' },
+  messages: {
+    type: 'string',
+    help: 'messages per throughput phase, anonymous and Node ceiling (one value, or one per --fanout count)',
+    full: '500',
+    quickValue: '40',
+  },
+  'messages-identified': {
+    type: 'string',
+    help: 'messages per throughput phase, identified and RabbitMQ ceiling (one value, or one per --fanout count)',
+    full: '100,30',
+    quickValue: '20',
+  },
   'latency-subscribers': { type: 'string', help: 'subscribers of the latency phases', full: '1000', quickValue: '50' },
   'latency-rate': { type: 'string', help: 'messages per second of the latency phases', full: '10', quickValue: '10' },
   'latency-seconds': { type: 'string', help: 'length of each latency phase', full: '15', quickValue: '2' },
-  repeats: { type: 'string', help: 'throughput phases per anonymous and Node-ceiling scenario; the one with the median rate is reported (identified and RabbitMQ-ceiling scenarios run one: they are long)', full: '3', quickValue: '1' },
-  'latency-repeats': { type: 'string', help: 'latency phases per scenario; the one with the median p99 is reported (a p99 of 150 messages rests on its two slowest)', full: '3', quickValue: '1' },
+  repeats: {
+    type: 'string',
+    help: 'throughput phases per anonymous and Node-ceiling scenario; the one with the median rate is reported (identified and RabbitMQ-ceiling scenarios run one: they are long)',
+    full: '3',
+    quickValue: '1',
+  },
+  'latency-repeats': {
+    type: 'string',
+    help: 'latency phases per scenario; the one with the median p99 is reported (a p99 of 150 messages rests on its two slowest)',
+    full: '3',
+    quickValue: '1',
+  },
   'idle-connections': { type: 'string', help: 'connections of the idle-memory scenarios', full: '10000', quickValue: '300' },
   'idle-messages': { type: 'string', help: 'messages sent to every idle connection at the end', full: '20', quickValue: '5' },
   'churn-consumers': { type: 'string', help: 'known consumer ids of the reconnect scenario', full: '1000', quickValue: '60' },
@@ -43,17 +75,33 @@ const FLAGS = {
   size: { type: 'string', help: 'message body size in bytes', full: '100', quickValue: '100' },
   workers: { type: 'string', help: 'subscriber worker processes', full: '2', quickValue: '2' },
   'open-concurrency': { type: 'string', help: 'connection attempts in flight at once (all workers)', full: '100', quickValue: '50' },
-  'transient-fanout': { type: 'string', help: 'subscriber counts at which the identified pair runs again with transient messages', full: '1000', quickValue: '50' },
-  transient: { type: 'boolean', default: false, help: 'publish transient messages (delivery mode 1) instead of persistent ones, as the SDK does' },
+  'transient-fanout': {
+    type: 'string',
+    help: 'subscriber counts at which the identified pair runs again with transient messages',
+    full: '1000',
+    quickValue: '50',
+  },
+  transient: {
+    type: 'boolean',
+    default: false,
+    help: 'publish transient messages (delivery mode 1) instead of persistent ones, as the SDK does',
+  },
   'no-profile': { type: 'boolean', default: false, help: 'skip the two CPU-profiled runs (the quick run skips them anyway)' },
   profile: { type: 'boolean', default: false, help: 'take the CPU profiles even with --quick' },
   only: { type: 'string', help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile' },
-  match: { type: 'string', help: 'run only the throughput scenarios whose name matches this regular expression (e.g. "anon-sse|node-sse")' },
+  match: {
+    type: 'string',
+    help: 'run only the throughput scenarios whose name matches this regular expression (e.g. "anon-sse|node-sse")',
+  },
   out: { type: 'string', help: 'where to write the results (default bench/results.md; bench/results-quick.md with --quick)' },
   help: { type: 'boolean', default: false, help: 'this text' },
 };
 
-const { values: flags } = parseArgs({ options: Object.fromEntries(Object.entries(FLAGS).map(([k, v]) => [k, { type: v.type, ...(v.default === undefined ? {} : { default: v.default }) }])) });
+const { values: flags } = parseArgs({
+  options: Object.fromEntries(
+    Object.entries(FLAGS).map(([k, v]) => [k, { type: v.type, ...(v.default === undefined ? {} : { default: v.default }) }]),
+  ),
+});
 if (flags.help) {
   process.stdout.write('npm run bench -- [flags]\n\n');
   for (const [k, v] of Object.entries(FLAGS)) {
@@ -63,7 +111,11 @@ if (flags.help) {
 }
 const quick = flags.quick;
 const num = (k) => Number(flags[k] ?? (quick ? FLAGS[k].quickValue : FLAGS[k].full));
-const list = (k) => String(flags[k] ?? (quick ? FLAGS[k].quickValue : FLAGS[k].full)).split(',').map(Number).filter((n) => n > 0);
+const list = (k) =>
+  String(flags[k] ?? (quick ? FLAGS[k].quickValue : FLAGS[k].full))
+    .split(',')
+    .map(Number)
+    .filter((n) => n > 0);
 const cfg = {
   fanout: list('fanout'),
   messages: list('messages'),
@@ -83,7 +135,7 @@ const cfg = {
   size: num('size'),
   workers: num('workers'),
   openConcurrency: num('open-concurrency'),
-  profile: (quick ? flags.profile : !flags['no-profile']),
+  profile: quick ? flags.profile : !flags['no-profile'],
   persistent: !flags.transient,
   transientFanout: list('transient-fanout'),
 };
@@ -107,7 +159,7 @@ const WATCHDOG_MS = quick ? 180_000 : 40 * 60_000;
 /** A pause: `fullMs` in the full run, `quickMs` with --quick. */
 const pause = (fullMs, quickMs) => sleep(quick ? quickMs : fullMs);
 const quiet = (beam) => waitRabbitQuiet(beam, 0.15, quick ? 3000 : 30_000, quick ? 300 : 1000);
-const log = (...args) => process.stdout.write(`[bench ${((performance.now()) / 1000).toFixed(0).padStart(4)} s] ${args.join(' ')}\n`);
+const log = (...args) => process.stdout.write(`[bench ${(performance.now() / 1000).toFixed(0).padStart(4)} s] ${args.join(' ')}\n`);
 const mgmt = new Management();
 const started = new Date();
 const t0 = performance.now();
@@ -147,7 +199,10 @@ async function stopServer(server) {
 }
 
 async function warrenStats(server) {
-  const res = await fetch(`${server.url}/_warren/stats`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(10_000) });
+  const res = await fetch(`${server.url}/_warren/stats`, {
+    headers: { authorization: `Bearer ${TOKEN}` },
+    signal: AbortSignal.timeout(10_000),
+  });
   return res.json();
 }
 
@@ -183,7 +238,11 @@ async function openSubscribers(server, { transport, path, consumers, n }) {
     workers.map((w, k) => {
       const slice = consumers?.slice(offset, offset + sizes[k]);
       offset += sizes[k];
-      return w.call('open', { transport, base: server.url, path, consumers: slice, count: sizes[k], concurrency: Math.max(1, lanes[k]) }, OPEN_TIMEOUT_MS);
+      return w.call(
+        'open',
+        { transport, base: server.url, path, consumers: slice, count: sizes[k], concurrency: Math.max(1, lanes[k]) },
+        OPEN_TIMEOUT_MS,
+      );
     }),
   );
   const ms = now() - start;
@@ -293,7 +352,11 @@ async function fanOutScenario({ system, transport, identified, S, m, latency, pr
     if (system === 'rabbit') {
       rabbit = forkHelper(new URL('./lib/rabbit-ceiling.mjs', import.meta.url).pathname, 'rabbit-ceiling');
       children.add({ stop: async () => rabbit.kill() });
-      const r = await rabbit.call('setup', { url: AMQP, channel, consumers, prefetch: 64, expiresMs: 30_000, maxLength: 10_000 }, OPEN_TIMEOUT_MS);
+      const r = await rabbit.call(
+        'setup',
+        { url: AMQP, channel, consumers, prefetch: 64, expiresMs: 30_000, maxLength: 10_000 },
+        OPEN_TIMEOUT_MS,
+      );
       row.open = { opened: r.opened, failed: 0, errors: {}, ms: r.ms, connectsPerSec: r.opened / (r.ms / 1000) };
       targets = [rabbit];
       publisher = await AmqpPublisher.connect(AMQP, { persistent });
@@ -311,14 +374,18 @@ async function fanOutScenario({ system, transport, identified, S, m, latency, pr
       targets = workers;
       publisher = system === 'node' ? await FeedPublisher.connect(server.feedPort) : await AmqpPublisher.connect(AMQP, { persistent });
     }
-    log(`${label}: ${row.open.opened}/${S} open in ${(row.open.ms / 1000).toFixed(1)} s (${row.open.connectsPerSec.toFixed(0)}/s)${row.open.failed > 0 ? ` failures ${JSON.stringify(row.open.errors)}` : ''}`);
+    log(
+      `${label}: ${row.open.opened}/${S} open in ${(row.open.ms / 1000).toFixed(1)} s (${row.open.connectsPerSec.toFixed(0)}/s)${row.open.failed > 0 ? ` failures ${JSON.stringify(row.open.errors)}` : ''}`,
+    );
     const ctx = { targets, publisher, channel, server, beam, subscribers: row.open.opened };
     if (latency) {
       const runs = [];
       for (let k = 0; k < cfg.latencyRepeats; k++) {
         const phase = await runPhase({ ...ctx, m: Math.round(cfg.latencyRate * cfg.latencySeconds), rate: cfg.latencyRate });
         runs.push(phase);
-        log(`${label}: latency run ${k + 1}/${cfg.latencyRepeats}: p50 ${phase.latency.p50.toFixed(2)} p99 ${phase.latency.p99.toFixed(2)} ms, lost ${phase.lost} dup ${phase.dup} ooo ${phase.ooo}`);
+        log(
+          `${label}: latency run ${k + 1}/${cfg.latencyRepeats}: p50 ${phase.latency.p50.toFixed(2)} p99 ${phase.latency.p99.toFixed(2)} ms, lost ${phase.lost} dup ${phase.dup} ooo ${phase.ooo}`,
+        );
       }
       // The run with the median p99 stands for the scenario; every run's p99 is kept.
       row.latency = [...runs].sort((x, y) => x.latency.p99 - y.latency.p99)[Math.floor((runs.length - 1) / 2)];
@@ -332,7 +399,9 @@ async function fanOutScenario({ system, transport, identified, S, m, latency, pr
     for (let k = 0; k < repeats; k++) {
       const phase = await runPhase({ ...ctx, m });
       phases.push(phase);
-      log(`${label}: ${repeats > 1 ? `run ${k + 1}/${repeats}: ` : ''}${phase.deliveriesPerSec.toFixed(0)} deliveries/s (${phase.unique}/${phase.expected}), p99 ${phase.latency.p99.toFixed(1)} ms, lost ${phase.lost} dup ${phase.dup} ooo ${phase.ooo} drops ${phase.drops}`);
+      log(
+        `${label}: ${repeats > 1 ? `run ${k + 1}/${repeats}: ` : ''}${phase.deliveriesPerSec.toFixed(0)} deliveries/s (${phase.unique}/${phase.expected}), p99 ${phase.latency.p99.toFixed(1)} ms, lost ${phase.lost} dup ${phase.dup} ooo ${phase.ooo} drops ${phase.drops}`,
+      );
     }
     // The phase with the median rate stands for the scenario; every rate is kept.
     row.throughput = [...phases].sort((x, y) => x.deliveriesPerSec - y.deliveriesPerSec)[Math.floor((phases.length - 1) / 2)];
@@ -395,7 +464,9 @@ async function idleScenario({ system, transport, n }) {
     row.beamRssBeforeMiB = rssMiB(beam);
     row.open = await openSubscribers(server, { transport, path: channel, n });
     row.subscribed = await waitStreams(server, row.open.opened, { identified: false, transport });
-    log(`${name}: ${row.open.opened}/${n} open in ${(row.open.ms / 1000).toFixed(1)} s${row.open.failed > 0 ? ` failures ${JSON.stringify(row.open.errors)}` : ''}`);
+    log(
+      `${name}: ${row.open.opened}/${n} open in ${(row.open.ms / 1000).toFixed(1)} s${row.open.failed > 0 ? ` failures ${JSON.stringify(row.open.errors)}` : ''}`,
+    );
     await pause(6000, 1000); // idle; RabbitMQ's management figures refresh every 5 s
     row.rssAfterMiB = rssMiB(server.pid);
     row.kibPerConnection = ((row.rssAfterMiB - row.rssBeforeMiB) * 1024) / row.open.opened;
@@ -408,8 +479,18 @@ async function idleScenario({ system, transport, n }) {
       row.consumers = s.broker.consumersStarted;
     }
     publisher = system === 'node' ? await FeedPublisher.connect(server.feedPort) : await AmqpPublisher.connect(AMQP, { persistent });
-    row.delivery = await runPhase({ targets: workers, publisher, channel, m: cfg.idleMessages, server, beam, subscribers: row.open.opened });
-    log(`${name}: ${row.kibPerConnection.toFixed(1)} KiB/connection; ${row.delivery.unique}/${n * cfg.idleMessages} delivered, lost ${row.delivery.lost} dup ${row.delivery.dup} drops ${row.delivery.drops}${row.queuesForChannel === undefined ? '' : `; ${row.queuesForChannel} queue(s) for the channel`}`);
+    row.delivery = await runPhase({
+      targets: workers,
+      publisher,
+      channel,
+      m: cfg.idleMessages,
+      server,
+      beam,
+      subscribers: row.open.opened,
+    });
+    log(
+      `${name}: ${row.kibPerConnection.toFixed(1)} KiB/connection; ${row.delivery.unique}/${n * cfg.idleMessages} delivered, lost ${row.delivery.lost} dup ${row.delivery.dup} drops ${row.delivery.drops}${row.queuesForChannel === undefined ? '' : `; ${row.queuesForChannel} queue(s) for the channel`}`,
+    );
   } catch (err) {
     row.error = err.message;
     results.errors.push(`${name}: ${err.message}`);
@@ -455,7 +536,11 @@ async function churnScenario() {
       workers.map((w, k) => {
         const slice = consumers.slice(offset, offset + sizes[k]);
         offset += sizes[k];
-        return w.call('churn', { base: server.url, path: channel, consumers: slice, concurrency: Math.max(1, lanes[k]), durationMs: cfg.churnSeconds * 1000 }, cfg.churnSeconds * 1000 + 60_000);
+        return w.call(
+          'churn',
+          { base: server.url, path: channel, consumers: slice, concurrency: Math.max(1, lanes[k]), durationMs: cfg.churnSeconds * 1000 },
+          cfg.churnSeconds * 1000 + 60_000,
+        );
       }),
     );
     const cpu = stopCpu();
@@ -467,7 +552,11 @@ async function churnScenario() {
     let catchUpMs = NaN;
     while (now() - endAt < (quick ? 5000 : 15_000)) {
       const s = await warrenStats(server);
-      if (s.streams.identified === 0 && s.broker.activeConsumers === 0 && s.broker.consumersStarted - before.broker.consumersStarted >= replies.reduce((x, r) => x + r.opens, 0)) {
+      if (
+        s.streams.identified === 0 &&
+        s.broker.activeConsumers === 0 &&
+        s.broker.consumersStarted - before.broker.consumersStarted >= replies.reduce((x, r) => x + r.opens, 0)
+      ) {
         catchUpMs = now() - endAt;
         break;
       }
@@ -499,7 +588,9 @@ async function churnScenario() {
       rabbitMemAfterMiB: (await mgmt.node()).memUsedMiB,
     });
     row.opensPerSec = opens / (ms / 1000);
-    log(`${name}: clients ${row.opensPerSec.toFixed(0)} opens/s, gateway ${row.consumersStartedPerSec.toFixed(0)} consumers started/s (backlog ${row.backlogAtEnd}, after ${Number.isFinite(catchUpMs) ? `caught up in ${catchUpMs.toFixed(0)} ms` : `15 s still ${row.backlogAfterWait}`}), failures ${row.failures} ${JSON.stringify(errors)}, RabbitMQ ${(row.cpu.rabbit * 100).toFixed(0)}% CPU`);
+    log(
+      `${name}: clients ${row.opensPerSec.toFixed(0)} opens/s, gateway ${row.consumersStartedPerSec.toFixed(0)} consumers started/s (backlog ${row.backlogAtEnd}, after ${Number.isFinite(catchUpMs) ? `caught up in ${catchUpMs.toFixed(0)} ms` : `15 s still ${row.backlogAfterWait}`}), failures ${row.failures} ${JSON.stringify(errors)}, RabbitMQ ${(row.cpu.rabbit * 100).toFixed(0)}% CPU`,
+    );
   } catch (err) {
     row.error = err.message;
     results.errors.push(`${name}: ${err.message}`);
@@ -537,7 +628,15 @@ async function longPollScenario() {
       offset += s;
     }
     // One empty poll each declares the queues.
-    await Promise.all(workers.map((w, i) => w.call('longPoll', { base: server.url, path: channel, consumers: slices[i], prime: true, durationMs: 60_000, concurrency: 50 }, 120_000)));
+    await Promise.all(
+      workers.map((w, i) =>
+        w.call(
+          'longPoll',
+          { base: server.url, path: channel, consumers: slices[i], prime: true, durationMs: 60_000, concurrency: 50 },
+          120_000,
+        ),
+      ),
+    );
     publisher = await AmqpPublisher.connect(AMQP, { persistent });
     const phase = ++phaseCounter;
     const pub = await publish(publisher, { channel, phase, m: k, size: cfg.size, idPrefix: `bench-${RUN}`, timeoutMs: PHASE_MAX_MS });
@@ -545,7 +644,15 @@ async function longPollScenario() {
     await pause(1000, 200);
     const before = await warrenStats(server);
     const stopCpu = cpuMeter([beam, server.pid, ...workers.map((w) => w.pid)]);
-    const replies = await Promise.all(workers.map((w, i) => w.call('longPoll', { base: server.url, path: channel, consumers: slices[i], m: k, phase, durationMs: PHASE_MAX_MS }, PHASE_MAX_MS + 30_000)));
+    const replies = await Promise.all(
+      workers.map((w, i) =>
+        w.call(
+          'longPoll',
+          { base: server.url, path: channel, consumers: slices[i], m: k, phase, durationMs: PHASE_MAX_MS },
+          PHASE_MAX_MS + 30_000,
+        ),
+      ),
+    );
     const cpu = stopCpu();
     const after = await warrenStats(server);
     const merged = mergeReports(replies);
@@ -561,10 +668,17 @@ async function longPollScenario() {
       gets: after.broker.gets - before.broker.gets,
       consumersStarted: after.broker.consumersStarted - before.broker.consumersStarted,
       declares: after.broker.queueDeclares - before.broker.queueDeclares,
-      cpu: { rabbit: cpu[0].cores, server: cpu[1].cores, subscribers: cpu.slice(2).reduce((s, c) => s + c.cores, 0), other: cpu.wall >= 2 ? cpu.other : undefined },
+      cpu: {
+        rabbit: cpu[0].cores,
+        server: cpu[1].cores,
+        subscribers: cpu.slice(2).reduce((s, c) => s + c.cores, 0),
+        other: cpu.wall >= 2 ? cpu.other : undefined,
+      },
     });
     row.cyclesPerSec = row.unique / (ms / 1000);
-    log(`${name}: ${row.cyclesPerSec.toFixed(0)} cycles/s with a message, ${row.unique}/${row.expected} received, lost ${row.lost} dup ${row.dup} ooo ${row.ooo}, empty ${row.empty}, failed ${row.failed}`);
+    log(
+      `${name}: ${row.cyclesPerSec.toFixed(0)} cycles/s with a message, ${row.unique}/${row.expected} received, lost ${row.lost} dup ${row.dup} ooo ${row.ooo}, empty ${row.empty}, failed ${row.failed}`,
+    );
   } catch (err) {
     row.error = err.message;
     results.errors.push(`${name}: ${err.message}`);
@@ -623,7 +737,9 @@ async function main() {
     log(`open-file limit ${limit}: idle connections capped at ${limit - 500}`);
     cfg.idleConnections = limit - 500;
   }
-  log(`run ${RUN}: ${env.cores} cores, ${env.cpuModel}, Node ${env.node}, RabbitMQ ${env.rabbitmq}; ${quick ? 'quick' : 'full'} run; groups ${[...groups].join(', ')}`);
+  log(
+    `run ${RUN}: ${env.cores} cores, ${env.cpuModel}, Node ${env.node}, RabbitMQ ${env.rabbitmq}; ${quick ? 'quick' : 'full'} run; groups ${[...groups].join(', ')}`,
+  );
   for (let k = 0; k < cfg.workers; k++) workers.push(forkHelper(new URL('./lib/worker.mjs', import.meta.url).pathname, `worker ${k}`));
   mkdirSync(PROFILE_DIR, { recursive: true });
   await cleanupQueues();
@@ -653,7 +769,12 @@ async function main() {
     }
   }
   if (groups.has('idle')) {
-    for (const [system, transport] of [['warren', 'sse'], ['node', 'sse'], ['warren', 'ws'], ['node', 'ws']]) {
+    for (const [system, transport] of [
+      ['warren', 'sse'],
+      ['node', 'sse'],
+      ['warren', 'ws'],
+      ['node', 'ws'],
+    ]) {
       results.idle.push(await idleScenario({ system, transport, n: cfg.idleConnections }));
     }
   }
@@ -676,17 +797,42 @@ async function main() {
       }
       const profile = JSON.parse(readFileSync(`${PROFILE_DIR}/${file}`, 'utf8'));
       const summary = summarizeProfile(profile, row.profileWindow);
-      results.profiles.push({ row, file: `bench/profiles/${file}`, window: row.profileWindow, summary: { ...summary, functions: summary.functions.slice(0, 40) }, markdown: profileMarkdown(summary, 15) });
-      log(`${row.name}: profile ${file}, ${(summary.busyMs / 1000).toFixed(1)} s busy in the window; top: ${summary.functions.filter((f) => f.area !== 'idle').slice(0, 3).map((f) => f.name).join(', ')}`);
+      results.profiles.push({
+        row,
+        file: `bench/profiles/${file}`,
+        window: row.profileWindow,
+        summary: { ...summary, functions: summary.functions.slice(0, 40) },
+        markdown: profileMarkdown(summary, 15),
+      });
+      log(
+        `${row.name}: profile ${file}, ${(summary.busyMs / 1000).toFixed(1)} s busy in the window; top: ${summary.functions
+          .filter((f) => f.area !== 'idle')
+          .slice(0, 3)
+          .map((f) => f.name)
+          .join(', ')}`,
+      );
     }
   }
 
   for (const w of workers) await w.call('exit', {}, 5000).catch(() => undefined);
   for (const w of workers) w.kill();
   const leftover = await mgmt.queueNames(RUN).catch(() => []);
-  env.rabbitMemEndMiB = await mgmt.node().then((n) => n.memUsedMiB, () => NaN);
+  env.rabbitMemEndMiB = await mgmt.node().then(
+    (n) => n.memUsedMiB,
+    () => NaN,
+  );
   const elapsedS = (performance.now() - t0) / 1000;
-  const correct = writeResults(outPath, { env, cfg, command, started, elapsedS, quick, run: RUN, results, leftoverQueues: leftover.length });
+  const correct = writeResults(outPath, {
+    env,
+    cfg,
+    command,
+    started,
+    elapsedS,
+    quick,
+    run: RUN,
+    results,
+    leftoverQueues: leftover.length,
+  });
   log(`done in ${elapsedS.toFixed(0)} s; results in ${outPath}${leftover.length > 0 ? `; ${leftover.length} queues left over!` : ''}`);
   // A smoke test: errors, lost / duplicated / reordered messages or refused connections fail the run.
   if (!correct) log('FAILED: errors, inexact delivery or refused connections (see the results)');

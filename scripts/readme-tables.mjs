@@ -26,7 +26,10 @@ const TABLES = [
   {
     name: 'error table',
     head: /(\| Code \| Status \| Meaning \|\n\|---\|---\|---\|\n)(\|.*\|\n)+/,
-    rows: () => Object.entries(ERROR_CODES).map(([code, v]) => `| \`${code}\` | ${v.status ?? '—'} | ${v.description} |`).join('\n'),
+    rows: () =>
+      Object.entries(ERROR_CODES)
+        .map(([code, v]) => `| \`${code}\` | ${v.status ?? '—'} | ${v.description} |`)
+        .join('\n'),
   },
 ];
 

@@ -69,7 +69,9 @@ describe('signed channel tokens (--token-secret)', () => {
     assert.equal(json(late.body).code, 'TOKEN_EXPIRED');
     const good = token(['/a']);
     const [v, payload, sig] = good.split('.');
-    const widened = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), ch: ['/a', '/b'] })).toString('base64url');
+    const widened = Buffer.from(
+      JSON.stringify({ ...JSON.parse(Buffer.from(payload!, 'base64url').toString()), ch: ['/a', '/b'] }),
+    ).toString('base64url');
     for (const bad of [`${v}.${widened}.${sig}`, `${good.slice(0, -2)}xx`, 'v1.garbage']) {
       const res = await rawRequest(gw.url, `/b?timeout=0&token=${encodeURIComponent(bad)}`);
       assert.equal(res.status, 401);
@@ -81,7 +83,10 @@ describe('signed channel tokens (--token-secret)', () => {
     const short = await startGateway('memory', { tokenSecret: SECRET, reauthIntervalMs: 200 });
     try {
       // Expiry is kept in whole seconds: 2 s ahead, rounded down, is 1 to 2 s from now.
-      const t = signChannelToken({ consumerId: 'u1', channels: ['/ticking'], expiresAt: (Math.floor(Date.now() / 1000) + 2) * 1000 }, SECRET);
+      const t = signChannelToken(
+        { consumerId: 'u1', channels: ['/ticking'], expiresAt: (Math.floor(Date.now() / 1000) + 2) * 1000 },
+        SECRET,
+      );
       const sse = readSse(short.url, `/ticking?token=${t}`);
       assert.equal(await sse.status, 200);
       const started = Date.now();
@@ -145,7 +150,10 @@ describe('re-authorization and connection caps with --auth-url', () => {
     const b2 = await rawRequest(gw.url, '/live/cap5?timeout=0', { headers: { cookie: bob } });
     assert.equal(b2.status, 429, 'but the address has 3 open');
     a1.close();
-    await until(async () => (await rawRequest(gw.url, '/live/cap3?timeout=0', { headers: { cookie: alice } })).status === 204, 'a slot to free up');
+    await until(
+      async () => (await rawRequest(gw.url, '/live/cap3?timeout=0', { headers: { cookie: alice } })).status === 204,
+      'a slot to free up',
+    );
     a2.close();
     b1.close();
   });
@@ -164,10 +172,17 @@ describe('re-authorization and connection caps with --auth-url', () => {
     await rawRequest(app.url, '/revoke?user=carol');
     await sse.closed;
     assert.match(sse.raw(), /: closing \(revoked\)/);
-    await until(() => frames.some((f) => f.type === 'error' && f.code === 'FORBIDDEN' && f.channel === '/live/room2'), 'the subscription to be dropped');
+    await until(
+      () => frames.some((f) => f.type === 'error' && f.code === 'FORBIDDEN' && f.channel === '/live/room2'),
+      'the subscription to be dropped',
+    );
     await httpPublish(gw.url, '/live/room2', 'after the revocation');
     await new Promise((r) => setTimeout(r, 200));
-    assert.equal(frames.some((f) => f.type === 'message'), false, 'nothing more reaches carol');
+    assert.equal(
+      frames.some((f) => f.type === 'message'),
+      false,
+      'nothing more reaches carol',
+    );
     ws.close();
   });
 });

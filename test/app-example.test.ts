@@ -30,7 +30,11 @@ interface Running {
 
 async function startExample(): Promise<Running> {
   // Embedded broker, its own gateway: whatever WARREN_* this environment has is not for the example.
-  const proc = spawnNode([join(ROOT, 'examples', 'app-in-front', 'run.mjs')], { env: { PORT: '0', GATEWAY_PORT: '0' }, withoutWarrenEnv: true, killAfterMs: 8000 });
+  const proc = spawnNode([join(ROOT, 'examples', 'app-in-front', 'run.mjs')], {
+    env: { PORT: '0', GATEWAY_PORT: '0' },
+    withoutWarrenEnv: true,
+    killAfterMs: 8000,
+  });
   const { child } = proc;
   const stop = (): Promise<number | null> => proc.stop();
   try {
@@ -71,14 +75,20 @@ function upgradeStatus(url: string, headers: Record<string, string> = {}, protoc
 }
 
 /** A warren.v1 socket that collects its frames. */
-async function warrenSocket(url: string, headers: Record<string, string> = {}): Promise<{ ws: WebSocket; frames: Array<Record<string, any>> }> {
+async function warrenSocket(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ ws: WebSocket; frames: Array<Record<string, any>> }> {
   const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/_warren/ws`, 'warren.v1', { headers });
   const frames: Array<Record<string, any>> = [];
   ws.on('message', (d) => frames.push(JSON.parse(d.toString()) as Record<string, any>));
   ws.on('error', () => undefined);
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([once(ws, 'open'), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the socket did not open')), WAIT)))]);
+    await Promise.race([
+      once(ws, 'open'),
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the socket did not open')), WAIT))),
+    ]);
   } catch (err) {
     ws.terminate();
     throw err;
@@ -151,7 +161,10 @@ describe('examples/app-in-front: the app behind the gateway, in chromium', { tim
       assert.equal(subscribe.type, 'error');
       assert.equal(subscribe.code, 'UNAUTHORIZED');
       assert.equal(subscribe.channel, '/live/rooms/lobby');
-      assert.deepEqual({ type: frames.find((f) => f.id === 'x1')!.type, code: frames.find((f) => f.id === 'x1')!.code }, { type: 'error', code: 'UNAUTHORIZED' });
+      assert.deepEqual(
+        { type: frames.find((f) => f.id === 'x1')!.type, code: frames.find((f) => f.id === 'x1')!.code },
+        { type: 'error', code: 'UNAUTHORIZED' },
+      );
     } finally {
       ws.close();
     }
@@ -263,7 +276,10 @@ describe('examples/app-in-front: the app behind the gateway, in chromium', { tim
     assert.deepEqual(subscribe && { code: subscribe.code, channel: subscribe.channel }, { code: 'FORBIDDEN', channel: '/live/users/bob' });
     const send = frames.find((f) => f.id === 'dm');
     assert.deepEqual(send && { type: send.type, code: send.code }, { type: 'error', code: 'FORBIDDEN' });
-    assert.ok(frames.some((f) => f.type === 'subscribed' && f.channel === '/live/users/alice'), 'her own channel is fine');
+    assert.ok(
+      frames.some((f) => f.type === 'subscribed' && f.channel === '/live/users/alice'),
+      'her own channel is fine',
+    );
 
     // The same with the `ws` package and alice's cookie, on the channel paths.
     const cookie = (await alice.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');

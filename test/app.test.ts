@@ -69,7 +69,13 @@ describe('the reverse proxy to the application', () => {
 
   it('replaces forged X-Forwarded-* and identity headers from an untrusted client', async () => {
     const echo = await rawRequest(gw.url, '/echo', {
-      headers: { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https', 'warren-consumer-id': 'admin', 'warren-identity': 'admin' },
+      headers: {
+        'x-forwarded-for': '6.6.6.6',
+        'x-forwarded-host': 'evil.example',
+        'x-forwarded-proto': 'https',
+        'warren-consumer-id': 'admin',
+        'warren-identity': 'admin',
+      },
     });
     const seen = json(echo.body);
     assert.equal(seen.headers['x-forwarded-for'], '127.0.0.1');
@@ -82,7 +88,9 @@ describe('the reverse proxy to the application', () => {
   it('keeps and extends X-Forwarded-* from a trusted proxy', async () => {
     const trusting = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', trustedProxies: '127.0.0.1' });
     try {
-      const echo = await rawRequest(trusting.url, '/echo', { headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'app.example' } });
+      const echo = await rawRequest(trusting.url, '/echo', {
+        headers: { 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'app.example' },
+      });
       const seen = json(echo.body);
       assert.equal(seen.headers['x-forwarded-for'], '203.0.113.9, 127.0.0.1');
       assert.equal(seen.headers['x-forwarded-proto'], 'https');
@@ -136,7 +144,10 @@ describe('the reverse proxy to the application', () => {
   });
 
   it('refuses --upstream without --push-routes at start', () => {
-    assert.throws(() => normalizeOptions({ upstream: 'http://app:3000' }), /OptionError: --upstream \/ WARREN_UPSTREAM \/ upstream needs --push-routes \/ WARREN_PUSH_ROUTES \/ pushRoutes: /);
+    assert.throws(
+      () => normalizeOptions({ upstream: 'http://app:3000' }),
+      /OptionError: --upstream \/ WARREN_UPSTREAM \/ upstream needs --push-routes \/ WARREN_PUSH_ROUTES \/ pushRoutes: /,
+    );
     assert.throws(() => normalizeOptions({ upstream: 'ftp://app' }), /http:\/\/ or https:\/\//);
   });
 });
@@ -148,7 +159,13 @@ describe('reverse-proxied authentication (--auth-url)', () => {
   let bob: string;
   before(async () => {
     app = await startApp();
-    gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', authUrl: `${app.url}/warren/auth`, authCacheMs: 2000, upstreamTimeoutMs: 1000 });
+    gw = await startGateway('memory', {
+      upstream: app.url,
+      pushRoutes: '/live/',
+      authUrl: `${app.url}/warren/auth`,
+      authCacheMs: 2000,
+      upstreamTimeoutMs: 1000,
+    });
     alice = await login(app.url, 'alice');
     bob = await login(app.url, 'bob');
   });
@@ -175,8 +192,10 @@ describe('reverse-proxied authentication (--auth-url)', () => {
     assert.equal((await rawRequest(gw.url, `${channel}?timeout=0`, { headers: { cookie: bob } })).status, 204);
     await httpPublish(gw.url, channel, 'for bob and whoever listens');
     // ...alice naming "bob" as her consumer id reads her own queue alice/bob, not bob's.
-    const forged = await rawRequest(gw.url, `${channel}?timeout=0`, { headers: { cookie: alice, 'consumer-id': 'bob', 'warren-consumer-id': 'bob' } });
-    assert.equal(forged.status, 204, 'alice cannot read bob\'s queue');
+    const forged = await rawRequest(gw.url, `${channel}?timeout=0`, {
+      headers: { cookie: alice, 'consumer-id': 'bob', 'warren-consumer-id': 'bob' },
+    });
+    assert.equal(forged.status, 204, "alice cannot read bob's queue");
     const own = await rawRequest(gw.url, `${channel}?timeout=2`, { headers: { cookie: bob } });
     assert.equal(own.status, 200);
     assert.equal(own.body, 'for bob and whoever listens');
@@ -184,7 +203,9 @@ describe('reverse-proxied authentication (--auth-url)', () => {
   });
 
   it('tells the auth endpoint the channel and the id the client asked for, under a name no app mistakes for an identity', async () => {
-    await rawRequest(gw.url, `/live/${unique('hdr-')}?timeout=0`, { headers: { cookie: alice, 'consumer-id': 'tab-1', 'x-forwarded-for': '6.6.6.6' } });
+    await rawRequest(gw.url, `/live/${unique('hdr-')}?timeout=0`, {
+      headers: { cookie: alice, 'consumer-id': 'tab-1', 'x-forwarded-for': '6.6.6.6' },
+    });
     const seen = json((await rawRequest(app.url, '/stats')).body).lastAuthHeaders as Record<string, string>;
     assert.equal(seen['warren-requested-consumer-id'], 'tab-1');
     assert.equal(seen['warren-consumer-id'], undefined);
@@ -193,7 +214,7 @@ describe('reverse-proxied authentication (--auth-url)', () => {
     assert.equal(seen['x-forwarded-for'], '127.0.0.1');
   });
 
-  it('relays 403 for a channel the app refuses (another user\'s private channel)', async () => {
+  it("relays 403 for a channel the app refuses (another user's private channel)", async () => {
     const poll = await rawRequest(gw.url, '/live/users/bob?timeout=0', { headers: { cookie: alice } });
     assert.equal(poll.status, 403);
     assert.equal(json(poll.body).code, 'FORBIDDEN');
@@ -207,7 +228,8 @@ describe('reverse-proxied authentication (--auth-url)', () => {
     const channel = `/live/${unique('cached-')}`;
     const calls = async () => json((await rawRequest(app.url, '/stats')).body).authCalls as number;
     const before = await calls();
-    for (let i = 0; i < 5; i++) assert.equal((await rawRequest(gw.url, `${channel}?timeout=0`, { headers: { cookie: alice } })).status, 204);
+    for (let i = 0; i < 5; i++)
+      assert.equal((await rawRequest(gw.url, `${channel}?timeout=0`, { headers: { cookie: alice } })).status, 204);
     assert.equal((await calls()) - before, 1);
   });
 
@@ -232,7 +254,9 @@ describe('reverse-proxied authentication (--auth-url)', () => {
 
   it('refuses a WebSocket upgrade from a foreign Origin (cross-site WebSocket hijacking), allows its own', async () => {
     const channel = `/live/${unique('ws-')}`;
-    const foreign = new WebSocket(`${gw.url.replace('http', 'ws')}${channel}`, { headers: { cookie: alice, origin: 'https://evil.example' } });
+    const foreign = new WebSocket(`${gw.url.replace('http', 'ws')}${channel}`, {
+      headers: { cookie: alice, origin: 'https://evil.example' },
+    });
     const refused = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       foreign.once('open', () => reject(new Error('a foreign origin was let in')));
       foreign.once('unexpected-response', (_req, res) => {
@@ -259,7 +283,10 @@ describe('reverse-proxied authentication (--auth-url)', () => {
     ws.send(JSON.stringify({ type: 'subscribe', channel: '/live/users/alice' }));
     ws.send(JSON.stringify({ type: 'subscribe', channel: '/live/users/bob' }));
     await until(() => frames.length >= 2, 'two answers');
-    assert.deepEqual(frames.find((f) => f.type === 'subscribed'), { type: 'subscribed', channel: '/live/users/alice' });
+    assert.deepEqual(
+      frames.find((f) => f.type === 'subscribed'),
+      { type: 'subscribed', channel: '/live/users/alice' },
+    );
     const refused = frames.find((f) => f.type === 'error');
     assert.equal(refused?.code, 'FORBIDDEN');
     assert.equal(refused?.channel, '/live/users/bob');
@@ -273,7 +300,12 @@ describe('WebSocket messages from clients to the application', () => {
   let alice: string;
   before(async () => {
     app = await startApp();
-    gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', authUrl: `${app.url}/warren/auth`, upstreamTimeoutMs: 1000 });
+    gw = await startGateway('memory', {
+      upstream: app.url,
+      pushRoutes: '/live/',
+      authUrl: `${app.url}/warren/auth`,
+      upstreamTimeoutMs: 1000,
+    });
     alice = await login(app.url, 'alice');
   });
   after(async () => {
@@ -283,7 +315,10 @@ describe('WebSocket messages from clients to the application', () => {
 
   async function socket(path: string, protocol?: string): Promise<{ ws: WebSocket; frames: Array<{ text: string; binary: boolean }> }> {
     const url = `${gw.url.replace('http', 'ws')}${path}`;
-    const ws = protocol === undefined ? new WebSocket(url, { headers: { cookie: alice } }) : new WebSocket(url, protocol, { headers: { cookie: alice } });
+    const ws =
+      protocol === undefined
+        ? new WebSocket(url, { headers: { cookie: alice } })
+        : new WebSocket(url, protocol, { headers: { cookie: alice } });
     const frames: Array<{ text: string; binary: boolean }> = [];
     ws.on('message', (d, binary) => frames.push({ text: d.toString(), binary }));
     await new Promise((resolve, reject) => {
@@ -308,15 +343,18 @@ describe('WebSocket messages from clients to the application', () => {
     assert.equal(seen.url, '/live/echo');
     assert.equal(seen.body, '{"text":"hello"}');
     assert.equal(seen.headers['content-type'], 'application/json');
-    assert.equal(seen.user, 'alice', 'the client\'s cookie reached the app');
+    assert.equal(seen.user, 'alice', "the client's cookie reached the app");
     assert.equal(seen.headers['warren-identity'], 'alice', 'the identity the app vouched for');
     assert.equal(seen.headers['warren-consumer-id'], 'alice', 'the queue owner (no client id was named)');
     assert.equal(seen.headers['warren-channel'], '/live/echo');
-    assert.deepEqual(replies.find((r) => r.id === 'r2'), { type: 'reply', id: 'r2', channel: '/live/empty', status: 204 });
+    assert.deepEqual(
+      replies.find((r) => r.id === 'r2'),
+      { type: 'reply', id: 'r2', channel: '/live/empty', status: 204 },
+    );
     ws.close();
   });
 
-  it('a raw socket\'s message goes to its channel path and the answer comes back as a frame', async () => {
+  it("a raw socket's message goes to its channel path and the answer comes back as a frame", async () => {
     const { ws, frames } = await socket('/live/echo');
     ws.send('plain text');
     await until(() => frames.length === 1, 'an answer');
@@ -334,7 +372,10 @@ describe('WebSocket messages from clients to the application', () => {
       await new Promise((r) => ws.once('open', r));
       ws.send(JSON.stringify({ type: 'send', id: 'x1', channel: '/live/echo', data: 'hi' }));
       await until(() => frames.length === 1, 'an error frame');
-      assert.deepEqual({ ...frames[0], message: undefined }, { type: 'error', id: 'x1', code: 'UPSTREAM_UNAVAILABLE', channel: '/live/echo', message: undefined });
+      assert.deepEqual(
+        { ...frames[0], message: undefined },
+        { type: 'error', id: 'x1', code: 'UPSTREAM_UNAVAILABLE', channel: '/live/echo', message: undefined },
+      );
       ws.send(JSON.stringify({ type: 'subscribe', channel: '/live/still-open' }));
       await until(() => frames.length === 2, 'the socket to answer again');
       assert.equal(frames[1]!.type, 'subscribed');
@@ -361,7 +402,12 @@ describe("the application's own WebSockets and the client-message route", () => 
   let gw: TestGateway;
   before(async () => {
     app = await startApp();
-    gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', wsMessagePath: '/api/messages{channel}', wsMessageMethod: 'PUT' });
+    gw = await startGateway('memory', {
+      upstream: app.url,
+      pushRoutes: '/live/',
+      wsMessagePath: '/api/messages{channel}',
+      wsMessageMethod: 'PUT',
+    });
   });
   after(async () => {
     await gw.close();

@@ -96,7 +96,11 @@ for (const kind of BROKERS) {
 
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
       it(`answers ${method} on a channel with 405 METHOD_NOT_ALLOWED`, async () => {
-        const res = await rawRequest(gw.url, '/greetings', { method, headers: { 'consumer-id': consumerId, 'content-length': method === 'DELETE' ? '0' : '1' }, body: method === 'DELETE' ? '' : 'x' });
+        const res = await rawRequest(gw.url, '/greetings', {
+          method,
+          headers: { 'consumer-id': consumerId, 'content-length': method === 'DELETE' ? '0' : '1' },
+          body: method === 'DELETE' ? '' : 'x',
+        });
         assert.equal(res.status, 405);
         assert.equal(jsonError(res.body).code, 'METHOD_NOT_ALLOWED');
       });
@@ -106,7 +110,10 @@ for (const kind of BROKERS) {
       const missing = await rawRequest(gw.url, '/_warren/nope');
       assert.equal(missing.status, 404);
       assert.equal(jsonError(missing.body).code, 'NOT_FOUND');
-      const wrong = await rawRequest(gw.url, '/_warren/publish?channel=/a', { method: 'GET', headers: { authorization: `Bearer ${TOKEN}` } });
+      const wrong = await rawRequest(gw.url, '/_warren/publish?channel=/a', {
+        method: 'GET',
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
       assert.equal(wrong.status, 405);
       assert.equal(wrong.headers.allow, 'POST');
     });
@@ -121,7 +128,10 @@ for (const kind of BROKERS) {
       const noHost = await rawExchange(gw.url, 'GET /greetings?timeout=0 HTTP/1.1\r\nConsumer-Id: x\r\n\r\n');
       assert.match(noHost, /^HTTP\/1\.1 400 /);
       assert.match(noHost, /"code":"INVALID_REQUEST"/);
-      const expect = await rawExchange(gw.url, 'POST /_warren/publish?channel=/a HTTP/1.1\r\nHost: x\r\nExpect: banana\r\nContent-Length: 1\r\nConnection: close\r\n\r\n');
+      const expect = await rawExchange(
+        gw.url,
+        'POST /_warren/publish?channel=/a HTTP/1.1\r\nHost: x\r\nExpect: banana\r\nContent-Length: 1\r\nConnection: close\r\n\r\n',
+      );
       assert.match(expect, /^HTTP\/1\.1 417 /);
       assert.match(expect, /"code":"EXPECTATION_FAILED"/);
       const connectRes = await rawExchange(gw.url, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');

@@ -23,10 +23,18 @@ describe('npm run bench -- --quick (smoke run of the harness)', () => {
     }
     const md = readFileSync(out, 'utf8');
     const json = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { results: { fanout: unknown[]; idle: unknown[] } };
-    for (const heading of ['## Targets', '## Fan-out throughput', '## Latency at 10 msg/s', '## Memory per idle connection', '## Reconnect churn', '## Long-poll with messages waiting']) {
+    for (const heading of [
+      '## Targets',
+      '## Fan-out throughput',
+      '## Latency at 10 msg/s',
+      '## Memory per idle connection',
+      '## Reconnect churn',
+      '## Long-poll with messages waiting',
+    ]) {
       assert.ok(md.includes(heading), `the report has ${heading}`);
     }
-    for (const ceiling of ['Node ceiling SSE', 'Node ceiling WS', 'RabbitMQ ceiling (amqplib)']) assert.ok(md.includes(ceiling), `the report compares with ${ceiling}`);
+    for (const ceiling of ['Node ceiling SSE', 'Node ceiling WS', 'RabbitMQ ceiling (amqplib)'])
+      assert.ok(md.includes(ceiling), `the report compares with ${ceiling}`);
     assert.match(md, /\| Anonymous SSE fan-out ÷ Node ceiling, 50 subscribers \(deliveries\/s\) \| \d+\.\d\d× /);
     assert.match(md, /\| Every Warren stream scenario: nothing lost, duplicated or out of order \| exact \| exact \| \*\*pass\*\* \|/);
     assert.doesNotMatch(md, /\*\*FAIL\*\*/, 'no correctness check failed (rates are not judged on a quick run)');

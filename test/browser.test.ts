@@ -34,7 +34,20 @@ const start = (args: string[], env: NodeJS.ProcessEnv = {}): Proc => spawnNode(a
 
 /** `warren serve` on a fixed port, letting the pages' origin read channels. */
 async function serve(port: number, pagesOrigin: string): Promise<Proc> {
-  const proc = start([WARREN_BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--publish-token', TOKEN, '--cors-origins', pagesOrigin, '--log-level', 'warn']);
+  const proc = start([
+    WARREN_BIN,
+    'serve',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--publish-token',
+    TOKEN,
+    '--cors-origins',
+    pagesOrigin,
+    '--log-level',
+    'warn',
+  ]);
   await proc.waitFor(/Warren gateway on/);
   return proc;
 }
@@ -46,7 +59,9 @@ async function ticks(page: Page, count: number, timeoutMs: number): Promise<stri
   const end = Date.now() + timeoutMs;
   while (seen.length < count) {
     if (Date.now() > end) {
-      throw new Error(`${page.url()}: #time changed ${seen.length} times in ${timeoutMs} ms (showing ${JSON.stringify(last)}, status ${JSON.stringify(await page.textContent('#status'))})`);
+      throw new Error(
+        `${page.url()}: #time changed ${seen.length} times in ${timeoutMs} ms (showing ${JSON.stringify(last)}, status ${JSON.stringify(await page.textContent('#status'))})`,
+      );
     }
     await sleep(100);
     const now = await page.textContent('#time');
@@ -88,7 +103,11 @@ describe('the clock example in chromium', { timeout: 120_000 }, () => {
     const gatewayUrl = `http://127.0.0.1:${gatewayPort}`;
     const pagesOrigin = `http://127.0.0.1:${pagesPort}`;
     gateway = await serve(gatewayPort, pagesOrigin);
-    clock = start([join(ROOT, 'examples', 'clock', 'server.mjs')], { WARREN_URL: gatewayUrl, WARREN_PUBLISH_TOKEN: TOKEN, PORT: String(pagesPort) });
+    clock = start([join(ROOT, 'examples', 'clock', 'server.mjs')], {
+      WARREN_URL: gatewayUrl,
+      WARREN_PUBLISH_TOKEN: TOKEN,
+      PORT: String(pagesPort),
+    });
     await clock.waitFor(/clock: \S+\/ws\.html/);
     const urls = [...clock.output().matchAll(/^clock: (\S+)$/gm)].map((m) => m[1]!);
     assert.deepEqual(urls, [`${pagesOrigin}/sse.html`, `${pagesOrigin}/ws.html`]);
@@ -121,7 +140,9 @@ describe('the clock example in chromium', { timeout: 120_000 }, () => {
       assert.equal(await gateway.stop(), 0, gateway.output());
       const down = Date.now();
       await Promise.all(
-        [sse, ws].map((page) => page.waitForFunction("document.getElementById('status').textContent !== 'connected'", undefined, { timeout: 5000 })),
+        [sse, ws].map((page) =>
+          page.waitForFunction("document.getElementById('status').textContent !== 'connected'", undefined, { timeout: 5000 }),
+        ),
       );
       const shown = [await sse.textContent('#time'), await ws.textContent('#time')];
       await sleep(1500);
@@ -135,7 +156,10 @@ describe('the clock example in chromium', { timeout: 120_000 }, () => {
       // sse.html gets the time over EventSource alone; ws.html over a WebSocket, opened again after the restart.
       assert.deepEqual(sockets.get(sse), []);
       const wsSockets = sockets.get(ws)!;
-      assert.ok(wsSockets.length >= 2 && wsSockets.every((u) => u === `ws://127.0.0.1:${gatewayPort}/clock`), `ws.html's WebSockets: ${JSON.stringify(wsSockets)}`);
+      assert.ok(
+        wsSockets.length >= 2 && wsSockets.every((u) => u === `ws://127.0.0.1:${gatewayPort}/clock`),
+        `ws.html's WebSockets: ${JSON.stringify(wsSockets)}`,
+      );
       assert.match(clock.output(), /clock: publishing again/, 'the clock kept going through the restart');
 
       await sse.screenshot({ path: join(ARTIFACTS, 'clock-sse.png') });

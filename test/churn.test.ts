@@ -1,6 +1,16 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { enableManagement, httpPublish, managementGet, poll, settledChurn, startGateway, unique, until, type TestGateway } from './support/index.js';
+import {
+  enableManagement,
+  httpPublish,
+  managementGet,
+  poll,
+  settledChurn,
+  startGateway,
+  unique,
+  until,
+  type TestGateway,
+} from './support/index.js';
 
 describe('low churn on RabbitMQ', () => {
   let gw: TestGateway;
@@ -43,10 +53,17 @@ describe('low churn on RabbitMQ', () => {
     assert.equal(delta.queue_created, 1);
     // (queue_deleted is not checked: queues of earlier tests expire meanwhile.)
     assert.equal(delta.connection_created, 1);
-    assert.equal(delta.channel_created, stats.broker.channelsOpened + 1, 'the start-up channel that asserts the exchange, plus the long-lived ones');
+    assert.equal(
+      delta.channel_created,
+      stats.broker.channelsOpened + 1,
+      'the start-up channel that asserts the exchange, plus the long-lived ones',
+    );
 
     const queue = `warren:${consumerId}:${channel}`;
-    const bindings = (await managementGet(`/api/queues/%2F/${encodeURIComponent(queue)}/bindings`)) as Array<{ source: string; routing_key: string }>;
+    const bindings = (await managementGet(`/api/queues/%2F/${encodeURIComponent(queue)}/bindings`)) as Array<{
+      source: string;
+      routing_key: string;
+    }>;
     assert.deepEqual(
       bindings.filter((b) => b.source !== '').map((b) => [b.source, b.routing_key]),
       [['warren', channel]],

@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +45,12 @@ describe('warren serve / publish / listen as real processes (embedded broker)', 
     const health = JSON.parse(await curl([`${served.url}/_warren/health`]));
     assert.equal(health.status, 'ok');
     // curl is waiting once a consumer is attached; publishing earlier would find no queue.
-    await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers === 1, 'curl to wait');
+    await until(
+      async () =>
+        JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers ===
+        1,
+      'curl to wait',
+    );
     const pub = await warren(['publish', '/greetings', 'hi there!', '--url', served.url]);
     assert.equal(pub.code, 0, pub.stderr);
     assert.match(pub.stdout, /^[0-9a-f-]{36}\n$/);
@@ -45,7 +61,12 @@ describe('warren serve / publish / listen as real processes (embedded broker)', 
     const channel = `/${unique('cli-')}`;
     const consumerId = unique('listener-');
     const listening = warren(['listen', channel, '--url', served.url, '--consumer-id', consumerId, '--count', '3', '--timeout', '5']);
-    await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers === 1, 'listen to wait');
+    await until(
+      async () =>
+        JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers ===
+        1,
+      'listen to wait',
+    );
     for (const text of ['first', 'second']) {
       const pub = await warren(['publish', channel, '--url', served.url], { input: `${text}\n` });
       assert.equal(pub.code, 0, pub.stderr);
@@ -89,7 +110,10 @@ describe('warren serve / publish / listen as real processes (embedded broker)', 
     assert.match(down.stderr, /GATEWAY_UNREACHABLE/);
     const tokenless = await warren(['publish', '/a', 'x', '--url', 'http://127.0.0.1:1'], { env: { WARREN_PUBLISH_TOKEN: '' } });
     assert.equal(tokenless.code, 1);
-    assert.match(tokenless.stderr, /^warren: no publish token for http:\/\/127\.0\.0\.1:1: give --token or set WARREN_PUBLISH_TOKEN, or start that gateway with `warren serve` on this machine \(it writes \S+warren-1\.token\)\n$/);
+    assert.match(
+      tokenless.stderr,
+      /^warren: no publish token for http:\/\/127\.0\.0\.1:1: give --token or set WARREN_PUBLISH_TOKEN, or start that gateway with `warren serve` on this machine \(it writes \S+warren-1\.token\)\n$/,
+    );
     const remote = await warren(['publish', '/a', 'x', '--url', 'http://gateway.invalid'], { env: { WARREN_PUBLISH_TOKEN: '' } });
     assert.equal(remote.code, 1);
     assert.equal(remote.stderr, 'warren: no publish token for http://gateway.invalid: give --token or set WARREN_PUBLISH_TOKEN\n');
@@ -116,7 +140,12 @@ describe('warren serve / listen / publish refuse cleanly', () => {
     try {
       const channel = `/${unique('shared-')}`;
       const first = warren(['listen', channel, '--url', served.url, '--consumer-id', 'shared-1', '--timeout', '20']);
-      await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker.activeConsumers === 1, 'the first listener to wait');
+      await until(
+        async () =>
+          JSON.parse(await curl(['-H', `Authorization: Bearer ${tokenOf(served)}`, `${served.url}/_warren/stats`])).broker
+            .activeConsumers === 1,
+        'the first listener to wait',
+      );
       const second = warren(['listen', channel, '--url', served.url, '--consumer-id', 'shared-1', '--timeout', '1', '--count', '1']);
       const out = await first;
       assert.equal(out.code, 1);
@@ -169,7 +198,10 @@ describe('warren serve options', () => {
     assert.match(env.stderr, /^warren serve: --queue-max-length \/ WARREN_QUEUE_MAX_LENGTH \/ queueMaxLength must be between 1 and/);
     const both = await warren(['serve', '--port', '0', '--poll-timeout', '60s', '--max-poll-timeout', '30s']);
     assert.equal(both.code, 2);
-    assert.match(both.stderr, /^warren serve: --poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs \(1m\) exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs \(30s\)\n$/);
+    assert.match(
+      both.stderr,
+      /^warren serve: --poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs \(1m\) exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs \(30s\)\n$/,
+    );
     const url = await warren(['serve', '--port', '0', '--amqp-url', 'http://rabbit']);
     assert.equal(url.code, 2);
     assert.match(url.stderr, /must start with amqp:\/\/ or amqps:\/\//);
@@ -203,10 +235,11 @@ describe('warren --help and warren serve --help', () => {
     assert.doesNotMatch(r.stdout, /today/);
     const description = /\n\n(Warren: [^]*?)\n\n/.exec(r.stdout)?.[1]?.replace(/\s+/g, ' ');
     assert.ok(description, r.stdout);
-    for (const transport of ['Server-Sent Events', 'WebSocket', 'long-poll', 'RabbitMQ']) assert.ok(description.includes(transport), `${transport} in: ${description}`);
+    for (const transport of ['Server-Sent Events', 'WebSocket', 'long-poll', 'RabbitMQ'])
+      assert.ok(description.includes(transport), `${transport} in: ${description}`);
   });
 
-  it('`warren serve --help` shows each option\'s default, with its unit, as the configuration table gives it', async () => {
+  it("`warren serve --help` shows each option's default, with its unit, as the configuration table gives it", async () => {
     const r = await warren(['serve', '--help']);
     assert.equal(r.code, 0, r.stderr);
     // One entry per option: the line that starts with its flag and the deeper-indented lines that continue it.
@@ -238,7 +271,7 @@ describe('warren --help and warren serve --help', () => {
 });
 
 describe('the repository as a newcomer finds it', () => {
-  it('`npm start` serves, curl waits, and `npx warren publish /greetings \'hi there!\'` reaches it', async () => {
+  it("`npm start` serves, curl waits, and `npx warren publish /greetings 'hi there!'` reaches it", async () => {
     const child = spawn('npm', ['start', '--', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn'], {
       cwd: ROOT,
       env: { ...process.env, WARREN_PUBLISH_TOKEN: '' },
@@ -249,16 +282,26 @@ describe('the repository as a newcomer finds it', () => {
     child.stdout.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
     try {
-      await until(() => /Warren gateway on http:\/\/localhost:(\d+) \(embedded broker\)/.test(output), `npm start to serve:\n${output}`, 60_000);
+      await until(
+        () => /Warren gateway on http:\/\/localhost:(\d+) \(embedded broker\)/.test(output),
+        `npm start to serve:\n${output}`,
+        60_000,
+      );
       const port = /Warren gateway on http:\/\/localhost:(\d+)/.exec(output)![1];
       const url = `http://127.0.0.1:${port}`;
       const received = curl([`${url}/greetings`]);
       await until(async () => JSON.parse(await curl([`${url}/_warren/health`])).status === 'ok', 'health');
       // curl's first poll creates its queue; wait until it is attached before publishing.
       const token = readFileSync(/generated, in (\S+)/.exec(output)![1]!, 'utf8').trim();
-      await until(async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${token}`, `${url}/_warren/stats`])).broker.activeConsumers === 1, 'curl to wait');
+      await until(
+        async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${token}`, `${url}/_warren/stats`])).broker.activeConsumers === 1,
+        'curl to wait',
+      );
       const pub = await new Promise<{ code: number | null; err: string }>((resolve) => {
-        const npx = spawn('npx', ['--no-install', 'warren', 'publish', '/greetings', 'hi there!', '--url', `http://localhost:${port}`], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+        const npx = spawn('npx', ['--no-install', 'warren', 'publish', '/greetings', 'hi there!', '--url', `http://localhost:${port}`], {
+          cwd: ROOT,
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
         let err = '';
         npx.stderr.on('data', (c: Buffer) => (err += c.toString()));
         npx.on('close', (code) => resolve({ code, err }));

@@ -53,10 +53,13 @@ async function ready(gw: TestGateway, client: WarrenClient, transport: Transport
 
 /** The gateway holds no stream or poll any more. */
 async function drained(gw: TestGateway): Promise<void> {
-  await until(() => {
-    const s = gw.gateway.stats();
-    return s.streams.sse === 0 && s.streams.websocket === 0 && s.streams.identified === 0 && s.longPoll.active === 0;
-  }, `no streams left: ${JSON.stringify(gw.gateway.stats().streams)}, polls ${gw.gateway.stats().longPoll.active}`);
+  await until(
+    () => {
+      const s = gw.gateway.stats();
+      return s.streams.sse === 0 && s.streams.websocket === 0 && s.streams.identified === 0 && s.longPoll.active === 0;
+    },
+    `no streams left: ${JSON.stringify(gw.gateway.stats().streams)}, polls ${gw.gateway.stats().longPoll.active}`,
+  );
 }
 
 const portOf = (gw: TestGateway): number => Number(new URL(gw.url).port);
@@ -121,9 +124,17 @@ describe('WarrenClient on the embedded broker', () => {
         // SSE carries no content type: a binary body arrives as unmarked base64.
         { channel: a, id: 'd-3', data: 'AAEC', transport, ...(sse ? {} : { contentType: 'application/octet-stream', binary: bytes }) },
       ]);
-      assert.deepEqual(gotB.map((m) => [m.channel, m.id, m.data]), [[b, 'd-4', 'to b']]);
+      assert.deepEqual(
+        gotB.map((m) => [m.channel, m.id, m.data]),
+        [[b, 'd-4', 'to b']],
+      );
       // The client-wide `message` event saw the same four, and there was one open, then one close.
-      assert.deepEqual(ofType(events, 'message').map((m) => m.id).sort(), ['d-1', 'd-2', 'd-3', 'd-4']);
+      assert.deepEqual(
+        ofType(events, 'message')
+          .map((m) => m.id)
+          .sort(),
+        ['d-1', 'd-2', 'd-3', 'd-4'],
+      );
       assert.deepEqual(ofType(events, 'open'), [{ transport }]);
       assert.deepEqual(ofType(events, 'close'), [{ transport, reconnect: false }]);
       assert.deepEqual(ofType(events, 'error'), []);
@@ -262,10 +273,7 @@ describe('WarrenClient on the embedded broker', () => {
         assert.equal(got[0]!.transport, 'long-poll');
         assert.deepEqual(
           ofType(events, 'error').map((e) => [e.code, e.transport]),
-          [
-            ['TRANSPORT_UNAVAILABLE', 'websocket'],
-            variant === 'missing' ? ['TRANSPORT_UNAVAILABLE', 'sse'] : ['CONNECT_FAILED', 'sse'],
-          ],
+          [['TRANSPORT_UNAVAILABLE', 'websocket'], variant === 'missing' ? ['TRANSPORT_UNAVAILABLE', 'sse'] : ['CONNECT_FAILED', 'sse']],
           variant,
         );
         if (variant === 'refused') assert.equal(ofType(events, 'error')[1]!.status, 404);
@@ -325,8 +333,17 @@ describe('WarrenClient on the embedded broker', () => {
         await first.close();
         await second?.close();
       }
-      assert.deepEqual(got.map((m) => [m.id, m.data]), [['r-1', 'before'], ['r-2', 'after']]);
-      assert.deepEqual(events.filter((e) => e.type !== 'error' && e.type !== 'message').map((e) => e.type), ['open', 'close', 'open', 'close']);
+      assert.deepEqual(
+        got.map((m) => [m.id, m.data]),
+        [
+          ['r-1', 'before'],
+          ['r-2', 'after'],
+        ],
+      );
+      assert.deepEqual(
+        events.filter((e) => e.type !== 'error' && e.type !== 'message').map((e) => e.type),
+        ['open', 'close', 'open', 'close'],
+      );
       assert.equal(client.consumerId, consumerId);
       if (transport === 'websocket') {
         const subscribes = frames.filter((f) => f.type === 'subscribe');
@@ -384,7 +401,10 @@ describe('WarrenClient on the embedded broker', () => {
       client.close();
       await drained(gw);
       assert.deepEqual(ofType(events, 'open'), [{ transport }, { transport }]);
-      assert.throws(() => client.subscribe(a, () => undefined), (err: WarrenClientError) => err.code === 'CLIENT_CLOSED');
+      assert.throws(
+        () => client.subscribe(a, () => undefined),
+        (err: WarrenClientError) => err.code === 'CLIENT_CLOSED',
+      );
     });
   }
 
@@ -430,8 +450,14 @@ describe('WarrenClient on the embedded broker', () => {
     await until(() => errors.length >= 6, 'two rounds of failed attempts');
     lonely.close();
     assert.ok(errors.every((e) => e instanceof WarrenClientError));
-    assert.deepEqual(errors.slice(0, 3).map((e) => e.transport), TRANSPORTS);
-    assert.ok(errors.every((e) => e.code === 'CONNECT_FAILED'), errors.map((e) => e.code).join());
+    assert.deepEqual(
+      errors.slice(0, 3).map((e) => e.transport),
+      TRANSPORTS,
+    );
+    assert.ok(
+      errors.every((e) => e.code === 'CONNECT_FAILED'),
+      errors.map((e) => e.code).join(),
+    );
   });
 
   it('keeps one consumer id: generated (c_ + 22 base64url), saved in storage, and the queue the gateway keeps is that one', async () => {
@@ -457,9 +483,18 @@ describe('WarrenClient on the embedded broker', () => {
     };
     assert.match(makeClient(gw, ['long-poll'], { storage: broken }).consumerId, /^c_/);
     assert.notEqual(makeClient(gw, ['long-poll']).consumerId, makeClient(gw, ['long-poll']).consumerId, 'storage: null keeps nothing');
-    assert.throws(() => makeClient(gw, ['long-poll'], { consumerId: 'bad id' }), (err: WarrenClientError) => err.code === 'INVALID_CONSUMER_ID');
-    assert.throws(() => one.subscribe('/_warren/ws', () => undefined), (err: WarrenClientError) => err.code === 'INVALID_CHANNEL');
-    assert.throws(() => one.subscribe('no-slash', () => undefined), (err: WarrenClientError) => err.code === 'INVALID_CHANNEL');
+    assert.throws(
+      () => makeClient(gw, ['long-poll'], { consumerId: 'bad id' }),
+      (err: WarrenClientError) => err.code === 'INVALID_CONSUMER_ID',
+    );
+    assert.throws(
+      () => one.subscribe('/_warren/ws', () => undefined),
+      (err: WarrenClientError) => err.code === 'INVALID_CHANNEL',
+    );
+    assert.throws(
+      () => one.subscribe('no-slash', () => undefined),
+      (err: WarrenClientError) => err.code === 'INVALID_CHANNEL',
+    );
 
     // On every transport, the queue the gateway kept for the client is under client.consumerId.
     for (const transport of TRANSPORTS) {
@@ -598,7 +633,10 @@ describe('WarrenClient on RabbitMQ: nothing published while disconnected is lost
         got.map((m) => m.id),
         ['a-1', 'b-1', 'b-2', 'b-3', 'b-4', 'b-5', 'c-1'],
       );
-      assert.deepEqual(got.map((m) => m.data), ['a', 'b1', 'b2', 'b3', 'b4', 'b5', 'c']);
+      assert.deepEqual(
+        got.map((m) => m.data),
+        ['a', 'b1', 'b2', 'b3', 'b4', 'b5', 'c'],
+      );
       assert.ok(got.every((m) => m.transport === transport));
     });
   }
@@ -634,7 +672,10 @@ describe('WarrenClient in a browser (Chromium), loaded with <script type="module
     // A page on another origin: SSE and long-poll need CORS, a WebSocket does not.
     gw = await startGateway('memory', { corsOrigins: origin });
     const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    });
   });
   after(async () => {
     await browser?.close();
@@ -642,7 +683,7 @@ describe('WarrenClient in a browser (Chromium), loaded with <script type="module
     await new Promise((r) => site?.close(r));
   });
 
-  it('delivers over each transport with the browser\'s own WebSocket, EventSource and fetch, and keeps the consumer id in localStorage', async () => {
+  it("delivers over each transport with the browser's own WebSocket, EventSource and fetch, and keeps the consumer id in localStorage", async () => {
     const page = await browser.newPage();
     const problems: string[] = [];
     page.on('pageerror', (err) => problems.push(String(err)));
@@ -667,7 +708,9 @@ describe('WarrenClient in a browser (Chromium), loaded with <script type="module
       if (transport === 'websocket') await until(() => gw.gateway.stats().streams.identified >= 1, 'the stream');
       await httpPublish(gw.url, channel, `hello ${transport}`, { 'message-id': `web-${transport}` });
       await page.waitForFunction(() => (globalThis as any).got.length === 1);
-      assert.deepEqual(await page.evaluate(() => (globalThis as any).got), [{ id: `web-${transport}`, data: `hello ${transport}`, transport }]);
+      assert.deepEqual(await page.evaluate(() => (globalThis as any).got), [
+        { id: `web-${transport}`, data: `hello ${transport}`, transport },
+      ]);
       await page.evaluate(() => (globalThis as any).client.close());
       await drained(gw);
     }
@@ -675,7 +718,11 @@ describe('WarrenClient in a browser (Chromium), loaded with <script type="module
     assert.equal(await page.evaluate((key) => (globalThis as any).localStorage.getItem(key), CONSUMER_ID_STORAGE_KEY), consumerId);
     await page.reload();
     await page.waitForFunction(() => (globalThis as any).warren !== undefined);
-    assert.equal(await page.evaluate((url) => new (globalThis as any).warren.WarrenClient({ url }).consumerId, gw.url), consumerId, 'the id survives a reload');
+    assert.equal(
+      await page.evaluate((url) => new (globalThis as any).warren.WarrenClient({ url }).consumerId, gw.url),
+      consumerId,
+      'the id survives a reload',
+    );
     assert.deepEqual(problems, []);
     await page.close();
   });

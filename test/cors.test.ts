@@ -40,7 +40,10 @@ describe('CORS for cross-origin pages', () => {
     assert.equal(other.headers['access-control-allow-origin'], undefined);
     const preflight = await rawRequest(gw.url, '/greetings', { method: 'OPTIONS', headers: { origin: 'https://evil.example' } });
     assert.equal(preflight.headers['access-control-allow-origin'], undefined);
-    const publish = await rawRequest(gw.url, '/_warren/publish?channel=/a', { method: 'OPTIONS', headers: { origin: page, authorization: `Bearer ${TOKEN}` } });
+    const publish = await rawRequest(gw.url, '/_warren/publish?channel=/a', {
+      method: 'OPTIONS',
+      headers: { origin: page, authorization: `Bearer ${TOKEN}` },
+    });
     assert.equal(publish.status, 405);
     assert.equal(publish.headers['access-control-allow-origin'], undefined);
   });

@@ -37,8 +37,14 @@ function prose(markdown: string): string {
 function anchors(markdown: string): Set<string> {
   const seen = new Map<string, number>();
   const out = new Set<string>();
-  for (const [, text] of withoutFences(markdown).replace(/`([^`]*)`/g, '$1').matchAll(/^#{1,6} +(.+?) *#* *$/gm)) {
-    const slug = text!.replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').toLowerCase().replace(/[^\p{L}\p{M}\p{N}\p{Pc} -]/gu, '').replace(/ /g, '-');
+  for (const [, text] of withoutFences(markdown)
+    .replace(/`([^`]*)`/g, '$1')
+    .matchAll(/^#{1,6} +(.+?) *#* *$/gm)) {
+    const slug = text!
+      .replace(/\[([^\]]*)\]\([^)]*\)/g, '$1')
+      .toLowerCase()
+      .replace(/[^\p{L}\p{M}\p{N}\p{Pc} -]/gu, '')
+      .replace(/ /g, '-');
     const n = seen.get(slug) ?? 0;
     seen.set(slug, n + 1);
     out.add(n === 0 ? slug : `${slug}-${n}`);
@@ -69,7 +75,7 @@ describe('documentation matches the code', () => {
     assert.match(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'), /^npm test$/m);
   });
 
-  it('the README quick start says that a message published before a consumer\'s first poll is not kept for it', () => {
+  it("the README quick start says that a message published before a consumer's first poll is not kept for it", () => {
     const quickStart = /^## Quick start\n([^]*?)^## /m.exec(readme)?.[1];
     assert.ok(quickStart, 'a Quick start section');
     assert.match(quickStart.replace(/\s+/g, ' '), /a message published before a consumer's first poll is not kept for it \(by design/);
@@ -79,12 +85,18 @@ describe('documentation matches the code', () => {
 
   it('the docs/configuration.md settings table lists every setting with its flag and variable, and nothing else', () => {
     const rows = [...configuration.matchAll(/^\| `(--[a-z-]+)` \| `(WARREN_[A-Z_]+)` \|/gm)].map((m) => [m[1], m[2]]);
-    assert.deepEqual(rows, OPTION_SPECS.map((s) => [s.flag, s.env]));
+    assert.deepEqual(
+      rows,
+      OPTION_SPECS.map((s) => [s.flag, s.env]),
+    );
   });
 
   it('the docs/configuration.md error table lists every error code with its status', () => {
     const rows = [...configuration.matchAll(/^\| `([A-Z_]+)` \| (\d{3}|—) \|/gm)].map((m) => [m[1], m[2] === '—' ? null : Number(m[2])]);
-    assert.deepEqual(rows, Object.entries(ERROR_CODES).map(([code, v]) => [code, v.status]));
+    assert.deepEqual(
+      rows,
+      Object.entries(ERROR_CODES).map(([code, v]) => [code, v.status]),
+    );
   });
 
   it('docs/configuration.md holds the tables scripts/readme-tables.mjs writes, word for word', async () => {
@@ -97,7 +109,11 @@ describe('documentation matches the code', () => {
   it('no other markdown file keeps a copy of the generated tables', () => {
     for (const file of markdownFiles()) {
       if (file === join(ROOT, 'docs', 'configuration.md')) continue;
-      assert.doesNotMatch(readFileSync(file, 'utf8'), /^\| Flag \| Variable \| Default \| Meaning \|$|^\| Code \| Status \| Meaning \|$/m, relative(ROOT, file));
+      assert.doesNotMatch(
+        readFileSync(file, 'utf8'),
+        /^\| Flag \| Variable \| Default \| Meaning \|$|^\| Code \| Status \| Meaning \|$/m,
+        relative(ROOT, file),
+      );
     }
   });
 
@@ -113,7 +129,8 @@ describe('documentation matches the code', () => {
 
   it('the link check finds a missing file, a missing heading and an anchor into a file without headings', () => {
     const from = join(ROOT, 'README.md');
-    const text = '[a](docs/nope.md) [b](docs/protocol.md#nope) [c](package.json#x) [d](#nope) `[e](nope.md)` [f](docs/protocol.md#frames) [g](#quick-start) [h](https://example.com/nope.md)';
+    const text =
+      '[a](docs/nope.md) [b](docs/protocol.md#nope) [c](package.json#x) [d](#nope) `[e](nope.md)` [f](docs/protocol.md#frames) [g](#quick-start) [h](https://example.com/nope.md)';
     assert.deepEqual(brokenLinks(from, `# Quick start\n\n${text}\n`), [
       'docs/nope.md: no such file',
       'docs/protocol.md#nope: no such heading',
@@ -121,7 +138,10 @@ describe('documentation matches the code', () => {
       '#nope: no such heading',
     ]);
     assert.ok(anchors('## The `warren` command\n## Delivery guarantees, under faults\n## A\n## A\n').has('the-warren-command'));
-    assert.deepEqual([...anchors('## Delivery guarantees, under faults\n## A\n## A\n```\n# not a heading\n```\n')], ['delivery-guarantees-under-faults', 'a', 'a-1']);
+    assert.deepEqual(
+      [...anchors('## Delivery guarantees, under faults\n## A\n## A\n```\n# not a heading\n```\n')],
+      ['delivery-guarantees-under-faults', 'a', 'a-1'],
+    );
   });
 
   it('the README links every file of docs/ and bench/summary.md, so each is one click away', () => {

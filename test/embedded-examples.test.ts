@@ -116,7 +116,10 @@ describe('examples/embedded/tick-tock.mjs', { timeout: 60_000 }, () => {
       es.close();
       ws.ws.close();
       assert.deepEqual(ticks.slice(0, 3), [1, 2, 3]);
-      assert.deepEqual(ws.messages.slice(0, 3).map((m) => (JSON.parse(String(m)) as { tick: number }).tick), [1, 2, 3]);
+      assert.deepEqual(
+        ws.messages.slice(0, 3).map((m) => (JSON.parse(String(m)) as { tick: number }).tick),
+        [1, 2, 3],
+      );
     } finally {
       await proc.stop();
     }
@@ -141,8 +144,14 @@ describe('examples/embedded/tick-tock.mjs', { timeout: 60_000 }, () => {
       await until(() => recorded.every((r) => r.log.includes('onClose')), 'both closed');
       // Two timers (onOpen twice) would tick twice per interval.
       const gaps = arrivals.slice(1, 4).map((t, i) => t - arrivals[i]!);
-      assert.ok(gaps.every((g) => g >= 50), `ticks ${gaps.join(', ')} ms apart`);
-      assert.deepEqual(sse.events.slice(0, 4).map((e) => (JSON.parse(e.data) as { tick: number }).tick), [1, 2, 3, 4]);
+      assert.ok(
+        gaps.every((g) => g >= 50),
+        `ticks ${gaps.join(', ')} ms apart`,
+      );
+      assert.deepEqual(
+        sse.events.slice(0, 4).map((e) => (JSON.parse(e.data) as { tick: number }).tick),
+        [1, 2, 3, 4],
+      );
       // A timer that onClose did not stop would keep writing.
       await sleep(350);
       for (const r of recorded) {
@@ -210,7 +219,13 @@ async function chatScenario(aliceUrl: string, bobUrl: string, listenerBase: stri
   bob.ws.close();
   await until(() => alice.messages.includes('bob left the chat.'), 'alice sees bob leave');
   await sleep(300);
-  assert.deepEqual(alice.messages, ['alice joined the chat.', 'bob joined the chat.', 'alice: hi bob', 'bob: hi alice', 'bob left the chat.']);
+  assert.deepEqual(alice.messages, [
+    'alice joined the chat.',
+    'bob joined the chat.',
+    'alice: hi bob',
+    'bob: hi alice',
+    'bob left the chat.',
+  ]);
   assert.deepEqual(bob.messages, ['bob joined the chat.', 'alice: hi bob', 'bob: hi alice']);
   assert.deepEqual(
     listener.events.map((e) => e.data),
@@ -272,21 +287,40 @@ describe('examples/embedded/live-list.mjs (Express)', { timeout: 90_000 }, () =>
   it('one command: the snapshot, then each added item, over SSE and WebSocket; bad input refused', async () => {
     const { proc, url } = await run('live-list');
     try {
-      const before = await fetch(`${url}/items`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'bread' }) });
+      const before = await fetch(`${url}/items`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ text: 'bread' }),
+      });
       assert.equal(before.status, 201);
       const es = new EventSource(`${url}/items`);
       const seen: string[] = [];
-      es.addEventListener('snapshot', (e) => seen.push(`snapshot ${(JSON.parse(e.data as string) as { items: { text: string }[] }).items.map((i) => i.text).join(',')}`));
+      es.addEventListener('snapshot', (e) =>
+        seen.push(`snapshot ${(JSON.parse(e.data as string) as { items: { text: string }[] }).items.map((i) => i.text).join(',')}`),
+      );
       es.addEventListener('item', (e) => seen.push(`item ${(JSON.parse(e.data as string) as { text: string }).text}`));
       const ws = await socket(url.replace('http', 'ws') + '/items');
       await until(() => seen.length === 1 && ws.messages.length === 1, 'the snapshots');
-      const added = await fetch(`${url}/items`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'milk' }) });
+      const added = await fetch(`${url}/items`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ text: 'milk' }),
+      });
       assert.equal(added.status, 201);
       await until(() => seen.length === 2 && ws.messages.length === 2, 'the new item on both');
       assert.deepEqual(seen, ['snapshot bread', 'item milk']);
-      assert.deepEqual(ws.messages.map((m) => JSON.parse(String(m)) as unknown).map((m) => ('items' in (m as object) ? 'snapshot' : (m as { text: string }).text)), ['snapshot', 'milk']);
+      assert.deepEqual(
+        ws.messages
+          .map((m) => JSON.parse(String(m)) as unknown)
+          .map((m) => ('items' in (m as object) ? 'snapshot' : (m as { text: string }).text)),
+        ['snapshot', 'milk'],
+      );
       for (const body of [{ text: '' }, { text: 'x'.repeat(201) }, { nope: 1 }]) {
-        const bad = await fetch(`${url}/items`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const bad = await fetch(`${url}/items`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
         assert.equal(bad.status, 400);
       }
       es.close();
@@ -299,7 +333,11 @@ describe('examples/embedded/live-list.mjs (Express)', { timeout: 90_000 }, () =>
   it('two chromium pages: an item added on one appears on both', async () => {
     const { proc, url } = await run('live-list');
     try {
-      browser ??= await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], timeout: 30_000 });
+      browser ??= await chromium.launch({
+        executablePath: CHROMIUM,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+        timeout: 30_000,
+      });
       const pages = await Promise.all([0, 1].map(async () => (await browser!.newContext()).newPage()));
       for (const page of pages) await page.goto(`${url}/`);
       // "live" once the snapshot arrived, which comes after the page's subscription started.

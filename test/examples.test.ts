@@ -56,17 +56,29 @@ describe('examples/greetings-job without what it needs', () => {
   });
 
   // An empty token directory: no `warren serve` token file to fall back on.
-  const bare = (): NodeJS.ProcessEnv => ({ WARREN_AMQP_URL: undefined, WARREN_PUBLISH_TOKEN: undefined, XDG_RUNTIME_DIR: tokenDir, COUNT: '1' });
+  const bare = (): NodeJS.ProcessEnv => ({
+    WARREN_AMQP_URL: undefined,
+    WARREN_PUBLISH_TOKEN: undefined,
+    XDG_RUNTIME_DIR: tokenDir,
+    COUNT: '1',
+  });
 
   it('with no publish token, prints one line saying what to set and exits 1', async () => {
     const run = await runExample('examples/greetings-job/job.mjs', { ...bare(), WARREN_URL: gw.url });
     assert.equal(run.code, 1, run.stderr);
     assert.equal(run.stdout, '');
-    assert.match(run.stderr, /^greetings-job: Producer: no publish token for http:\/\/127\.0\.0\.1:\d+: set WARREN_PUBLISH_TOKEN \(the gateway.s --publish-token\) or pass \{ token \}, or run `warren serve` on this machine \(it writes \S+\.token\)\n$/);
+    assert.match(
+      run.stderr,
+      /^greetings-job: Producer: no publish token for http:\/\/127\.0\.0\.1:\d+: set WARREN_PUBLISH_TOKEN \(the gateway.s --publish-token\) or pass \{ token \}, or run `warren serve` on this machine \(it writes \S+\.token\)\n$/,
+    );
   });
 
-  it('with a wrong token, prints one line with the gateway\'s code and exits 1', async () => {
-    const run = await runExample('examples/greetings-job/job.mjs', { ...bare(), WARREN_URL: gw.url, WARREN_PUBLISH_TOKEN: 'wrong-token-0123456789' });
+  it("with a wrong token, prints one line with the gateway's code and exits 1", async () => {
+    const run = await runExample('examples/greetings-job/job.mjs', {
+      ...bare(),
+      WARREN_URL: gw.url,
+      WARREN_PUBLISH_TOKEN: 'wrong-token-0123456789',
+    });
     assert.equal(run.code, 1, run.stderr);
     assert.equal(run.stdout, '');
     assert.match(run.stderr, /^greetings-job: UNAUTHORIZED: .+\n$/);

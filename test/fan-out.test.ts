@@ -1,7 +1,17 @@
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { BROKERS, httpPublish, rabbitQueues, readSse, startGateway, unique, until, type SseReader, type TestGateway } from './support/index.js';
+import {
+  BROKERS,
+  httpPublish,
+  rabbitQueues,
+  readSse,
+  startGateway,
+  unique,
+  until,
+  type SseReader,
+  type TestGateway,
+} from './support/index.js';
 
 /** An SSE client that sends its request and then never reads: the socket fills up. */
 function stalledSse(base: string, path: string): Socket {
@@ -29,7 +39,11 @@ for (const kind of BROKERS) {
       for (const reader of readers) assert.equal(await reader.status, 200);
       for (let i = 0; i < 5; i++) await httpPublish(gw.url, channel, `m${i}`);
       await until(() => readers.every((r) => r.events.length === 5), 'every listener to get 5 messages');
-      for (const reader of readers) assert.deepEqual(reader.events.map((e) => e.data), ['m0', 'm1', 'm2', 'm3', 'm4']);
+      for (const reader of readers)
+        assert.deepEqual(
+          reader.events.map((e) => e.data),
+          ['m0', 'm1', 'm2', 'm3', 'm4'],
+        );
       const after = gw.gateway.stats().broker;
       assert.equal(after.queueDeclares - before.queueDeclares, 1);
       assert.equal(after.queueBinds - before.queueBinds, 1);
@@ -48,13 +62,22 @@ for (const kind of BROKERS) {
       // 2,000 × 16 KiB: more than loopback's socket buffers can hide.
       const body = 'y'.repeat(16 * 1024);
       for (let i = 0; i < 2000; i += 100) {
-        await Promise.all(Array.from({ length: 100 }, (_, j) => httpPublish(gw.url, channel, `${i + j} ${body}`, { 'message-id': `s-${i + j}` })));
+        await Promise.all(
+          Array.from({ length: 100 }, (_, j) => httpPublish(gw.url, channel, `${i + j} ${body}`, { 'message-id': `s-${i + j}` })),
+        );
       }
       try {
         // (A paused client cannot see the close until it reads: ask the gateway.)
-        await until(() => gw.gateway.stats().fanOut.slowClosed >= 1 && gw.gateway.stats().streams.sse === 1, 'the stalled listener to be closed', 10_000);
+        await until(
+          () => gw.gateway.stats().fanOut.slowClosed >= 1 && gw.gateway.stats().streams.sse === 1,
+          'the stalled listener to be closed',
+          10_000,
+        );
         await until(() => fine.events.length === 2000, 'the reading listener to get all 2000', 20_000);
-        assert.deepEqual(fine.events.map((e) => e.id), Array.from({ length: 2000 }, (_, i) => `s-${i}`));
+        assert.deepEqual(
+          fine.events.map((e) => e.id),
+          Array.from({ length: 2000 }, (_, i) => `s-${i}`),
+        );
       } finally {
         slow.destroy();
         fine.close();

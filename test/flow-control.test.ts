@@ -30,7 +30,7 @@ describe('backpressure for an identified stream that stops reading (RabbitMQ)', 
   });
   after(() => served.stop());
 
-  it('keeps the backlog of 10,000 messages in RabbitMQ, the gateway\'s memory bounded, and other streams flowing', async () => {
+  it("keeps the backlog of 10,000 messages in RabbitMQ, the gateway's memory bounded, and other streams flowing", async () => {
     const stats = async () => JSON.parse(await curl(['-H', `Authorization: Bearer ${TOKEN}`, `${served.url}/_warren/stats`]));
     const flood = `/${unique('flood-')}`;
     const other = `/${unique('other-')}`;
@@ -70,7 +70,9 @@ describe('backpressure for an identified stream that stops reading (RabbitMQ)', 
     assert.equal(queued, 1);
     // How much of the flood reached the gateway at all: prefetch plus what the kernel's socket buffers took.
     const taken = s.broker.delivered - latencies.length;
-    console.log(`# backpressure: rss before ${(before / 2 ** 20).toFixed(1)} MiB, peak ${(peak / 2 ** 20).toFixed(1)} MiB; flood messages taken by the gateway ${taken} of 10000; probes ${latencies.length}, max latency ${Math.max(...latencies)} ms`);
+    console.log(
+      `# backpressure: rss before ${(before / 2 ** 20).toFixed(1)} MiB, peak ${(peak / 2 ** 20).toFixed(1)} MiB; flood messages taken by the gateway ${taken} of 10000; probes ${latencies.length}, max latency ${Math.max(...latencies)} ms`,
+    );
     assert.ok(taken < 2000, `the gateway took only what the socket could hold, not the backlog (${taken})`);
     assert.ok(peak - before < 32 * 2 ** 20, `resident memory grew ${(peak - before) / 2 ** 20} MiB; the bound is 32 MiB`);
     assert.ok(latencies.length >= 5, 'the other stream was probed during the flood');

@@ -10,7 +10,15 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createGateway, silentLogger, type CreateGatewayOptions, type Gateway, type PushConnection, type PushHandler, type UpgradeDecider } from '@warren/gateway';
+import {
+  createGateway,
+  silentLogger,
+  type CreateGatewayOptions,
+  type Gateway,
+  type PushConnection,
+  type PushHandler,
+  type UpgradeDecider,
+} from '@warren/gateway';
 import { WarrenError } from '@warren/protocol';
 import { AMQP_URL, BROKERS, readSse, requireRabbit, unique, until, type BrokerKindUnderTest } from './support/index.js';
 
@@ -35,7 +43,13 @@ async function embed(
   const { broker, ...options } = opts;
   if (broker === 'rabbitmq') await requireRabbit();
   const server = createServer(app);
-  const gateway = createGateway({ server, onUpgrade: decide, logger: silentLogger, ...(broker === 'rabbitmq' ? { amqpUrl: AMQP_URL } : {}), ...options });
+  const gateway = createGateway({
+    server,
+    onUpgrade: decide,
+    logger: silentLogger,
+    ...(broker === 'rabbitmq' ? { amqpUrl: AMQP_URL } : {}),
+    ...options,
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
@@ -62,7 +76,9 @@ async function connect(url: string, headers: Record<string, string> = {}): Promi
   const ws = new WebSocket(url, { headers });
   const messages: (string | Buffer)[] = [];
   ws.on('message', (data: Buffer, isBinary) => messages.push(isBinary ? data : data.toString('utf8')));
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  );
   await once(ws, 'open');
   return { ws, messages, texts: () => messages.filter((m): m is string => typeof m === 'string'), closed };
 }
@@ -135,7 +151,10 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
         return upgrade.path === '/push' ? { onOpen: (conn) => void conn.write('hello') } : undefined;
       },
       {},
-      (req, res) => res.writeHead(req.url === '/' ? 200 : 404, { 'content-type': 'text/plain' }).end(req.url === '/' ? 'app: home\n' : 'app: not found\n'),
+      (req, res) =>
+        res
+          .writeHead(req.url === '/' ? 200 : 404, { 'content-type': 'text/plain' })
+          .end(req.url === '/' ? 'app: home\n' : 'app: not found\n'),
     );
     apps.push(app);
     // The app's page and a POST: never shown to the decider.
@@ -145,7 +164,7 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
     assert.equal(post.status, 404);
     assert.equal(await post.text(), 'app: not found\n');
     const plainGet = await fetch(`${app.url}/push`);
-    assert.equal(await plainGet.text(), 'app: not found\n', 'a GET without text/event-stream is the app\'s');
+    assert.equal(await plainGet.text(), 'app: not found\n', "a GET without text/event-stream is the app's");
     assert.deepEqual(seen, []);
     // SSE: rack.upgrade? is 'sse'; declined → the app's own response stands.
     const declined = await fetch(`${app.url}/elsewhere`, { headers: { accept: 'text/event-stream' } });
@@ -171,7 +190,11 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       own.handleUpgrade(req, socket, head, (ws) => ws.send(`the app's own socket on ${req.url}`));
     });
-    const gateway = createGateway({ server, logger: silentLogger, onUpgrade: ({ path }) => (path === '/push' ? { onOpen: (conn) => void conn.write('pushed') } : undefined) });
+    const gateway = createGateway({
+      server,
+      logger: silentLogger,
+      onUpgrade: ({ path }) => (path === '/push' ? { onOpen: (conn) => void conn.write('pushed') } : undefined),
+    });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const base = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
     try {
@@ -333,7 +356,7 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
     assert.throws(() => r.conns[0]!.close(1006), RangeError);
   });
 
-  it('refuses with the decider\'s WarrenError, adds its headers, and closes with 1011 when onOpen throws', async () => {
+  it("refuses with the decider's WarrenError, adds its headers, and closes with 1011 when onOpen throws", async () => {
     const r = record({
       onOpen() {
         throw new Error('boom');
@@ -380,7 +403,10 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
     assert.deepEqual(await client.closed, { code: 1001, reason: 'shutdown' });
     assert.deepEqual(client.messages, ['goodbye']);
     await sse.closed;
-    assert.deepEqual(sse.events.map((e) => e.data), ['goodbye']);
+    assert.deepEqual(
+      sse.events.map((e) => e.data),
+      ['goodbye'],
+    );
     assert.deepEqual(r.log, ['onOpen', 'onOpen', 'onShutdown', 'onShutdown', 'onClose', 'onClose']);
     // The app keeps its server and its own listeners.
     assert.equal(await (await fetch(`${app.url}/`)).text(), 'app: home\n');
@@ -420,7 +446,14 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
         const b = await connect(`${app.ws}/b`);
         await until(() => a.messages.length === 1 && b.messages.length === 1, 'both subscribed');
         assert.deepEqual(JSON.parse(a.texts()[0]!), [news]);
-        assert.deepEqual(errors.sort(), ['INVALID_CHANNEL', 'INVALID_CHANNEL', 'INVALID_CHANNEL', 'INVALID_CHANNEL', 'INVALID_CONSUMER_ID', 'INVALID_CONSUMER_ID']);
+        assert.deepEqual(errors.sort(), [
+          'INVALID_CHANNEL',
+          'INVALID_CHANNEL',
+          'INVALID_CHANNEL',
+          'INVALID_CHANNEL',
+          'INVALID_CONSUMER_ID',
+          'INVALID_CONSUMER_ID',
+        ]);
         await app.gateway.publish(news, 'from the gateway');
         a.ws.send('hi');
         await until(() => a.messages.length === 3 && b.messages.length === 3, 'both messages on both');
@@ -459,7 +492,10 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
         await app.gateway.publish(inbox, 'three');
         const again = readSse(app.url, `/inbox?user=${user}`);
         await until(() => again.events.length === 2, 'what was missed');
-        assert.deepEqual(again.events.map((e) => e.data), ['two', 'three']);
+        assert.deepEqual(
+          again.events.map((e) => e.data),
+          ['two', 'three'],
+        );
         again.close();
         // A decider's consumer id follows the consumer-id rules.
         const bad = await embed(
@@ -504,7 +540,7 @@ describe('warren serve is the same library with the default handler', { timeout:
     }
   });
 
-  it('attached with the default handler: channels under pushRoutes (SSE, WebSocket, long-poll), the rest is the app\'s', async () => {
+  it("attached with the default handler: channels under pushRoutes (SSE, WebSocket, long-poll), the rest is the app's", async () => {
     const server = createServer((req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(`app: ${req.method} ${req.url}`));
     const gateway = createGateway({ server, pushRoutes: '/live/', logger: silentLogger });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -538,6 +574,9 @@ describe('warren serve is the same library with the default handler', { timeout:
   it('refuses contradictory embedding options with a sentence', () => {
     const server = createServer();
     assert.throws(() => createGateway({ server, logger: silentLogger }), /pushRoutes/);
-    assert.throws(() => createGateway({ server, upstream: 'http://127.0.0.1:1', pushRoutes: '/live/', logger: silentLogger }), /exclude each other/);
+    assert.throws(
+      () => createGateway({ server, upstream: 'http://127.0.0.1:1', pushRoutes: '/live/', logger: silentLogger }),
+      /exclude each other/,
+    );
   });
 });

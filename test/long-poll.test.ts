@@ -19,7 +19,11 @@ for (const kind of BROKERS) {
       assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204);
       const waiting = poll(gw.url, channel, { consumerId, timeout: 10 });
       await until(() => gw.gateway.stats().longPoll.active === 1, 'the poll to wait');
-      const published = await httpPublish(gw.url, channel, 'hi there!', { 'message-id': 'm-1', 'warren-event': 'greet', 'content-type': 'text/plain; charset=utf-8' });
+      const published = await httpPublish(gw.url, channel, 'hi there!', {
+        'message-id': 'm-1',
+        'warren-event': 'greet',
+        'content-type': 'text/plain; charset=utf-8',
+      });
       assert.equal(published.status, 200);
       const res = await waiting;
       assert.equal(res.status, 200);
@@ -113,7 +117,7 @@ for (const kind of BROKERS) {
         // Publishes of one burst go out concurrently; wait for every confirm.
         for (const r of await Promise.all(batch)) assert.equal(r.status, 200);
         sent += n;
-        burst = (burst * 7) % 61 + 1; // bursts of 1 to 61
+        burst = ((burst * 7) % 61) + 1; // bursts of 1 to 61
         // Poll a few times between bursts, not necessarily draining.
         for (let p = 0; p < 3; p++) {
           const res = await poll(gw.url, channel, { consumerId, timeout: 0 });
@@ -131,7 +135,10 @@ for (const kind of BROKERS) {
       // order the broker confirmed them: each burst's set arrives before the next.
       assert.equal(received.length, 1000, 'every message arrives');
       assert.equal(new Set(received).size, 1000, 'no message twice');
-      assert.deepEqual([...received].sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i));
+      assert.deepEqual(
+        [...received].sort((a, b) => a - b),
+        Array.from({ length: 1000 }, (_, i) => i),
+      );
     });
 
     it('keeps queue order for sequential publishes, across polls', async () => {
@@ -141,7 +148,10 @@ for (const kind of BROKERS) {
       for (let i = 0; i < 50; i++) assert.equal((await httpPublish(gw.url, channel, `n${i}`)).status, 200);
       const got: string[] = [];
       for (let i = 0; i < 50; i++) got.push((await poll(gw.url, channel, { consumerId, timeout: 2 })).body);
-      assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `n${i}`));
+      assert.deepEqual(
+        got,
+        Array.from({ length: 50 }, (_, i) => `n${i}`),
+      );
     });
 
     it('a newer poll of the same consumer and channel supersedes the waiting one (409) and nothing is lost', async () => {
@@ -181,12 +191,21 @@ for (const kind of BROKERS) {
       // Either way the next ordinary poll gets it.
       for (let i = 0; i < 40; i++) {
         const started = gw.gateway.stats().longPoll.started;
-        const req = httpRequest({ host: url.hostname, port: url.port, path: url.pathname + url.search, headers: { 'consumer-id': consumerId }, agent: false });
+        const req = httpRequest({
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname + url.search,
+          headers: { 'consumer-id': consumerId },
+          agent: false,
+        });
         let answered = false;
         req.on('response', () => (answered = true));
         req.on('error', () => undefined);
         req.end();
-        await until(() => gw.gateway.stats().longPoll.started > started && gw.gateway.stats().broker.activeConsumers === 1, 'the poll to wait');
+        await until(
+          () => gw.gateway.stats().longPoll.started > started && gw.gateway.stats().broker.activeConsumers === 1,
+          'the poll to wait',
+        );
         req.destroy();
         await httpPublish(gw.url, channel, `g${i}`);
         await until(() => gw.gateway.stats().longPoll.active === 0, 'the poll to end');
@@ -259,28 +278,29 @@ for (const kind of BROKERS) {
 
   // On RabbitMQ, fromWire() cleans such properties first (test/wire.test.ts);
   // only the embedded broker can hold a message that skipped every check.
-  if (kind === 'memory') describe('a message whose headers cannot be written, on the memory broker', () => {
-    let gw: TestGateway;
-    before(async () => {
-      gw = await startGateway(kind);
-    });
-    after(() => gw.close());
+  if (kind === 'memory')
+    describe('a message whose headers cannot be written, on the memory broker', () => {
+      let gw: TestGateway;
+      before(async () => {
+        gw = await startGateway(kind);
+      });
+      after(() => gw.close());
 
-    it('is answered 500 and put back, never acknowledged', async () => {
-      const channel = `/${unique('unwritable-')}`;
-      const consumerId = unique('c-');
-      await poll(gw.url, channel, { consumerId, timeout: 0 });
-      // Straight into the broker, past every check of the publish paths.
-      await gw.gateway.broker.publish(channel, { id: 'bad-1', contentType: 'text/plain; x=\u20ac', body: Buffer.from('x') });
-      const before = gw.gateway.stats().broker;
-      const res = await poll(gw.url, channel, { consumerId, timeout: 2 });
-      assert.equal(res.status, 500);
-      assert.equal(JSON.parse(res.body).code, 'INTERNAL_ERROR');
-      const after = gw.gateway.stats().broker;
-      assert.equal(after.acked, before.acked, 'not acknowledged');
-      assert.equal(after.requeued, before.requeued + 1, 'put back');
+      it('is answered 500 and put back, never acknowledged', async () => {
+        const channel = `/${unique('unwritable-')}`;
+        const consumerId = unique('c-');
+        await poll(gw.url, channel, { consumerId, timeout: 0 });
+        // Straight into the broker, past every check of the publish paths.
+        await gw.gateway.broker.publish(channel, { id: 'bad-1', contentType: 'text/plain; x=\u20ac', body: Buffer.from('x') });
+        const before = gw.gateway.stats().broker;
+        const res = await poll(gw.url, channel, { consumerId, timeout: 2 });
+        assert.equal(res.status, 500);
+        assert.equal(JSON.parse(res.body).code, 'INTERNAL_ERROR');
+        const after = gw.gateway.stats().broker;
+        assert.equal(after.acked, before.acked, 'not acknowledged');
+        assert.equal(after.requeued, before.requeued + 1, 'put back');
+      });
     });
-  });
 
   describe(`consumer queue limits on the ${kind} broker`, () => {
     let gw: TestGateway;

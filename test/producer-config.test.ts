@@ -44,7 +44,11 @@ function cleanEnv(tokenDir: string, env: Record<string, string>): NodeJS.Process
 }
 
 async function newProducer(tokenDir: string, env: Record<string, string>, channel = '/unused'): Promise<Outcome> {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', SCRIPT, channel], { cwd: ROOT, env: cleanEnv(tokenDir, env), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--input-type=module', '-e', SCRIPT, channel], {
+    cwd: ROOT,
+    env: cleanEnv(tokenDir, env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

@@ -88,7 +88,11 @@ for (const t of transports) {
       const pending = Array.from({ length: 200 }, (_, i) => own.publish(String(i)).to(channel));
       await own.close();
       const results = await Promise.allSettled(pending);
-      assert.deepEqual(results.filter((r) => r.status === 'rejected'), [], 'every publish started before close() was confirmed');
+      assert.deepEqual(
+        results.filter((r) => r.status === 'rejected'),
+        [],
+        'every publish started before close() was confirmed',
+      );
       await rejectsWith(own.publish('late').to(channel), 'PRODUCER_CLOSED');
       let count = 0;
       while ((await poll(gw.url, channel, { consumerId, timeout: 0.3 })).status === 200) count++;
@@ -112,7 +116,7 @@ describe('Producer failures', () => {
     await producer.close();
   });
 
-  it('relays the gateway\'s code: UNAUTHORIZED for a wrong token', async () => {
+  it("relays the gateway's code: UNAUTHORIZED for a wrong token", async () => {
     const gw = await startGateway('memory');
     const producer = new Producer({ url: gw.url, token: 'wrong-token-0123456789' });
     try {

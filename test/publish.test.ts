@@ -36,7 +36,12 @@ for (const kind of BROKERS) {
       rawRequest(gw.url, `/_warren/publish?${query}`, { method: 'POST', headers, body });
 
     it('requires the bearer token: 401 UNAUTHORIZED without it or with a wrong one', async () => {
-      const attempts: Array<Record<string, string>> = [{}, { authorization: 'Bearer wrong-token-0123456789' }, { authorization: TOKEN }, { authorization: `Basic ${TOKEN}` }];
+      const attempts: Array<Record<string, string>> = [
+        {},
+        { authorization: 'Bearer wrong-token-0123456789' },
+        { authorization: TOKEN },
+        { authorization: `Basic ${TOKEN}` },
+      ];
       for (const headers of attempts) {
         const res = await publish(headers);
         assert.equal(res.status, 401);
@@ -46,7 +51,12 @@ for (const kind of BROKERS) {
     });
 
     it('refuses requests with browser headers (Origin, Sec-Fetch-*) even with the token: 403 FORBIDDEN_FROM_BROWSER', async () => {
-      const browsers: Array<Record<string, string>> = [{ origin: 'http://localhost:4000' }, { 'sec-fetch-site': 'same-origin' }, { 'sec-fetch-dest': 'empty' }, { 'sec-fetch-user': '?1' }];
+      const browsers: Array<Record<string, string>> = [
+        { origin: 'http://localhost:4000' },
+        { 'sec-fetch-site': 'same-origin' },
+        { 'sec-fetch-dest': 'empty' },
+        { 'sec-fetch-user': '?1' },
+      ];
       for (const extra of browsers) {
         const res = await publish({ authorization: `Bearer ${TOKEN}`, ...extra });
         assert.equal(res.status, 403);
@@ -55,7 +65,11 @@ for (const kind of BROKERS) {
     });
 
     it('accepts a backend publishing with fetch (which sends Sec-Fetch-Mode, but no Origin or Sec-Fetch-Site)', async () => {
-      const res = await fetch(`${gw.url}/_warren/publish?channel=/from-fetch`, { method: 'POST', body: 'x', headers: { authorization: `Bearer ${TOKEN}` } });
+      const res = await fetch(`${gw.url}/_warren/publish?channel=/from-fetch`, {
+        method: 'POST',
+        body: 'x',
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
       assert.equal(res.status, 200, await res.text());
     });
 
@@ -100,7 +114,11 @@ for (const kind of BROKERS) {
     it('is off (403 PUBLISH_DISABLED) on a gateway started without a token', async () => {
       const bare = await startGateway(kind, { publishToken: undefined });
       try {
-        const res = await rawRequest(bare.url, '/_warren/publish?channel=/a', { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: 'x' });
+        const res = await rawRequest(bare.url, '/_warren/publish?channel=/a', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${TOKEN}` },
+          body: 'x',
+        });
         assert.equal(res.status, 403);
         assert.equal(jsonError(res.body).code, 'PUBLISH_DISABLED');
       } finally {

@@ -118,11 +118,20 @@ describe('RabbitMQ going away and coming back', () => {
     assert.deepEqual(lost, [], 'no confirmed message lost');
     // Order: the first time each message arrives, it arrives after every earlier one.
     const firsts = received.filter((s, i) => received.indexOf(s) === i);
-    assert.deepEqual(firsts, [...firsts].sort((a, b) => a - b), 'first deliveries in publish order');
+    assert.deepEqual(
+      firsts,
+      [...firsts].sort((a, b) => a - b),
+      'first deliveries in publish order',
+    );
     // Redeliveries are possible only around the outage (an ack or a confirm lost with the connection).
     const duplicates = received.length - distinct.size;
     assert.ok(duplicates <= 3, `${duplicates} duplicates`);
-    assert.ok((statuses.get(503) ?? 0) > 0 && retryAfterSeen, `polls during the outage were answered 503 with Retry-After (${JSON.stringify([...statuses])})`);
-    console.log(`# restart run: ${received.length} deliveries, ${duplicates} duplicates, statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    assert.ok(
+      (statuses.get(503) ?? 0) > 0 && retryAfterSeen,
+      `polls during the outage were answered 503 with Retry-After (${JSON.stringify([...statuses])})`,
+    );
+    console.log(
+      `# restart run: ${received.length} deliveries, ${duplicates} duplicates, statuses ${JSON.stringify(Object.fromEntries(statuses))}`,
+    );
   });
 });

@@ -27,7 +27,10 @@ interface Example {
 /** Starts `examples/<name>/server.mjs` on free ports and waits until it printed `<name>: <url>`. */
 async function startExample(name: string, env: NodeJS.ProcessEnv = {}): Promise<Example> {
   // Embedded broker, own gateway: whatever WARREN_* the environment has is not for the examples.
-  const proc = spawnNode([join(ROOT, 'examples', name, 'server.mjs')], { env: { PORT: '0', GATEWAY_PORT: '0', ...env }, withoutWarrenEnv: true });
+  const proc = spawnNode([join(ROOT, 'examples', name, 'server.mjs')], {
+    env: { PORT: '0', GATEWAY_PORT: '0', ...env },
+    withoutWarrenEnv: true,
+  });
   const { child } = proc;
   const output = (): string => proc.output();
   const example: Example = {
@@ -120,9 +123,11 @@ describe('examples/chat', { timeout: 60_000 }, () => {
       return page;
     };
     const expectLog = async (page: Page, lines: string[], what: string): Promise<void> => {
-      await until(async () => JSON.stringify(await listItems(page)) === JSON.stringify(lines), what, 10_000, 50).catch(async (err: Error) => {
-        throw new Error(`${err.message}: the page shows ${JSON.stringify(await listItems(page))}, expected ${JSON.stringify(lines)}`);
-      });
+      await until(async () => JSON.stringify(await listItems(page)) === JSON.stringify(lines), what, 10_000, 50).catch(
+        async (err: Error) => {
+          throw new Error(`${err.message}: the page shows ${JSON.stringify(await listItems(page))}, expected ${JSON.stringify(lines)}`);
+        },
+      );
     };
 
     const alice = await open('alice');
@@ -190,7 +195,10 @@ describe('examples/chat', { timeout: 60_000 }, () => {
     const messages = (): any[] => frames.filter((f) => f.type === 'message');
     await until(() => viaSse.length >= expected.length && messages().length >= expected.length, 'five chat events on both clients', 5000);
     const shape = ({ type, data }: { type: string; data: any }): object => ({ type, ...data, at: undefined });
-    assert.deepEqual(viaSse.map(shape), expected.map((e) => ({ ...e, at: undefined })));
+    assert.deepEqual(
+      viaSse.map(shape),
+      expected.map((e) => ({ ...e, at: undefined })),
+    );
     assert.deepEqual(
       messages().map((f) => shape({ type: f.event, data: JSON.parse(f.data) })),
       expected.map((e) => ({ ...e, at: undefined })),
@@ -253,14 +261,20 @@ describe('examples/ticker', { timeout: 60_000 }, () => {
   it('publishes random-walk prices as JSON with the event "price" to /stocks and /stocks/<SYMBOL>', async () => {
     const all = new EventSource(`${gateway}/stocks`);
     const acme = new EventSource(`${gateway}/stocks/ACME`);
-    closers.push(() => all.close(), () => acme.close());
+    closers.push(
+      () => all.close(),
+      () => acme.close(),
+    );
     const quotes = collect(all, ['price', 'message']);
     const acmeQuotes = collect(acme, ['price', 'message']);
     await opened(all);
     await opened(acme);
     const symbols = ['ACME', 'GLOBEX', 'INITECH', 'UMBRELLA'];
     await until(() => symbols.every((s) => quotes.filter((q) => q.data.symbol === s).length >= 3), 'three rounds of prices', 10_000);
-    assert.ok(quotes.every((q) => q.type === 'price'), 'every quote has the event name "price"');
+    assert.ok(
+      quotes.every((q) => q.type === 'price'),
+      'every quote has the event name "price"',
+    );
     assert.deepEqual([...new Set(quotes.map((q) => q.data.symbol))].sort(), symbols);
     for (const { data } of quotes) {
       assert.equal(typeof data.price, 'number');
@@ -272,11 +286,17 @@ describe('examples/ticker', { timeout: 60_000 }, () => {
     for (const s of symbols) {
       const prices = quotes.filter((q) => q.data.symbol === s).map((q) => q.data);
       for (let i = 1; i < prices.length; i++) {
-        assert.ok(Math.abs(prices[i - 1].price + prices[i].change - prices[i].price) <= 0.011, `${s}: ${JSON.stringify(prices.slice(i - 1, i + 1))}`);
+        assert.ok(
+          Math.abs(prices[i - 1].price + prices[i].change - prices[i].price) <= 0.011,
+          `${s}: ${JSON.stringify(prices.slice(i - 1, i + 1))}`,
+        );
       }
     }
     await until(() => acmeQuotes.length >= 2, '/stocks/ACME prices', 5000);
-    assert.ok(acmeQuotes.every((q) => q.type === 'price' && q.data.symbol === 'ACME'), '/stocks/ACME has ACME only');
+    assert.ok(
+      acmeQuotes.every((q) => q.type === 'price' && q.data.symbol === 'ACME'),
+      '/stocks/ACME has ACME only',
+    );
   });
 
   it('its page shows a live table in chromium (warren.v1 WebSocket)', async () => {
@@ -293,7 +313,12 @@ describe('examples/ticker', { timeout: 60_000 }, () => {
     const updated = page.locator('#quotes tr[data-symbol="GLOBEX"] td').nth(2);
     const first = [await price.textContent(), await updated.textContent()];
     assert.match(first[0]!, /^\d+\.\d\d$/);
-    await until(async () => (await updated.textContent()) !== first[1] || (await price.textContent()) !== first[0], 'the GLOBEX row to update', 10_000, 50);
+    await until(
+      async () => (await updated.textContent()) !== first[1] || (await price.textContent()) !== first[0],
+      'the GLOBEX row to update',
+      10_000,
+      50,
+    );
     assert.deepEqual(sockets, [`${gateway.replace('http', 'ws')}/_warren/ws`]);
   });
 
@@ -334,7 +359,9 @@ describe('examples/clock, on its own gateway', { timeout: 60_000 }, () => {
     assert.equal((await fetch(`${origin}/nope`)).status, 404);
 
     // The pages' origin may read /clock cross-origin.
-    const es = new EventSource(`${gateway}/clock`, { fetch: (input, init) => fetch(input, { ...init, headers: { ...init?.headers, origin } }) });
+    const es = new EventSource(`${gateway}/clock`, {
+      fetch: (input, init) => fetch(input, { ...init, headers: { ...init?.headers, origin } }),
+    });
     closers.push(() => es.close());
     const viaSse = collect(es, ['message']);
     const ws = new WebSocket(`${gateway.replace('http', 'ws')}/clock`);

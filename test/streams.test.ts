@@ -86,7 +86,17 @@ for (const kind of BROKERS) {
       assert.equal((busy.match(/data: m\d+/g) ?? []).length, 40);
       assert.equal((busy.match(/: ping\n\n/g) ?? []).length, 0, 'no heartbeat while messages flow');
       const idle = reader.raw().length;
-      await until(() => (reader.raw().slice(idle).match(/: ping\n\n/g) ?? []).length >= 2, 'heartbeats once idle', 3000);
+      await until(
+        () =>
+          (
+            reader
+              .raw()
+              .slice(idle)
+              .match(/: ping\n\n/g) ?? []
+          ).length >= 2,
+        'heartbeats once idle',
+        3000,
+      );
       reader.close();
     });
 
@@ -125,7 +135,10 @@ for (const kind of BROKERS) {
       } finally {
         second.close();
       }
-      assert.deepEqual(again.map((e) => e.data), Array.from({ length: 500 }, (_, i) => String(i)));
+      assert.deepEqual(
+        again.map((e) => e.data),
+        Array.from({ length: 500 }, (_, i) => String(i)),
+      );
     });
 
     it('on resume, acknowledges without resending what came back unacknowledged up to Last-Event-ID', async () => {
@@ -143,7 +156,10 @@ for (const kind of BROKERS) {
       await until(() => reader.events.length >= 2, 'two events');
       await new Promise((r) => setTimeout(r, 300));
       reader.close();
-      assert.deepEqual(reader.events.map((e) => e.id), ['second', 'third']);
+      assert.deepEqual(
+        reader.events.map((e) => e.id),
+        ['second', 'third'],
+      );
       await until(() => gw.gateway.stats().streams.identified === 0, 'the stream to stop');
       assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204, '"first" was acknowledged, not left behind');
     });
@@ -158,7 +174,10 @@ for (const kind of BROKERS) {
       const reader = readSse(gw.url, `${channel}?consumer_id=${consumerId}&last_event_id=something-else`);
       await until(() => reader.events.length >= 2, 'both events', 10_000);
       reader.close();
-      assert.deepEqual(reader.events.map((e) => e.id), ['big', 'after']);
+      assert.deepEqual(
+        reader.events.map((e) => e.id),
+        ['big', 'after'],
+      );
     });
   });
 
@@ -199,7 +218,14 @@ for (const kind of BROKERS) {
       await until(() => json(frames).filter((f) => f.type === 'message').length === 2, 'two messages');
       const messages = json(frames).filter((f) => f.type === 'message');
       assert.deepEqual(messages.map((m) => m.channel).sort(), [a, b].sort());
-      assert.deepEqual(messages[0], { type: 'message', channel: messages[0]!.channel, id: 'both-1', event: 'note', contentType: 'text/plain', data: 'to both' });
+      assert.deepEqual(messages[0], {
+        type: 'message',
+        channel: messages[0]!.channel,
+        id: 'both-1',
+        event: 'note',
+        contentType: 'text/plain',
+        data: 'to both',
+      });
       socket.send(JSON.stringify({ type: 'unsubscribe', channel: a }));
       await until(() => json(frames).some((f) => f.type === 'unsubscribed' && f.channel === a), 'unsubscribed');
       await httpPublish(gw.url, [a, b], 'only b', { 'message-id': 'b-only' });
@@ -212,7 +238,12 @@ for (const kind of BROKERS) {
       socket.send(JSON.stringify({ type: 'subscribe', channel: '/a/../b' }));
       socket.send(JSON.stringify({ type: 'send', channel: b, data: 'x' }));
       await until(() => json(frames).filter((f) => f.type === 'error').length === 3, 'three errors');
-      assert.deepEqual(json(frames).filter((f) => f.type === 'error').map((f) => f.code), ['INVALID_FRAME', 'INVALID_CHANNEL', 'NO_APP_CONFIGURED']);
+      assert.deepEqual(
+        json(frames)
+          .filter((f) => f.type === 'error')
+          .map((f) => f.code),
+        ['INVALID_FRAME', 'INVALID_CHANNEL', 'NO_APP_CONFIGURED'],
+      );
       for (const c of ['/c1', '/c2', '/c3']) socket.send(JSON.stringify({ type: 'subscribe', channel: c }));
       await until(() => json(frames).some((f) => f.code === 'TOO_MANY_SUBSCRIPTIONS'), 'the subscription cap');
       socket.close();
@@ -235,7 +266,12 @@ for (const kind of BROKERS) {
     });
 
     it('refuses a bad upgrade with an HTTP error before switching protocols', async () => {
-      for (const [path, code] of [['/_private', 'INVALID_CHANNEL'], ['/a/%2A', 'INVALID_CHANNEL'], ['/ok?consumer_id=bad%20id', 'INVALID_CONSUMER_ID'], ['/_warren/nope', 'NOT_FOUND']] as const) {
+      for (const [path, code] of [
+        ['/_private', 'INVALID_CHANNEL'],
+        ['/a/%2A', 'INVALID_CHANNEL'],
+        ['/ok?consumer_id=bad%20id', 'INVALID_CONSUMER_ID'],
+        ['/_warren/nope', 'NOT_FOUND'],
+      ] as const) {
         const socket = new WebSocket(ws(path));
         socket.once('open', () => assert.fail(`${path} was upgraded`));
         const res = await new Promise<{ status: number; body: string }>((resolve) => {
@@ -254,7 +290,10 @@ for (const kind of BROKERS) {
       const channel = `/${unique('wsresume-')}`;
       const consumerId = unique('ws-');
       const first = await openSocket(ws(`${channel}?consumer_id=${consumerId}`), 'warren.v1');
-      await until(() => json(first.frames).some((f) => f.type === 'subscribed') && gw.gateway.stats().streams.identified === 1, 'subscribed');
+      await until(
+        () => json(first.frames).some((f) => f.type === 'subscribed') && gw.gateway.stats().streams.identified === 1,
+        'subscribed',
+      );
       first.ws.close();
       await until(() => gw.gateway.stats().streams.identified === 0, 'the socket to close');
       for (let i = 0; i < 500; i++) await httpPublish(gw.url, channel, String(i));
@@ -262,7 +301,12 @@ for (const kind of BROKERS) {
       await until(() => json(second.frames).filter((f) => f.type === 'message').length >= 500, '500 messages', 20_000);
       await new Promise((r) => setTimeout(r, 200));
       second.ws.close();
-      assert.deepEqual(json(second.frames).filter((f) => f.type === 'message').map((f) => f.data), Array.from({ length: 500 }, (_, i) => String(i)));
+      assert.deepEqual(
+        json(second.frames)
+          .filter((f) => f.type === 'message')
+          .map((f) => f.data),
+        Array.from({ length: 500 }, (_, i) => String(i)),
+      );
     });
   });
 
@@ -298,7 +342,10 @@ for (const kind of BROKERS) {
       await until(() => gw.gateway.stats().streams.identified === 0, 'the socket to stop');
       await publishTen();
       for (let i = 0; i < 10; i++) got.push((await poll(gw.url, channel, { consumerId, timeout: 1 })).body);
-      assert.deepEqual(got, Array.from({ length: 40 }, (_, i) => String(i)));
+      assert.deepEqual(
+        got,
+        Array.from({ length: 40 }, (_, i) => String(i)),
+      );
       assert.equal((await poll(gw.url, channel, { consumerId, timeout: 0 })).status, 204);
     });
   });

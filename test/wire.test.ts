@@ -20,12 +20,18 @@ describe('the documented AMQP wire layout', () => {
     const conn = await amqp.connect(AMQP_URL);
     const ch = await conn.createConfirmChannel();
     await new Promise<void>((resolve, reject) =>
-      ch.publish('warren', channel, Buffer.from('from any AMQP client'), {
-        messageId: 'raw-1',
-        contentType: 'text/plain; charset=utf-8',
-        type: 'raw-event',
-        persistent: true,
-      }, (err: unknown) => (err ? reject(err) : resolve())),
+      ch.publish(
+        'warren',
+        channel,
+        Buffer.from('from any AMQP client'),
+        {
+          messageId: 'raw-1',
+          contentType: 'text/plain; charset=utf-8',
+          type: 'raw-event',
+          persistent: true,
+        },
+        (err: unknown) => (err ? reject(err) : resolve()),
+      ),
     );
     await conn.close();
     const out = await received;
@@ -51,7 +57,7 @@ describe('the documented AMQP wire layout', () => {
     assert.match(String(res.headers['message-id']), /^[0-9a-f-]{36}$/);
   });
 
-  it('never lets a raw publisher\'s malformed properties reach HTTP headers', async () => {
+  it("never lets a raw publisher's malformed properties reach HTTP headers", async () => {
     const channel = `/${unique('hostile-')}`;
     const consumerId = unique('c-');
     await poll(gw.url, channel, { consumerId, timeout: 0 });
@@ -83,11 +89,19 @@ describe('the documented AMQP wire layout', () => {
     const line = queues.split('\n').find((l) => l.startsWith(`${queue}\t`));
     assert.ok(line, `queue ${queue} exists`);
     assert.match(line!, /\ttrue\t/);
-    for (const arg of ['{"x-expires",300000}', '{"x-max-length",10000}', '{"x-overflow","drop-head"}', '{"x-single-active-consumer",true}']) {
+    for (const arg of [
+      '{"x-expires",300000}',
+      '{"x-max-length",10000}',
+      '{"x-overflow","drop-head"}',
+      '{"x-single-active-consumer",true}',
+    ]) {
       assert.ok(line!.includes(arg), `${arg} in ${line}`);
     }
     const bindings = await rabbitmqctl('list_bindings', '-q', '--no-table-headers', 'source_name', 'destination_name', 'routing_key');
-    assert.ok(bindings.split('\n').some((l) => l === `warren\t${queue}\t${channel}`), 'bound to exchange warren with the channel as key');
+    assert.ok(
+      bindings.split('\n').some((l) => l === `warren\t${queue}\t${channel}`),
+      'bound to exchange warren with the channel as key',
+    );
     const exchanges = await rabbitmqctl('list_exchanges', '-q', '--no-table-headers', 'name', 'type', 'durable');
     assert.ok(exchanges.split('\n').some((l) => l === 'warren\tdirect\ttrue'));
   });
@@ -98,7 +112,12 @@ describe('a gateway whose exchange cannot be used', () => {
     const lines: string[] = [];
     const { createLogger } = await import('@warren/gateway');
     // amq.topic exists as a topic exchange: declaring it direct is refused.
-    const gw = await startGateway('rabbitmq', { exchange: 'amq.topic', reconnectMinMs: 50, reconnectMaxMs: 200, logger: createLogger('warn', (l) => lines.push(l)) });
+    const gw = await startGateway('rabbitmq', {
+      exchange: 'amq.topic',
+      reconnectMinMs: 50,
+      reconnectMaxMs: 200,
+      logger: createLogger('warn', (l) => lines.push(l)),
+    });
     try {
       await until(() => lines.length >= 2, 'two failed attempts');
       assert.match(lines[0]!, /cannot use exchange \\"amq.topic\\" as a durable direct exchange/);

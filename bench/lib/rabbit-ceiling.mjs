@@ -16,9 +16,11 @@ let queues = [];
 /** Runs `items` through `fn` on `lanes` AMQP channels at once (each channel's RPCs go one at a time). */
 async function onChannels(items, lanes, fn) {
   const channels = await Promise.all(Array.from({ length: lanes }, () => connection.createChannel()));
-  await Promise.all(channels.map(async (ch, lane) => {
-    for (let k = lane; k < items.length; k += lanes) await fn(ch, items[k]);
-  }));
+  await Promise.all(
+    channels.map(async (ch, lane) => {
+      for (let k = lane; k < items.length; k += lanes) await fn(ch, items[k]);
+    }),
+  );
   await Promise.all(channels.map((ch) => ch.close().catch(() => undefined)));
 }
 

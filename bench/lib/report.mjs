@@ -40,12 +40,22 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   out.push('');
   out.push(`- Date: ${started.toISOString().replace('T', ' ').slice(0, 16)} UTC; run \`${run}\`; took ${Math.round(elapsedS)} s`);
   out.push(`- Command: \`${command}\``);
-  out.push(`- Machine: ${env.cores} cores (${env.cpuModel}), ${env.ramGiB.toFixed(0)} GiB RAM, ${env.os}, Linux ${env.kernel}; open-file limit ${env.fileLimit}; tcp_tw_reuse ${env.tcpTwReuse}`);
-  out.push(`- Software: Node ${env.node}, RabbitMQ ${env.rabbitmq} (Erlang ${env.erlang}) on 127.0.0.1:5672; everything on loopback, on the same 2 cores`);
-  out.push(`- RabbitMQ at start: ${env.otherConnectionsAtStart} connections and ${env.otherQueuesAtStart} queues of others; its memory (mem_used) ${f0(env.rabbitMemStartMiB)} MiB at the start, ${f0(env.rabbitMemEndMiB)} MiB at the end`);
-  out.push(`- Settings: ${cfg.workers} subscriber worker processes, ${cfg.openConcurrency} connection attempts in flight, ${cfg.size}-byte JSON bodies; ${cfg.persistent ? 'persistent' : 'transient'} messages; throughput phases of ${cfg.messages.join(' / ')} messages (anonymous, Node ceiling) and ${cfg.messagesIdentified.join(' / ')} (identified, RabbitMQ ceiling) at ${cfg.fanout.join(' / ')} subscribers; latency phases ${cfg.latencyRate} msg/s for ${cfg.latencySeconds} s`);
+  out.push(
+    `- Machine: ${env.cores} cores (${env.cpuModel}), ${env.ramGiB.toFixed(0)} GiB RAM, ${env.os}, Linux ${env.kernel}; open-file limit ${env.fileLimit}; tcp_tw_reuse ${env.tcpTwReuse}`,
+  );
+  out.push(
+    `- Software: Node ${env.node}, RabbitMQ ${env.rabbitmq} (Erlang ${env.erlang}) on 127.0.0.1:5672; everything on loopback, on the same 2 cores`,
+  );
+  out.push(
+    `- RabbitMQ at start: ${env.otherConnectionsAtStart} connections and ${env.otherQueuesAtStart} queues of others; its memory (mem_used) ${f0(env.rabbitMemStartMiB)} MiB at the start, ${f0(env.rabbitMemEndMiB)} MiB at the end`,
+  );
+  out.push(
+    `- Settings: ${cfg.workers} subscriber worker processes, ${cfg.openConcurrency} connection attempts in flight, ${cfg.size}-byte JSON bodies; ${cfg.persistent ? 'persistent' : 'transient'} messages; throughput phases of ${cfg.messages.join(' / ')} messages (anonymous, Node ceiling) and ${cfg.messagesIdentified.join(' / ')} (identified, RabbitMQ ceiling) at ${cfg.fanout.join(' / ')} subscribers; latency phases ${cfg.latencyRate} msg/s for ${cfg.latencySeconds} s`,
+  );
   out.push('');
-  out.push(`How it measures: see [README.md](README.md) in this folder. Ratios are Warren ÷ ceiling: for throughput higher is better (1.00× = as fast as the ceiling), for latency and memory lower is better. Scenarios that are quick to run are repeated (${cfg.repeats ?? 1} throughput phases for anonymous and Node-ceiling scenarios, ${cfg.latencyRepeats ?? 1} latency phases) and the phase with the median figure is reported, all of them beside it: on a shared 2-core machine one phase varies by ±20%.`);
+  out.push(
+    `How it measures: see [README.md](README.md) in this folder. Ratios are Warren ÷ ceiling: for throughput higher is better (1.00× = as fast as the ceiling), for latency and memory lower is better. Scenarios that are quick to run are repeated (${cfg.repeats ?? 1} throughput phases for anonymous and Node-ceiling scenarios, ${cfg.latencyRepeats ?? 1} latency phases) and the phase with the median figure is reported, all of them beside it: on a shared 2-core machine one phase varies by ±20%.`,
+  );
   out.push('');
 
   // ---- targets
@@ -63,13 +73,28 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     ]);
   }
   if (lp !== undefined && lp.error === undefined) {
-    targets.push([`Long-poll cycles, ${lp.n} identified consumers with messages waiting`, `${f0(lp.cyclesPerSec)} cycles/s`, '≥ 2,000/s', isExact(lp) ? passRate(lp.cyclesPerSec >= 2000) : pass(false)]);
+    targets.push([
+      `Long-poll cycles, ${lp.n} identified consumers with messages waiting`,
+      `${f0(lp.cyclesPerSec)} cycles/s`,
+      '≥ 2,000/s',
+      isExact(lp) ? passRate(lp.cyclesPerSec >= 2000) : pass(false),
+    ]);
   }
   for (const r of idleW) {
     if (r.error !== undefined) continue;
     const ok = r.open.failed === 0 && isExact(r.delivery) && r.delivery.unique === r.delivery.expected;
-    targets.push([`${f0(r.n)} concurrent anonymous ${r.transport.toUpperCase()} connections: none refused or dropped, every message delivered`, `${f0(r.open.failed)} refused, ${f0(r.delivery.drops)} dropped, ${f0(r.delivery.unique)}/${f0(r.open.opened * r.delivery.m)} delivered`, 'all', pass(ok)]);
-    targets.push([`No RabbitMQ queue per anonymous ${r.transport.toUpperCase()} connection (${f0(r.n)} connections)`, `${r.queuesForChannel} queue(s), ${r.declares} declare(s), ${r.consumers} consumer(s)`, '1 per gateway and channel', pass(r.queuesForChannel === 1)]);
+    targets.push([
+      `${f0(r.n)} concurrent anonymous ${r.transport.toUpperCase()} connections: none refused or dropped, every message delivered`,
+      `${f0(r.open.failed)} refused, ${f0(r.delivery.drops)} dropped, ${f0(r.delivery.unique)}/${f0(r.open.opened * r.delivery.m)} delivered`,
+      'all',
+      pass(ok),
+    ]);
+    targets.push([
+      `No RabbitMQ queue per anonymous ${r.transport.toUpperCase()} connection (${f0(r.n)} connections)`,
+      `${r.queuesForChannel} queue(s), ${r.declares} declare(s), ${r.consumers} consumer(s)`,
+      '1 per gateway and channel',
+      pass(r.queuesForChannel === 1),
+    ]);
   }
   // The ratio targets of issue 6, each judged within this run.
   const ratioTarget = (label, w, c, value, limit, higherIsBetter) => {
@@ -78,21 +103,49 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     if (!Number.isFinite(a) || !Number.isFinite(b) || b === 0) return;
     const r = a / b;
     const fmt = (x) => (Math.abs(x) >= 100 ? f0(x) : f1(x));
-    targets.push([label, `${ratio(a, b)} (${fmt(a)} ÷ ${fmt(b)})`, `${higherIsBetter ? '≥' : '≤'} ${limit.toFixed(1)}×`, passRate(higherIsBetter ? r >= limit : r <= limit)]);
+    targets.push([
+      label,
+      `${ratio(a, b)} (${fmt(a)} ÷ ${fmt(b)})`,
+      `${higherIsBetter ? '≥' : '≤'} ${limit.toFixed(1)}×`,
+      passRate(higherIsBetter ? r >= limit : r <= limit),
+    ]);
   };
   const plain = fan.filter((r) => !r.profiled);
   for (const S of [...new Set(plain.map((r) => r.S))]) {
     const rows = plain.filter((r) => r.S === S);
     const rate = (w, c) => [w.throughput?.deliveriesPerSec, c.throughput?.deliveriesPerSec];
-    ratioTarget(`Anonymous SSE fan-out ÷ Node ceiling, ${f0(S)} subscribers (deliveries/s)`, find(rows, { system: 'warren', transport: 'sse', identified: false }), find(rows, { system: 'node', transport: 'sse' }), rate, 0.8, true);
-    ratioTarget(`Anonymous WebSocket fan-out ÷ Node ceiling, ${f0(S)} subscribers (deliveries/s)`, find(rows, { system: 'warren', transport: 'ws', identified: false }), find(rows, { system: 'node', transport: 'ws' }), rate, 0.8, true);
+    ratioTarget(
+      `Anonymous SSE fan-out ÷ Node ceiling, ${f0(S)} subscribers (deliveries/s)`,
+      find(rows, { system: 'warren', transport: 'sse', identified: false }),
+      find(rows, { system: 'node', transport: 'sse' }),
+      rate,
+      0.8,
+      true,
+    );
+    ratioTarget(
+      `Anonymous WebSocket fan-out ÷ Node ceiling, ${f0(S)} subscribers (deliveries/s)`,
+      find(rows, { system: 'warren', transport: 'ws', identified: false }),
+      find(rows, { system: 'node', transport: 'ws' }),
+      rate,
+      0.8,
+      true,
+    );
     for (const persistent of [true, false]) {
-      ratioTarget(`Identified SSE ÷ RabbitMQ ceiling, ${f0(S)} subscribers, ${persistent ? 'persistent' : 'transient'} (deliveries/s)`, find(rows, { system: 'warren', identified: true, persistent }), find(rows, { system: 'rabbit', persistent }), rate, 0.8, true);
+      ratioTarget(
+        `Identified SSE ÷ RabbitMQ ceiling, ${f0(S)} subscribers, ${persistent ? 'persistent' : 'transient'} (deliveries/s)`,
+        find(rows, { system: 'warren', identified: true, persistent }),
+        find(rows, { system: 'rabbit', persistent }),
+        rate,
+        0.8,
+        true,
+      );
     }
     const lat = rows.filter((r) => r.latency !== undefined);
     const p99 = (w, c) => [w.latency.latency.p99, c.latency.latency.p99];
     const latencyLabel = (what, w, c) => {
-      const behind = [w, c].filter((r) => r !== undefined && !keptUp(r).startsWith('yes')).map((r) => (r.system === 'warren' ? 'Warren' : 'the ceiling'));
+      const behind = [w, c]
+        .filter((r) => r !== undefined && !keptUp(r).startsWith('yes'))
+        .map((r) => (r.system === 'warren' ? 'Warren' : 'the ceiling'));
       return `Latency p99, ${what}, ${f0(S)} subscribers at ${cfg.latencyRate} msg/s (ms)${behind.length > 0 ? `; did not keep up: ${behind.join(' and ')}` : ''}`;
     };
     {
@@ -103,18 +156,40 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     for (const persistent of [true, false]) {
       const w = find(lat, { system: 'warren', identified: true, persistent });
       const c = find(lat, { system: 'rabbit', persistent });
-      ratioTarget(latencyLabel(`identified SSE ÷ RabbitMQ ceiling, ${persistent ? 'persistent' : 'transient'}`, w, c), w, c, p99, 1.5, false);
+      ratioTarget(
+        latencyLabel(`identified SSE ÷ RabbitMQ ceiling, ${persistent ? 'persistent' : 'transient'}`, w, c),
+        w,
+        c,
+        p99,
+        1.5,
+        false,
+      );
     }
   }
   for (const transport of ['sse', 'ws']) {
     const w = results.idle.find((r) => r.system === 'warren' && r.transport === transport);
     const c = results.idle.find((r) => r.system === 'node' && r.transport === transport);
     const limit = transport === 'sse' ? 1.0 : 1.2;
-    ratioTarget(`Memory per idle ${transport === 'sse' ? 'SSE' : 'WebSocket'} connection ÷ Node ceiling, ${f0(w?.n)} connections (KiB)`, w, c, (a, b) => [a.kibPerConnection, b.kibPerConnection], limit, false);
+    ratioTarget(
+      `Memory per idle ${transport === 'sse' ? 'SSE' : 'WebSocket'} connection ÷ Node ceiling, ${f0(w?.n)} connections (KiB)`,
+      w,
+      c,
+      (a, b) => [a.kibPerConnection, b.kibPerConnection],
+      limit,
+      false,
+    );
   }
-  const inexact = [...warrenRows.flatMap((r) => [r.latency, r.throughput].filter(Boolean)), ...idleW.map((r) => r.delivery).filter(Boolean)].filter((r) => !isExact(r));
+  const inexact = [
+    ...warrenRows.flatMap((r) => [r.latency, r.throughput].filter(Boolean)),
+    ...idleW.map((r) => r.delivery).filter(Boolean),
+  ].filter((r) => !isExact(r));
   if (warrenRows.length + idleW.length > 0) {
-    targets.push(['Every Warren stream scenario: nothing lost, duplicated or out of order', inexact.length === 0 ? 'exact' : `${inexact.length} phase(s) inexact (see tables)`, 'exact', pass(inexact.length === 0)]);
+    targets.push([
+      'Every Warren stream scenario: nothing lost, duplicated or out of order',
+      inexact.length === 0 ? 'exact' : `${inexact.length} phase(s) inexact (see tables)`,
+      'exact',
+      pass(inexact.length === 0),
+    ]);
   }
   if (targets.length > 0) {
     out.push('## Targets');
@@ -131,15 +206,31 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   if (fan.length > 0) {
     out.push('## Fan-out throughput');
     out.push('');
-    out.push('S subscribers on one channel, the publisher sending as fast as RabbitMQ\'s confirms (or the Node ceiling\'s feed acknowledgements) allow, 64 unconfirmed at most. "p99 in the flood" includes the time messages wait in queues because the publisher outruns the subscribers. Deliveries/s = messages received by all subscribers ÷ time from the first publish to the last receipt. Lost / dup / out-of-order are summed over subscribers. CPU is cores used over the phase (100% = one core).');
+    out.push(
+      'S subscribers on one channel, the publisher sending as fast as RabbitMQ\'s confirms (or the Node ceiling\'s feed acknowledgements) allow, 64 unconfirmed at most. "p99 in the flood" includes the time messages wait in queues because the publisher outruns the subscribers. Deliveries/s = messages received by all subscribers ÷ time from the first publish to the last receipt. Lost / dup / out-of-order are summed over subscribers. CPU is cores used over the phase (100% = one core).',
+    );
     out.push('');
-    out.push('| S | Warren | Deliveries/s | Ceiling | Deliveries/s | Ratio | Warren p99 in the flood | Ceiling p99 | Lost / dup / ooo (Warren) | Lost / dup / ooo (ceiling) | Gateway CPU | RabbitMQ CPU | Subscribers CPU | Connects/s | Deliveries/s of each phase (Warren; ceiling) |');
+    out.push(
+      '| S | Warren | Deliveries/s | Ceiling | Deliveries/s | Ratio | Warren p99 in the flood | Ceiling p99 | Lost / dup / ooo (Warren) | Lost / dup / ooo (ceiling) | Gateway CPU | RabbitMQ CPU | Subscribers CPU | Connects/s | Deliveries/s of each phase (Warren; ceiling) |',
+    );
     out.push('|---:|---|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|');
     const pairs = [
-      [{ system: 'warren', transport: 'sse', identified: false }, { system: 'node', transport: 'sse' }],
-      [{ system: 'warren', transport: 'ws', identified: false }, { system: 'node', transport: 'ws' }],
-      [{ system: 'warren', transport: 'sse', identified: true, persistent: true }, { system: 'rabbit', persistent: true }],
-      [{ system: 'warren', transport: 'sse', identified: true, persistent: false }, { system: 'rabbit', persistent: false }],
+      [
+        { system: 'warren', transport: 'sse', identified: false },
+        { system: 'node', transport: 'sse' },
+      ],
+      [
+        { system: 'warren', transport: 'ws', identified: false },
+        { system: 'node', transport: 'ws' },
+      ],
+      [
+        { system: 'warren', transport: 'sse', identified: true, persistent: true },
+        { system: 'rabbit', persistent: true },
+      ],
+      [
+        { system: 'warren', transport: 'sse', identified: true, persistent: false },
+        { system: 'rabbit', persistent: false },
+      ],
     ];
     const sizes = [...new Set(fan.filter((r) => !r.profiled).map((r) => r.S))];
     for (const S of sizes) {
@@ -156,15 +247,17 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
       }
     }
     out.push('');
-    out.push('Detail per run (how the phase ended; the publisher\'s send rate, which the confirm window holds back; memory):');
+    out.push("Detail per run (how the phase ended; the publisher's send rate, which the confirm window holds back; memory):");
     out.push('');
-    out.push('| Run | Opened | Messages | Delivered | Ended | Send rate | Span | Server RSS before → after open | RabbitMQ memory before → after (beam RSS) | Gateway stats |');
+    out.push(
+      '| Run | Opened | Messages | Delivered | Ended | Send rate | Span | Server RSS before → after open | RabbitMQ memory before → after (beam RSS) | Gateway stats |',
+    );
     out.push('|---|---:|---:|---:|---|---:|---:|---|---|---|');
     for (const r of fan) {
       const t = r.throughput;
       const s = r.gatewayStats;
       out.push(
-        `| ${r.name} | ${f0(r.open?.opened)}/${f0(r.S)} | ${f0(t?.m)} | ${f0(t?.unique)}/${f0(t?.expected)} | ${t === undefined ? r.error ?? '—' : t.wait.complete ? 'all in' : t.wait.stalled ? 'stalled' : 'timed out'} | ${f0(t?.publish.perSec)}/s | ${f1(t?.spanS)} s | ${r.rssBeforeMiB === undefined ? '—' : `${f1(r.rssBeforeMiB)} → ${f1(r.rssAfterOpenMiB)} MiB`} | ${f0(r.rabbitMemBeforeMiB)} → ${f0(r.rabbitMemAfterMiB)} MiB (${f0(r.beamRssMiB)}) | ${s === undefined ? '—' : `declares ${s.broker.queueDeclares}, consumers ${s.broker.consumersStarted}, acked ${s.broker.acked}, requeued ${s.broker.requeued}, slow-closed ${s.fanOut.slowClosed}`} |`,
+        `| ${r.name} | ${f0(r.open?.opened)}/${f0(r.S)} | ${f0(t?.m)} | ${f0(t?.unique)}/${f0(t?.expected)} | ${t === undefined ? (r.error ?? '—') : t.wait.complete ? 'all in' : t.wait.stalled ? 'stalled' : 'timed out'} | ${f0(t?.publish.perSec)}/s | ${f1(t?.spanS)} s | ${r.rssBeforeMiB === undefined ? '—' : `${f1(r.rssBeforeMiB)} → ${f1(r.rssAfterOpenMiB)} MiB`} | ${f0(r.rabbitMemBeforeMiB)} → ${f0(r.rabbitMemAfterMiB)} MiB (${f0(r.beamRssMiB)}) | ${s === undefined ? '—' : `declares ${s.broker.queueDeclares}, consumers ${s.broker.consumersStarted}, acked ${s.broker.acked}, requeued ${s.broker.requeued}, slow-closed ${s.fanOut.slowClosed}`} |`,
       );
     }
     out.push('');
@@ -175,23 +268,40 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   if (lat.length > 0) {
     out.push(`## Latency at ${cfg.latencyRate} msg/s`);
     out.push('');
-    out.push(`From the publisher's stamp (taken just before the message is handed to amqplib or to the Node ceiling's feed socket) to the subscriber's receipt; ${cfg.latencyRate} msg/s for ${cfg.latencySeconds} s, percentiles over every delivery to every subscriber (1% bucket resolution). ${cfg.latencyRepeats ?? 1} phase(s) per scenario: the table shows the one with the median p99, and every phase's p99.`);
+    out.push(
+      `From the publisher's stamp (taken just before the message is handed to amqplib or to the Node ceiling's feed socket) to the subscriber's receipt; ${cfg.latencyRate} msg/s for ${cfg.latencySeconds} s, percentiles over every delivery to every subscriber (1% bucket resolution). ${cfg.latencyRepeats ?? 1} phase(s) per scenario: the table shows the one with the median p99, and every phase's p99.`,
+    );
     out.push('');
-    out.push('"Kept up" compares the deliveries per second over the phase with what was offered (rate × subscribers): a system that does not keep up queues messages, and its latency grows with the length of the phase (it is then not a steady-state figure).');
+    out.push(
+      '"Kept up" compares the deliveries per second over the phase with what was offered (rate × subscribers): a system that does not keep up queues messages, and its latency grows with the length of the phase (it is then not a steady-state figure).',
+    );
     out.push('');
-    out.push('| S | Warren | p50 | p90 | p99 | max | Kept up | Ceiling | p50 | p90 | p99 | max | Kept up | p99 ratio | p99 of each phase (Warren; ceiling) | Lost / dup / ooo (Warren) |');
+    out.push(
+      '| S | Warren | p50 | p90 | p99 | max | Kept up | Ceiling | p50 | p90 | p99 | max | Kept up | p99 ratio | p99 of each phase (Warren; ceiling) | Lost / dup / ooo (Warren) |',
+    );
     out.push('|---:|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|---:|---|---|');
     for (const [wq, cq] of [
-      [{ system: 'warren', transport: 'sse', identified: false }, { system: 'node', transport: 'sse' }],
-      [{ system: 'warren', transport: 'sse', identified: true, persistent: true }, { system: 'rabbit', persistent: true }],
-      [{ system: 'warren', transport: 'sse', identified: true, persistent: false }, { system: 'rabbit', persistent: false }],
+      [
+        { system: 'warren', transport: 'sse', identified: false },
+        { system: 'node', transport: 'sse' },
+      ],
+      [
+        { system: 'warren', transport: 'sse', identified: true, persistent: true },
+        { system: 'rabbit', persistent: true },
+      ],
+      [
+        { system: 'warren', transport: 'sse', identified: true, persistent: false },
+        { system: 'rabbit', persistent: false },
+      ],
     ]) {
       const w = find(lat, wq);
       const c = find(lat, cq);
       if (w === undefined) continue;
       const a = w.latency.latency;
       const b = c?.latency.latency;
-      out.push(`| ${f0(w.S)} | ${title(w)} | ${f2(a.p50)} ms | ${f2(a.p90)} ms | ${f2(a.p99)} ms | ${f1(a.max)} ms | ${keptUp(w)} | ${c === undefined ? '—' : title(c)} | ${f2(b?.p50)} ms | ${f2(b?.p90)} ms | ${f2(b?.p99)} ms | ${f1(b?.max)} ms | ${c === undefined ? '—' : keptUp(c)} | ${ratio(a.p99, b?.p99)} | ${(w.latencyP99s ?? [a.p99]).map(f1).join(', ')}; ${c === undefined ? '—' : (c.latencyP99s ?? [b?.p99]).map(f1).join(', ')} ms | ${exact(w.latency)}${w.latencyProblems > 0 ? ` (problems in ${w.latencyProblems} phase(s))` : ''} |`);
+      out.push(
+        `| ${f0(w.S)} | ${title(w)} | ${f2(a.p50)} ms | ${f2(a.p90)} ms | ${f2(a.p99)} ms | ${f1(a.max)} ms | ${keptUp(w)} | ${c === undefined ? '—' : title(c)} | ${f2(b?.p50)} ms | ${f2(b?.p90)} ms | ${f2(b?.p99)} ms | ${f1(b?.max)} ms | ${c === undefined ? '—' : keptUp(c)} | ${ratio(a.p99, b?.p99)} | ${(w.latencyP99s ?? [a.p99]).map(f1).join(', ')}; ${c === undefined ? '—' : (c.latencyP99s ?? [b?.p99]).map(f1).join(', ')} ms | ${exact(w.latency)}${w.latencyProblems > 0 ? ` (problems in ${w.latencyProblems} phase(s))` : ''} |`,
+      );
     }
     out.push('');
   }
@@ -200,9 +310,13 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   if (results.idle.length > 0) {
     out.push('## Memory per idle connection, and many connections at once');
     out.push('');
-    out.push('Anonymous connections opened and left idle; the server process\'s resident memory before (server started, channel subscribed once) and after (6 s idle), divided by the connections. Then a few messages, which must reach every connection.');
+    out.push(
+      "Anonymous connections opened and left idle; the server process's resident memory before (server started, channel subscribed once) and after (6 s idle), divided by the connections. Then a few messages, which must reach every connection.",
+    );
     out.push('');
-    out.push('| Transport | Server | Opened | Refused | RSS before → after | KiB per connection | Ratio to Node ceiling | Delivered | Dropped | RabbitMQ queues for the channel | RabbitMQ memory (mem_used) before → after | Connects/s |');
+    out.push(
+      '| Transport | Server | Opened | Refused | RSS before → after | KiB per connection | Ratio to Node ceiling | Delivered | Dropped | RabbitMQ queues for the channel | RabbitMQ memory (mem_used) before → after | Connects/s |',
+    );
     out.push('|---|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|');
     for (const r of results.idle) {
       const c = results.idle.find((x) => x.system === 'node' && x.transport === r.transport);
@@ -217,13 +331,19 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   if (churn !== undefined) {
     out.push('## Reconnect churn (identified SSE)');
     out.push('');
-    out.push(`${f0(churn.n)} known consumer ids (their queues declared by a first visit), ${churn.concurrency} reconnect loops at once for ${churn.seconds} s: each opens an identified SSE stream, waits for the response head (the stream is open) and hangs up.`);
+    out.push(
+      `${f0(churn.n)} known consumer ids (their queues declared by a first visit), ${churn.concurrency} reconnect loops at once for ${churn.seconds} s: each opens an identified SSE stream, waits for the response head (the stream is open) and hangs up.`,
+    );
     out.push('');
     if (churn.error !== undefined) out.push(`Error: ${churn.error}`);
     else {
-      out.push('The gateway sends a stream\'s response head before it starts the stream\'s RabbitMQ consumer (the queue is declared before; the consume follows), so the clients can open streams faster than the gateway attaches consumers. The figure judged is the gateway\'s own: consumers started per second over the window (from its `/_warren/stats`); the backlog is the streams the clients had opened (and already left) whose consumer was not started yet.');
+      out.push(
+        "The gateway sends a stream's response head before it starts the stream's RabbitMQ consumer (the queue is declared before; the consume follows), so the clients can open streams faster than the gateway attaches consumers. The figure judged is the gateway's own: consumers started per second over the window (from its `/_warren/stats`); the backlog is the streams the clients had opened (and already left) whose consumer was not started yet.",
+      );
       out.push('');
-      out.push('| Gateway streams started/s | Target | Client stream heads/s | Backlog at the end | Gateway caught up | Failures | Head time p50 / p99 | Consumers cancelled/s | Declares during churn | Gateway CPU | RabbitMQ CPU | Gateway RSS before → after | RabbitMQ memory before → after | First visit (declare + bind) connects/s |');
+      out.push(
+        '| Gateway streams started/s | Target | Client stream heads/s | Backlog at the end | Gateway caught up | Failures | Head time p50 / p99 | Consumers cancelled/s | Declares during churn | Gateway CPU | RabbitMQ CPU | Gateway RSS before → after | RabbitMQ memory before → after | First visit (declare + bind) connects/s |',
+      );
       out.push('|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|---|---:|');
       out.push(
         `| ${f0(churn.consumersStartedPerSec)} | ≥ 500 | ${f0(churn.opensPerSec)} | ${f0(churn.backlogAtEnd)} | ${Number.isFinite(churn.catchUpMs) ? `after ${f1(churn.catchUpMs / 1000)} s` : `no: ${f0(churn.backlogAfterWait)} still pending ${quick ? 5 : 15} s later`} | ${f0(churn.failures)}${churn.failures > 0 ? ` ${JSON.stringify(churn.errors)}` : ''} | ${f1(churn.openLatency.p50)} / ${f1(churn.openLatency.p99)} ms | ${f0(churn.consumersCancelledPerSec)} | ${f0(churn.declaresDuring)} | ${pct(churn.cpu.server)} | ${pct(churn.cpu.rabbit)} | ${f1(churn.rssBeforeMiB)} → ${f1(churn.rssAfterMiB)} MiB | ${f1(churn.rabbitMemBeforeMiB)} → ${f1(churn.rabbitMemAfterMiB)} MiB | ${f0(churn.firstOpen.connectsPerSec)} |`,
@@ -236,13 +356,19 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   if (lp !== undefined) {
     out.push('## Long-poll with messages waiting');
     out.push('');
-    out.push(`${f0(lp.n)} identified consumers, each with ${f0(lp.k)} messages waiting in its queue, each polling \`?timeout=0\` on its own keep-alive connection as fast as it can until it has them all. A cycle = one request answered with a message.`);
+    out.push(
+      `${f0(lp.n)} identified consumers, each with ${f0(lp.k)} messages waiting in its queue, each polling \`?timeout=0\` on its own keep-alive connection as fast as it can until it has them all. A cycle = one request answered with a message.`,
+    );
     out.push('');
     if (lp.error !== undefined) out.push(`Error: ${lp.error}`);
     else {
-      out.push('| Cycles/s | Target | Received | Lost / dup / ooo | Empty answers | Failed | basic.get | Consumers started | Declares | Gateway CPU | RabbitMQ CPU | Pollers CPU |');
+      out.push(
+        '| Cycles/s | Target | Received | Lost / dup / ooo | Empty answers | Failed | basic.get | Consumers started | Declares | Gateway CPU | RabbitMQ CPU | Pollers CPU |',
+      );
       out.push('|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-      out.push(`| ${f0(lp.cyclesPerSec)} | ≥ 2,000 | ${f0(lp.unique)}/${f0(lp.expected)} | ${exact(lp)} | ${f0(lp.empty)} | ${f0(lp.failed)}${lp.failed > 0 ? ` ${JSON.stringify(lp.errors)}` : ''} | ${f0(lp.gets)} | ${f0(lp.consumersStarted)} | ${f0(lp.declares)} | ${pct(lp.cpu.server)} | ${pct(lp.cpu.rabbit)} | ${pct(lp.cpu.subscribers)} |`);
+      out.push(
+        `| ${f0(lp.cyclesPerSec)} | ≥ 2,000 | ${f0(lp.unique)}/${f0(lp.expected)} | ${exact(lp)} | ${f0(lp.empty)} | ${f0(lp.failed)}${lp.failed > 0 ? ` ${JSON.stringify(lp.errors)}` : ''} | ${f0(lp.gets)} | ${f0(lp.consumersStarted)} | ${f0(lp.declares)} | ${pct(lp.cpu.server)} | ${pct(lp.cpu.rabbit)} | ${pct(lp.cpu.subscribers)} |`,
+      );
     }
     out.push('');
   }
@@ -251,11 +377,15 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   if (results.profiles.length > 0) {
     out.push('## Where the gateway spends its CPU');
     out.push('');
-    out.push('Separate runs (not the measured ones) with the gateway under `node --cpu-prof`; the self time of each function, summed by `bench/profile-summary.mjs` over the throughput phase only (first publish to last receipt). The .cpuprofile files stay in `bench/profiles/` (not committed).');
+    out.push(
+      'Separate runs (not the measured ones) with the gateway under `node --cpu-prof`; the self time of each function, summed by `bench/profile-summary.mjs` over the throughput phase only (first publish to last receipt). The .cpuprofile files stay in `bench/profiles/` (not committed).',
+    );
     out.push('');
     for (const p of results.profiles) {
       const r = p.row;
-      out.push(`### ${title(r)}, ${f0(r.S)} subscribers, ${f0(r.throughput?.m)} messages (${f0(r.throughput?.deliveriesPerSec)} deliveries/s while profiled)`);
+      out.push(
+        `### ${title(r)}, ${f0(r.S)} subscribers, ${f0(r.throughput?.m)} messages (${f0(r.throughput?.deliveriesPerSec)} deliveries/s while profiled)`,
+      );
       out.push('');
       out.push(p.error !== undefined ? `No profile: ${p.error}` : p.markdown);
       out.push('');
@@ -264,10 +394,12 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
 
   // ---- problems
   const notes = [...results.errors.map((e) => `Error: ${e}`)];
-  for (const r of [...fan, ...results.idle]) if (r.gatewayStderr) notes.push(`${r.name}: the gateway wrote to stderr: \`${r.gatewayStderr.replace(/\s+/g, ' ').slice(0, 400)}\``);
+  for (const r of [...fan, ...results.idle])
+    if (r.gatewayStderr) notes.push(`${r.name}: the gateway wrote to stderr: \`${r.gatewayStderr.replace(/\s+/g, ' ').slice(0, 400)}\``);
   for (const r of fan) {
     for (const phase of [r.latency, r.throughput]) {
-      if (phase !== undefined && phase.negative > 0) notes.push(`${r.name}: ${phase.negative} deliveries stamped later than received (clock), counted as 0 ms`);
+      if (phase !== undefined && phase.negative > 0)
+        notes.push(`${r.name}: ${phase.negative} deliveries stamped later than received (clock), counted as 0 ms`);
       if (phase !== undefined && phase.stray > 0) notes.push(`${r.name}: ${phase.stray} messages of another phase or out of range`);
     }
   }
@@ -284,7 +416,12 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   out.push('');
   writeFileSync(path, out.join('\n'));
   const refused = results.idle.some((r) => r.open?.failed > 0 || (r.queuesForChannel !== undefined && r.queuesForChannel !== 1));
-  const correct = results.errors.length === 0 && inexact.length === 0 && !refused && (lp === undefined || isExact(lp)) && (churn === undefined || churn.failures === 0);
+  const correct =
+    results.errors.length === 0 &&
+    inexact.length === 0 &&
+    !refused &&
+    (lp === undefined || isExact(lp)) &&
+    (churn === undefined || churn.failures === 0);
   const strip = (key, value) => (key === 'hist' || key === 'pairs' || key === 'markdown' ? undefined : value);
   writeFileSync(path.replace(/\.md$/, '.json'), `${JSON.stringify({ env, cfg, command, started, elapsedS, run, results }, strip, 1)}\n`);
   return correct;

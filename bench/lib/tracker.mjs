@@ -204,10 +204,24 @@ export class Tracker {
 
 /** Sums reports of several processes into one. */
 export function mergeReports(reports) {
-  const out = { subs: 0, expected: 0, unique: 0, lost: 0, dup: 0, ooo: 0, stray: 0, negative: 0, received: 0, drops: 0, firstAt: 0, lastAt: 0 };
+  const out = {
+    subs: 0,
+    expected: 0,
+    unique: 0,
+    lost: 0,
+    dup: 0,
+    ooo: 0,
+    stray: 0,
+    negative: 0,
+    received: 0,
+    drops: 0,
+    firstAt: 0,
+    lastAt: 0,
+  };
   const hist = new Histogram();
   for (const r of reports) {
-    for (const key of ['subs', 'expected', 'unique', 'lost', 'dup', 'ooo', 'stray', 'negative', 'received', 'drops']) out[key] += r[key] ?? 0;
+    for (const key of ['subs', 'expected', 'unique', 'lost', 'dup', 'ooo', 'stray', 'negative', 'received', 'drops'])
+      out[key] += r[key] ?? 0;
     if (r.firstAt > 0 && (out.firstAt === 0 || r.firstAt < out.firstAt)) out.firstAt = r.firstAt;
     if (r.lastAt > out.lastAt) out.lastAt = r.lastAt;
     hist.merge(r.hist);

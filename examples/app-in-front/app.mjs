@@ -105,7 +105,7 @@ export function createApp({ log = (line) => console.error(line) } = {}) {
    */
   function sender(req) {
     const identity = req.headers['warren-identity'];
-    if (typeof identity !== 'string' || identity === '') throw new HttpError(401, 'messages come through the gateway\'s WebSocket');
+    if (typeof identity !== 'string' || identity === '') throw new HttpError(401, "messages come through the gateway's WebSocket");
     const session = sessionOf(req);
     if (session === undefined || session.user !== identity) throw new HttpError(401, 'your session has ended; log in again');
     return identity;
@@ -140,7 +140,9 @@ export function createApp({ log = (line) => console.error(line) } = {}) {
       case '/': {
         allow(method, 'GET');
         if (sessionOf(req) !== undefined) return redirect(res, '/chat');
-        return page(res, LOGIN_HTML, { error: url.searchParams.has('bad') ? 'A name is 1 to 24 of a-z, 0-9, _ and -, starting with a letter or digit.' : '' });
+        return page(res, LOGIN_HTML, {
+          error: url.searchParams.has('bad') ? 'A name is 1 to 24 of a-z, 0-9, _ and -, starting with a letter or digit.' : '',
+        });
       }
       case '/login': {
         allow(method, 'POST');
@@ -270,7 +272,10 @@ function sameOrigin(req) {
 }
 
 async function readBody(req, type) {
-  const contentType = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  const contentType = String(req.headers['content-type'] ?? '')
+    .split(';')[0]
+    .trim()
+    .toLowerCase();
   if (contentType !== type) throw new HttpError(415, `send ${type}`);
   if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) throw new HttpError(413, `at most ${MAX_BODY} bytes`);
   const chunks = [];
@@ -333,7 +338,9 @@ function redirect(res, location) {
 }
 
 function json(res, status, body, headers = {}) {
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(JSON.stringify(body));
+  res
+    .writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers })
+    .end(JSON.stringify(body));
 }
 
 // Run by itself: `PORT=3000 WARREN_URL=http://127.0.0.1:4000 WARREN_PUBLISH_TOKEN=... node app.mjs`
@@ -342,7 +349,7 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const amqpUrl = process.env.WARREN_AMQP_URL || undefined;
   const token = process.env.WARREN_PUBLISH_TOKEN || undefined;
   if (amqpUrl === undefined && token === undefined) {
-    console.error('app: set WARREN_PUBLISH_TOKEN (the gateway\'s --publish-token) or WARREN_AMQP_URL');
+    console.error("app: set WARREN_PUBLISH_TOKEN (the gateway's --publish-token) or WARREN_AMQP_URL");
     process.exit(2);
   }
   const app = createApp();

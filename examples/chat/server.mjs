@@ -122,7 +122,9 @@ if (gatewayUrl === undefined) {
 }
 const producer = new Producer({ url: process.env.WARREN_AMQP_URL || gatewayUrl, token, timeoutMs: 5000 });
 
-console.log(`gateway: ${gatewayUrl}${gateway === undefined ? ' (external)' : process.env.WARREN_AMQP_URL ? ' (RabbitMQ)' : ' (embedded broker)'}`);
+console.log(
+  `gateway: ${gatewayUrl}${gateway === undefined ? ' (external)' : process.env.WARREN_AMQP_URL ? ' (RabbitMQ)' : ' (embedded broker)'}`,
+);
 console.log(`chat: ${appUrl}/rooms/lobby`);
 
 async function stop() {

@@ -72,7 +72,9 @@ async function tick() {
 }
 void tick();
 
-console.log(`gateway: ${gatewayUrl}${gateway === undefined ? ' (external)' : process.env.WARREN_AMQP_URL ? ' (RabbitMQ)' : ' (embedded broker)'}`);
+console.log(
+  `gateway: ${gatewayUrl}${gateway === undefined ? ' (external)' : process.env.WARREN_AMQP_URL ? ' (RabbitMQ)' : ' (embedded broker)'}`,
+);
 console.log(`clock: ${pagesUrl}/sse.html`);
 console.log(`clock: ${pagesUrl}/ws.html`);
 

@@ -61,7 +61,8 @@ const PAGE = `<!doctype html>
 /** Starts the app; resolves with its URL and a `close()`. */
 export async function start({ port = 4403, host = '127.0.0.1', amqpUrl, logLevel = 'warn' } = {}) {
   const server = createServer((req, res) => {
-    if (req.method === 'GET' && (req.url === '/' || req.url?.startsWith('/?'))) res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE);
+    if (req.method === 'GET' && (req.url === '/' || req.url?.startsWith('/?')))
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE);
     else res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
   });
   const gateway = createGateway({

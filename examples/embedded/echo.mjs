@@ -39,7 +39,11 @@ export async function start({ port = 4402, host = '127.0.0.1', logLevel = 'warn'
     else res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
   });
   // WebSocket only: an EventSource cannot send anything to echo.
-  const gateway = createGateway({ server, logLevel, onUpgrade: ({ kind, path }) => (kind === 'websocket' && path === '/echo' ? echo : undefined) });
+  const gateway = createGateway({
+    server,
+    logLevel,
+    onUpgrade: ({ kind, path }) => (kind === 'websocket' && path === '/echo' ? echo : undefined),
+  });
   await new Promise((resolve) => server.listen(port, host, resolve));
   const url = `http://${host}:${server.address().port}`;
   return {

@@ -63,7 +63,9 @@ job.once('exit', (code, signal) => {
   void stop(1);
 });
 
-console.log(`gateway: ${gatewayUrl}${gateway === undefined ? ' (external)' : process.env.WARREN_AMQP_URL ? ' (RabbitMQ)' : ' (embedded broker)'}`);
+console.log(
+  `gateway: ${gatewayUrl}${gateway === undefined ? ' (external)' : process.env.WARREN_AMQP_URL ? ' (RabbitMQ)' : ' (embedded broker)'}`,
+);
 console.log(`ticker: ${pagesUrl}/`);
 
 async function stop(code = 0) {

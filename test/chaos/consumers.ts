@@ -91,7 +91,9 @@ export class LongPollConsumer extends Consumer {
               let body = '';
               res.setEncoding('utf8');
               res.on('data', (c: string) => (body += c));
-              res.on('end', () => resolve({ status: res.statusCode ?? 0, body, retryAfter: res.headers['retry-after'] as string | undefined }));
+              res.on('end', () =>
+                resolve({ status: res.statusCode ?? 0, body, retryAfter: res.headers['retry-after'] as string | undefined }),
+              );
               res.on('error', reject);
             },
           );
@@ -320,7 +322,11 @@ export class WsConsumer extends Consumer {
       } else if (frame.type === 'error' && frame.channel === this.ctx.channel) {
         // The subscription failed or ended (the broker is away): subscribe again.
         this.open = false;
-        this.ctx.history.incident({ type: 'note', at: Date.now(), text: `${this.name}: error frame ${frame.code}; subscribing again in 1 s` });
+        this.ctx.history.incident({
+          type: 'note',
+          at: Date.now(),
+          text: `${this.name}: error frame ${frame.code}; subscribing again in 1 s`,
+        });
         setTimeout(subscribe, 1000);
       }
     });
@@ -363,7 +369,11 @@ export class EventSourceConsumer extends Consumer {
 
   override phaseStarted(): void {
     if (this.closedForGood && this.running) {
-      this.ctx.history.incident({ type: 'note', at: Date.now(), text: `${this.name} had closed for good; the runner opened a new EventSource with the same consumer id` });
+      this.ctx.history.incident({
+        type: 'note',
+        at: Date.now(),
+        text: `${this.name} had closed for good; the runner opened a new EventSource with the same consumer id`,
+      });
       this.start();
     }
   }

@@ -114,7 +114,16 @@ export class History {
   }
 
   addConsumer(name: string, transport: Transport, identified: boolean): void {
-    this.consumers.set(name, { name, transport, identified, readyAt: undefined, firstAt: new Map(), duplicates: new Map(), reordered: 0, highest: -1 });
+    this.consumers.set(name, {
+      name,
+      transport,
+      identified,
+      readyAt: undefined,
+      firstAt: new Map(),
+      duplicates: new Map(),
+      reordered: 0,
+      highest: -1,
+    });
   }
 
   /** The consumer's queue exists from now on (first open, first 2xx poll). */
@@ -195,24 +204,39 @@ export class History {
           incidents: mine,
         });
         if (c.identified) {
-          if (required.length - delivered > 0) failures.push(`${ph.name}: ${c.transport} (${c.name}) lost ${required.length - delivered} of ${required.length} confirmed messages`);
+          if (required.length - delivered > 0)
+            failures.push(
+              `${ph.name}: ${c.transport} (${c.name}) lost ${required.length - delivered} of ${required.length} confirmed messages`,
+            );
           if (recovery === null || recovery > this.bounds.recoveryMs) {
             hangs += 1;
-            failures.push(`${ph.name}: ${c.transport} (${c.name}) got no fresh message within ${this.bounds.recoveryMs} ms of the fault's end (${recovery === null ? 'none at all' : `${recovery} ms`})`);
+            failures.push(
+              `${ph.name}: ${c.transport} (${c.name}) got no fresh message within ${this.bounds.recoveryMs} ms of the fault's end (${recovery === null ? 'none at all' : `${recovery} ms`})`,
+            );
           }
           if (phaseRecovery !== null) phaseRecovery = recovery === null ? null : Math.max(phaseRecovery, recovery);
         }
       }
       for (const i of incidents) {
-        if (i.type === 'gateway-exit') failures.push(`${ph.name}: the gateway exited (code ${i.code}, signal ${i.signal}): ${crashLine(i.tail)}`);
-        if (i.type === 'poll-late') failures.push(`${ph.name}: a poll of ${i.consumer} with timeout ${i.timeoutMs} ms was answered after ${i.tookMs} ms (bound: timeout + ${this.bounds.pollSlackMs} ms)`);
-        if (i.type === 'stream-stalled') failures.push(`${ph.name}: ${i.consumer} was silent for ${i.silentMs} ms with its connection open`);
-        if (i.type === 'gateway-stuck') failures.push(`${ph.name}: /_warren/health still not 200 ${i.unhealthyMs} ms after the fault ended, with the broker up (the runner restarted the gateway)`);
+        if (i.type === 'gateway-exit')
+          failures.push(`${ph.name}: the gateway exited (code ${i.code}, signal ${i.signal}): ${crashLine(i.tail)}`);
+        if (i.type === 'poll-late')
+          failures.push(
+            `${ph.name}: a poll of ${i.consumer} with timeout ${i.timeoutMs} ms was answered after ${i.tookMs} ms (bound: timeout + ${this.bounds.pollSlackMs} ms)`,
+          );
+        if (i.type === 'stream-stalled')
+          failures.push(`${ph.name}: ${i.consumer} was silent for ${i.silentMs} ms with its connection open`);
+        if (i.type === 'gateway-stuck')
+          failures.push(
+            `${ph.name}: /_warren/health still not 200 ${i.unhealthyMs} ms after the fault ended, with the broker up (the runner restarted the gateway)`,
+          );
         if (i.type === 'es-closed') failures.push(`${ph.name}: the EventSource ${i.consumer} closed for good (${i.detail})`);
       }
       if (ph.healthDownAfterMs === null) {
         hangs += 1;
-        failures.push(`${ph.name}: /_warren/health still answered 200 after ${this.bounds.detectMs} ms of a silent broker (the dead connection was not detected)`);
+        failures.push(
+          `${ph.name}: /_warren/health still answered 200 after ${this.bounds.detectMs} ms of a silent broker (the dead connection was not detected)`,
+        );
       }
       phases.push({
         phase: ph.name,
@@ -239,7 +263,10 @@ function countSame(lines: string[]): string[] {
 
 /** The line of a crashed process's output that names the error. */
 function crashLine(tail: string): string {
-  const lines = tail.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = tail
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const error = lines.find((l) => /^(\w*Error|Unhandled|Uncaught|node:internal)|Error:|\[\w+\]/.test(l) && !l.startsWith('at '));
   return (error ?? lines.at(-1) ?? '(no output)').slice(0, 300);
 }
@@ -253,20 +280,31 @@ export function formatVerdict(v: Verdict, bounds: Bounds): string {
   out.push('| Phase | Sent | Confirmed | Producer errors | Gateway exits | Hangs | Health 503 after (ms) | Recovery (ms, slowest) |');
   out.push('|---|---|---|---|---|---|---|---|');
   for (const p of v.phases) {
-    const errs = Object.entries(p.errors).map(([k, n]) => `${k} ${n}`).join(', ') || '0';
-    out.push(`| ${p.phase} | ${p.sent} | ${p.confirmed} | ${errs} | ${p.gatewayExits} | ${p.hangs} | ${ms(p.healthDownAfterMs)} | ${ms(p.recoveryMs)} |`);
+    const errs =
+      Object.entries(p.errors)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ') || '0';
+    out.push(
+      `| ${p.phase} | ${p.sent} | ${p.confirmed} | ${errs} | ${p.gatewayExits} | ${p.hangs} | ${ms(p.healthDownAfterMs)} | ${ms(p.recoveryMs)} |`,
+    );
   }
   out.push('');
   out.push('| Phase | Transport | Required | Delivered | Lost | Duplicated | Reordered | Recovery (ms) | Incidents |');
   out.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of v.rows) {
     const anon = r.transport === 'anonymous';
-    out.push(`| ${pad(r.phase, 18)} | ${pad(r.transport, 11)} | ${anon ? `(${r.required})` : r.required} | ${r.delivered} | ${anon ? `(${r.lost} missed)` : r.lost} | ${r.duplicated} | ${r.reordered} | ${ms(r.recoveryMs)} | ${r.incidents} |`);
+    out.push(
+      `| ${pad(r.phase, 18)} | ${pad(r.transport, 11)} | ${anon ? `(${r.required})` : r.required} | ${r.delivered} | ${anon ? `(${r.lost} missed)` : r.lost} | ${r.duplicated} | ${r.reordered} | ${ms(r.recoveryMs)} | ${r.incidents} |`,
+    );
   }
   out.push('');
-  out.push('Required: confirmed messages sent while the consumer\'s queue existed. Lost: those not delivered by the end of the drain (which lasts while missing messages still arrive). Recovery: from the fault\'s end to the first delivery of a message sent after it.');
+  out.push(
+    "Required: confirmed messages sent while the consumer's queue existed. Lost: those not delivered by the end of the drain (which lasts while missing messages still arrive). Recovery: from the fault's end to the first delivery of a message sent after it.",
+  );
   out.push('Anonymous streams are live only: their figures are in parentheses, counted and never required.');
-  out.push(`Bounds: a poll answered later than its timeout + ${bounds.pollSlackMs} ms is a hang; an identified consumer with no fresh message ${bounds.recoveryMs} ms after a fault ended is a hang; so is a silent broker (black-hole, SIGSTOP) that /_warren/health has not reported as 503 within ${bounds.detectMs} ms.`);
+  out.push(
+    `Bounds: a poll answered later than its timeout + ${bounds.pollSlackMs} ms is a hang; an identified consumer with no fresh message ${bounds.recoveryMs} ms after a fault ended is a hang; so is a silent broker (black-hole, SIGSTOP) that /_warren/health has not reported as 503 within ${bounds.detectMs} ms.`,
+  );
   const notes = v.phases.flatMap((p) => p.notes.map((n) => `- ${p.phase}: ${n}`));
   if (notes.length > 0) out.push('', 'Notes:', ...notes);
   out.push('', v.failures.length === 0 ? 'PASS: no loss, no gateway exit, no hang.' : `FAIL (${v.failures.length}):`);

@@ -159,7 +159,10 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       // the stall bound; queues long enough (500 s at 200/s) that their length
       // bound never drops a message and passes for a loss after an outage.
       args: ['--sse-heartbeat', '5s', '--ws-ping-interval', '5s', '--queue-max-length', '100000'],
-      onExit: (code, signal, tail) => log(`the gateway exited (code ${code}, signal ${signal}); restarting it. Its last output:\n${tail.split('\n').slice(-25).join('\n')}`),
+      onExit: (code, signal, tail) =>
+        log(
+          `the gateway exited (code ${code}, signal ${signal}); restarting it. Its last output:\n${tail.split('\n').slice(-25).join('\n')}`,
+        ),
     });
     await rig.gateway.start();
     log(`warren serve on ${rig.gateway.base}, broker through the fault proxy on ${proxyPort}`);
@@ -175,12 +178,25 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
     for (const c of rig.consumers) c.start();
     const readyBy = Date.now() + 15_000;
     while ([...history.consumers.values()].some((c) => c.readyAt === undefined)) {
-      if (Date.now() > readyBy) throw new Error(`consumers not ready: ${[...history.consumers.values()].filter((c) => c.readyAt === undefined).map((c) => c.name).join(', ')}`);
+      if (Date.now() > readyBy)
+        throw new Error(
+          `consumers not ready: ${[...history.consumers.values()]
+            .filter((c) => c.readyAt === undefined)
+            .map((c) => c.name)
+            .join(', ')}`,
+        );
       await sleep(50);
     }
     log(`consumers ready: ${rig.consumers.map((c) => c.transport).join(', ')}`);
 
-    rig.producer = new SequencedProducer({ url: rig.node.url, channel, runId, history, rate: options.rate ?? 200, padBytes: options.padBytes ?? 0 });
+    rig.producer = new SequencedProducer({
+      url: rig.node.url,
+      channel,
+      runId,
+      history,
+      rate: options.rate ?? 200,
+      padBytes: options.padBytes ?? 0,
+    });
     rig.producer.start();
 
     for (const fault of faults) {
@@ -191,7 +207,16 @@ export async function runChaos(options: ChaosOptions = {}): Promise<ChaosResult>
       log(`fault ${fault.name}: ${fault.what}`);
       phase.faultAt = Date.now();
       try {
-        await fault.run({ node: rig.node, proxy: rig.proxy, gateway: rig.gateway, phase, consumers: rig.consumers, faultMs, detectBoundMs: bounds.detectMs, log });
+        await fault.run({
+          node: rig.node,
+          proxy: rig.proxy,
+          gateway: rig.gateway,
+          phase,
+          consumers: rig.consumers,
+          faultMs,
+          detectBoundMs: bounds.detectMs,
+          log,
+        });
       } catch (err) {
         phase.notes.push(`the fault itself failed: ${(err as Error).message.split('\n')[0]}`);
         log(`fault ${fault.name} failed: ${(err as Error).message}`);
@@ -262,8 +287,13 @@ async function main(): Promise<void> {
     });
   stopOn('SIGINT');
   stopOn('SIGTERM');
-  const result = await runChaos({ faults, ...(pad ? { padBytes: Number(pad) } : {}), ...(heartbeat ? { heartbeatS: Number(heartbeat) } : {}), ...(quick ? { beforeMs: 3000, afterMs: 6000 } : {}) });
-  const header = `Fault run of ${new Date().toISOString()}: ${result.sent} messages sent, ${(result.durationMs / 1000).toFixed(0)} s; private node starts ${result.nodeStartMs.join(', ')} ms; gateway URL ${heartbeat === undefined || heartbeat === '0' ? 'without ?heartbeat (the gateway\'s default --amqp-heartbeat, 4 s)' : `with ?heartbeat=${heartbeat}`}.\n\n`;
+  const result = await runChaos({
+    faults,
+    ...(pad ? { padBytes: Number(pad) } : {}),
+    ...(heartbeat ? { heartbeatS: Number(heartbeat) } : {}),
+    ...(quick ? { beforeMs: 3000, afterMs: 6000 } : {}),
+  });
+  const header = `Fault run of ${new Date().toISOString()}: ${result.sent} messages sent, ${(result.durationMs / 1000).toFixed(0)} s; private node starts ${result.nodeStartMs.join(', ')} ms; gateway URL ${heartbeat === undefined || heartbeat === '0' ? "without ?heartbeat (the gateway's default --amqp-heartbeat, 4 s)" : `with ?heartbeat=${heartbeat}`}.\n\n`;
   process.stdout.write(`${header}${result.report}\n`);
   if (out) writeFileSync(out, `${header}${result.report}\n`);
   process.exitCode = result.verdict.failures.length === 0 ? 0 : 1;

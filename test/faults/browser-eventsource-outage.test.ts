@@ -17,7 +17,10 @@ describe("chromium's native EventSource through a broker outage", { timeout: 120
   before(async () => {
     gw = await startProxiedGateway({ sseRetryMs: 200, sseHeartbeatMs: 500 });
     producer = new Producer({ url: AMQP_URL });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    });
   });
   after(async () => {
     await browser?.close();
@@ -30,12 +33,15 @@ describe("chromium's native EventSource through a broker outage", { timeout: 120
     const page = await browser.newPage();
     // Any page of the gateway's origin: the EventSource is same-origin.
     await page.goto(`${gw.url}/_warren/health`);
-    await page.evaluate((url) => {
-      const w = globalThis as unknown as { got: string[]; es: EventSource };
-      w.got = [];
-      w.es = new EventSource(url);
-      w.es.onmessage = (e) => w.got.push(String(e.data));
-    }, `${channel}?consumer_id=${unique('c')}`);
+    await page.evaluate(
+      (url) => {
+        const w = globalThis as unknown as { got: string[]; es: EventSource };
+        w.got = [];
+        w.es = new EventSource(url);
+        w.es.onmessage = (e) => w.got.push(String(e.data));
+      },
+      `${channel}?consumer_id=${unique('c')}`,
+    );
     const got = (): Promise<string[]> => page.evaluate(() => (globalThis as unknown as { got: string[] }).got);
     const state = (): Promise<number> => page.evaluate(() => (globalThis as unknown as { es: EventSource }).es.readyState);
     await until(async () => (await state()) === 1, 'the EventSource to open');
@@ -50,7 +56,11 @@ describe("chromium's native EventSource through a broker outage", { timeout: 120
     await until(() => gw.gateway.broker.ready, 'the gateway to reconnect', 15_000);
 
     for (let i = 0; i < 3; i++) await producer.publish(`after-${i}`).to(channel);
-    await until(async () => (await got()).filter((m) => m.startsWith('after-')).length === 3 || (await state()) === 2, 'the messages after the outage', 15_000);
+    await until(
+      async () => (await got()).filter((m) => m.startsWith('after-')).length === 3 || (await state()) === 2,
+      'the messages after the outage',
+      15_000,
+    );
     assert.notEqual(await state(), 2, 'chromium closed the EventSource for good');
     assert.deepEqual([...new Set(await got())], ['before-0', 'before-1', 'before-2', 'after-0', 'after-1', 'after-2']);
     await page.close();

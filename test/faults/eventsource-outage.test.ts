@@ -46,9 +46,16 @@ describe('a spec-following EventSource through a broker outage', { timeout: 120_
       await until(() => gw.gateway.broker.ready, 'the gateway to reconnect', 15_000);
 
       for (let i = 0; i < 5; i++) await producer.publish(`after-${i}`).to(channel);
-      await until(() => got.filter((m) => m.startsWith('after-')).length === 5 || es.readyState === EventSource.CLOSED, 'the messages after the outage', 15_000);
+      await until(
+        () => got.filter((m) => m.startsWith('after-')).length === 5 || es.readyState === EventSource.CLOSED,
+        'the messages after the outage',
+        15_000,
+      );
       assert.notEqual(es.readyState, EventSource.CLOSED, 'the EventSource closed for good');
-      assert.deepEqual([...new Set(got)], [...Array.from({ length: 5 }, (_, i) => `before-${i}`), ...Array.from({ length: 5 }, (_, i) => `after-${i}`)]);
+      assert.deepEqual(
+        [...new Set(got)],
+        [...Array.from({ length: 5 }, (_, i) => `before-${i}`), ...Array.from({ length: 5 }, (_, i) => `after-${i}`)],
+      );
     } finally {
       es.close();
     }

@@ -39,10 +39,13 @@ describe('a broker that stops answering', { timeout: 120_000 }, () => {
       // The producer's publish does not hang: it fails with a code within its timeout.
       const publishStart = Date.now();
       const outcome = await Promise.race([
-        producer.publish('into the void').to(channel).then(
-          () => 'confirmed',
-          (err: unknown) => (err instanceof WarrenError ? err.code : String(err)),
-        ),
+        producer
+          .publish('into the void')
+          .to(channel)
+          .then(
+            () => 'confirmed',
+            (err: unknown) => (err instanceof WarrenError ? err.code : String(err)),
+          ),
         sleep(8000).then(() => 'hung'),
       ]);
       assert.equal(outcome, 'BROKER_TIMEOUT', `publish: ${outcome} after ${Date.now() - publishStart} ms`);

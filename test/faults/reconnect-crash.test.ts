@@ -17,7 +17,16 @@ describe('a broker connection cut right after each reconnect', { timeout: 120_00
     const port = await proxy.listen();
     const proxied = new URL(AMQP_URL);
     proxied.port = String(port);
-    serve = await spawnServe(['--amqp-url', proxied.toString(), '--publish-token', TOKEN, '--reconnect-min', '10ms', '--reconnect-max', '100ms']);
+    serve = await spawnServe([
+      '--amqp-url',
+      proxied.toString(),
+      '--publish-token',
+      TOKEN,
+      '--reconnect-min',
+      '10ms',
+      '--reconnect-max',
+      '100ms',
+    ]);
   });
   after(async () => {
     await serve?.stop();

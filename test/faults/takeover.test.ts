@@ -36,7 +36,10 @@ describe('a newer stream of the same consumer and channel', { timeout: 60_000 },
       await until(() => /closing \(superseded\)/.test(old.raw()), 'the old stream to be closed as superseded', 5000);
       await publish(channel, 5, 10);
       await until(() => newer.events.length >= 5, 'the next five on the newer stream', 5000);
-      assert.deepEqual(newer.events.map((e) => e.data), ['m5', 'm6', 'm7', 'm8', 'm9']);
+      assert.deepEqual(
+        newer.events.map((e) => e.data),
+        ['m5', 'm6', 'm7', 'm8', 'm9'],
+      );
     } finally {
       old.close();
       newer.close();

@@ -28,7 +28,9 @@ describe('an identified warren.v1 socket that stops reading', { timeout: 120_000
       first.once('open', resolve);
       first.once('error', reject);
     });
-    const subscribed = new Promise<void>((resolve) => first.on('message', (data) => JSON.parse(String(data)).type === 'subscribed' && resolve()));
+    const subscribed = new Promise<void>((resolve) =>
+      first.on('message', (data) => JSON.parse(String(data)).type === 'subscribed' && resolve()),
+    );
     first.send(JSON.stringify({ type: 'subscribe', channel }));
     await subscribed;
     // The client stops reading: pings, pongs and messages pile up in the socket buffers.
@@ -37,7 +39,11 @@ describe('an identified warren.v1 socket that stops reading', { timeout: 120_000
     const total = 3000;
     const body = 'x'.repeat(2000);
     for (let start = 0; start < total; start += 100) {
-      await Promise.all(Array.from({ length: Math.min(100, total - start) }, (_, i) => producer.publish(`${start + i}:${body}`, { id: `m-${start + i}` }).to(channel)));
+      await Promise.all(
+        Array.from({ length: Math.min(100, total - start) }, (_, i) =>
+          producer.publish(`${start + i}:${body}`, { id: `m-${start + i}` }).to(channel),
+        ),
+      );
     }
     // The gateway gives up on the silent socket.
     await until(() => gw.gateway.stats().streams.websocket === 0, 'the gateway to drop the silent socket', 20_000);

@@ -25,7 +25,17 @@ describe('Expect: 100-continue on proxied requests', () => {
   it('curl uploading more than 1 MiB (it sends Expect: 100-continue) reaches the app', async () => {
     const file = join(dir, 'upload.bin');
     await writeFile(file, Buffer.alloc(3 * 1024 * 1024, 'u'));
-    const out = await curl(['-o', '-', '-w', '\n%{http_code}', '-H', 'content-type: application/octet-stream', '--data-binary', `@${file}`, `${gw.url}/upload`]);
+    const out = await curl([
+      '-o',
+      '-',
+      '-w',
+      '\n%{http_code}',
+      '-H',
+      'content-type: application/octet-stream',
+      '--data-binary',
+      `@${file}`,
+      `${gw.url}/upload`,
+    ]);
     const lines = out.trimEnd().split('\n');
     assert.equal(lines.at(-1), '200', out.slice(0, 300));
     assert.equal(JSON.parse(lines.slice(0, -1).join('\n')).bodyBytes, 3 * 1024 * 1024);
@@ -33,7 +43,9 @@ describe('Expect: 100-continue on proxied requests', () => {
 
   it('a raw request that waits for 100 Continue before its body reaches the app', async () => {
     const client = await rawSocket(gw.url);
-    client.write('POST /upload HTTP/1.1\r\nHost: gw.example\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n');
+    client.write(
+      'POST /upload HTTP/1.1\r\nHost: gw.example\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n',
+    );
     await until(() => client.received().startsWith('HTTP/1.1 100 Continue\r\n\r\n'), 'the 100 Continue', 5000);
     client.write('hello');
     await client.closed;

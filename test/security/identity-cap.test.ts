@@ -9,7 +9,12 @@ describe('the per-identity cap (--max-connections-per-identity)', () => {
   const open: SseReader[] = [];
   before(async () => {
     app = await startTrustingApp();
-    gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', authUrl: `${app.url}/auth`, maxConnectionsPerIdentity: 2 });
+    gw = await startGateway('memory', {
+      upstream: app.url,
+      pushRoutes: '/live/',
+      authUrl: `${app.url}/auth`,
+      maxConnectionsPerIdentity: 2,
+    });
   });
   after(async () => {
     for (const reader of open) reader.close();

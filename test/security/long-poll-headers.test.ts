@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { httpPublish, rawRequest, startGateway, unique, type TestGateway } from '../support/index.js';
 
-describe('long-poll answers carry a publisher\'s bytes: the browser must not run them', () => {
+describe("long-poll answers carry a publisher's bytes: the browser must not run them", () => {
   let gw: TestGateway;
   before(async () => {
     gw = await startGateway('memory');
@@ -13,7 +13,10 @@ describe('long-poll answers carry a publisher\'s bytes: the browser must not run
     const channel = `/${unique('html-')}`;
     const consumer = unique('c-');
     assert.equal((await rawRequest(gw.url, `${channel}?timeout=0`, { headers: { 'consumer-id': consumer } })).status, 204);
-    assert.equal((await httpPublish(gw.url, channel, '<script>alert(document.cookie)</script>', { 'content-type': 'text/html' })).status, 200);
+    assert.equal(
+      (await httpPublish(gw.url, channel, '<script>alert(document.cookie)</script>', { 'content-type': 'text/html' })).status,
+      200,
+    );
     const res = await rawRequest(gw.url, `${channel}?timeout=5`, { headers: { 'consumer-id': consumer } });
     assert.equal(res.status, 200);
     assert.equal(res.headers['content-type'], 'text/html');

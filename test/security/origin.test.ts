@@ -37,17 +37,29 @@ describe('the WebSocket origin check behind a reverse proxy', () => {
     return gw;
   };
   // nginx: proxy_set_header Host $host (no port); X-Forwarded-Host $http_host; X-Forwarded-Proto $scheme.
-  const proxied = { cookie: 'session=alice', host: 'app.example', origin: 'https://app.example:8443', 'x-forwarded-host': 'app.example:8443', 'x-forwarded-proto': 'https' };
+  const proxied = {
+    cookie: 'session=alice',
+    host: 'app.example',
+    origin: 'https://app.example:8443',
+    'x-forwarded-host': 'app.example:8443',
+    'x-forwarded-proto': 'https',
+  };
 
   it('a same-origin page behind a trusted proxy on a non-default port opens its WebSocket, with --auth-url and with --cors-origins', async () => {
     assert.deepEqual(await open(await start({ trustedProxies: '127.0.0.1' }), proxied), { status: 101 });
-    assert.deepEqual(await open(await start({ trustedProxies: '127.0.0.0/8', corsOrigins: 'https://other.example' }), proxied), { status: 101 });
+    assert.deepEqual(await open(await start({ trustedProxies: '127.0.0.0/8', corsOrigins: 'https://other.example' }), proxied), {
+      status: 101,
+    });
   });
 
   it('the forwarded origin counts only from a trusted proxy, and only with the scheme it names', async () => {
     assert.deepEqual(await open(await start({}), proxied), { status: 403, code: 'ORIGIN_NOT_ALLOWED' }, 'not from a trusted proxy');
     const trusting = await start({ trustedProxies: '127.0.0.1' });
-    assert.deepEqual(await open(trusting, { ...proxied, origin: 'http://app.example:8443' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' }, 'another scheme');
+    assert.deepEqual(
+      await open(trusting, { ...proxied, origin: 'http://app.example:8443' }),
+      { status: 403, code: 'ORIGIN_NOT_ALLOWED' },
+      'another scheme',
+    );
     assert.deepEqual(await open(trusting, { ...proxied, origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
   });
 });
@@ -70,14 +82,23 @@ describe('--cors-origins "*" and WebSockets (cross-site WebSocket hijacking)', (
 
   it('"*" does not let a foreign page open a WebSocket with the victim\'s cookie; explicit origins and the own origin still can', async () => {
     const any = await start({ authUrl: `${app.url}/auth`, corsOrigins: '*' });
-    assert.deepEqual(await open(any, { cookie: 'session=alice', origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
+    assert.deepEqual(await open(any, { cookie: 'session=alice', origin: 'https://evil.example' }), {
+      status: 403,
+      code: 'ORIGIN_NOT_ALLOWED',
+    });
     assert.deepEqual(await open(any, { cookie: 'session=alice', origin: any.url }), { status: 101 }, 'its own origin');
     assert.deepEqual(await open(any, { cookie: 'session=alice' }), { status: 101 }, 'no Origin: not a browser');
     const listed = await start({ authUrl: `${app.url}/auth`, corsOrigins: '*, https://good.example' });
     assert.deepEqual(await open(listed, { cookie: 'session=alice', origin: 'https://good.example' }), { status: 101 });
-    assert.deepEqual(await open(listed, { cookie: 'session=alice', origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
+    assert.deepEqual(await open(listed, { cookie: 'session=alice', origin: 'https://evil.example' }), {
+      status: 403,
+      code: 'ORIGIN_NOT_ALLOWED',
+    });
     // Without --auth-url the consumer-id cookie is the credential: "*" does not cover it either.
     const anonymous = await start({ corsOrigins: '*' });
-    assert.deepEqual(await open(anonymous, { cookie: 'warren_consumer_id=victim-0123456789', origin: 'https://evil.example' }), { status: 403, code: 'ORIGIN_NOT_ALLOWED' });
+    assert.deepEqual(await open(anonymous, { cookie: 'warren_consumer_id=victim-0123456789', origin: 'https://evil.example' }), {
+      status: 403,
+      code: 'ORIGIN_NOT_ALLOWED',
+    });
   });
 });

@@ -13,7 +13,12 @@ describe('a flood of new queues from one client', { timeout: 180_000 }, () => {
   const BUDGET = 20;
   const attacker = { 'x-forwarded-for': '10.0.0.66' };
   before(async () => {
-    gw = await startGateway('rabbitmq', { trustedProxies: '127.0.0.1', queueBudget: BUDGET, queueExpiresMs: 15_000, maxConnectionsPerIp: 10_000 });
+    gw = await startGateway('rabbitmq', {
+      trustedProxies: '127.0.0.1',
+      queueBudget: BUDGET,
+      queueExpiresMs: 15_000,
+      maxConnectionsPerIp: 10_000,
+    });
   });
   after(() => gw?.close());
 
@@ -40,7 +45,9 @@ describe('a flood of new queues from one client', { timeout: 180_000 }, () => {
     assert.deepEqual([...statuses], [[204, 2000]]);
 
     // 1,000 frames on one socket with a consumer id: subscribe and unsubscribe 500 channels.
-    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/_warren/ws?consumer_id=${unique('flooder')}`, 'warren.v1', { headers: attacker });
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/_warren/ws?consumer_id=${unique('flooder')}`, 'warren.v1', {
+      headers: attacker,
+    });
     const frames: Array<{ type: string; code?: string }> = [];
     ws.on('message', (data) => frames.push(JSON.parse(String(data))));
     await new Promise((resolve, reject) => {
@@ -61,7 +68,10 @@ describe('a flood of new queues from one client', { timeout: 180_000 }, () => {
     assert.equal((await legitPoll).body, 'for the legit consumer');
 
     const made = (await rabbitQueues('warren:')).filter((q) => q.includes(base) && !q.includes(legit.consumerId));
-    assert.ok(made.length <= BUDGET + 1, `${made.length} queues were made for the flood (budget ${BUDGET}): ${made.slice(0, 5).join(', ')}`);
+    assert.ok(
+      made.length <= BUDGET + 1,
+      `${made.length} queues were made for the flood (budget ${BUDGET}): ${made.slice(0, 5).join(', ')}`,
+    );
   });
 
   it('answers a poll past the budget with 429 QUEUE_BUDGET_EXCEEDED and Retry-After', async () => {

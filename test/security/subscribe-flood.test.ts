@@ -27,7 +27,13 @@ describe('subscribe frames and the auth endpoint', () => {
     await app.close();
   });
   const start = async (authPath: string, wsMaxSubscriptions: number): Promise<TestGateway> => {
-    const gw = await startGateway('memory', { upstream: app.url, pushRoutes: '/live/', authUrl: `${app.url}${authPath}`, authCacheMs: 0, wsMaxSubscriptions });
+    const gw = await startGateway('memory', {
+      upstream: app.url,
+      pushRoutes: '/live/',
+      authUrl: `${app.url}${authPath}`,
+      authCacheMs: 0,
+      wsMaxSubscriptions,
+    });
     gateways.push(gw);
     return gw;
   };

@@ -4,7 +4,8 @@ import { startGateway, until, type TestGateway } from '../support/index.js';
 import { rawSocket } from '../support/raw-socket.js';
 import { startTrustingApp, type TrustingApp } from '../support/trusting-app.js';
 
-const HANDSHAKE = 'GET /page HTTP/1.1\r\nHost: gw.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+const HANDSHAKE =
+  'GET /page HTTP/1.1\r\nHost: gw.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
 const SMUGGLED = 'GET /admin HTTP/1.1\r\nHost: gw.example\r\nWarren-Identity: alice\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n';
 
 describe('tunnelled upgrades to the application (request smuggling)', () => {

@@ -90,19 +90,27 @@ export function rawRequest(
 ): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
   const url = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: url.hostname, port: url.port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
+    const req = httpRequest(
+      { host: url.hostname, port: url.port, path, method: opts.method ?? 'GET', headers: opts.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end(opts.body);
   });
 }
 
 /** Publishes through the gateway's HTTP endpoint. */
-export async function httpPublish(base: string, channel: string | string[], body: string, headers: Record<string, string> = {}): Promise<{ status: number; json: any }> {
+export async function httpPublish(
+  base: string,
+  channel: string | string[],
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: any }> {
   const query = new URLSearchParams();
   for (const c of Array.isArray(channel) ? channel : [channel]) query.append('channel', c);
   const res = await request(`${base}/_warren/publish?${query}`, {
@@ -144,7 +152,10 @@ export async function until(check: () => boolean | Promise<boolean>, what: strin
 }
 
 /** Runs the `warren` command to completion. */
-export async function warren(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function warren(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [WARREN_BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -158,7 +169,10 @@ export async function warren(args: string[], opts: { env?: NodeJS.ProcessEnv; in
 }
 
 /** Starts `warren serve` as a real process and waits for its banner. */
-export async function spawnServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string; output: () => string; stop: () => Promise<void> }> {
+export async function spawnServe(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ child: ChildProcess; url: string; output: () => string; stop: () => Promise<void> }> {
   const child = spawn(process.execPath, [WARREN_BIN, 'serve', '--port', '0', '--host', '127.0.0.1', '--log-level', 'warn', ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -187,14 +201,19 @@ const MANAGEMENT = process.env.WARREN_TEST_MANAGEMENT_URL ?? 'http://guest:guest
 export async function enableManagement(): Promise<void> {
   await requireRabbit();
   await run('rabbitmq-plugins', ['enable', 'rabbitmq_management'], { timeout: 120_000 });
-  await until(async () => {
-    try {
-      await managementGet('/api/overview');
-      return true;
-    } catch {
-      return false;
-    }
-  }, 'the RabbitMQ management API', 60_000, 250);
+  await until(
+    async () => {
+      try {
+        await managementGet('/api/overview');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    'the RabbitMQ management API',
+    60_000,
+    250,
+  );
 }
 
 export async function managementGet(path: string): Promise<any> {
@@ -257,33 +276,36 @@ export function readSse(base: string, path: string, headers: Record<string, stri
   const status = new Promise<number>((r) => (resolveStatus = r));
   const headersP = new Promise<IncomingHttpHeaders>((r) => (resolveHeaders = r));
   const closed = new Promise<void>((r) => (resolveClosed = r));
-  const req = httpRequest({ host: url.hostname, port: url.port, path, headers: { accept: 'text/event-stream', ...headers }, agent: false }, (res) => {
-    resolveStatus(res.statusCode ?? 0);
-    resolveHeaders(res.headers);
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => {
-      raw += chunk;
-      buffer += chunk;
-      let end: number;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const event: { id?: string; event?: string; data: string } = { data: '' };
-        const data: string[] = [];
-        for (const line of block.split('\n')) {
-          if (line.startsWith('id: ')) event.id = line.slice(4);
-          else if (line.startsWith('event: ')) event.event = line.slice(7);
-          else if (line.startsWith('data: ')) data.push(line.slice(6));
+  const req = httpRequest(
+    { host: url.hostname, port: url.port, path, headers: { accept: 'text/event-stream', ...headers }, agent: false },
+    (res) => {
+      resolveStatus(res.statusCode ?? 0);
+      resolveHeaders(res.headers);
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        raw += chunk;
+        buffer += chunk;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const event: { id?: string; event?: string; data: string } = { data: '' };
+          const data: string[] = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith('id: ')) event.id = line.slice(4);
+            else if (line.startsWith('event: ')) event.event = line.slice(7);
+            else if (line.startsWith('data: ')) data.push(line.slice(6));
+          }
+          if (data.length > 0) {
+            event.data = data.join('\n');
+            events.push(event);
+          }
         }
-        if (data.length > 0) {
-          event.data = data.join('\n');
-          events.push(event);
-        }
-      }
-    });
-    res.on('close', () => resolveClosed());
-    res.on('error', () => resolveClosed());
-  });
+      });
+      res.on('close', () => resolveClosed());
+      res.on('error', () => resolveClosed());
+    },
+  );
   req.on('error', () => {
     resolveStatus(0);
     resolveClosed();
@@ -325,8 +347,13 @@ export interface NodeProcess {
  * stderr. `withoutWarrenEnv` leaves this environment's `WARREN_*` variables
  * out (an example that starts its own gateway must not pick them up).
  */
-export function spawnNode(args: string[], opts: { env?: NodeJS.ProcessEnv; withoutWarrenEnv?: boolean; killAfterMs?: number } = {}): NodeProcess {
-  const base = opts.withoutWarrenEnv ? Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WARREN_'))) : process.env;
+export function spawnNode(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; withoutWarrenEnv?: boolean; killAfterMs?: number } = {},
+): NodeProcess {
+  const base = opts.withoutWarrenEnv
+    ? Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WARREN_')))
+    : process.env;
   const killAfterMs = opts.killAfterMs ?? 5000;
   const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...base, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -342,7 +369,8 @@ export function spawnNode(args: string[], opts: { env?: NodeJS.ProcessEnv; witho
       for (;;) {
         const m = pattern.exec(output);
         if (m !== null) return m;
-        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${args.join(' ')} exited before printing ${pattern}:\n${output}`);
+        if (child.exitCode !== null || child.signalCode !== null)
+          throw new Error(`${args.join(' ')} exited before printing ${pattern}:\n${output}`);
         if (Date.now() > end) throw new Error(`timed out waiting for ${pattern} from ${args.join(' ')}:\n${output}`);
         await new Promise((r) => setTimeout(r, 25));
       }

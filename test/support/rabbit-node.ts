@@ -113,7 +113,9 @@ export class RabbitNode {
     writeFileSync(join(dir, 'enabled_plugins'), '[].\n');
     writeFileSync(join(dir, 'rabbitmq-env.conf'), '');
     const ids = process.getuid?.() === 0 ? rabbitmqIds() : undefined;
-    if (ids) for (const f of ['', 'mnesia', 'log', 'rabbitmq.conf', 'enabled_plugins', 'rabbitmq-env.conf']) chownSync(join(dir, f), ids.uid, ids.gid);
+    if (ids)
+      for (const f of ['', 'mnesia', 'log', 'rabbitmq.conf', 'enabled_plugins', 'rabbitmq-env.conf'])
+        chownSync(join(dir, f), ids.uid, ids.gid);
     const node = new RabbitNode(name, port, distPort, dir, options.startTimeoutMs ?? 60_000);
     try {
       await node.launch();
@@ -275,7 +277,10 @@ export class RabbitNode {
         await this.ctl('await_startup', '--timeout', '30');
         break;
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`RabbitNode: ${this.nodename} did not start within ${this.startTimeoutMs} ms: ${(err as Error).message}\n${this.output()}`);
+        if (Date.now() > deadline)
+          throw new Error(
+            `RabbitNode: ${this.nodename} did not start within ${this.startTimeoutMs} ms: ${(err as Error).message}\n${this.output()}`,
+          );
         await sleep(250);
       }
     }

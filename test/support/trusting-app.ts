@@ -51,7 +51,13 @@ export async function startTrustingApp(opts: { switching?: boolean } = {}): Prom
     let bodyBytes = 0;
     for await (const chunk of req) bodyBytes += (chunk as Buffer).length;
     const identity = req.headers['warren-identity'];
-    const seen: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, user: typeof identity === 'string' ? identity : null, bodyBytes };
+    const seen: SeenRequest = {
+      method: req.method ?? '',
+      url: req.url ?? '',
+      headers: req.headers,
+      user: typeof identity === 'string' ? identity : null,
+      bodyBytes,
+    };
     requests.push(seen);
     if ((req.url ?? '').startsWith('/auth')) {
       authInFlight++;
@@ -67,22 +73,23 @@ export async function startTrustingApp(opts: { switching?: boolean } = {}): Prom
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(seen));
   }
   const upgraded = new Set<Socket>();
-  if (opts.switching) server.on('upgrade', (req, socket: Socket, head: Buffer) => {
-    upgraded.add(socket);
-    const seen: SeenUpgrade = { headers: req.headers, early: head.toString(), late: '' };
-    upgrades.push(seen);
-    let switched = false;
-    socket.on('data', (c: Buffer) => {
-      if (switched) seen.late += c.toString();
-      else seen.early += c.toString();
+  if (opts.switching)
+    server.on('upgrade', (req, socket: Socket, head: Buffer) => {
+      upgraded.add(socket);
+      const seen: SeenUpgrade = { headers: req.headers, early: head.toString(), late: '' };
+      upgrades.push(seen);
+      let switched = false;
+      socket.on('data', (c: Buffer) => {
+        if (switched) seen.late += c.toString();
+        else seen.early += c.toString();
+      });
+      socket.on('error', () => undefined);
+      socket.on('end', () => socket.end());
+      setTimeout(() => {
+        switched = true;
+        socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nswitched\n');
+      }, 200);
     });
-    socket.on('error', () => undefined);
-    socket.on('end', () => socket.end());
-    setTimeout(() => {
-      switched = true;
-      socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\nswitched\n');
-    }, 200);
-  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

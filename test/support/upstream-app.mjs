@@ -55,7 +55,13 @@ const server = createServer(async (req, res) => {
 // The app's own WebSocket (not a Warren channel): echoes, and says what headers it saw.
 const sockets = new WebSocketServer({ server, path: '/app-ws' });
 sockets.on('connection', (ws, req) => {
-  ws.send(JSON.stringify({ hello: true, forwardedFor: req.headers['x-forwarded-for'] ?? null, identity: req.headers['warren-consumer-id'] ?? null }));
+  ws.send(
+    JSON.stringify({
+      hello: true,
+      forwardedFor: req.headers['x-forwarded-for'] ?? null,
+      identity: req.headers['warren-consumer-id'] ?? null,
+    }),
+  );
   ws.on('message', (data) => ws.send(`echo: ${data}`));
 });
 

@@ -18,7 +18,7 @@ function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: 
 const flush = () => new Promise<void>((r) => setImmediate(r));
 
 describe('within', () => {
-  it('resolves with the work\'s value when it is in time, and never calls timeout()', async (t) => {
+  it("resolves with the work's value when it is in time, and never calls timeout()", async (t) => {
     t.mock.timers.enable({ apis: ['setTimeout'] });
     const work = deferred<string>();
     let timeouts = 0;
@@ -33,7 +33,7 @@ describe('within', () => {
     assert.equal(timeouts, 0);
   });
 
-  it('passes on the work\'s failure when it is in time', async (t) => {
+  it("passes on the work's failure when it is in time", async (t) => {
     t.mock.timers.enable({ apis: ['setTimeout'] });
     const work = deferred<string>();
     const result = within(work.promise, 1000, () => new Error('late'));
@@ -45,7 +45,12 @@ describe('within', () => {
     t.mock.timers.enable({ apis: ['setTimeout'] });
     const work = deferred<string>();
     const late: string[] = [];
-    const result = within(work.promise, 1000, () => new Error('too slow'), (v) => late.push(v));
+    const result = within(
+      work.promise,
+      1000,
+      () => new Error('too slow'),
+      (v) => late.push(v),
+    );
     const seen: { outcome?: unknown } = {};
     result.then(
       (v) => (seen.outcome = v),

@@ -4,18 +4,41 @@ import { describe, it } from 'node:test';
 import type { WarrenMessage } from '@warren/protocol';
 import { encodeSseData, encodeSseEvent, isTextual, messageFrame, messageFrameBytes, sseEventBytes } from '#gateway/transports/encoding.js';
 
-const text = (body: string, extra: Partial<WarrenMessage> = {}): WarrenMessage => ({ id: 'm1', contentType: 'text/plain; charset=utf-8', body: Buffer.from(body, 'utf8'), ...extra });
+const text = (body: string, extra: Partial<WarrenMessage> = {}): WarrenMessage => ({
+  id: 'm1',
+  contentType: 'text/plain; charset=utf-8',
+  body: Buffer.from(body, 'utf8'),
+  ...extra,
+});
 const BYTES = Buffer.from([0, 1, 2, 0xfe, 0xff, 0x0a, 0x0d]);
 
 describe('isTextual', () => {
   it('takes text/*, JSON, XML, JavaScript and form data as text, in any case and with parameters', () => {
-    for (const type of ['text/plain', 'text/html; charset=utf-8', 'TEXT/CSV', 'application/json', 'Application/JSON; charset=utf-8', 'application/ld+json', 'application/xml', 'image/svg+xml', 'application/javascript', 'application/x-www-form-urlencoded']) {
+    for (const type of [
+      'text/plain',
+      'text/html; charset=utf-8',
+      'TEXT/CSV',
+      'application/json',
+      'Application/JSON; charset=utf-8',
+      'application/ld+json',
+      'application/xml',
+      'image/svg+xml',
+      'application/javascript',
+      'application/x-www-form-urlencoded',
+    ]) {
       assert.equal(isTextual(type), true, type);
     }
   });
 
   it('takes everything else as binary', () => {
-    for (const type of ['application/octet-stream', 'image/png', 'application/pdf', 'application/jsonx', 'application/protobuf', 'video/mp4']) {
+    for (const type of [
+      'application/octet-stream',
+      'image/png',
+      'application/pdf',
+      'application/jsonx',
+      'application/protobuf',
+      'video/mp4',
+    ]) {
       assert.equal(isTextual(type), false, type);
     }
   });
@@ -47,8 +70,10 @@ describe('encodeSseEvent', () => {
   });
 
   it('refuses CR or LF in the id or the event name', () => {
-    for (const id of ['a\nb', 'a\rb', 'a\r\nb', '\n']) assert.throws(() => encodeSseEvent(text('x', { id })), /must not contain CR or LF/, JSON.stringify(id));
-    for (const event of ['a\nb', 'a\rb', 'tick\r\n']) assert.throws(() => encodeSseEvent(text('x', { event })), /must not contain CR or LF/, JSON.stringify(event));
+    for (const id of ['a\nb', 'a\rb', 'a\r\nb', '\n'])
+      assert.throws(() => encodeSseEvent(text('x', { id })), /must not contain CR or LF/, JSON.stringify(id));
+    for (const event of ['a\nb', 'a\rb', 'tick\r\n'])
+      assert.throws(() => encodeSseEvent(text('x', { event })), /must not contain CR or LF/, JSON.stringify(event));
   });
 });
 
@@ -84,7 +109,14 @@ describe('messageFrame (warren.v1)', () => {
 
   it('carries a binary body as base64 and says so', () => {
     const frame = messageFrame('/ch', { id: 'b1', contentType: 'image/png', body: BYTES });
-    assert.deepEqual(frame, { type: 'message', channel: '/ch', id: 'b1', contentType: 'image/png', data: BYTES.toString('base64'), encoding: 'base64' });
+    assert.deepEqual(frame, {
+      type: 'message',
+      channel: '/ch',
+      id: 'b1',
+      contentType: 'image/png',
+      data: BYTES.toString('base64'),
+      encoding: 'base64',
+    });
     assert.deepEqual(Buffer.from(frame.data, 'base64'), BYTES);
   });
 

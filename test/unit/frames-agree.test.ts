@@ -87,9 +87,14 @@ function validFrames(): Array<Record<string, unknown>> {
     const full: Record<string, unknown> = { type };
     for (const name of names) full[name] = GOOD[name];
     frames.push(full);
-    frames.push(Object.fromEntries(Object.entries(full).filter(([name]) => name === 'type' || (fields as Record<string, string>)[name] === 'required')));
+    frames.push(
+      Object.fromEntries(
+        Object.entries(full).filter(([name]) => name === 'type' || (fields as Record<string, string>)[name] === 'required'),
+      ),
+    );
     for (const name of names) {
-      if ((fields as Record<string, string>)[name] === 'optional') frames.push(Object.fromEntries(Object.entries(full).filter(([n]) => n !== name)));
+      if ((fields as Record<string, string>)[name] === 'optional')
+        frames.push(Object.fromEntries(Object.entries(full).filter(([n]) => n !== name)));
     }
   }
   return frames;
@@ -154,10 +159,28 @@ describe('the client and @warren/protocol read server frames alike', () => {
 describe("the client's isTextual and the protocol's", () => {
   it('agree on every content type', () => {
     const types = [
-      'text/plain', 'text/plain; charset=utf-8', 'TEXT/HTML', ' text/csv ;q=1', 'application/json', 'Application/JSON; charset=utf-8',
-      'application/ld+json', 'application/problem+json', 'application/xml', 'image/svg+xml', 'application/javascript',
-      'application/x-www-form-urlencoded', 'application/octet-stream', 'image/png', 'application/pdf', 'application/jsonx',
-      'application/json-seq', 'multipart/form-data; boundary=x', 'application/x-javascript', 'textual/plain', '', ';text/plain',
+      'text/plain',
+      'text/plain; charset=utf-8',
+      'TEXT/HTML',
+      ' text/csv ;q=1',
+      'application/json',
+      'Application/JSON; charset=utf-8',
+      'application/ld+json',
+      'application/problem+json',
+      'application/xml',
+      'image/svg+xml',
+      'application/javascript',
+      'application/x-www-form-urlencoded',
+      'application/octet-stream',
+      'image/png',
+      'application/pdf',
+      'application/jsonx',
+      'application/json-seq',
+      'multipart/form-data; boundary=x',
+      'application/x-javascript',
+      'textual/plain',
+      '',
+      ';text/plain',
     ];
     const answers = types.map((type) => [type, protocol.isTextual(type)] as const);
     assert.ok(answers.some(([, textual]) => textual) && answers.some(([, textual]) => !textual), 'both answers are exercised');

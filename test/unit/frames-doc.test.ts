@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CLIENT_FRAMES, ClientFrameError, ERROR_CODES, parseClientFrame, type ErrorFrame, parseServerFrame, SERVER_FRAMES } from '@warren/protocol';
+import {
+  CLIENT_FRAMES,
+  ClientFrameError,
+  ERROR_CODES,
+  parseClientFrame,
+  type ErrorFrame,
+  parseServerFrame,
+  SERVER_FRAMES,
+} from '@warren/protocol';
 import { ROOT } from '../support/index.js';
 
 const DOC = readFileSync(join(ROOT, 'docs', 'protocol.md'), 'utf8');
@@ -25,7 +33,12 @@ function table(text: string, first: string): string[][] {
   const rows: string[][] = [];
   for (const line of lines.slice(header + 2)) {
     if (!line.startsWith('|')) break;
-    rows.push(line.slice(1, -1).split(' | ').map((cell) => cell.trim()));
+    rows.push(
+      line
+        .slice(1, -1)
+        .split(' | ')
+        .map((cell) => cell.trim()),
+    );
   }
   return rows;
 }
@@ -79,12 +92,21 @@ describe('docs/protocol.md, "## Frames"', () => {
         return;
       }
       // A client frame answered with an error: the parser refuses it so.
-      assert.throws(() => parseClientFrame(text), (err: unknown) => {
-        assert.ok(err instanceof ClientFrameError);
-        const frame: ErrorFrame = { type: 'error', ...(err.id === undefined ? {} : { id: err.id }), code: err.code, message: err.message, ...(err.channel === undefined ? {} : { channel: err.channel }) };
-        assert.deepEqual(frame, answer, line);
-        return true;
-      });
+      assert.throws(
+        () => parseClientFrame(text),
+        (err: unknown) => {
+          assert.ok(err instanceof ClientFrameError);
+          const frame: ErrorFrame = {
+            type: 'error',
+            ...(err.id === undefined ? {} : { id: err.id }),
+            code: err.code,
+            message: err.message,
+            ...(err.channel === undefined ? {} : { channel: err.channel }),
+          };
+          assert.deepEqual(frame, answer, line);
+          return true;
+        },
+      );
     });
   });
 });

@@ -33,26 +33,78 @@ function refused(text: string, code: ErrorCode, echo: { channel?: string; id?: s
 describe('parseClientFrame', () => {
   it('reads every valid shape, keeping only the fields of its type', () => {
     const cases: Array<[unknown, ClientFrame]> = [
-      [{ type: 'subscribe', channel: '/a' }, { type: 'subscribe', channel: '/a' }],
-      [{ type: 'subscribe', channel: '/a/b', lastEventId: 'm-1' }, { type: 'subscribe', channel: '/a/b', lastEventId: 'm-1' }],
-      [{ type: 'subscribe', channel: '/a', lastEventId: 'x'.repeat(128), data: 1, id: 'r' }, { type: 'subscribe', channel: '/a', lastEventId: 'x'.repeat(128) }],
-      [{ type: 'unsubscribe', channel: '/a' }, { type: 'unsubscribe', channel: '/a' }],
-      [{ type: 'unsubscribe', channel: '/a', lastEventId: 'm-1' }, { type: 'unsubscribe', channel: '/a' }],
-      [{ type: 'send', channel: '/a', data: 'hi' }, { type: 'send', channel: '/a', data: 'hi' }],
-      [{ type: 'send', channel: '/a', data: { n: [1, true, null] }, id: 'r1' }, { type: 'send', channel: '/a', data: { n: [1, true, null] }, id: 'r1' }],
-      [{ type: 'send', channel: '/a', data: 0 }, { type: 'send', channel: '/a', data: 0 }],
-      [{ type: 'send', channel: '/a', data: false }, { type: 'send', channel: '/a', data: false }],
-      [{ type: 'send', channel: '/a', data: null }, { type: 'send', channel: '/a', data: null }],
-      [{ type: 'send', channel: '/a', data: [] }, { type: 'send', channel: '/a', data: [] }],
-      [{ type: 'send', channel: '/a' }, { type: 'send', channel: '/a', data: null }],
-      [{ type: 'send', channel: '/a', data: '', id: '' }, { type: 'send', channel: '/a', data: '', id: '' }],
-      [{ type: 'send', channel: '/a', data: 'x', id: LONG_ID, lastEventId: 'no' }, { type: 'send', channel: '/a', data: 'x', id: LONG_ID }],
+      [
+        { type: 'subscribe', channel: '/a' },
+        { type: 'subscribe', channel: '/a' },
+      ],
+      [
+        { type: 'subscribe', channel: '/a/b', lastEventId: 'm-1' },
+        { type: 'subscribe', channel: '/a/b', lastEventId: 'm-1' },
+      ],
+      [
+        { type: 'subscribe', channel: '/a', lastEventId: 'x'.repeat(128), data: 1, id: 'r' },
+        { type: 'subscribe', channel: '/a', lastEventId: 'x'.repeat(128) },
+      ],
+      [
+        { type: 'unsubscribe', channel: '/a' },
+        { type: 'unsubscribe', channel: '/a' },
+      ],
+      [
+        { type: 'unsubscribe', channel: '/a', lastEventId: 'm-1' },
+        { type: 'unsubscribe', channel: '/a' },
+      ],
+      [
+        { type: 'send', channel: '/a', data: 'hi' },
+        { type: 'send', channel: '/a', data: 'hi' },
+      ],
+      [
+        { type: 'send', channel: '/a', data: { n: [1, true, null] }, id: 'r1' },
+        { type: 'send', channel: '/a', data: { n: [1, true, null] }, id: 'r1' },
+      ],
+      [
+        { type: 'send', channel: '/a', data: 0 },
+        { type: 'send', channel: '/a', data: 0 },
+      ],
+      [
+        { type: 'send', channel: '/a', data: false },
+        { type: 'send', channel: '/a', data: false },
+      ],
+      [
+        { type: 'send', channel: '/a', data: null },
+        { type: 'send', channel: '/a', data: null },
+      ],
+      [
+        { type: 'send', channel: '/a', data: [] },
+        { type: 'send', channel: '/a', data: [] },
+      ],
+      [
+        { type: 'send', channel: '/a' },
+        { type: 'send', channel: '/a', data: null },
+      ],
+      [
+        { type: 'send', channel: '/a', data: '', id: '' },
+        { type: 'send', channel: '/a', data: '', id: '' },
+      ],
+      [
+        { type: 'send', channel: '/a', data: 'x', id: LONG_ID, lastEventId: 'no' },
+        { type: 'send', channel: '/a', data: 'x', id: LONG_ID },
+      ],
     ];
     for (const [input, expected] of cases) assert.deepEqual(parseClientFrame(json(input)), expected, json(input));
   });
 
   it('refuses text that is not a JSON object with INVALID_FRAME, echoing nothing', () => {
-    for (const text of ['', 'not json', '{"type":"subscribe"', 'null', '42', '"subscribe"', 'true', '[]', json([{ type: 'subscribe', channel: '/a' }])]) {
+    for (const text of [
+      '',
+      'not json',
+      '{"type":"subscribe"',
+      'null',
+      '42',
+      '"subscribe"',
+      'true',
+      '[]',
+      json([{ type: 'subscribe', channel: '/a' }]),
+    ]) {
       refused(text, 'INVALID_FRAME');
     }
   });
@@ -75,7 +127,10 @@ describe('parseClientFrame', () => {
         refused(json({ type, channel, data: 'x' }), 'INVALID_CHANNEL', { channel });
       }
     }
-    assert.deepEqual(parseClientFrame(json({ type: 'subscribe', channel: `/${'c'.repeat(127)}` })), { type: 'subscribe', channel: `/${'c'.repeat(127)}` });
+    assert.deepEqual(parseClientFrame(json({ type: 'subscribe', channel: `/${'c'.repeat(127)}` })), {
+      type: 'subscribe',
+      channel: `/${'c'.repeat(127)}`,
+    });
   });
 
   it('refuses a lastEventId that is not a message id with INVALID_MESSAGE_ID', () => {
@@ -115,7 +170,15 @@ describe('parseServerFrame', () => {
   it('reads every server frame type, dropping fields its type does not have', () => {
     const cases: ServerFrame[] = [
       { type: 'message', channel: '/a', id: 'm-1', contentType: 'text/plain', data: 'hi' },
-      { type: 'message', channel: '/a', id: 'm-2', contentType: 'application/octet-stream', data: 'AAE=', event: 'note', encoding: 'base64' },
+      {
+        type: 'message',
+        channel: '/a',
+        id: 'm-2',
+        contentType: 'application/octet-stream',
+        data: 'AAE=',
+        event: 'note',
+        encoding: 'base64',
+      },
       { type: 'subscribed', channel: '/a' },
       { type: 'unsubscribed', channel: '/a' },
       { type: 'reply', channel: '/a', status: 204 },
@@ -129,7 +192,12 @@ describe('parseServerFrame', () => {
 
   it('refuses anything else with INVALID_FRAME', () => {
     const bad: unknown[] = [
-      null, [], 'message', {}, { type: 'subscribe', channel: '/a' }, { type: 'later', channel: '/a' },
+      null,
+      [],
+      'message',
+      {},
+      { type: 'subscribe', channel: '/a' },
+      { type: 'later', channel: '/a' },
       { type: 'message', channel: '/a', id: 'm', data: 'x' },
       { type: 'message', channel: '/a', id: 'm', contentType: 'text/plain', data: { x: 1 } },
       { type: 'message', channel: '/a', id: 'm', contentType: 'text/plain', data: 'x', encoding: 'hex' },
@@ -144,8 +212,15 @@ describe('parseServerFrame', () => {
       { type: 'error', code: 'X', message: 'm', channel: 1 },
     ];
     for (const value of bad) {
-      assert.throws(() => parseServerFrame(json(value)), (err: unknown) => err instanceof WarrenError && err.code === 'INVALID_FRAME', json(value));
+      assert.throws(
+        () => parseServerFrame(json(value)),
+        (err: unknown) => err instanceof WarrenError && err.code === 'INVALID_FRAME',
+        json(value),
+      );
     }
-    assert.throws(() => parseServerFrame('{'), (err: unknown) => err instanceof WarrenError && err.code === 'INVALID_FRAME');
+    assert.throws(
+      () => parseServerFrame('{'),
+      (err: unknown) => err instanceof WarrenError && err.code === 'INVALID_FRAME',
+    );
   });
 });

@@ -50,7 +50,7 @@ describe('Limiter', () => {
     assert.equal(limiter.queued, 0);
   });
 
-  it('gives a failed task\'s slot to the next one and passes the failure to its caller', async () => {
+  it("gives a failed task's slot to the next one and passes the failure to its caller", async () => {
     const limiter = new Limiter(1);
     const started: string[] = [];
     const first = gate<void>(started, 'first');

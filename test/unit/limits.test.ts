@@ -13,7 +13,10 @@ describe('ConnectionLimits', () => {
     const limits = new ConnectionLimits(2, 100);
     limits.acquire('10.0.0.1', undefined);
     limits.acquire('10.0.0.1', undefined);
-    assert.throws(() => limits.acquire('10.0.0.1', undefined), refused('TOO_MANY_CONNECTIONS', /at most 2 open subscriptions per client address/));
+    assert.throws(
+      () => limits.acquire('10.0.0.1', undefined),
+      refused('TOO_MANY_CONNECTIONS', /at most 2 open subscriptions per client address/),
+    );
     // Another address has its own count.
     limits.acquire('10.0.0.2', undefined);
   });
@@ -44,8 +47,16 @@ describe('ConnectionLimits', () => {
     first();
     // The second subscription is still open: one slot is free, not two.
     limits.acquire('10.0.0.1', 'alice');
-    assert.throws(() => limits.acquire('10.0.0.1', undefined), refused('TOO_MANY_CONNECTIONS', /per client address/), 'a double release freed the address slot twice');
-    assert.throws(() => limits.acquire('10.0.0.2', 'alice'), refused('TOO_MANY_CONNECTIONS', /per identity/), 'a double release freed the identity slot twice');
+    assert.throws(
+      () => limits.acquire('10.0.0.1', undefined),
+      refused('TOO_MANY_CONNECTIONS', /per client address/),
+      'a double release freed the address slot twice',
+    );
+    assert.throws(
+      () => limits.acquire('10.0.0.2', 'alice'),
+      refused('TOO_MANY_CONNECTIONS', /per identity/),
+      'a double release freed the identity slot twice',
+    );
   });
 
   it('take() and give() count the same way as acquire()', () => {

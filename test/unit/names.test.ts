@@ -102,7 +102,13 @@ describe('event name rules', () => {
 
 describe('content type rules', () => {
   it('accepts type/subtype with parameters, quoted or not', () => {
-    for (const ok of ['text/plain', 'application/vnd.api+json', 'text/plain; charset=utf-8', 'text/plain;charset=utf-8;format=flowed', 'multipart/mixed; boundary="a b;c"']) {
+    for (const ok of [
+      'text/plain',
+      'application/vnd.api+json',
+      'text/plain; charset=utf-8',
+      'text/plain;charset=utf-8;format=flowed',
+      'multipart/mixed; boundary="a b;c"',
+    ]) {
       assert.equal(parseContentType(ok), ok);
       assert.equal(isContentType(ok), true);
     }
@@ -110,7 +116,19 @@ describe('content type rules', () => {
 
   it('refuses a missing subtype, bad parameters, line breaks and overlong types', () => {
     const long = `application/${'x'.repeat(MAX_CONTENT_TYPE_LENGTH)}`;
-    for (const bad of ['', 'text', 'text/', '/plain', 'text plain', 'text/plain;', 'text/plain; charset', 'text/plain\r\nX-Injected: 1', 'text/plain; a="unterminated', long, 7]) {
+    for (const bad of [
+      '',
+      'text',
+      'text/',
+      '/plain',
+      'text plain',
+      'text/plain;',
+      'text/plain; charset',
+      'text/plain\r\nX-Injected: 1',
+      'text/plain; a="unterminated',
+      long,
+      7,
+    ]) {
       assert.throws(() => parseContentType(bad), refusedWith('INVALID_CONTENT_TYPE'), JSON.stringify(bad));
       assert.equal(isContentType(bad), false, JSON.stringify(bad));
     }

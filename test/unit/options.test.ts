@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { normalizeOptions, OPTION_SPECS, OptionError, parseBytes, parseDuration, parseOptionText, showDuration, type GatewayOptions } from '@warren/gateway';
+import {
+  normalizeOptions,
+  OPTION_SPECS,
+  OptionError,
+  parseBytes,
+  parseDuration,
+  parseOptionText,
+  showDuration,
+  type GatewayOptions,
+} from '@warren/gateway';
 
 describe('gateway options', () => {
   it('parses durations and sizes', () => {
@@ -23,7 +32,10 @@ describe('gateway options', () => {
     assert.throws(() => normalizeOptions({ port: 70_000 }), /--port \/ WARREN_PORT \/ port must be between 0 and 65535/);
     assert.throws(() => normalizeOptions({ queueExpiresMs: 10 }), /--queue-expires/);
     assert.throws(() => normalizeOptions({ publishToken: 'short' }), /16 to 256/);
-    assert.throws(() => normalizeOptions({ pollTimeoutMs: 60_000, maxPollTimeoutMs: 30_000 }), /exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs/);
+    assert.throws(
+      () => normalizeOptions({ pollTimeoutMs: 60_000, maxPollTimeoutMs: 30_000 }),
+      /exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs/,
+    );
     assert.throws(() => normalizeOptions({ amqpUrl: 'redis://x' }), /amqp:\/\/ or amqps:\/\//);
     assert.throws(() => normalizeOptions({ logLevel: 'loud' as never }), /one of debug/);
   });
@@ -63,7 +75,11 @@ describe('gateway options: durations and sizes', () => {
 
   it('refuses what is not a duration, saying what is', () => {
     for (const text of ['', 's', '-1s', '1e3', '.5s', '5 minutes', '5M', '1s2']) {
-      assert.throws(() => parseDuration(text), (e: unknown) => e instanceof OptionError && e.message.includes(JSON.stringify(text)) && /500ms, 25s, 5m/.test(e.message), JSON.stringify(text));
+      assert.throws(
+        () => parseDuration(text),
+        (e: unknown) => e instanceof OptionError && e.message.includes(JSON.stringify(text)) && /500ms, 25s, 5m/.test(e.message),
+        JSON.stringify(text),
+      );
     }
   });
 
@@ -85,9 +101,18 @@ describe('gateway options: durations and sizes', () => {
     assert.equal(parseOptionText(spec('wsMaxPayload'), '1mb'), 1_048_576);
     assert.equal(parseOptionText(spec('port'), '8080'), 8080);
     assert.equal(parseOptionText(spec('exchange'), 'events'), 'events');
-    assert.throws(() => parseOptionText(spec('port'), '80.5'), /^OptionError: --port \/ WARREN_PORT \/ port: "80.5" is not a whole number$/);
-    assert.throws(() => parseOptionText(spec('pollTimeoutMs'), 'soon'), /--poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs: "soon" is not a duration/);
-    assert.throws(() => parseOptionText(spec('wsMaxPayload'), 'big'), /--ws-max-payload \/ WARREN_WS_MAX_PAYLOAD \/ wsMaxPayload: "big" is not a size/);
+    assert.throws(
+      () => parseOptionText(spec('port'), '80.5'),
+      /^OptionError: --port \/ WARREN_PORT \/ port: "80.5" is not a whole number$/,
+    );
+    assert.throws(
+      () => parseOptionText(spec('pollTimeoutMs'), 'soon'),
+      /--poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs: "soon" is not a duration/,
+    );
+    assert.throws(
+      () => parseOptionText(spec('wsMaxPayload'), 'big'),
+      /--ws-max-payload \/ WARREN_WS_MAX_PAYLOAD \/ wsMaxPayload: "big" is not a size/,
+    );
   });
 
   it('shows durations in the largest whole unit', () => {
@@ -112,7 +137,11 @@ describe('gateway options: ranges', () => {
           reconnectMaxMs: { reconnectMinMs: 10 },
         };
         const extra = partners[spec.key] ?? {};
-        assert.equal((normalizeOptions({ ...extra, [spec.key]: value }) as unknown as Record<string, unknown>)[spec.key], value, `${spec.key} = ${value}`);
+        assert.equal(
+          (normalizeOptions({ ...extra, [spec.key]: value }) as unknown as Record<string, unknown>)[spec.key],
+          value,
+          `${spec.key} = ${value}`,
+        );
       }
     }
   });
@@ -130,7 +159,10 @@ describe('gateway options: ranges', () => {
   });
 
   it('words a duration range in units and a size range in bytes', () => {
-    assert.throws(() => normalizeOptions({ queueExpiresMs: 10 }), /^OptionError: --queue-expires \/ WARREN_QUEUE_EXPIRES \/ queueExpiresMs must be between 1s and 43200m, got 10ms$/);
+    assert.throws(
+      () => normalizeOptions({ queueExpiresMs: 10 }),
+      /^OptionError: --queue-expires \/ WARREN_QUEUE_EXPIRES \/ queueExpiresMs must be between 1s and 43200m, got 10ms$/,
+    );
     assert.throws(() => normalizeOptions({ wsMaxPayload: 0 }), /must be between 1 and 16777216, got 0$/);
   });
 
@@ -142,12 +174,20 @@ describe('gateway options: ranges', () => {
 });
 
 describe('gateway options: strings, URLs and lists', () => {
-  const refuses = (options: GatewayOptions, pattern: RegExp) => assert.throws(() => normalizeOptions(options), (e: unknown) => e instanceof OptionError && pattern.test(e.message), JSON.stringify(options));
+  const refuses = (options: GatewayOptions, pattern: RegExp) =>
+    assert.throws(
+      () => normalizeOptions(options),
+      (e: unknown) => e instanceof OptionError && pattern.test(e.message),
+      JSON.stringify(options),
+    );
 
   it('checks URLs by scheme', () => {
     assert.equal(normalizeOptions({ amqpUrl: 'amqps://user:pw@rabbit:5671/vhost' }).amqpUrl, 'amqps://user:pw@rabbit:5671/vhost');
     refuses({ amqpUrl: 'not a url' }, /^--amqp-url \/ WARREN_AMQP_URL \/ amqpUrl is not a URL$/);
-    refuses({ upstream: 'ftp://app', pushRoutes: '/live/' }, /^--upstream \/ WARREN_UPSTREAM \/ upstream must start with http:\/\/ or https:\/\/, got ftp:\/\/$/);
+    refuses(
+      { upstream: 'ftp://app', pushRoutes: '/live/' },
+      /^--upstream \/ WARREN_UPSTREAM \/ upstream must start with http:\/\/ or https:\/\/, got ftp:\/\/$/,
+    );
     refuses({ authUrl: 'amqp://x' }, /--auth-url.*http:\/\/ or https:\/\//);
   });
 
@@ -163,7 +203,10 @@ describe('gateway options: strings, URLs and lists', () => {
   it('checks origins, route prefixes, the message path and method', () => {
     normalizeOptions({ corsOrigins: 'https://app.example.com, http://localhost:3000' });
     normalizeOptions({ corsOrigins: '*' });
-    refuses({ corsOrigins: 'https://app.example.com/' }, /--cors-origins.*an origin is scheme:\/\/host\[:port\], e.g. https:\/\/app.example.com$/);
+    refuses(
+      { corsOrigins: 'https://app.example.com/' },
+      /--cors-origins.*an origin is scheme:\/\/host\[:port\], e.g. https:\/\/app.example.com$/,
+    );
     refuses({ corsOrigins: 'app.example.com' }, /--cors-origins.*not an origin/);
     normalizeOptions({ upstream: 'http://app:3000', pushRoutes: '/live/, /rooms/', appRoutes: '/live/api/' });
     refuses({ upstream: 'http://app:3000', pushRoutes: 'live/' }, /--push-routes.*"live\/"; a prefix starts with "\/" \(not "\/_"\)/);
@@ -179,14 +222,20 @@ describe('gateway options: strings, URLs and lists', () => {
 
   it('checks trusted proxies and names the bad entry', () => {
     normalizeOptions({ trustedProxies: '10.0.0.0/8, ::1/128, 192.168.1.10' });
-    refuses({ trustedProxies: '10.0.0.0/8, proxy.internal' }, /^--trusted-proxies \/ WARREN_TRUSTED_PROXIES \/ trustedProxies has "proxy.internal", which is neither an IP address nor a CIDR range/);
+    refuses(
+      { trustedProxies: '10.0.0.0/8, proxy.internal' },
+      /^--trusted-proxies \/ WARREN_TRUSTED_PROXIES \/ trustedProxies has "proxy.internal", which is neither an IP address nor a CIDR range/,
+    );
   });
 });
 
 describe('gateway options: contradictions', () => {
   it('refuses a poll timeout above its maximum, naming both', () => {
     normalizeOptions({ pollTimeoutMs: 30_000, maxPollTimeoutMs: 30_000 });
-    assert.throws(() => normalizeOptions({ pollTimeoutMs: 60_000, maxPollTimeoutMs: 30_000 }), /--poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs \(1m\) exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs \(30s\)/);
+    assert.throws(
+      () => normalizeOptions({ pollTimeoutMs: 60_000, maxPollTimeoutMs: 30_000 }),
+      /--poll-timeout \/ WARREN_POLL_TIMEOUT \/ pollTimeoutMs \(1m\) exceeds --max-poll-timeout \/ WARREN_MAX_POLL_TIMEOUT \/ maxPollTimeoutMs \(30s\)/,
+    );
   });
 
   it('refuses a first reconnect delay above the longest', () => {
@@ -195,12 +244,21 @@ describe('gateway options: contradictions', () => {
   });
 
   it('refuses app routes without an upstream, and an upstream without push routes', () => {
-    assert.throws(() => normalizeOptions({ appRoutes: '/live/api/' }), /--app-routes \/ WARREN_APP_ROUTES \/ appRoutes needs --upstream \/ WARREN_UPSTREAM \/ upstream/);
-    assert.throws(() => normalizeOptions({ upstream: 'http://app:3000' }), /--upstream \/ WARREN_UPSTREAM \/ upstream needs --push-routes \/ WARREN_PUSH_ROUTES \/ pushRoutes/);
+    assert.throws(
+      () => normalizeOptions({ appRoutes: '/live/api/' }),
+      /--app-routes \/ WARREN_APP_ROUTES \/ appRoutes needs --upstream \/ WARREN_UPSTREAM \/ upstream/,
+    );
+    assert.throws(
+      () => normalizeOptions({ upstream: 'http://app:3000' }),
+      /--upstream \/ WARREN_UPSTREAM \/ upstream needs --push-routes \/ WARREN_PUSH_ROUTES \/ pushRoutes/,
+    );
   });
 
   it('refuses an AMQP heartbeat that is not whole seconds', () => {
     assert.equal(normalizeOptions({ amqpHeartbeatMs: 0 }).amqpHeartbeatMs, 0);
-    assert.throws(() => normalizeOptions({ amqpHeartbeatMs: 1500 }), /--amqp-heartbeat \/ WARREN_AMQP_HEARTBEAT \/ amqpHeartbeatMs must be whole seconds, got 1500ms/);
+    assert.throws(
+      () => normalizeOptions({ amqpHeartbeatMs: 1500 }),
+      /--amqp-heartbeat \/ WARREN_AMQP_HEARTBEAT \/ amqpHeartbeatMs must be whole seconds, got 1500ms/,
+    );
   });
 });

@@ -14,10 +14,33 @@ import {
 
 describe('protocol rules', () => {
   it('accepts well-formed channels and refuses the rest', () => {
-    for (const ok of ['/greetings', '/rooms/lobby', '/a-b_c.d~e', '/x/y/z', '/v1.2', `/${'a'.repeat(127)}`]) assert.equal(parseChannel(ok), ok);
-    for (const bad of ['', 'greetings', '/', '//', '/a//b', '/a/', '/.', '/..', '/a/../b', '/a b', '/a#', '/a*', '/a%20', '/é', '/_x', `/${'a'.repeat(128)}`, 42, null]) {
+    for (const ok of ['/greetings', '/rooms/lobby', '/a-b_c.d~e', '/x/y/z', '/v1.2', `/${'a'.repeat(127)}`])
+      assert.equal(parseChannel(ok), ok);
+    for (const bad of [
+      '',
+      'greetings',
+      '/',
+      '//',
+      '/a//b',
+      '/a/',
+      '/.',
+      '/..',
+      '/a/../b',
+      '/a b',
+      '/a#',
+      '/a*',
+      '/a%20',
+      '/é',
+      '/_x',
+      `/${'a'.repeat(128)}`,
+      42,
+      null,
+    ]) {
       assert.equal(isChannel(bad), false, JSON.stringify(bad));
-      assert.throws(() => parseChannel(bad), (e: unknown) => e instanceof WarrenError && e.code === 'INVALID_CHANNEL' && e.status === 400);
+      assert.throws(
+        () => parseChannel(bad),
+        (e: unknown) => e instanceof WarrenError && e.code === 'INVALID_CHANNEL' && e.status === 400,
+      );
     }
   });
 

@@ -20,15 +20,30 @@ describe('parseProxies', () => {
     assert.deepEqual(parseProxies('::ffff:10.1.2.3'), [{ address: '10.1.2.3', prefix: undefined, family: 'ipv4' }]);
   });
 
-  it('accepts prefixes up to the family\'s width, from 0', () => {
+  it("accepts prefixes up to the family's width, from 0", () => {
     assert.equal(parseProxies('0.0.0.0/0')[0]!.prefix, 0);
     assert.equal(parseProxies('10.0.0.1/32')[0]!.prefix, 32);
     assert.equal(parseProxies('::/128')[0]!.prefix, 128);
   });
 
   it('refuses an entry that is neither an address nor a range, and names it', () => {
-    for (const bad of ['proxy.internal', '10.0.0.0/33', 'fd00::/129', '10.0.0.0/', '10.0.0.0/8x', '10.0.0.0/-1', '10.0.0', '10.0.0.0/8/8', '*']) {
-      assert.throws(() => parseProxies(`127.0.0.1, ${bad}`), (e: unknown) => e instanceof Error && e.message.startsWith(`has ${JSON.stringify(bad)}, which is neither an IP address nor a CIDR range`), bad);
+    for (const bad of [
+      'proxy.internal',
+      '10.0.0.0/33',
+      'fd00::/129',
+      '10.0.0.0/',
+      '10.0.0.0/8x',
+      '10.0.0.0/-1',
+      '10.0.0',
+      '10.0.0.0/8/8',
+      '*',
+    ]) {
+      assert.throws(
+        () => parseProxies(`127.0.0.1, ${bad}`),
+        (e: unknown) =>
+          e instanceof Error && e.message.startsWith(`has ${JSON.stringify(bad)}, which is neither an IP address nor a CIDR range`),
+        bad,
+      );
     }
   });
 });

@@ -3,14 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
-import {
-  MAX_TOKEN_CHANNELS,
-  MAX_TOKEN_LENGTH,
-  signChannelToken,
-  tokenAllows,
-  verifyChannelToken,
-  WarrenError,
-} from '@warren/protocol';
+import { MAX_TOKEN_CHANNELS, MAX_TOKEN_LENGTH, signChannelToken, tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
 import { signChannelToken as producerSignChannelToken } from '@warren/producer';
 
 const SECRET = 'test-secret-0123456789abcdefghijklmnopqrstuvwxyz';
@@ -37,30 +30,44 @@ function assertRefused(fn: () => unknown, code: 'INVALID_TOKEN' | 'TOKEN_EXPIRED
       assert.equal(err.status, 401);
       assert.ok(!err.message.includes(SECRET), `${label}: message holds the secret`);
       if (token.length >= 8) assert.ok(!err.message.includes(token), `${label}: message holds the token`);
-      for (const part of token.split('.')) if (part.length >= 8) assert.ok(!err.message.includes(part), `${label}: message holds a token part`);
+      for (const part of token.split('.'))
+        if (part.length >= 8) assert.ok(!err.message.includes(part), `${label}: message holds a token part`);
       return true;
     },
     label,
   );
 }
 
-const validToken = (): string => signChannelToken({ consumerId: 'u42', channels: ['/rooms/lobby', '/users/42/*'], expiresAt: EXP_S * 1000 }, SECRET, NOW);
+const validToken = (): string =>
+  signChannelToken({ consumerId: 'u42', channels: ['/rooms/lobby', '/users/42/*'], expiresAt: EXP_S * 1000 }, SECRET, NOW);
 
 describe('signed channel tokens', () => {
   it('round-trips claims in the documented v1 format', () => {
     const token = validToken();
     const [version, payloadPart, sig] = token.split('.');
     assert.equal(version, 'v1');
-    assert.deepEqual(JSON.parse(Buffer.from(payloadPart!, 'base64url').toString('utf8')), { sub: 'u42', ch: ['/rooms/lobby', '/users/42/*'], exp: EXP_S });
+    assert.deepEqual(JSON.parse(Buffer.from(payloadPart!, 'base64url').toString('utf8')), {
+      sub: 'u42',
+      ch: ['/rooms/lobby', '/users/42/*'],
+      exp: EXP_S,
+    });
     assert.equal(sig, hmac(SECRET, `v1.${payloadPart}`));
-    assert.deepEqual(verifyChannelToken(token, SECRET, NOW), { consumerId: 'u42', channels: ['/rooms/lobby', '/users/42/*'], expiresAt: EXP_S * 1000 });
+    assert.deepEqual(verifyChannelToken(token, SECRET, NOW), {
+      consumerId: 'u42',
+      channels: ['/rooms/lobby', '/users/42/*'],
+      expiresAt: EXP_S * 1000,
+    });
 
     // Without a consumer id, no "sub" and no consumerId; a Uint8Array secret equals its string.
     const anon = signChannelToken({ channels: ['/news'], expiresAt: EXP_S * 1000 + 999 }, Buffer.from(SECRET), NOW);
     assert.equal(anon, handToken({ ch: ['/news'], exp: EXP_S }));
     assert.deepEqual(verifyChannelToken(anon, new TextEncoder().encode(SECRET), NOW), { channels: ['/news'], expiresAt: EXP_S * 1000 });
     // A hand-made token in the documented format verifies too.
-    assert.deepEqual(verifyChannelToken(handToken({ sub: 'c_1', ch: ['/a/*'], exp: EXP_S }), SECRET, NOW), { consumerId: 'c_1', channels: ['/a/*'], expiresAt: EXP_S * 1000 });
+    assert.deepEqual(verifyChannelToken(handToken({ sub: 'c_1', ch: ['/a/*'], exp: EXP_S }), SECRET, NOW), {
+      consumerId: 'c_1',
+      channels: ['/a/*'],
+      expiresAt: EXP_S * 1000,
+    });
   });
 
   it('takes ttlMs relative to now, rounded down to the second, and refuses past or ambiguous expiries', () => {
@@ -109,7 +116,10 @@ describe('signed channel tokens', () => {
       ['truncated', `${v}.${p}.${sig.slice(0, -1)}`],
       ['extended', `${v}.${p}.${sig}A`],
       ['empty', `${v}.${p}.`],
-      ['swapped for another token', `${v}.${p}.${signChannelToken({ channels: ['/x'], expiresAt: EXP_S * 1000 }, SECRET, NOW).split('.')[2]}`],
+      [
+        'swapped for another token',
+        `${v}.${p}.${signChannelToken({ channels: ['/x'], expiresAt: EXP_S * 1000 }, SECRET, NOW).split('.')[2]}`,
+      ],
     ] as const) {
       assertRefused(() => verifyChannelToken(bad, SECRET, NOW), 'INVALID_TOKEN', bad, label);
     }
@@ -144,7 +154,10 @@ describe('signed channel tokens', () => {
     const tooMany = Array.from({ length: MAX_TOKEN_CHANNELS + 1 }, (_, i) => `/c${i}`);
     const cases: Array<[string, string]> = [
       ['not JSON', handToken('{"ch":', { raw: true })],
-      ['not UTF-8', `v1.${Buffer.from([0x7b, 0xff, 0x7d]).toString('base64url')}.${hmac(SECRET, `v1.${Buffer.from([0x7b, 0xff, 0x7d]).toString('base64url')}`)}`],
+      [
+        'not UTF-8',
+        `v1.${Buffer.from([0x7b, 0xff, 0x7d]).toString('base64url')}.${hmac(SECRET, `v1.${Buffer.from([0x7b, 0xff, 0x7d]).toString('base64url')}`)}`,
+      ],
       ['JSON null', handToken(null)],
       ['array', handToken([{ ch: ['/x'], exp: EXP_S }])],
       ['no ch', handToken({ exp: EXP_S })],
@@ -179,28 +192,57 @@ describe('signed channel tokens', () => {
     const huge = 'v1.' + 'A'.repeat(1_000_000) + '.' + 'A'.repeat(43);
     assertRefused(() => verifyChannelToken(huge, SECRET, NOW), 'INVALID_TOKEN', huge, '1 MB');
 
-    assert.throws(() => signChannelToken({ channels: Array.from({ length: n }, (_, i) => longChannel(i)), expiresAt: EXP_S * 1000 }, SECRET, NOW), RangeError);
+    assert.throws(
+      () => signChannelToken({ channels: Array.from({ length: n }, (_, i) => longChannel(i)), expiresAt: EXP_S * 1000 }, SECRET, NOW),
+      RangeError,
+    );
     const many = Array.from({ length: MAX_TOKEN_CHANNELS + 1 }, (_, i) => `/c${i}`);
     assert.throws(() => signChannelToken({ channels: many, expiresAt: EXP_S * 1000 }, SECRET, NOW), RangeError);
-    assert.equal(verifyChannelToken(signChannelToken({ channels: many.slice(1), expiresAt: EXP_S * 1000 }, SECRET, NOW), SECRET, NOW).channels.length, MAX_TOKEN_CHANNELS);
+    assert.equal(
+      verifyChannelToken(signChannelToken({ channels: many.slice(1), expiresAt: EXP_S * 1000 }, SECRET, NOW), SECRET, NOW).channels.length,
+      MAX_TOKEN_CHANNELS,
+    );
   });
 
   it('validates grants and the consumer id when signing', () => {
-    const sign = (claims: Record<string, unknown>): string => signChannelToken({ expiresAt: EXP_S * 1000, ...claims } as never, SECRET, NOW);
+    const sign = (claims: Record<string, unknown>): string =>
+      signChannelToken({ expiresAt: EXP_S * 1000, ...claims } as never, SECRET, NOW);
     for (const bad of ['/*', 'rooms', '/rooms/', '/users/*/inbox', '/users/4*', '/users/42/**', '/_warren/*', '/a b', '', 42]) {
-      assert.throws(() => sign({ channels: [bad] }), (e: unknown) => e instanceof WarrenError && e.code === 'INVALID_CHANNEL', JSON.stringify(bad));
+      assert.throws(
+        () => sign({ channels: [bad] }),
+        (e: unknown) => e instanceof WarrenError && e.code === 'INVALID_CHANNEL',
+        JSON.stringify(bad),
+      );
     }
     assert.throws(() => sign({ channels: [] }), RangeError);
     assert.throws(() => sign({ channels: '/x' }), TypeError);
     for (const bad of ['', 'u 42', 'a'.repeat(65), 42]) {
-      assert.throws(() => sign({ consumerId: bad, channels: ['/x'] }), (e: unknown) => e instanceof WarrenError && e.code === 'INVALID_CONSUMER_ID', JSON.stringify(bad));
+      assert.throws(
+        () => sign({ consumerId: bad, channels: ['/x'] }),
+        (e: unknown) => e instanceof WarrenError && e.code === 'INVALID_CONSUMER_ID',
+        JSON.stringify(bad),
+      );
     }
   });
 
   it('tokenAllows: exact channels and /* prefixes', () => {
     const claims = { channels: ['/rooms/lobby', '/users/42/*'] };
     for (const yes of ['/rooms/lobby', '/users/42/inbox', '/users/42/a/b/c']) assert.equal(tokenAllows(claims, yes), true, yes);
-    for (const no of ['/rooms', '/rooms/lobby/x', '/rooms/lobby2', '/users/42', '/users/420/x', '/users/4', '/users/42/', '/users/42/*', '/users/42//x', '/users/42/../x', '/users', '/other', '']) {
+    for (const no of [
+      '/rooms',
+      '/rooms/lobby/x',
+      '/rooms/lobby2',
+      '/users/42',
+      '/users/420/x',
+      '/users/4',
+      '/users/42/',
+      '/users/42/*',
+      '/users/42//x',
+      '/users/42/../x',
+      '/users',
+      '/other',
+      '',
+    ]) {
       assert.equal(tokenAllows(claims, no), false, no);
     }
     // Claims straight from verification behave the same.
@@ -219,8 +261,14 @@ describe('signed channel tokens', () => {
     const short = 'a'.repeat(31);
     const token = validToken();
     for (const secret of [short, Buffer.alloc(31), new Uint8Array(0), '']) {
-      assert.throws(() => signChannelToken(claims, secret, NOW), (e: unknown) => e instanceof TypeError && /32 bytes/.test(e.message) && !e.message.includes(short));
-      assert.throws(() => verifyChannelToken(token, secret, NOW), (e: unknown) => e instanceof TypeError && /32 bytes/.test(e.message));
+      assert.throws(
+        () => signChannelToken(claims, secret, NOW),
+        (e: unknown) => e instanceof TypeError && /32 bytes/.test(e.message) && !e.message.includes(short),
+      );
+      assert.throws(
+        () => verifyChannelToken(token, secret, NOW),
+        (e: unknown) => e instanceof TypeError && /32 bytes/.test(e.message),
+      );
     }
     assert.throws(() => signChannelToken(claims, undefined as never, NOW), TypeError);
     // 32 bytes is enough, counted in UTF-8 bytes (16 two-byte characters).

@@ -73,7 +73,9 @@ export function listenCommand(): Command {
             await sleep(Number(res.headers['retry-after'] ?? 1) * 1000, undefined, { signal: stop.signal }).catch(() => undefined);
           } else if (res.statusCode === 409) {
             // Our own polls follow each other, so another poller took over this consumer's queue.
-            fail(`another poll for consumer ${consumerId ?? '?'} on ${channel} took over (409 POLL_SUPERSEDED); give each listener its own --consumer-id`);
+            fail(
+              `another poll for consumer ${consumerId ?? '?'} on ${channel} took over (409 POLL_SUPERSEDED); give each listener its own --consumer-id`,
+            );
           } else if (res.statusCode !== 204) {
             fail(`gateway answered ${res.statusCode}: ${body.toString('utf8')}`);
           }

@@ -22,7 +22,11 @@ export function publishCommand(): Command {
     .argument('[message]', 'the message; read from standard input when absent (one trailing newline removed)')
     .addOption(new Option('--url <url>', 'gateway URL').env('WARREN_URL').default(DEFAULT_URL))
     .addOption(new Option('--amqp-url <url>', 'publish straight to RabbitMQ instead').env('WARREN_AMQP_URL'))
-    .addOption(new Option('--token <token>', 'publish token (default: the file written by warren serve on this machine)').env('WARREN_PUBLISH_TOKEN'))
+    .addOption(
+      new Option('--token <token>', 'publish token (default: the file written by warren serve on this machine)').env(
+        'WARREN_PUBLISH_TOKEN',
+      ),
+    )
     .addOption(new Option('--exchange <name>', 'exchange, with --amqp-url').env('WARREN_EXCHANGE'))
     .option('--event <name>', 'event name')
     .option('--id <id>', 'message id (generated when absent)')
@@ -48,7 +52,9 @@ export function publishCommand(): Command {
         const file = tokenFileFor(url);
         const token = flags.token || (file === undefined ? undefined : readTokenFile(file));
         if (token === undefined) {
-          fail(`no publish token for ${flags.url}: give --token or set WARREN_PUBLISH_TOKEN${file === undefined ? '' : `, or start that gateway with \`warren serve\` on this machine (it writes ${file})`}`);
+          fail(
+            `no publish token for ${flags.url}: give --token or set WARREN_PUBLISH_TOKEN${file === undefined ? '' : `, or start that gateway with \`warren serve\` on this machine (it writes ${file})`}`,
+          );
         }
         options.token = token;
       }
@@ -88,7 +94,9 @@ async function readStdin(): Promise<string> {
   if (process.stdin.isTTY) fail('give the message as an argument, or pipe it on standard input');
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 export function fail(message: string): never {

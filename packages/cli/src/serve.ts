@@ -1,6 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { createGateway, OPTION_SPECS, OptionError, parseOptionText, showDefault, type GatewayOptions, type OptionSpec } from '@warren/gateway';
+import {
+  createGateway,
+  OPTION_SPECS,
+  OptionError,
+  parseOptionText,
+  showDefault,
+  type GatewayOptions,
+  type OptionSpec,
+} from '@warren/gateway';
 import { removeTokenFile, writeTokenFile } from './token-file.js';
 
 /** What the value of each kind of setting looks like, in `warren serve --help`. */
@@ -33,11 +41,17 @@ export function serveCommand(): Command {
   command.configureHelp({
     // commander shows "default:" only for an option given a default value; add ours beside the variable.
     optionDescription(option) {
-      const extra = [defaults.has(option) ? `default: ${defaults.get(option)}` : undefined, option.envVar === undefined ? undefined : `env: ${option.envVar}`].filter((x) => x !== undefined);
+      const extra = [
+        defaults.has(option) ? `default: ${defaults.get(option)}` : undefined,
+        option.envVar === undefined ? undefined : `env: ${option.envVar}`,
+      ].filter((x) => x !== undefined);
       return extra.length === 0 ? option.description : `${option.description} (${extra.join(', ')})`;
     },
   });
-  command.addHelpText('after', '\nDurations take ms, s, m, h, d (a bare number is seconds); sizes take kb, mb (a bare number is bytes).\nAn empty variable counts as unset.');
+  command.addHelpText(
+    'after',
+    '\nDurations take ms, s, m, h, d (a bare number is seconds); sizes take kb, mb (a bare number is bytes).\nAn empty variable counts as unset.',
+  );
   command.action(async (raw: Record<string, string | undefined>) => {
     const input: Record<string, unknown> = {};
     let gateway;

@@ -76,7 +76,11 @@ export class WarrenClient {
 
   private readonly baseUrl: URL;
   private readonly transports: readonly TransportName[];
-  private readonly impl: { WebSocket: WebSocketConstructor | null | undefined; EventSource: EventSourceConstructor | null | undefined; fetch: FetchLike | null | undefined };
+  private readonly impl: {
+    WebSocket: WebSocketConstructor | null | undefined;
+    EventSource: EventSourceConstructor | null | undefined;
+    fetch: FetchLike | null | undefined;
+  };
   private readonly minMs: number;
   private readonly maxMs: number;
   private readonly connectTimeoutMs: number;
@@ -248,13 +252,23 @@ export class WarrenClient {
       } catch (err) {
         this.attempt = undefined;
         const error =
-          err instanceof WarrenClientError ? err : new WarrenClientError('TRANSPORT_UNAVAILABLE', `${name} cannot be used: ${err instanceof Error ? err.message : String(err)}`, { transport: name });
+          err instanceof WarrenClientError
+            ? err
+            : new WarrenClientError(
+                'TRANSPORT_UNAVAILABLE',
+                `${name} cannot be used: ${err instanceof Error ? err.message : String(err)}`,
+                { transport: name },
+              );
         this.emit('error', error);
         continue;
       }
       this.connectTimer = setTimeout(() => {
         this.connectTimer = undefined;
-        this.onFail(attempt, new WarrenClientError('CONNECT_TIMEOUT', `${name} did not open within ${this.connectTimeoutMs} ms`, { transport: name }), {});
+        this.onFail(
+          attempt,
+          new WarrenClientError('CONNECT_TIMEOUT', `${name} did not open within ${this.connectTimeoutMs} ms`, { transport: name }),
+          {},
+        );
       }, this.connectTimeoutMs);
       return;
     }
@@ -378,7 +392,8 @@ function call<T>(fn: (value: T) => void, value: T): void {
 }
 
 function positive(value: number, name: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new WarrenClientError('INVALID_OPTION', `${name} must be a positive number`);
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0)
+    throw new WarrenClientError('INVALID_OPTION', `${name} must be a positive number`);
   return value;
 }
 
@@ -388,7 +403,10 @@ function resolveUrl(input: string | undefined): URL {
   try {
     url = page === undefined ? new URL(input ?? '') : new URL(input ?? '/', page);
   } catch {
-    throw new WarrenClientError('INVALID_OPTION', input === undefined ? 'url is required outside a browser' : `invalid url ${JSON.stringify(input)}`);
+    throw new WarrenClientError(
+      'INVALID_OPTION',
+      input === undefined ? 'url is required outside a browser' : `invalid url ${JSON.stringify(input)}`,
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new WarrenClientError('INVALID_OPTION', 'url must be http: or https:');
   url.search = '';
@@ -408,7 +426,8 @@ function defaultStorage(): StorageLike | null {
 
 function resolveConsumerId(options: WarrenClientOptions): string {
   if (options.consumerId !== undefined) {
-    if (!isConsumerId(options.consumerId)) throw new WarrenClientError('INVALID_CONSUMER_ID', 'consumerId must be 1 to 64 characters of A-Z a-z 0-9 _ -');
+    if (!isConsumerId(options.consumerId))
+      throw new WarrenClientError('INVALID_CONSUMER_ID', 'consumerId must be 1 to 64 characters of A-Z a-z 0-9 _ -');
     return options.consumerId;
   }
   const storage = options.storage === undefined ? defaultStorage() : options.storage;

@@ -81,10 +81,24 @@ const status: Check = (v) => typeof v === 'number' && Number.isInteger(v) && v >
 
 /** Each server frame's fields besides `type`: whether it must be present, and its check. */
 const SERVER_FIELDS: { [T in ServerFrame['type']]: Record<string, [Presence, Check]> } = {
-  message: { channel: ['required', string], id: ['required', string], event: ['optional', string], contentType: ['required', string], data: ['required', string], encoding: ['optional', base64] },
+  message: {
+    channel: ['required', string],
+    id: ['required', string],
+    event: ['optional', string],
+    contentType: ['required', string],
+    data: ['required', string],
+    encoding: ['optional', base64],
+  },
   subscribed: { channel: ['required', string] },
   unsubscribed: { channel: ['required', string] },
-  reply: { id: ['optional', string], channel: ['required', string], status: ['required', status], contentType: ['optional', string], data: ['optional', string], encoding: ['optional', base64] },
+  reply: {
+    id: ['optional', string],
+    channel: ['required', string],
+    status: ['required', status],
+    contentType: ['optional', string],
+    data: ['optional', string],
+    encoding: ['optional', base64],
+  },
   error: { id: ['optional', string], code: ['required', string], message: ['required', string], channel: ['optional', string] },
 };
 

@@ -80,7 +80,11 @@ export class WarrenClientError extends Error {
   /** The HTTP status the gateway answered, if any. */
   readonly status?: number;
 
-  constructor(code: WarrenClientErrorCode, message: string, details: { transport?: TransportName; channel?: string; status?: number } = {}) {
+  constructor(
+    code: WarrenClientErrorCode,
+    message: string,
+    details: { transport?: TransportName; channel?: string; status?: number } = {},
+  ) {
     super(message);
     this.code = code;
     if (details.transport !== undefined) this.transport = details.transport;

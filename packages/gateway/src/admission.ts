@@ -79,7 +79,8 @@ export class Admission {
     // Not `*`: a WebSocket carries the page's cookies whatever CORS says, so only named origins count.
     if (origin === undefined) return;
     if (this.isOwnOrigin(req, origin) || this.deps.cors.allows(origin)) return;
-    if (this.deps.cors.configured || this.deps.app.authorizing) throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
+    if (this.deps.cors.configured || this.deps.app.authorizing)
+      throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
   }
 
   /**
@@ -90,7 +91,13 @@ export class Admission {
    * (`<identity>/<client id>`), and an id nobody vouched for lives apart
    * (`anon.<id>`), so that no client can read another identity's queues.
    */
-  async identify(req: IncomingMessage, token: string | undefined, channel: string, requested: string | undefined, fresh = false): Promise<Identity> {
+  async identify(
+    req: IncomingMessage,
+    token: string | undefined,
+    channel: string,
+    requested: string | undefined,
+    fresh = false,
+  ): Promise<Identity> {
     const { options, app } = this.deps;
     let identity: string | undefined;
     if (options.tokenSecret !== undefined && token !== undefined) {
@@ -158,7 +165,10 @@ export class Admission {
     if (consumerId === undefined ? fanOut.has(channel) : queues.known(consumerId, channel)) return;
     const kept = consumerId === undefined ? fanOut.size : queues.size;
     if (kept >= options.maxQueues) {
-      throw new WarrenError('QUEUE_LIMIT_REACHED', `this gateway keeps ${options.maxQueues} ${consumerId === undefined ? 'anonymous channels' : 'consumer queues'} already`);
+      throw new WarrenError(
+        'QUEUE_LIMIT_REACHED',
+        `this gateway keeps ${options.maxQueues} ${consumerId === undefined ? 'anonymous channels' : 'consumer queues'} already`,
+      );
     }
     this.deps.queueBudget.take(clientAddress);
   }

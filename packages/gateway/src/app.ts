@@ -11,7 +11,17 @@ import type { Logger } from './logger.js';
 import { plainAddress, TrustedProxies } from './proxies.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 /**
  * Request headers a client may not set: the gateway alone tells the app who
@@ -110,10 +120,18 @@ export class App {
     });
     const fail = (err: Error): void => {
       const timedOut = err.message === 'timeout';
-      if (!timedOut) this.log.warn('the application is unreachable for a WebSocket upgrade', { error: (err as NodeJS.ErrnoException).code ?? err.message });
-      const error = timedOut ? new WarrenError('UPSTREAM_TIMEOUT', 'the application did not answer in time') : new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable');
+      if (!timedOut)
+        this.log.warn('the application is unreachable for a WebSocket upgrade', {
+          error: (err as NodeJS.ErrnoException).code ?? err.message,
+        });
+      const error = timedOut
+        ? new WarrenError('UPSTREAM_TIMEOUT', 'the application did not answer in time')
+        : new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable');
       const body = JSON.stringify(error.toJSON());
-      if (!socket.destroyed) socket.end(`HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      if (!socket.destroyed)
+        socket.end(
+          `HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+        );
     };
     request.once('timeout', () => request.destroy(new Error('timeout')));
     request.once('error', fail);
@@ -177,7 +195,10 @@ export class App {
   async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const upstream = new URL(this.options.upstream!);
     const headers = this.forwardedHeaders(req);
-    const hasBody = req.method !== 'GET' && req.method !== 'HEAD' && (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined);
+    const hasBody =
+      req.method !== 'GET' &&
+      req.method !== 'HEAD' &&
+      (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined);
     let answer;
     try {
       answer = await this.pool(upstream).request({
@@ -280,7 +301,10 @@ export class App {
 
   private async askApp(req: IncomingMessage, channel: string, requestedId: string | undefined): Promise<AuthDecision> {
     const url = new URL(this.options.authUrl!);
-    const headers: Record<string, string> = { ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']), 'warren-channel': channel };
+    const headers: Record<string, string> = {
+      ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']),
+      'warren-channel': channel,
+    };
     // The client's wish, named so that no app mistakes it for an identity.
     if (requestedId !== undefined) headers[HEADERS.requestedId] = requestedId;
     let answer;
@@ -299,14 +323,18 @@ export class App {
     const status = answer.statusCode;
     if (status === 401) throw new WarrenError('UNAUTHORIZED', 'the application refused the subscription (401)');
     if (status === 403) throw new WarrenError('FORBIDDEN', 'the application refused the subscription (403)');
-    if (status < 200 || status > 299) throw new WarrenError('UPSTREAM_UNAVAILABLE', `the auth endpoint answered ${status}; refusing (fail closed)`);
+    if (status < 200 || status > 299)
+      throw new WarrenError('UPSTREAM_UNAVAILABLE', `the auth endpoint answered ${status}; refusing (fail closed)`);
     const vouched = answer.headers[HEADERS.vouchedIdentity];
     if (vouched === undefined) return { identity: undefined };
     try {
       return { identity: parseConsumerId(Array.isArray(vouched) ? vouched[0] : vouched) };
     } catch {
       this.log.error('the auth endpoint vouched for an invalid consumer id; refusing', { channel });
-      throw new WarrenError('UPSTREAM_UNAVAILABLE', 'the auth endpoint answered with an invalid Warren-Consumer-Id; refusing (fail closed)');
+      throw new WarrenError(
+        'UPSTREAM_UNAVAILABLE',
+        'the auth endpoint answered with an invalid Warren-Consumer-Id; refusing (fail closed)',
+      );
     }
   }
 
@@ -341,7 +369,11 @@ export class App {
     out['x-real-ip'] = this.clientAddress(req);
     // RFC 7239: the same facts once more, for apps that read only `Forwarded`.
     const proto = out['x-forwarded-proto'].split(',')[0]!.trim();
-    const element = [`for=${forwardedNode(peer)}`, ...(host === undefined ? [] : [`host=${quoted(host)}`]), `proto=${/^[a-z][a-z0-9+.-]*$/i.test(proto) ? proto : quoted(proto)}`].join(';');
+    const element = [
+      `for=${forwardedNode(peer)}`,
+      ...(host === undefined ? [] : [`host=${quoted(host)}`]),
+      `proto=${/^[a-z][a-z0-9+.-]*$/i.test(proto) ? proto : quoted(proto)}`,
+    ].join(';');
     const priorForwarded = trusted ? first(req.headers.forwarded) : undefined;
     out.forwarded = priorForwarded === undefined ? element : `${priorForwarded}, ${element}`;
     return out;

@@ -36,7 +36,8 @@ export class AttachedServer {
   /** Puts the gateway in front of the application's listeners. */
   install(gateway: Claimant): void {
     this.onRequest = (req, res) => (gateway.claims(req, false) ? gateway.handle(req, res) : this.passRequest(req, res));
-    this.onUpgrade = (req, socket, head) => (gateway.claims(req, true) ? gateway.upgrade(req, socket, head) : this.passUpgrade(req, socket, head));
+    this.onUpgrade = (req, socket, head) =>
+      gateway.claims(req, true) ? gateway.upgrade(req, socket, head) : this.passUpgrade(req, socket, head);
     this.server.removeAllListeners('request');
     this.server.removeAllListeners('upgrade');
     this.server.on('request', this.onRequest);

@@ -6,10 +6,13 @@
 export function within<T>(work: Promise<T>, ms: number, timeout: () => Error, late?: (value: T) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let done = false;
-    const timer = setTimeout(() => {
-      done = true;
-      reject(timeout());
-    }, Math.max(0, ms));
+    const timer = setTimeout(
+      () => {
+        done = true;
+        reject(timeout());
+      },
+      Math.max(0, ms),
+    );
     work.then(
       (value) => {
         clearTimeout(timer);

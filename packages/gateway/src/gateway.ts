@@ -117,14 +117,26 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const log: Logger = options.logger ?? createLogger(options.logLevel);
   const broker = createBroker(options, log);
   const queues = new ConsumerQueues(broker, { expiresMs: options.queueExpiresMs, maxLength: options.queueMaxLength });
-  const fanOut = new FanOut(broker, log, { maxPendingBytes: options.maxPendingBytes, lingerMs: 30_000, prefetch: 256, queueExpiresMs: 60_000, queueMaxLength: 10_000 });
+  const fanOut = new FanOut(broker, log, {
+    maxPendingBytes: options.maxPendingBytes,
+    lingerMs: 30_000,
+    prefetch: 256,
+    queueExpiresMs: 60_000,
+    queueMaxLength: 10_000,
+  });
   const streams = new Streams(broker, queues, fanOut, log, options.streamPrefetch);
   const app = createApp(options, log);
   const cors = new Cors(options.corsOrigins);
   const queueBudget = new QueueBudget(options.queueBudget);
   let closing: Promise<void> | undefined;
   const admission = new Admission({
-    options, app, cors, broker, queues, fanOut, queueBudget,
+    options,
+    app,
+    cors,
+    broker,
+    queues,
+    fanOut,
+    queueBudget,
     limits: new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity),
     closing: () => closing !== undefined,
   });
@@ -133,23 +145,37 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const publish = publisher(options, broker, start);
   const ready = new BrokerReady(broker, start);
 
-  const decide: UpgradeDecider = input.onUpgrade ?? createDefaultDecider({
-    log, admission, reauthIntervalMs: options.reauthIntervalMs, maxSubscriptions: options.wsMaxSubscriptions,
-    async prepareStream(req, channel, consumerId) {
-      // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
-      if (!broker.ready) return;
-      admission.admitQueue(admission.clientAddress(req), channel, consumerId);
-      if (consumerId !== undefined) await queues.ensure(consumerId, channel);
-      else await fanOut.prepare(channel);
-    },
-    sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
-  });
+  const decide: UpgradeDecider =
+    input.onUpgrade ??
+    createDefaultDecider({
+      log,
+      admission,
+      reauthIntervalMs: options.reauthIntervalMs,
+      maxSubscriptions: options.wsMaxSubscriptions,
+      async prepareStream(req, channel, consumerId) {
+        // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
+        if (!broker.ready) return;
+        admission.admitQueue(admission.clientAddress(req), channel, consumerId);
+        if (consumerId !== undefined) await queues.ensure(consumerId, channel);
+        else await fanOut.prepare(channel);
+      },
+      sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
+    });
   const push = new PushFront({
-    admission, decide, custom,
+    admission,
+    decide,
+    custom,
     acceptor: new WebSocketAcceptor({ maxPayload: options.wsMaxPayload, pingIntervalMs: options.wsPingIntervalMs }),
     heartbeats: sseHeartbeats(options.sseHeartbeatMs),
     sseRetryMs: options.sseRetryMs,
-    context: { streams, log, maxSubscriptions: options.wsMaxSubscriptions, maxPendingBytes: options.maxPendingBytes, publish, brokerReady: () => ready.wait(() => closing !== undefined) },
+    context: {
+      streams,
+      log,
+      maxSubscriptions: options.wsMaxSubscriptions,
+      maxPendingBytes: options.maxPendingBytes,
+      publish,
+      brokerReady: () => ready.wait(() => closing !== undefined),
+    },
   });
   const longPoll = new LongPoll(broker, queues, log);
   const polls = new LongPollFront(longPoll, fanOut, admission, app, options);
@@ -157,42 +183,75 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     let sse = 0;
     for (const conn of push.connections) if (conn.kind === 'sse') sse++;
     const identified = streams.identified;
-    return { broker: broker.stats(), longPoll: { ...longPoll.stats }, streams: { sse, websocket: push.connections.size - sse, identified }, fanOut: { ...fanOut.stats }, knownQueues: queues.size };
+    return {
+      broker: broker.stats(),
+      longPoll: { ...longPoll.stats },
+      streams: { sse, websocket: push.connections.size - sse, identified },
+      fanOut: { ...fanOut.stats },
+      knownQueues: queues.size,
+    };
   };
 
   const attached = input.server === undefined ? undefined : new AttachedServer(input.server, log);
   const routes = new Routes(options.pushRoutes, options.appRoutes, custom);
   const router = new Router({
-    log, routes, custom, app, cors, broker, polls, push, stats,
-    publishToken: options.publishToken, maxMessageBytes: options.maxMessageBytes, pushRoutes: options.pushRoutes,
+    log,
+    routes,
+    custom,
+    app,
+    cors,
+    broker,
+    polls,
+    push,
+    stats,
+    publishToken: options.publishToken,
+    maxMessageBytes: options.maxMessageBytes,
+    pushRoutes: options.pushRoutes,
     passRequest: attached === undefined ? undefined : (req, res) => attached.passRequest(req, res),
     closing: () => closing !== undefined,
   });
   const upgrades = new UpgradeFront({
-    log, routes, custom, app, admission, push, pushRoutes: options.pushRoutes,
+    log,
+    routes,
+    custom,
+    app,
+    admission,
+    push,
+    pushRoutes: options.pushRoutes,
     passUpgrade: attached === undefined ? undefined : (req, socket, head) => attached.passUpgrade(req, socket, head),
   });
   const handle = (req: IncomingMessage, res: ServerResponse): void => router.handle(req, res);
   const server = input.server ?? createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
   if (attached !== undefined) {
-    attached.install({ claims: (req, upgrading) => routes.claims(req, upgrading), handle, upgrade: (req, socket, head) => upgrades.handleUpgrade(req, socket, head) });
+    attached.install({
+      claims: (req, upgrading) => routes.claims(req, upgrading),
+      handle,
+      upgrade: (req, socket, head) => upgrades.handleUpgrade(req, socket, head),
+    });
     start().catch((err: unknown) => log.error('broker start failed', { error: String(err) }));
   } else {
     listenOn(server, log, (req, socket, head) => upgrades.handleUpgrade(req, socket, head));
   }
 
   return {
-    options, server, broker, handle, stats, start, publish,
+    options,
+    server,
+    broker,
+    handle,
+    stats,
+    start,
+    publish,
     connections: push.connections,
     async listen(): Promise<AddressInfo> {
       await start();
-      if (!server.listening) await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(options.port, options.host, () => {
-          server.off('error', reject);
-          resolve();
+      if (!server.listening)
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(options.port, options.host, () => {
+            server.off('error', reject);
+            resolve();
+          });
         });
-      });
       const address = server.address() as AddressInfo;
       log.info('gateway listening', { port: address.port, host: address.address, broker: broker.kind });
       return address;
@@ -221,7 +280,9 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
 /** Options that only make sense together when embedding. @throws OptionError */
 function checkEmbedding(input: CreateGatewayOptions, options: NormalizedOptions): void {
   if (input.server !== undefined && options.upstream !== undefined) {
-    throw new OptionError('server and upstream (--upstream) exclude each other: an attached gateway shares its server with the application itself');
+    throw new OptionError(
+      'server and upstream (--upstream) exclude each other: an attached gateway shares its server with the application itself',
+    );
   }
   if (input.server !== undefined && input.onUpgrade === undefined && options.pushRoutes === undefined) {
     throw new OptionError('server with the default handler needs pushRoutes: which paths of the application are channels, e.g. /live/');
@@ -318,7 +379,10 @@ function listenOn(server: Server, log: Logger, upgrade: (req: IncomingMessage, s
     abortHandshake(socket, new WarrenError('METHOD_NOT_ALLOWED', 'CONNECT is not supported'), log);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    const error = err.code === 'HPE_HEADER_OVERFLOW' ? new WarrenError('HEADERS_TOO_LARGE', 'request headers are too large') : new WarrenError('INVALID_REQUEST', 'malformed HTTP request');
+    const error =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? new WarrenError('HEADERS_TOO_LARGE', 'request headers are too large')
+        : new WarrenError('INVALID_REQUEST', 'malformed HTTP request');
     abortHandshake(socket, error, log);
   });
 }

@@ -11,7 +11,19 @@ export type {
   WriteOptions,
 } from './push/handler.js';
 export { WARREN_PROTOCOL, CLOSE_CODES } from './transports/websocket.js';
-export { normalizeOptions, parseDuration, parseBytes, parseOptionText, showDuration, showBytes, showDefault, describeOption, OPTION_SPECS, OptionError, LOG_LEVELS } from './options.js';
+export {
+  normalizeOptions,
+  parseDuration,
+  parseBytes,
+  parseOptionText,
+  showDuration,
+  showBytes,
+  showDefault,
+  describeOption,
+  OPTION_SPECS,
+  OptionError,
+  LOG_LEVELS,
+} from './options.js';
 export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js';
 export { createLogger, silentLogger } from './logger.js';
 export type { Logger, LogLevel } from './logger.js';

@@ -94,10 +94,34 @@ export interface GatewayOptions {
   logger?: Logger;
 }
 
-type Unset = 'host' | 'amqpUrl' | 'publishToken' | 'logger' | 'corsOrigins' | 'upstream' | 'pushRoutes' | 'appRoutes' | 'trustedProxies' | 'authUrl' | 'tokenSecret';
+type Unset =
+  | 'host'
+  | 'amqpUrl'
+  | 'publishToken'
+  | 'logger'
+  | 'corsOrigins'
+  | 'upstream'
+  | 'pushRoutes'
+  | 'appRoutes'
+  | 'trustedProxies'
+  | 'authUrl'
+  | 'tokenSecret';
 export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
 
-type Kind = 'integer' | 'duration' | 'bytes' | 'string' | 'url' | 'http-url' | 'secret' | 'level' | 'origins' | 'prefixes' | 'proxies' | 'path-template' | 'method';
+type Kind =
+  | 'integer'
+  | 'duration'
+  | 'bytes'
+  | 'string'
+  | 'url'
+  | 'http-url'
+  | 'secret'
+  | 'level'
+  | 'origins'
+  | 'prefixes'
+  | 'proxies'
+  | 'path-template'
+  | 'method';
 
 /** One setting: its library key, command-line flag, environment variable and bounds. */
 export interface OptionSpec {
@@ -121,44 +145,377 @@ export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'
 
 /** Every gateway setting, in one place. README.md's configuration table mirrors it (a test checks). */
 export const OPTION_SPECS: readonly OptionSpec[] = [
-  { key: 'port', flag: '--port', env: 'WARREN_PORT', kind: 'integer', default: 4000, min: 0, max: 65535, description: 'TCP port to listen on (0 picks a free one).' },
-  { key: 'host', flag: '--host', env: 'WARREN_HOST', kind: 'string', default: undefined, defaultText: 'all interfaces', description: 'Address to listen on.' },
-  { key: 'amqpUrl', flag: '--amqp-url', env: 'WARREN_AMQP_URL', kind: 'url', default: undefined, defaultText: 'embedded broker', description: 'RabbitMQ URL (`amqp://` or `amqps://`). Without it the gateway runs its in-process broker.' },
-  { key: 'exchange', flag: '--exchange', env: 'WARREN_EXCHANGE', kind: 'string', default: 'warren', description: 'Exchange that channels are published to.' },
-  { key: 'publishToken', flag: '--publish-token', env: 'WARREN_PUBLISH_TOKEN', kind: 'secret', default: undefined, defaultText: '`warren serve` generates one', description: 'Bearer token for `POST /_warren/publish` (at least 16 characters).' },
-  { key: 'pollTimeoutMs', flag: '--poll-timeout', env: 'WARREN_POLL_TIMEOUT', kind: 'duration', default: 25 * SECOND, min: 0, max: 3600 * SECOND, description: 'How long a long-poll waits before answering 204.' },
-  { key: 'maxPollTimeoutMs', flag: '--max-poll-timeout', env: 'WARREN_MAX_POLL_TIMEOUT', kind: 'duration', default: 120 * SECOND, min: 0, max: 3600 * SECOND, description: 'Largest `?timeout=` a client may ask for.' },
-  { key: 'queueExpiresMs', flag: '--queue-expires', env: 'WARREN_QUEUE_EXPIRES', kind: 'duration', default: 5 * MINUTE, min: SECOND, max: 30 * DAY, description: 'How long a consumer queue outlives its last poll (`x-expires`).' },
-  { key: 'queueMaxLength', flag: '--queue-max-length', env: 'WARREN_QUEUE_MAX_LENGTH', kind: 'integer', default: 10_000, min: 1, max: 10_000_000, description: 'Most messages a consumer queue keeps; the oldest are dropped first (`x-max-length`).' },
-  { key: 'maxMessageBytes', flag: '--max-message-bytes', env: 'WARREN_MAX_MESSAGE_BYTES', kind: 'bytes', default: 256 * 1024, min: 1, max: 64 * 1024 * 1024, description: 'Largest message body accepted for publishing.' },
-  { key: 'sseHeartbeatMs', flag: '--sse-heartbeat', env: 'WARREN_SSE_HEARTBEAT', kind: 'duration', default: 15 * SECOND, min: 100, max: 10 * MINUTE, description: 'Interval of SSE heartbeat comments (sent to streams that carried nothing else meanwhile).' },
-  { key: 'sseRetryMs', flag: '--sse-retry', env: 'WARREN_SSE_RETRY', kind: 'duration', default: 2 * SECOND, min: 0, max: 10 * MINUTE, description: 'The `retry:` reconnect delay hinted to EventSource clients.' },
-  { key: 'wsPingIntervalMs', flag: '--ws-ping-interval', env: 'WARREN_WS_PING_INTERVAL', kind: 'duration', default: 30 * SECOND, min: 100, max: 10 * MINUTE, description: 'WebSocket ping interval; a socket that has not answered by the next ping is dropped.' },
-  { key: 'wsMaxPayload', flag: '--ws-max-payload', env: 'WARREN_WS_MAX_PAYLOAD', kind: 'bytes', default: 64 * 1024, min: 1, max: 16 * 1024 * 1024, description: 'Largest frame a WebSocket client may send (larger: close 1009).' },
-  { key: 'wsMaxSubscriptions', flag: '--ws-max-subscriptions', env: 'WARREN_WS_MAX_SUBSCRIPTIONS', kind: 'integer', default: 64, min: 1, max: 10_000, description: 'Most channels one `warren.v1` socket may subscribe to.' },
-  { key: 'streamPrefetch', flag: '--stream-prefetch', env: 'WARREN_STREAM_PREFETCH', kind: 'integer', default: 64, min: 1, max: 65_535, description: 'Messages in flight (unacknowledged) per identified SSE or WebSocket stream.' },
-  { key: 'maxPendingBytes', flag: '--max-pending-bytes', env: 'WARREN_MAX_PENDING_BYTES', kind: 'bytes', default: 1024 * 1024, min: 1024, max: 1024 * 1024 * 1024, description: 'Bytes an anonymous stream may have waiting for its socket before it is closed as too slow.' },
-  { key: 'corsOrigins', flag: '--cors-origins', env: 'WARREN_CORS_ORIGINS', kind: 'origins', default: undefined, defaultText: 'none', description: 'Origins whose pages may read channels cross-origin with credentials: exact origins, comma-separated (`https://app.example.com`), or `*` for any origin without credentials. WebSockets carry cookies whatever CORS says: only listed origins (and the gateway\'s own) may open one, never `*`.' },
-  { key: 'upstream', flag: '--upstream', env: 'WARREN_UPSTREAM', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The web application in front of which Warren sits (`http://app:3000`): every request that is not a subscription is proxied to it.' },
-  { key: 'pushRoutes', flag: '--push-routes', env: 'WARREN_PUSH_ROUTES', kind: 'prefixes', default: undefined, defaultText: 'every path (required with `--upstream`)', description: 'Path prefixes that are push channels, comma-separated (`/live/,/rooms/`); other paths go to the application.' },
-  { key: 'appRoutes', flag: '--app-routes', env: 'WARREN_APP_ROUTES', kind: 'prefixes', default: undefined, defaultText: 'none', description: 'Path prefixes under the push routes that still go to the application (`/live/api/`), comma-separated.' },
-  { key: 'upstreamTimeoutMs', flag: '--upstream-timeout', env: 'WARREN_UPSTREAM_TIMEOUT', kind: 'duration', default: 30 * SECOND, min: 100, max: 10 * MINUTE, description: 'Longest wait for the application: proxied requests, auth checks.' },
-  { key: 'trustedProxies', flag: '--trusted-proxies', env: 'WARREN_TRUSTED_PROXIES', kind: 'proxies', default: undefined, defaultText: 'none', description: 'Addresses or CIDR ranges (`10.0.0.0/8`, `::1/128`) of proxies in front of Warren, comma-separated: their `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept, and the client is the right-most `X-Forwarded-For` address that is not one of them; from anyone else these headers are replaced.' },
-  { key: 'authUrl', flag: '--auth-url', env: 'WARREN_AUTH_URL', kind: 'http-url', default: undefined, defaultText: 'none', description: 'The application endpoint asked before a subscription opens (reverse-proxied auth); see "The app in front".' },
-  { key: 'authCacheMs', flag: '--auth-cache', env: 'WARREN_AUTH_CACHE', kind: 'duration', default: 5 * SECOND, min: 0, max: 10 * MINUTE, description: 'How long an auth decision is reused for the same credentials and channel.' },
-  { key: 'wsMessagePath', flag: '--ws-message-path', env: 'WARREN_WS_MESSAGE_PATH', kind: 'path-template', default: '{channel}', description: 'Where a client\'s WebSocket message goes in the application: a path in which `{channel}` stands for the channel path (`/api/messages{channel}`).' },
-  { key: 'wsMessageMethod', flag: '--ws-message-method', env: 'WARREN_WS_MESSAGE_METHOD', kind: 'method', default: 'POST', description: 'The method of that request: POST, PUT or PATCH.' },
-  { key: 'tokenSecret', flag: '--token-secret', env: 'WARREN_TOKEN_SECRET', kind: 'secret', default: undefined, defaultText: 'none', description: 'Shared secret (at least 32 characters) that verifies signed channel tokens (`?token=` or `Authorization: Bearer`); with it and no `--auth-url`, subscriptions need a token.' },
-  { key: 'reauthIntervalMs', flag: '--reauth-interval', env: 'WARREN_REAUTH_INTERVAL', kind: 'duration', default: 60 * SECOND, min: 100, max: 24 * 60 * MINUTE, description: 'How often SSE and WebSocket streams are authorized again (auth URL or token); a stream the app now refuses is closed.' },
-  { key: 'maxConnectionsPerIp', flag: '--max-connections-per-ip', env: 'WARREN_MAX_CONNECTIONS_PER_IP', kind: 'integer', default: 256, min: 1, max: 1_000_000, description: 'Most open subscriptions (streams and waiting polls) per client address.' },
-  { key: 'maxConnectionsPerIdentity', flag: '--max-connections-per-identity', env: 'WARREN_MAX_CONNECTIONS_PER_IDENTITY', kind: 'integer', default: 64, min: 1, max: 1_000_000, description: 'Most open subscriptions per identity (the one the app or a token vouched for, else the consumer id).' },
-  { key: 'queueBudget', flag: '--queue-budget', env: 'WARREN_QUEUE_BUDGET', kind: 'integer', default: 120, min: 1, max: 1_000_000, description: 'New queues each client address may cause per minute (a consumer queue not yet known to this gateway, or a channel new to its anonymous fan-out); more is `429 QUEUE_BUDGET_EXCEEDED`. Reconnecting to known queues costs nothing.' },
-  { key: 'maxQueues', flag: '--max-queues', env: 'WARREN_MAX_QUEUES', kind: 'integer', default: 100_000, min: 1, max: 10_000_000, description: 'Most consumer queues (and, counted apart, anonymous channels) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.' },
-  { key: 'logLevel', flag: '--log-level', env: 'WARREN_LOG_LEVEL', kind: 'level', default: 'info', description: `Log level: ${LOG_LEVELS.join(', ')}.` },
-  { key: 'amqpHeartbeatMs', flag: '--amqp-heartbeat', env: 'WARREN_AMQP_HEARTBEAT', kind: 'duration', default: 4 * SECOND, min: 0, max: 10 * MINUTE, description: 'AMQP heartbeat interval (whole seconds): a RabbitMQ connection silent for two intervals is taken for dead and replaced, so a stalled or unreachable broker is noticed within three intervals (12 s by default). 0 leaves it to the server (60 s).' },
-  { key: 'brokerTimeoutMs', flag: '--broker-timeout', env: 'WARREN_BROKER_TIMEOUT', kind: 'duration', default: 10 * SECOND, min: 100, max: 10 * MINUTE, description: 'Longest wait for one broker operation (declare, consume, get, publisher confirm); past it the request fails with `BROKER_TIMEOUT`.' },
-  { key: 'reconnectMinMs', flag: '--reconnect-min', env: 'WARREN_RECONNECT_MIN', kind: 'duration', default: 100, min: 10, max: 60 * SECOND, description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).' },
-  { key: 'reconnectMaxMs', flag: '--reconnect-max', env: 'WARREN_RECONNECT_MAX', kind: 'duration', default: 5 * SECOND, min: 10, max: 10 * MINUTE, description: 'Longest delay between reconnect attempts.' },
+  {
+    key: 'port',
+    flag: '--port',
+    env: 'WARREN_PORT',
+    kind: 'integer',
+    default: 4000,
+    min: 0,
+    max: 65535,
+    description: 'TCP port to listen on (0 picks a free one).',
+  },
+  {
+    key: 'host',
+    flag: '--host',
+    env: 'WARREN_HOST',
+    kind: 'string',
+    default: undefined,
+    defaultText: 'all interfaces',
+    description: 'Address to listen on.',
+  },
+  {
+    key: 'amqpUrl',
+    flag: '--amqp-url',
+    env: 'WARREN_AMQP_URL',
+    kind: 'url',
+    default: undefined,
+    defaultText: 'embedded broker',
+    description: 'RabbitMQ URL (`amqp://` or `amqps://`). Without it the gateway runs its in-process broker.',
+  },
+  {
+    key: 'exchange',
+    flag: '--exchange',
+    env: 'WARREN_EXCHANGE',
+    kind: 'string',
+    default: 'warren',
+    description: 'Exchange that channels are published to.',
+  },
+  {
+    key: 'publishToken',
+    flag: '--publish-token',
+    env: 'WARREN_PUBLISH_TOKEN',
+    kind: 'secret',
+    default: undefined,
+    defaultText: '`warren serve` generates one',
+    description: 'Bearer token for `POST /_warren/publish` (at least 16 characters).',
+  },
+  {
+    key: 'pollTimeoutMs',
+    flag: '--poll-timeout',
+    env: 'WARREN_POLL_TIMEOUT',
+    kind: 'duration',
+    default: 25 * SECOND,
+    min: 0,
+    max: 3600 * SECOND,
+    description: 'How long a long-poll waits before answering 204.',
+  },
+  {
+    key: 'maxPollTimeoutMs',
+    flag: '--max-poll-timeout',
+    env: 'WARREN_MAX_POLL_TIMEOUT',
+    kind: 'duration',
+    default: 120 * SECOND,
+    min: 0,
+    max: 3600 * SECOND,
+    description: 'Largest `?timeout=` a client may ask for.',
+  },
+  {
+    key: 'queueExpiresMs',
+    flag: '--queue-expires',
+    env: 'WARREN_QUEUE_EXPIRES',
+    kind: 'duration',
+    default: 5 * MINUTE,
+    min: SECOND,
+    max: 30 * DAY,
+    description: 'How long a consumer queue outlives its last poll (`x-expires`).',
+  },
+  {
+    key: 'queueMaxLength',
+    flag: '--queue-max-length',
+    env: 'WARREN_QUEUE_MAX_LENGTH',
+    kind: 'integer',
+    default: 10_000,
+    min: 1,
+    max: 10_000_000,
+    description: 'Most messages a consumer queue keeps; the oldest are dropped first (`x-max-length`).',
+  },
+  {
+    key: 'maxMessageBytes',
+    flag: '--max-message-bytes',
+    env: 'WARREN_MAX_MESSAGE_BYTES',
+    kind: 'bytes',
+    default: 256 * 1024,
+    min: 1,
+    max: 64 * 1024 * 1024,
+    description: 'Largest message body accepted for publishing.',
+  },
+  {
+    key: 'sseHeartbeatMs',
+    flag: '--sse-heartbeat',
+    env: 'WARREN_SSE_HEARTBEAT',
+    kind: 'duration',
+    default: 15 * SECOND,
+    min: 100,
+    max: 10 * MINUTE,
+    description: 'Interval of SSE heartbeat comments (sent to streams that carried nothing else meanwhile).',
+  },
+  {
+    key: 'sseRetryMs',
+    flag: '--sse-retry',
+    env: 'WARREN_SSE_RETRY',
+    kind: 'duration',
+    default: 2 * SECOND,
+    min: 0,
+    max: 10 * MINUTE,
+    description: 'The `retry:` reconnect delay hinted to EventSource clients.',
+  },
+  {
+    key: 'wsPingIntervalMs',
+    flag: '--ws-ping-interval',
+    env: 'WARREN_WS_PING_INTERVAL',
+    kind: 'duration',
+    default: 30 * SECOND,
+    min: 100,
+    max: 10 * MINUTE,
+    description: 'WebSocket ping interval; a socket that has not answered by the next ping is dropped.',
+  },
+  {
+    key: 'wsMaxPayload',
+    flag: '--ws-max-payload',
+    env: 'WARREN_WS_MAX_PAYLOAD',
+    kind: 'bytes',
+    default: 64 * 1024,
+    min: 1,
+    max: 16 * 1024 * 1024,
+    description: 'Largest frame a WebSocket client may send (larger: close 1009).',
+  },
+  {
+    key: 'wsMaxSubscriptions',
+    flag: '--ws-max-subscriptions',
+    env: 'WARREN_WS_MAX_SUBSCRIPTIONS',
+    kind: 'integer',
+    default: 64,
+    min: 1,
+    max: 10_000,
+    description: 'Most channels one `warren.v1` socket may subscribe to.',
+  },
+  {
+    key: 'streamPrefetch',
+    flag: '--stream-prefetch',
+    env: 'WARREN_STREAM_PREFETCH',
+    kind: 'integer',
+    default: 64,
+    min: 1,
+    max: 65_535,
+    description: 'Messages in flight (unacknowledged) per identified SSE or WebSocket stream.',
+  },
+  {
+    key: 'maxPendingBytes',
+    flag: '--max-pending-bytes',
+    env: 'WARREN_MAX_PENDING_BYTES',
+    kind: 'bytes',
+    default: 1024 * 1024,
+    min: 1024,
+    max: 1024 * 1024 * 1024,
+    description: 'Bytes an anonymous stream may have waiting for its socket before it is closed as too slow.',
+  },
+  {
+    key: 'corsOrigins',
+    flag: '--cors-origins',
+    env: 'WARREN_CORS_ORIGINS',
+    kind: 'origins',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      "Origins whose pages may read channels cross-origin with credentials: exact origins, comma-separated (`https://app.example.com`), or `*` for any origin without credentials. WebSockets carry cookies whatever CORS says: only listed origins (and the gateway's own) may open one, never `*`.",
+  },
+  {
+    key: 'upstream',
+    flag: '--upstream',
+    env: 'WARREN_UPSTREAM',
+    kind: 'http-url',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'The web application in front of which Warren sits (`http://app:3000`): every request that is not a subscription is proxied to it.',
+  },
+  {
+    key: 'pushRoutes',
+    flag: '--push-routes',
+    env: 'WARREN_PUSH_ROUTES',
+    kind: 'prefixes',
+    default: undefined,
+    defaultText: 'every path (required with `--upstream`)',
+    description: 'Path prefixes that are push channels, comma-separated (`/live/,/rooms/`); other paths go to the application.',
+  },
+  {
+    key: 'appRoutes',
+    flag: '--app-routes',
+    env: 'WARREN_APP_ROUTES',
+    kind: 'prefixes',
+    default: undefined,
+    defaultText: 'none',
+    description: 'Path prefixes under the push routes that still go to the application (`/live/api/`), comma-separated.',
+  },
+  {
+    key: 'upstreamTimeoutMs',
+    flag: '--upstream-timeout',
+    env: 'WARREN_UPSTREAM_TIMEOUT',
+    kind: 'duration',
+    default: 30 * SECOND,
+    min: 100,
+    max: 10 * MINUTE,
+    description: 'Longest wait for the application: proxied requests, auth checks.',
+  },
+  {
+    key: 'trustedProxies',
+    flag: '--trusted-proxies',
+    env: 'WARREN_TRUSTED_PROXIES',
+    kind: 'proxies',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'Addresses or CIDR ranges (`10.0.0.0/8`, `::1/128`) of proxies in front of Warren, comma-separated: their `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are kept, and the client is the right-most `X-Forwarded-For` address that is not one of them; from anyone else these headers are replaced.',
+  },
+  {
+    key: 'authUrl',
+    flag: '--auth-url',
+    env: 'WARREN_AUTH_URL',
+    kind: 'http-url',
+    default: undefined,
+    defaultText: 'none',
+    description: 'The application endpoint asked before a subscription opens (reverse-proxied auth); see "The app in front".',
+  },
+  {
+    key: 'authCacheMs',
+    flag: '--auth-cache',
+    env: 'WARREN_AUTH_CACHE',
+    kind: 'duration',
+    default: 5 * SECOND,
+    min: 0,
+    max: 10 * MINUTE,
+    description: 'How long an auth decision is reused for the same credentials and channel.',
+  },
+  {
+    key: 'wsMessagePath',
+    flag: '--ws-message-path',
+    env: 'WARREN_WS_MESSAGE_PATH',
+    kind: 'path-template',
+    default: '{channel}',
+    description:
+      "Where a client's WebSocket message goes in the application: a path in which `{channel}` stands for the channel path (`/api/messages{channel}`).",
+  },
+  {
+    key: 'wsMessageMethod',
+    flag: '--ws-message-method',
+    env: 'WARREN_WS_MESSAGE_METHOD',
+    kind: 'method',
+    default: 'POST',
+    description: 'The method of that request: POST, PUT or PATCH.',
+  },
+  {
+    key: 'tokenSecret',
+    flag: '--token-secret',
+    env: 'WARREN_TOKEN_SECRET',
+    kind: 'secret',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'Shared secret (at least 32 characters) that verifies signed channel tokens (`?token=` or `Authorization: Bearer`); with it and no `--auth-url`, subscriptions need a token.',
+  },
+  {
+    key: 'reauthIntervalMs',
+    flag: '--reauth-interval',
+    env: 'WARREN_REAUTH_INTERVAL',
+    kind: 'duration',
+    default: 60 * SECOND,
+    min: 100,
+    max: 24 * 60 * MINUTE,
+    description: 'How often SSE and WebSocket streams are authorized again (auth URL or token); a stream the app now refuses is closed.',
+  },
+  {
+    key: 'maxConnectionsPerIp',
+    flag: '--max-connections-per-ip',
+    env: 'WARREN_MAX_CONNECTIONS_PER_IP',
+    kind: 'integer',
+    default: 256,
+    min: 1,
+    max: 1_000_000,
+    description: 'Most open subscriptions (streams and waiting polls) per client address.',
+  },
+  {
+    key: 'maxConnectionsPerIdentity',
+    flag: '--max-connections-per-identity',
+    env: 'WARREN_MAX_CONNECTIONS_PER_IDENTITY',
+    kind: 'integer',
+    default: 64,
+    min: 1,
+    max: 1_000_000,
+    description: 'Most open subscriptions per identity (the one the app or a token vouched for, else the consumer id).',
+  },
+  {
+    key: 'queueBudget',
+    flag: '--queue-budget',
+    env: 'WARREN_QUEUE_BUDGET',
+    kind: 'integer',
+    default: 120,
+    min: 1,
+    max: 1_000_000,
+    description:
+      'New queues each client address may cause per minute (a consumer queue not yet known to this gateway, or a channel new to its anonymous fan-out); more is `429 QUEUE_BUDGET_EXCEEDED`. Reconnecting to known queues costs nothing.',
+  },
+  {
+    key: 'maxQueues',
+    flag: '--max-queues',
+    env: 'WARREN_MAX_QUEUES',
+    kind: 'integer',
+    default: 100_000,
+    min: 1,
+    max: 10_000_000,
+    description:
+      'Most consumer queues (and, counted apart, anonymous channels) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.',
+  },
+  {
+    key: 'logLevel',
+    flag: '--log-level',
+    env: 'WARREN_LOG_LEVEL',
+    kind: 'level',
+    default: 'info',
+    description: `Log level: ${LOG_LEVELS.join(', ')}.`,
+  },
+  {
+    key: 'amqpHeartbeatMs',
+    flag: '--amqp-heartbeat',
+    env: 'WARREN_AMQP_HEARTBEAT',
+    kind: 'duration',
+    default: 4 * SECOND,
+    min: 0,
+    max: 10 * MINUTE,
+    description:
+      'AMQP heartbeat interval (whole seconds): a RabbitMQ connection silent for two intervals is taken for dead and replaced, so a stalled or unreachable broker is noticed within three intervals (12 s by default). 0 leaves it to the server (60 s).',
+  },
+  {
+    key: 'brokerTimeoutMs',
+    flag: '--broker-timeout',
+    env: 'WARREN_BROKER_TIMEOUT',
+    kind: 'duration',
+    default: 10 * SECOND,
+    min: 100,
+    max: 10 * MINUTE,
+    description:
+      'Longest wait for one broker operation (declare, consume, get, publisher confirm); past it the request fails with `BROKER_TIMEOUT`.',
+  },
+  {
+    key: 'reconnectMinMs',
+    flag: '--reconnect-min',
+    env: 'WARREN_RECONNECT_MIN',
+    kind: 'duration',
+    default: 100,
+    min: 10,
+    max: 60 * SECOND,
+    description: 'First delay before reconnecting to RabbitMQ (doubles each attempt).',
+  },
+  {
+    key: 'reconnectMaxMs',
+    flag: '--reconnect-max',
+    env: 'WARREN_RECONNECT_MAX',
+    kind: 'duration',
+    default: 5 * SECOND,
+    min: 10,
+    max: 10 * MINUTE,
+    description: 'Longest delay between reconnect attempts.',
+  },
 ];
 
 /**
@@ -301,12 +658,13 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
       }
       case 'prefixes': {
         for (const prefix of parseList(String(value))) {
-          if (!prefix.startsWith('/') || prefix.startsWith('/_')) fail(`has ${JSON.stringify(prefix)}; a prefix starts with "/" (not "/_")`);
+          if (!prefix.startsWith('/') || prefix.startsWith('/_'))
+            fail(`has ${JSON.stringify(prefix)}; a prefix starts with "/" (not "/_")`);
         }
         break;
       }
       case 'path-template':
-        if (typeof value !== 'string' || !value.startsWith('/') && !value.startsWith('{channel}') || /[\s?#]/.test(value)) {
+        if (typeof value !== 'string' || (!value.startsWith('/') && !value.startsWith('{channel}')) || /[\s?#]/.test(value)) {
           fail('must be a path (starting with "/" or "{channel}", no spaces, "?" or "#")');
         }
         break;
@@ -336,7 +694,8 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
         break;
       }
       case 'string': {
-        if (typeof value !== 'string' || value.length === 0 || value.length > 255) fail('must be a non-empty string of at most 255 characters');
+        if (typeof value !== 'string' || value.length === 0 || value.length > 255)
+          fail('must be a non-empty string of at most 255 characters');
         break;
       }
     }
@@ -344,10 +703,14 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   const options = out as NormalizedOptions;
   if (options.pollTimeoutMs > options.maxPollTimeoutMs) {
-    throw new OptionError(`${describe('pollTimeoutMs')} (${showDuration(options.pollTimeoutMs)}) exceeds ${describe('maxPollTimeoutMs')} (${showDuration(options.maxPollTimeoutMs)})`);
+    throw new OptionError(
+      `${describe('pollTimeoutMs')} (${showDuration(options.pollTimeoutMs)}) exceeds ${describe('maxPollTimeoutMs')} (${showDuration(options.maxPollTimeoutMs)})`,
+    );
   }
   if (options.reconnectMinMs > options.reconnectMaxMs) {
-    throw new OptionError(`${describe('reconnectMinMs')} (${showDuration(options.reconnectMinMs)}) exceeds ${describe('reconnectMaxMs')} (${showDuration(options.reconnectMaxMs)})`);
+    throw new OptionError(
+      `${describe('reconnectMinMs')} (${showDuration(options.reconnectMinMs)}) exceeds ${describe('reconnectMaxMs')} (${showDuration(options.reconnectMaxMs)})`,
+    );
   }
   if (options.appRoutes !== undefined && options.upstream === undefined) {
     throw new OptionError(`${describe('appRoutes')} needs ${describe('upstream')}: where those routes go`);

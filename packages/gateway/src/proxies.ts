@@ -61,7 +61,10 @@ export function plainAddress(address: string): string {
  */
 export function parseProxies(text: string): Array<{ address: string; prefix: number | undefined; family: 'ipv4' | 'ipv6' }> {
   const out: Array<{ address: string; prefix: number | undefined; family: 'ipv4' | 'ipv6' }> = [];
-  for (const entry of text.split(',').map((e) => e.trim()).filter((e) => e.length > 0)) {
+  for (const entry of text
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e.length > 0)) {
     const slash = entry.indexOf('/');
     const address = plainAddress(slash < 0 ? entry : entry.slice(0, slash));
     const family = isIP(address);

@@ -64,7 +64,8 @@ export async function handlePublish(
   authorizePublisher(req, token);
   const channels = query.getAll('channel');
   if (channels.length === 0) throw new WarrenError('INVALID_CHANNEL', 'name at least one channel: ?channel=/greetings');
-  if (channels.length > MAX_PUBLISH_CHANNELS) throw new WarrenError('INVALID_CHANNEL', `at most ${MAX_PUBLISH_CHANNELS} channels per publish`);
+  if (channels.length > MAX_PUBLISH_CHANNELS)
+    throw new WarrenError('INVALID_CHANNEL', `at most ${MAX_PUBLISH_CHANNELS} channels per publish`);
   const unique = [...new Set(channels.map(parseChannel))];
   const id = header(req, HEADERS.messageId);
   const event = header(req, HEADERS.event);

@@ -77,7 +77,10 @@ export class Router {
     const { passRequest, app, custom } = this.deps;
     if (passRequest !== undefined) return passRequest(req, res);
     if (app.proxying) return app.forward(req, res);
-    throw new WarrenError('NOT_FOUND', custom ? `no handler for ${path}` : `${path} is not under the push routes (${this.deps.pushRoutes})`);
+    throw new WarrenError(
+      'NOT_FOUND',
+      custom ? `no handler for ${path}` : `${path} is not under the push routes (${this.deps.pushRoutes})`,
+    );
   }
 
   private async internal(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {

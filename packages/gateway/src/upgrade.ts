@@ -36,7 +36,8 @@ export class UpgradeFront {
 
   private async route(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const { custom, routes, admission, push } = this.deps;
-    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') throw new WarrenError('INVALID_REQUEST', 'only WebSocket upgrades are supported');
+    if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket')
+      throw new WarrenError('INVALID_REQUEST', 'only WebSocket upgrades are supported');
     const { path, query } = parseTarget(req);
     if (req.method !== 'GET') throw new WarrenError('METHOD_NOT_ALLOWED', 'a WebSocket upgrade is a GET');
     if (custom || path !== PATHS.socket) {
@@ -53,6 +54,9 @@ export class UpgradeFront {
     const { passUpgrade, app, custom } = this.deps;
     if (passUpgrade !== undefined) return passUpgrade(req, socket, head);
     if (app.proxying) return app.tunnel(req, socket, head);
-    throw new WarrenError('NOT_FOUND', custom ? `no handler for ${path}` : `${path} is not under the push routes (${this.deps.pushRoutes})`);
+    throw new WarrenError(
+      'NOT_FOUND',
+      custom ? `no handler for ${path}` : `${path} is not under the push routes (${this.deps.pushRoutes})`,
+    );
   }
 }

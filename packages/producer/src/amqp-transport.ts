@@ -26,7 +26,10 @@ export class AmqpTransport implements Transport {
     const ch = await Promise.race([
       this.open(),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new WarrenError('BROKER_TIMEOUT', `RabbitMQ did not open a channel within ${this.timeoutMs} ms`)), this.timeoutMs);
+        timer = setTimeout(
+          () => reject(new WarrenError('BROKER_TIMEOUT', `RabbitMQ did not open a channel within ${this.timeoutMs} ms`)),
+          this.timeoutMs,
+        );
       }),
     ]).finally(() => clearTimeout(timer));
     await Promise.all(channels.map((channel) => this.publishOne(ch, channel, message)));
@@ -45,7 +48,13 @@ export class AmqpTransport implements Transport {
       let ok: boolean;
       // A stalled broker (or a dead connection not yet noticed) never confirms.
       const timer = setTimeout(
-        () => reject(new WarrenError('BROKER_TIMEOUT', `RabbitMQ did not confirm the message within ${this.timeoutMs} ms; it may still be delivered`)),
+        () =>
+          reject(
+            new WarrenError(
+              'BROKER_TIMEOUT',
+              `RabbitMQ did not confirm the message within ${this.timeoutMs} ms; it may still be delivered`,
+            ),
+          ),
         this.timeoutMs,
       );
       try {

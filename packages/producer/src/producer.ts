@@ -1,11 +1,4 @@
-import {
-  DEFAULT_EXCHANGE,
-  encodeMessage,
-  parseChannel,
-  WarrenError,
-  type MessageData,
-  type MessageOptions,
-} from '@warren/protocol';
+import { DEFAULT_EXCHANGE, encodeMessage, parseChannel, WarrenError, type MessageData, type MessageOptions } from '@warren/protocol';
 import { AmqpTransport } from './amqp-transport.js';
 import { HttpTransport } from './http-transport.js';
 import { readTokenFile, tokenFileFor } from './token-file.js';
@@ -98,7 +91,10 @@ export class Producer {
     const env = process.env;
     const text = options.url ?? (env.WARREN_AMQP_URL || env.WARREN_URL || undefined);
     if (text === undefined) {
-      throw new WarrenError('PRODUCER_NOT_CONFIGURED', 'Producer: no url: set WARREN_AMQP_URL (amqp://…) or WARREN_URL (http://…, a gateway), or pass { url }');
+      throw new WarrenError(
+        'PRODUCER_NOT_CONFIGURED',
+        'Producer: no url: set WARREN_AMQP_URL (amqp://…) or WARREN_URL (http://…, a gateway), or pass { url }',
+      );
     }
     let url: URL;
     try {
@@ -107,15 +103,24 @@ export class Producer {
       throw new TypeError(`Producer: url ${JSON.stringify(text)} is not a URL`);
     }
     this.maxMessageBytes = options.maxMessageBytes ?? 256 * 1024;
-    if (!Number.isInteger(this.maxMessageBytes) || this.maxMessageBytes < 1) throw new TypeError('Producer: maxMessageBytes must be a positive integer');
+    if (!Number.isInteger(this.maxMessageBytes) || this.maxMessageBytes < 1)
+      throw new TypeError('Producer: maxMessageBytes must be a positive integer');
     if (url.protocol === 'amqp:' || url.protocol === 'amqps:') {
-      this.transport = new AmqpTransport(text, options.exchange ?? DEFAULT_EXCHANGE, options.timeoutMs ?? 10_000, options.heartbeatSeconds ?? 4);
+      this.transport = new AmqpTransport(
+        text,
+        options.exchange ?? DEFAULT_EXCHANGE,
+        options.timeoutMs ?? 10_000,
+        options.heartbeatSeconds ?? 4,
+      );
     } else if (url.protocol === 'http:' || url.protocol === 'https:') {
       const file = tokenFileFor(url);
       const token = options.token || env.WARREN_PUBLISH_TOKEN || (file === undefined ? undefined : readTokenFile(file));
       if (token === undefined) {
         const more = file === undefined ? '' : `, or run \`warren serve\` on this machine (it writes ${file})`;
-        throw new WarrenError('PRODUCER_NOT_CONFIGURED', `Producer: no publish token for ${text}: set WARREN_PUBLISH_TOKEN (the gateway's --publish-token) or pass { token }${more}`);
+        throw new WarrenError(
+          'PRODUCER_NOT_CONFIGURED',
+          `Producer: no publish token for ${text}: set WARREN_PUBLISH_TOKEN (the gateway's --publish-token) or pass { token }${more}`,
+        );
       }
       this.transport = new HttpTransport(url, token, options.timeoutMs ?? 10_000);
     } else {

@@ -14,35 +14,76 @@ export const ERROR_CODES = {
   INVALID_MESSAGE: { status: 400, description: 'The message body cannot be encoded (for example a value JSON cannot represent).' },
   INVALID_FRAME: { status: 400, description: 'A WebSocket frame is not a valid `warren.v1` command.' },
   TOO_MANY_SUBSCRIPTIONS: { status: 400, description: 'A WebSocket asked for more channels than `--ws-max-subscriptions`.' },
-  UNAUTHORIZED: { status: 401, description: 'The publish token is missing or wrong, or the application (`--auth-url`) refused the subscription with 401.' },
+  UNAUTHORIZED: {
+    status: 401,
+    description: 'The publish token is missing or wrong, or the application (`--auth-url`) refused the subscription with 401.',
+  },
   INVALID_TOKEN: { status: 401, description: 'A signed channel token is malformed or its signature does not match.' },
   TOKEN_EXPIRED: { status: 401, description: 'A signed channel token has expired; get a new one from the application.' },
-  FORBIDDEN: { status: 403, description: 'The application (`--auth-url`) refused the subscription with 403, or a signed token does not cover the channel.' },
+  FORBIDDEN: {
+    status: 403,
+    description: 'The application (`--auth-url`) refused the subscription with 403, or a signed token does not cover the channel.',
+  },
   ORIGIN_NOT_ALLOWED: { status: 403, description: 'A WebSocket upgrade came from an origin not in `--cors-origins`.' },
-  FORBIDDEN_FROM_BROWSER: { status: 403, description: 'The publish endpoint refuses requests that carry browser headers (`Origin`, `Sec-Fetch-Site`, `-Dest`, `-User`).' },
+  FORBIDDEN_FROM_BROWSER: {
+    status: 403,
+    description: 'The publish endpoint refuses requests that carry browser headers (`Origin`, `Sec-Fetch-Site`, `-Dest`, `-User`).',
+  },
   PUBLISH_DISABLED: { status: 403, description: 'The gateway was started without a publish token, so HTTP publishing is off.' },
   NOT_FOUND: { status: 404, description: 'No such endpoint.' },
   METHOD_NOT_ALLOWED: { status: 405, description: 'The method is not allowed on this path (`CONNECT` never is); see the `Allow` header.' },
-  POLL_SUPERSEDED: { status: 409, description: 'A newer long-poll for the same consumer and channel took over this one; no message was taken.' },
+  POLL_SUPERSEDED: {
+    status: 409,
+    description: 'A newer long-poll for the same consumer and channel took over this one; no message was taken.',
+  },
   MESSAGE_TOO_LARGE: { status: 413, description: 'The message body is larger than the configured maximum.' },
-  URI_TOO_LONG: { status: 414, description: 'The request URL is longer than allowed (2,048 characters; past 16 KiB the whole request head is refused with 431).' },
+  URI_TOO_LONG: {
+    status: 414,
+    description: 'The request URL is longer than allowed (2,048 characters; past 16 KiB the whole request head is refused with 431).',
+  },
   EXPECTATION_FAILED: { status: 417, description: 'The request has an `Expect` header other than `100-continue`.' },
   HEADERS_TOO_LARGE: { status: 431, description: 'The request headers are larger than allowed.' },
   INTERNAL_ERROR: { status: 500, description: 'An unexpected error in the gateway; it is logged.' },
   NO_APP_CONFIGURED: { status: 501, description: 'A WebSocket client sent a message, but no application is configured to receive it.' },
-  TOO_MANY_CONNECTIONS: { status: 429, description: 'This client address or identity has as many open subscriptions as `--max-connections-per-ip` / `--max-connections-per-identity` allow.' },
-  QUEUE_BUDGET_EXCEEDED: { status: 429, description: 'This client address asked for more new queues (consumer queues, or channels new to this gateway) than `--queue-budget` allows per minute; retry after the `Retry-After` delay.' },
-  TOO_MANY_REQUESTS: { status: 429, description: 'A WebSocket has too many messages waiting for the application\'s answers (16).' },
+  TOO_MANY_CONNECTIONS: {
+    status: 429,
+    description:
+      'This client address or identity has as many open subscriptions as `--max-connections-per-ip` / `--max-connections-per-identity` allow.',
+  },
+  QUEUE_BUDGET_EXCEEDED: {
+    status: 429,
+    description:
+      'This client address asked for more new queues (consumer queues, or channels new to this gateway) than `--queue-budget` allows per minute; retry after the `Retry-After` delay.',
+  },
+  TOO_MANY_REQUESTS: { status: 429, description: "A WebSocket has too many messages waiting for the application's answers (16)." },
   PUBLISH_NACKED: { status: 502, description: 'The broker refused the message (negative publisher confirm); it was not delivered.' },
-  UPSTREAM_UNAVAILABLE: { status: 502, description: 'The application (`--upstream`, `--auth-url`) could not be reached or answered with a server error.' },
+  UPSTREAM_UNAVAILABLE: {
+    status: 502,
+    description: 'The application (`--upstream`, `--auth-url`) could not be reached or answered with a server error.',
+  },
   UPSTREAM_TIMEOUT: { status: 504, description: 'The application did not answer within `--upstream-timeout`.' },
-  BROKER_UNAVAILABLE: { status: 503, description: 'The broker is not reachable right now; retry after the `Retry-After` delay. A publish that failed with this code was not confirmed and may be retried.' },
-  QUEUE_LIMIT_REACHED: { status: 503, description: 'This gateway already keeps `--max-queues` consumer queues (or anonymous channels); existing ones still work.' },
-  BROKER_TIMEOUT: { status: 503, description: 'The broker did not answer within `--broker-timeout` (it is stalled or overloaded). A publish that failed with this code may still have been delivered; retrying it is safe under at-least-once delivery.' },
+  BROKER_UNAVAILABLE: {
+    status: 503,
+    description:
+      'The broker is not reachable right now; retry after the `Retry-After` delay. A publish that failed with this code was not confirmed and may be retried.',
+  },
+  QUEUE_LIMIT_REACHED: {
+    status: 503,
+    description: 'This gateway already keeps `--max-queues` consumer queues (or anonymous channels); existing ones still work.',
+  },
+  BROKER_TIMEOUT: {
+    status: 503,
+    description:
+      'The broker did not answer within `--broker-timeout` (it is stalled or overloaded). A publish that failed with this code may still have been delivered; retrying it is safe under at-least-once delivery.',
+  },
   GATEWAY_UNREACHABLE: { status: null, description: 'Client side: the gateway could not be reached over HTTP.' },
   GATEWAY_ERROR: { status: null, description: 'Client side: the gateway answered with an unexpected status or body.' },
   PRODUCER_CLOSED: { status: null, description: 'Client side: publish() was called after close().' },
-  PRODUCER_NOT_CONFIGURED: { status: null, description: 'Client side: `new Producer()` found no URL (option `url`, `WARREN_AMQP_URL`, `WARREN_URL`), or no publish token for an `http(s)://` URL (option `token`, `WARREN_PUBLISH_TOKEN`, the token file `warren serve` writes); the message says what to set.' },
+  PRODUCER_NOT_CONFIGURED: {
+    status: null,
+    description:
+      'Client side: `new Producer()` found no URL (option `url`, `WARREN_AMQP_URL`, `WARREN_URL`), or no publish token for an `http(s)://` URL (option `token`, `WARREN_PUBLISH_TOKEN`, the token file `warren serve` writes); the message says what to set.',
+  },
   CONNECTION_CLOSED: { status: null, description: 'Library: `subscribe()` was called on a push connection that is closed or closing.' },
 } as const satisfies Record<string, { status: number | null; description: string }>;
 

@@ -104,7 +104,9 @@ export type FrameField = 'required' | 'optional';
 export type FrameFields<F extends { type: string }> = {
   // `{} extends Pick<T, K>` is how a mapped type tells an optional key from a required one.
   // eslint-disable-next-line @typescript-eslint/no-empty-object-type
-  [T in F['type']]: { [K in Exclude<keyof Extract<F, { type: T }>, 'type'>]-?: {} extends Pick<Extract<F, { type: T }>, K> ? 'optional' : 'required' };
+  [T in F['type']]: {
+    [K in Exclude<keyof Extract<F, { type: T }>, 'type'>]-?: {} extends Pick<Extract<F, { type: T }>, K> ? 'optional' : 'required';
+  };
 };
 
 /**
@@ -136,7 +138,12 @@ export class ClientFrameError extends WarrenError {
   readonly channel: string | undefined;
   readonly id: string | undefined;
 
-  constructor(code: ErrorCode, message: string, echo: { channel?: string | undefined; id?: string | undefined }, options?: { cause?: unknown }) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    echo: { channel?: string | undefined; id?: string | undefined },
+    options?: { cause?: unknown },
+  ) {
     super(code, message, options);
     this.channel = echo.channel;
     this.id = echo.id;
@@ -177,7 +184,9 @@ export function parseClientFrame(text: string): ClientFrame {
     switch (raw.type) {
       case 'subscribe': {
         const channel = parseChannel(raw.channel);
-        return raw.lastEventId === undefined ? { type: 'subscribe', channel } : { type: 'subscribe', channel, lastEventId: parseMessageId(raw.lastEventId) };
+        return raw.lastEventId === undefined
+          ? { type: 'subscribe', channel }
+          : { type: 'subscribe', channel, lastEventId: parseMessageId(raw.lastEventId) };
       }
       case 'unsubscribe':
         return { type: 'unsubscribe', channel: parseChannel(raw.channel) };

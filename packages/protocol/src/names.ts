@@ -19,7 +19,8 @@ const CONSUMER_ID = /^[A-Za-z0-9_-]+$/;
 // Visible ASCII: no space, no CR/LF, no control characters (SSE-safe).
 const MESSAGE_ID = /^[\x21-\x7e]+$/;
 const EVENT_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*$/;
-const CONTENT_TYPE = /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20-\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
+const CONTENT_TYPE =
+  /^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=("[\x20-\x21\x23-\x7e]*"|[A-Za-z0-9!#$&^_.+-]+))*$/;
 
 /**
  * Checks a channel path and returns it. A channel is an absolute path:
@@ -57,10 +58,7 @@ export function parseChannel(input: unknown): string {
  */
 export function parseConsumerId(input: unknown): string {
   if (typeof input !== 'string' || input.length === 0 || input.length > MAX_CONSUMER_ID_LENGTH || !CONSUMER_ID.test(input)) {
-    throw new WarrenError(
-      'INVALID_CONSUMER_ID',
-      `invalid consumer id: 1 to ${MAX_CONSUMER_ID_LENGTH} characters of A-Z a-z 0-9 _ -`,
-    );
+    throw new WarrenError('INVALID_CONSUMER_ID', `invalid consumer id: 1 to ${MAX_CONSUMER_ID_LENGTH} characters of A-Z a-z 0-9 _ -`);
   }
   return input;
 }
@@ -111,7 +109,10 @@ export function parseEventName(input: unknown): string {
  */
 export function parseContentType(input: unknown): string {
   if (typeof input !== 'string' || input.length === 0 || input.length > MAX_CONTENT_TYPE_LENGTH || !CONTENT_TYPE.test(input)) {
-    throw new WarrenError('INVALID_CONTENT_TYPE', `invalid content type: type/subtype with optional parameters, at most ${MAX_CONTENT_TYPE_LENGTH} characters`);
+    throw new WarrenError(
+      'INVALID_CONTENT_TYPE',
+      `invalid content type: type/subtype with optional parameters, at most ${MAX_CONTENT_TYPE_LENGTH} characters`,
+    );
   }
   return input;
 }

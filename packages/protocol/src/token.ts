@@ -67,8 +67,7 @@ interface ChannelTokenGrant {
  * Expiry has one-second resolution and is rounded down.
  */
 export type ChannelTokenInput =
-  | (ChannelTokenGrant & { expiresAt: number; ttlMs?: never })
-  | (ChannelTokenGrant & { ttlMs: number; expiresAt?: never });
+  (ChannelTokenGrant & { expiresAt: number; ttlMs?: never }) | (ChannelTokenGrant & { ttlMs: number; expiresAt?: never });
 
 /** The secret as bytes; a TypeError (never echoing the secret) when unusable. */
 function secretKey(secret: string | Uint8Array): Uint8Array {
@@ -114,7 +113,12 @@ function isGrant(entry: unknown): entry is string {
 export function signChannelToken(claims: ChannelTokenInput, secret: string | Uint8Array, now: number = Date.now()): string {
   const key = secretKey(secret);
   if (typeof claims !== 'object' || claims === null) throw new TypeError('channel token claims must be an object');
-  const { consumerId, channels, expiresAt, ttlMs } = claims as { consumerId?: unknown; channels?: unknown; expiresAt?: unknown; ttlMs?: unknown };
+  const { consumerId, channels, expiresAt, ttlMs } = claims as {
+    consumerId?: unknown;
+    channels?: unknown;
+    expiresAt?: unknown;
+    ttlMs?: unknown;
+  };
 
   if (!Array.isArray(channels)) throw new TypeError('channel token claims: channels must be an array');
   if (channels.length === 0) throw new RangeError('channel token claims: channels must not be empty');
@@ -131,7 +135,8 @@ export function signChannelToken(claims: ChannelTokenInput, secret: string | Uin
   let expiryMs: number;
   if (expiresAt !== undefined && ttlMs !== undefined) throw new TypeError('channel token claims: give expiresAt or ttlMs, not both');
   if (expiresAt !== undefined) {
-    if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt)) throw new TypeError('channel token claims: expiresAt must be ms since the epoch');
+    if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt))
+      throw new TypeError('channel token claims: expiresAt must be ms since the epoch');
     expiryMs = expiresAt;
   } else if (ttlMs !== undefined) {
     if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs)) throw new TypeError('channel token claims: ttlMs must be a number of ms');
@@ -145,7 +150,8 @@ export function signChannelToken(claims: ChannelTokenInput, secret: string | Uin
   if (exp * 1000 <= now) throw new RangeError('channel token claims: the expiry is not in the future (expiresAt is in ms)');
   if (!Number.isSafeInteger(exp)) throw new RangeError('channel token claims: expiry out of range');
 
-  const payload: { sub?: string; ch: string[]; exp: number } = consumerId === undefined ? { ch: [...channels], exp } : { sub: consumerId as string, ch: [...channels], exp };
+  const payload: { sub?: string; ch: string[]; exp: number } =
+    consumerId === undefined ? { ch: [...channels], exp } : { sub: consumerId as string, ch: [...channels], exp };
   const signedPart = `${VERSION}.${Buffer.from(JSON.stringify(payload), 'utf8').toString('base64url')}`;
   const token = `${signedPart}.${sign(key, signedPart).toString('base64url')}`;
   if (token.length > MAX_TOKEN_LENGTH) {
@@ -198,7 +204,8 @@ export function verifyChannelToken(token: string, secret: string | Uint8Array, n
   // Refuse claims we do not understand rather than ignore a restriction.
   if (Object.keys(payload).some((k) => !PAYLOAD_KEYS.has(k))) return invalid('unknown claim in payload');
   const { sub, ch, exp } = payload as { sub?: unknown; ch?: unknown; exp?: unknown };
-  if (!Array.isArray(ch) || ch.length === 0 || ch.length > MAX_TOKEN_CHANNELS) return invalid(`"ch" must hold 1 to ${MAX_TOKEN_CHANNELS} channels`);
+  if (!Array.isArray(ch) || ch.length === 0 || ch.length > MAX_TOKEN_CHANNELS)
+    return invalid(`"ch" must hold 1 to ${MAX_TOKEN_CHANNELS} channels`);
   if (!ch.every(isGrant)) return invalid('"ch" holds an invalid channel or prefix');
   if (typeof exp !== 'number' || !Number.isSafeInteger(exp) || exp <= 0) return invalid('"exp" must be a positive whole number of seconds');
   if (sub !== undefined) {

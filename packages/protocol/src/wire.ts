@@ -121,5 +121,7 @@ export function confirmError(err: unknown): WarrenError {
   if (err instanceof Error && err.message === 'message nacked') {
     return new WarrenError('PUBLISH_NACKED', 'the broker refused the message');
   }
-  return new WarrenError('BROKER_UNAVAILABLE', 'the broker went away before confirming the message; it may be retried with the same id', { cause: err });
+  return new WarrenError('BROKER_UNAVAILABLE', 'the broker went away before confirming the message; it may be retried with the same id', {
+    cause: err,
+  });
 }

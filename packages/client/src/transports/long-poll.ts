@@ -29,7 +29,8 @@ export class LongPollTransport implements Transport {
     private readonly fetch: FetchLike | null | undefined,
     channels: Iterable<string>,
   ) {
-    if (typeof fetch !== 'function') throw new WarrenClientError('TRANSPORT_UNAVAILABLE', 'no fetch implementation', { transport: 'long-poll' });
+    if (typeof fetch !== 'function')
+      throw new WarrenClientError('TRANSPORT_UNAVAILABLE', 'no fetch implementation', { transport: 'long-poll' });
     for (const channel of channels) this.add(channel);
   }
 
@@ -66,10 +67,13 @@ export class LongPollTransport implements Transport {
       const controller = new AbortController();
       poller.controller = controller;
       let deadlineHit = false;
-      const deadline = setTimeout(() => {
-        deadlineHit = true;
-        controller.abort();
-      }, timeout * 1000 + DEADLINE_GRACE_MS);
+      const deadline = setTimeout(
+        () => {
+          deadlineHit = true;
+          controller.abort();
+        },
+        timeout * 1000 + DEADLINE_GRACE_MS,
+      );
       let res: FetchResponseLike;
       let body: ArrayBuffer | undefined;
       try {

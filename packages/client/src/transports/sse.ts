@@ -24,7 +24,8 @@ export class SseTransport implements Transport {
     private readonly Impl: EventSourceConstructor | null | undefined,
     channels: Iterable<string>,
   ) {
-    if (typeof Impl !== 'function') throw new WarrenClientError('TRANSPORT_UNAVAILABLE', 'no EventSource implementation', { transport: 'sse' });
+    if (typeof Impl !== 'function')
+      throw new WarrenClientError('TRANSPORT_UNAVAILABLE', 'no EventSource implementation', { transport: 'sse' });
     try {
       for (const channel of channels) this.open(channel);
     } catch (err) {
@@ -40,7 +41,10 @@ export class SseTransport implements Transport {
       try {
         this.open(channel);
       } catch (err) {
-        const error = new WarrenClientError('CONNECTION_LOST', `EventSource failed: ${err instanceof Error ? err.message : String(err)}`, { transport: 'sse', channel });
+        const error = new WarrenClientError('CONNECTION_LOST', `EventSource failed: ${err instanceof Error ? err.message : String(err)}`, {
+          transport: 'sse',
+          channel,
+        });
         queueMicrotask(() => this.fail(error));
       }
       return;
@@ -62,7 +66,10 @@ export class SseTransport implements Transport {
   }
 
   private open(channel: string): void {
-    const url = gatewayUrl(this.host.baseUrl, channel, { consumer_id: this.host.consumerId, last_event_id: this.host.lastEventId(channel) });
+    const url = gatewayUrl(this.host.baseUrl, channel, {
+      consumer_id: this.host.consumerId,
+      last_event_id: this.host.lastEventId(channel),
+    });
     const es = new this.Impl!(url);
     const stream: Stream = { es, names: new Set(), opened: false };
     this.streams.set(channel, stream);
@@ -81,11 +88,15 @@ export class SseTransport implements Transport {
       const status = typeof event?.code === 'number' ? event.code : undefined;
       const detail = typeof event?.message === 'string' && event.message !== '' ? `: ${event.message}` : '';
       this.fail(
-        new WarrenClientError(stream.opened ? 'CONNECTION_LOST' : 'CONNECT_FAILED', `EventSource for ${channel} ${stream.opened ? 'closed' : 'did not open'}${detail}`, {
-          transport: 'sse',
-          channel,
-          ...(status === undefined ? {} : { status }),
-        }),
+        new WarrenClientError(
+          stream.opened ? 'CONNECTION_LOST' : 'CONNECT_FAILED',
+          `EventSource for ${channel} ${stream.opened ? 'closed' : 'did not open'}${detail}`,
+          {
+            transport: 'sse',
+            channel,
+            ...(status === undefined ? {} : { status }),
+          },
+        ),
       );
     };
     this.listen(channel, stream);

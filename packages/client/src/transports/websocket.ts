@@ -32,7 +32,8 @@ export class WebSocketTransport implements Transport {
     Impl: WebSocketConstructor | null | undefined,
     channels: Iterable<string>,
   ) {
-    if (typeof Impl !== 'function') throw new WarrenClientError('TRANSPORT_UNAVAILABLE', 'no WebSocket implementation', { transport: 'websocket' });
+    if (typeof Impl !== 'function')
+      throw new WarrenClientError('TRANSPORT_UNAVAILABLE', 'no WebSocket implementation', { transport: 'websocket' });
     for (const channel of channels) this.channels.add(channel);
     const ws = new Impl(gatewayUrl(host.baseUrl, SOCKET_PATH, { consumer_id: host.consumerId }, 'ws'), WARREN_PROTOCOL);
     this.ws = ws;
@@ -116,7 +117,11 @@ export class WebSocketTransport implements Transport {
     try {
       frame = parseServerFrame(typeof data === 'string' ? data : new TextDecoder().decode(data as ArrayBuffer | Uint8Array));
     } catch (err) {
-      this.host.report(err instanceof WarrenClientError ? err : new WarrenClientError('INVALID_FRAME', 'the gateway sent a frame that is not text', { transport: 'websocket' }));
+      this.host.report(
+        err instanceof WarrenClientError
+          ? err
+          : new WarrenClientError('INVALID_FRAME', 'the gateway sent a frame that is not text', { transport: 'websocket' }),
+      );
       return;
     }
     // A frame type from a newer gateway.
@@ -133,7 +138,9 @@ export class WebSocketTransport implements Transport {
           try {
             message.binary = base64ToBytes(frame.data);
           } catch {
-            this.host.report(new WarrenClientError('INVALID_FRAME', 'a base64 message frame that is not base64', { transport: 'websocket', channel }));
+            this.host.report(
+              new WarrenClientError('INVALID_FRAME', 'a base64 message frame that is not base64', { transport: 'websocket', channel }),
+            );
             return;
           }
         }

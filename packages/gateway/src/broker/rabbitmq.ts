@@ -154,14 +154,21 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   async publish(channel: string, message: WarrenMessage): Promise<void> {
-    const ch = await this.channel(() => this.publishChannel, (p) => {
+    const ch = await this.channel(
+      () => this.publishChannel,
+      (p) => {
         this.publishChannel = p;
-      }, () => this.openPublishChannel());
+      },
+      () => this.openPublishChannel(),
+    );
     while (this.publishDrain !== undefined) await this.publishDrain;
     await new Promise<void>((resolve, reject) => {
       let ok: boolean;
       const timer = setTimeout(
-        () => reject(brokerTimeout(`RabbitMQ did not confirm the message within ${this.options.operationTimeoutMs} ms; it may still be delivered`)),
+        () =>
+          reject(
+            brokerTimeout(`RabbitMQ did not confirm the message within ${this.options.operationTimeoutMs} ms; it may still be delivered`),
+          ),
         this.options.operationTimeoutMs,
       );
       try {
@@ -228,9 +235,13 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   /** The channel for declarations and bindings. */
   private admin(): Promise<Channel> {
-    return this.channel(() => this.adminChannel, (p) => {
+    return this.channel(
+      () => this.adminChannel,
+      (p) => {
         this.adminChannel = p;
-      }, () => this.openChannel());
+      },
+      () => this.openChannel(),
+    );
   }
 
   async get(queue: string): Promise<Delivery | undefined> {
@@ -261,10 +272,14 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     const consumer = new RabbitConsumer(ch, options);
     this.consumers.add(consumer);
     try {
-      const reply = await this.bounded(ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false }), 'basic.consume', (late) => {
-        // Started after the caller gave up: its deliveries are requeued (cancelled), and it is stopped.
-        if (!this.closedChannels.has(ch)) ch.cancel(late.consumerTag).catch(() => undefined);
-      });
+      const reply = await this.bounded(
+        ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false }),
+        'basic.consume',
+        (late) => {
+          // Started after the caller gave up: its deliveries are requeued (cancelled), and it is stopped.
+          if (!this.closedChannels.has(ch)) ch.cancel(late.consumerTag).catch(() => undefined);
+        },
+      );
       consumer.tag = reply.consumerTag;
     } catch (err) {
       this.consumers.delete(consumer);

@@ -142,7 +142,8 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     this.state = 'closed';
     const all = this.allSubscriptions();
     this.subs = undefined;
-    for (const sub of all) stopSubscription(sub).catch((err: unknown) => this.context.log.warn('stopping a subscription failed', { error: String(err) }));
+    for (const sub of all)
+      stopSubscription(sub).catch((err: unknown) => this.context.log.warn('stopping a subscription failed', { error: String(err) }));
     this.context.closed(this);
     void this.run('onClose', []).finally(() => {
       this.finished = true;
@@ -183,7 +184,12 @@ export class Connection implements PushConnection, Sink, TransportEvents {
 
   async subscribe(channel: string, options: SubscribeOptions = {}): Promise<void> {
     channel = parseChannel(channel);
-    const consumerId = options.consumerId === null ? undefined : options.consumerId === undefined ? this.consumerId : parseOwnedConsumerId(options.consumerId);
+    const consumerId =
+      options.consumerId === null
+        ? undefined
+        : options.consumerId === undefined
+          ? this.consumerId
+          : parseOwnedConsumerId(options.consumerId);
     if (this.state !== 'open') throw new WarrenError('CONNECTION_CLOSED', 'the connection is closed');
     const existing = this.findSubscription(channel);
     if (existing !== undefined) {
@@ -255,7 +261,11 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     const subs = this.subs;
     if (subs === undefined) this.subs = sub;
     else if (subs instanceof Map) subs.set(sub.channel, sub);
-    else this.subs = new Map([[subs.channel, subs], [sub.channel, sub]]);
+    else
+      this.subs = new Map([
+        [subs.channel, subs],
+        [sub.channel, sub],
+      ]);
   }
 
   /** Removes `sub` if it is still the channel's subscription. */

@@ -1,5 +1,15 @@
 import type { IncomingMessage } from 'node:http';
-import { ClientFrameError, HEADERS, parseChannel, parseClientFrame, PATHS, WarrenError, type ClientFrame, type ReplyFrame, type ServerFrame } from '@warren/protocol';
+import {
+  ClientFrameError,
+  HEADERS,
+  parseChannel,
+  parseClientFrame,
+  PATHS,
+  WarrenError,
+  type ClientFrame,
+  type ReplyFrame,
+  type ServerFrame,
+} from '@warren/protocol';
 import type { AppReply, Identity } from '../app.js';
 import { findLastEventId } from '../identity.js';
 import type { Admission } from '../admission.js';
@@ -129,7 +139,10 @@ class StreamSession extends DefaultSession<string> {
       this.reauth.unref();
     }
     try {
-      await conn.subscribe(this.channel, { consumerId: this.consumerId ?? null, ...(this.lastEventId === undefined ? {} : { lastEventId: this.lastEventId }) });
+      await conn.subscribe(this.channel, {
+        consumerId: this.consumerId ?? null,
+        ...(this.lastEventId === undefined ? {} : { lastEventId: this.lastEventId }),
+      });
     } catch (err) {
       if (!conn.open) return;
       deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
@@ -194,7 +207,13 @@ class SocketSession extends DefaultSession<string | undefined> {
           throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.deps.maxSubscriptions} channels per connection`);
         }
         const attempt = this.attach(channel, lastEventId, known);
-        this.pending.set(channel, attempt.then(() => undefined, () => undefined));
+        this.pending.set(
+          channel,
+          attempt.then(
+            () => undefined,
+            () => undefined,
+          ),
+        );
         try {
           await attempt;
         } finally {
@@ -251,7 +270,12 @@ class SocketSession extends DefaultSession<string | undefined> {
       // A raw socket's message goes to the application at its channel's path.
       if (this.channel === undefined) return;
       const binary = typeof data !== 'string';
-      void this.toApp(this.channel, binary ? data : Buffer.from(data), binary ? 'application/octet-stream' : 'text/plain; charset=utf-8', undefined);
+      void this.toApp(
+        this.channel,
+        binary ? data : Buffer.from(data),
+        binary ? 'application/octet-stream' : 'text/plain; charset=utf-8',
+        undefined,
+      );
       return;
     }
     if (typeof data !== 'string') {

@@ -102,7 +102,14 @@ export class PushFront {
 }
 
 /** What the decider sees of a push request (Rack's `env`), with `setHeader` for the response. */
-function pushUpgrade(kind: UpgradeKind, req: IncomingMessage, path: string, query: URLSearchParams, consumerId: string | undefined, headers: OutgoingHttpHeaders): PushUpgrade {
+function pushUpgrade(
+  kind: UpgradeKind,
+  req: IncomingMessage,
+  path: string,
+  query: URLSearchParams,
+  consumerId: string | undefined,
+  headers: OutgoingHttpHeaders,
+): PushUpgrade {
   return {
     kind,
     request: req,

@@ -98,7 +98,11 @@ export class LongPollFront {
     const own = vouched === undefined ? resolveConsumer(req, query) : undefined;
     const consumerId = own === undefined ? vouched! : admission.unvouched(own.id);
     // The body is a publisher's bytes in the publisher's content type: opened as a page, it must not run.
-    const headers: OutgoingHttpHeaders = { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': 'sandbox' };
+    const headers: OutgoingHttpHeaders = {
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      'content-security-policy': 'sandbox',
+    };
     // The id the client can send back (not the identity prefix, which is the app's to give, nor the namespace).
     const shown = requested ?? own?.id;
     if (shown !== undefined) headers[HEADERS.consumerId] = shown;
@@ -172,7 +176,16 @@ export class LongPoll {
     let markSettled!: () => void;
     const poll: Poll = { settled: new Promise<void>((resolve) => (markSettled = resolve)) };
     const deadline = Date.now() + timeoutMs;
-    const run: PollRun = { poll, res, headers, deadline, lastAnswer: deadline + POLL_GRACE_MS, gone: false, queue: undefined, cleanups: [] };
+    const run: PollRun = {
+      poll,
+      res,
+      headers,
+      deadline,
+      lastAnswer: deadline + POLL_GRACE_MS,
+      gone: false,
+      queue: undefined,
+      cleanups: [],
+    };
     this.stats.started++;
     this.stats.active++;
     this.polls.add(poll);
@@ -210,7 +223,8 @@ export class LongPoll {
       }
     } catch (err) {
       this.stats.failed++;
-      const error = err instanceof PastDeadline ? new WarrenError('BROKER_TIMEOUT', 'the broker did not answer within the poll\'s timeout') : err;
+      const error =
+        err instanceof PastDeadline ? new WarrenError('BROKER_TIMEOUT', "the broker did not answer within the poll's timeout") : err;
       if (!run.gone) sendError(res, error, this.log, headers);
     } finally {
       res.off('close', onClose);
@@ -312,7 +326,12 @@ export class LongPoll {
       const result = await outcome;
       if (result.type === 'message') {
         const { message } = result;
-        const out: OutgoingHttpHeaders = { ...headers, 'content-type': message.contentType, 'content-length': message.body.length, [HEADERS.messageId]: message.id };
+        const out: OutgoingHttpHeaders = {
+          ...headers,
+          'content-type': message.contentType,
+          'content-length': message.body.length,
+          [HEADERS.messageId]: message.id,
+        };
         if (message.event !== undefined) out[HEADERS.event] = message.event;
         res.writeHead(200, out).end(message.body);
         this.stats.delivered++;
@@ -326,7 +345,8 @@ export class LongPoll {
       }
     } catch (err) {
       this.stats.failed++;
-      const error = err instanceof PastDeadline ? new WarrenError('BROKER_TIMEOUT', 'the broker did not answer within the poll\'s timeout') : err;
+      const error =
+        err instanceof PastDeadline ? new WarrenError('BROKER_TIMEOUT', "the broker did not answer within the poll's timeout") : err;
       if (!res.destroyed) sendError(res, error, this.log, headers);
     } finally {
       clearTimeout(timer);
