@@ -102,9 +102,9 @@ export type FrameField = 'required' | 'optional';
 
 /** The fields of each frame type besides `type`, and whether each must be present. */
 export type FrameFields<F extends { type: string }> = {
-  // `{} extends Pick<T, K>` is how a mapped type tells an optional key from a required one.
-  // eslint-disable-next-line @typescript-eslint/no-empty-object-type
   [T in F['type']]: {
+    // `{} extends Pick<T, K>` is how a mapped type tells an optional key from a required one.
+    // eslint-disable-next-line @typescript-eslint/no-empty-object-type
     [K in Exclude<keyof Extract<F, { type: T }>, 'type'>]-?: {} extends Pick<Extract<F, { type: T }>, K> ? 'optional' : 'required';
   };
 };
