@@ -112,169 +112,227 @@ export interface Gateway {
  */
 export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const options = normalizeOptions(input);
-  const custom = input.onUpgrade !== undefined;
   checkEmbedding(input, options);
-  const log: Logger = options.logger ?? createLogger(options.logLevel);
-  const broker = createBroker(options, log);
-  const queues = new ConsumerQueues(broker, { expiresMs: options.queueExpiresMs, maxLength: options.queueMaxLength });
-  const fanOut = new FanOut(broker, log, {
-    maxPendingBytes: options.maxPendingBytes,
-    lingerMs: 30_000,
-    prefetch: 256,
-    queueExpiresMs: 60_000,
-    queueMaxLength: 10_000,
-  });
-  const streams = new Streams(broker, queues, fanOut, log, options.streamPrefetch);
-  const app = createApp(options, log);
-  const cors = new Cors(options.corsOrigins);
-  const queueBudget = new QueueBudget(options.queueBudget);
-  let closing: Promise<void> | undefined;
-  const admission = new Admission({
-    options,
-    app,
-    cors,
-    broker,
-    queues,
-    fanOut,
-    queueBudget,
-    limits: new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity),
-    closing: () => closing !== undefined,
-  });
-  let started: Promise<void> | undefined;
-  const start = (): Promise<void> => (started ??= broker.start());
-  const publish = publisher(options, broker, start);
-  const ready = new BrokerReady(broker, start);
-
-  const decide: UpgradeDecider =
-    input.onUpgrade ??
-    createDefaultDecider({
-      log,
-      admission,
-      reauthIntervalMs: options.reauthIntervalMs,
-      maxSubscriptions: options.wsMaxSubscriptions,
-      async prepareStream(req, channel, consumerId) {
-        // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
-        if (!broker.ready) return;
-        admission.admitQueue(admission.clientAddress(req), channel, consumerId);
-        if (consumerId !== undefined) await queues.ensure(consumerId, channel);
-        else await fanOut.prepare(channel);
-      },
-      sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
-    });
-  const push = new PushFront({
-    admission,
-    decide,
-    custom,
-    acceptor: new WebSocketAcceptor({ maxPayload: options.wsMaxPayload, pingIntervalMs: options.wsPingIntervalMs }),
-    heartbeats: sseHeartbeats(options.sseHeartbeatMs),
-    sseRetryMs: options.sseRetryMs,
-    context: {
-      streams,
-      log,
-      maxSubscriptions: options.wsMaxSubscriptions,
-      maxPendingBytes: options.maxPendingBytes,
-      publish,
-      brokerReady: () => ready.wait(() => closing !== undefined),
-    },
-  });
-  const longPoll = new LongPoll(broker, queues, log);
-  const polls = new LongPollFront(longPoll, fanOut, admission, app, options);
-  const stats = (): GatewayStats => {
-    let sse = 0;
-    for (const conn of push.connections) if (conn.kind === 'sse') sse++;
-    const identified = streams.identified;
-    return {
-      broker: broker.stats(),
-      longPoll: { ...longPoll.stats },
-      streams: { sse, websocket: push.connections.size - sse, identified },
-      fanOut: { ...fanOut.stats },
-      knownQueues: queues.size,
-    };
-  };
-
+  const core = createCore(options);
+  const { log, broker } = core;
   const attached = input.server === undefined ? undefined : new AttachedServer(input.server, log);
-  const routes = new Routes(options.pushRoutes, options.appRoutes, custom);
-  const router = new Router({
-    log,
-    routes,
-    custom,
-    app,
-    cors,
-    broker,
-    polls,
-    push,
-    stats,
-    publishToken: options.publishToken,
-    maxMessageBytes: options.maxMessageBytes,
-    pushRoutes: options.pushRoutes,
-    passRequest: attached === undefined ? undefined : (req, res) => attached.passRequest(req, res),
-    closing: () => closing !== undefined,
-  });
-  const upgrades = new UpgradeFront({
-    log,
-    routes,
-    custom,
-    app,
-    admission,
-    push,
-    pushRoutes: options.pushRoutes,
-    passUpgrade: attached === undefined ? undefined : (req, socket, head) => attached.passUpgrade(req, socket, head),
-  });
+  const fronts = createFronts(core, input, attached);
+  const { push, routes, router, upgrades } = fronts;
   const handle = (req: IncomingMessage, res: ServerResponse): void => router.handle(req, res);
+  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => upgrades.handleUpgrade(req, socket, head);
   const server = input.server ?? createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
   if (attached !== undefined) {
-    attached.install({
-      claims: (req, upgrading) => routes.claims(req, upgrading),
-      handle,
-      upgrade: (req, socket, head) => upgrades.handleUpgrade(req, socket, head),
-    });
-    start().catch((err: unknown) => log.error('broker start failed', { error: String(err) }));
+    attached.install({ claims: (req, upgrading) => routes.claims(req, upgrading), handle, upgrade });
+    core.start().catch((err: unknown) => log.error('broker start failed', { error: String(err) }));
   } else {
-    listenOn(server, log, (req, socket, head) => upgrades.handleUpgrade(req, socket, head));
+    listenOn(server, log, upgrade);
   }
-
   return {
     options,
     server,
     broker,
     handle,
-    stats,
-    start,
-    publish,
+    stats: fronts.stats,
+    start: core.start,
+    publish: core.publish,
     connections: push.connections,
     async listen(): Promise<AddressInfo> {
-      await start();
-      if (!server.listening)
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(options.port, options.host, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
+      await core.start();
+      if (!server.listening) await listenServer(server, options);
       const address = server.address() as AddressInfo;
       log.info('gateway listening', { port: address.port, host: address.address, broker: broker.kind });
       return address;
     },
     close(): Promise<void> {
-      closing ??= (async () => {
-        longPoll.shutdown();
-        ready.fail(new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down'));
-        const open = [...push.connections];
-        await Promise.all(open.map((conn) => conn.shutdown(1000)));
-        await fanOut.close();
-        attached?.restore();
-        await closeServer(server, attached === undefined);
-        // onClose may still publish (a chat's "left"): give it time before the broker goes.
-        await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
-        queues.close();
-        queueBudget.close();
-        await app.close();
-        await broker.close();
-      })();
-      return closing;
+      core.closing ??= shutdown(core, fronts, server, attached);
+      return core.closing;
     },
   };
+}
+
+/** What every front shares: the broker and its queues, the application, admission. */
+interface Core {
+  options: NormalizedOptions;
+  log: Logger;
+  broker: Broker;
+  queues: ConsumerQueues;
+  fanOut: FanOut;
+  streams: Streams;
+  app: App;
+  cors: Cors;
+  queueBudget: QueueBudget;
+  admission: Admission;
+  ready: BrokerReady;
+  /** Set once `close()` was called. */
+  closing: Promise<void> | undefined;
+  start(): Promise<void>;
+  publish: Gateway['publish'];
+}
+
+function createCore(options: NormalizedOptions): Core {
+  const log: Logger = options.logger ?? createLogger(options.logLevel);
+  const broker = createBroker(options, log);
+  const queues = new ConsumerQueues(broker, { expiresMs: options.queueExpiresMs, maxLength: options.queueMaxLength });
+  const fanOutOptions = {
+    maxPendingBytes: options.maxPendingBytes,
+    lingerMs: 30_000,
+    prefetch: 256,
+    queueExpiresMs: 60_000,
+    queueMaxLength: 10_000,
+  };
+  const fanOut = new FanOut(broker, log, fanOutOptions);
+  const app = createApp(options, log);
+  const cors = new Cors(options.corsOrigins);
+  const queueBudget = new QueueBudget(options.queueBudget);
+  let started: Promise<void> | undefined;
+  const start = (): Promise<void> => (started ??= broker.start());
+  const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
+  const core: Core = {
+    options,
+    log,
+    broker,
+    queues,
+    fanOut,
+    app,
+    cors,
+    queueBudget,
+    streams: new Streams(broker, queues, fanOut, log, options.streamPrefetch),
+    admission: new Admission({
+      options,
+      app,
+      cors,
+      broker,
+      queues,
+      fanOut,
+      queueBudget,
+      limits,
+      closing: () => core.closing !== undefined,
+    }),
+    ready: new BrokerReady(broker, start),
+    closing: undefined,
+    start,
+    publish: publisher(options, broker, start),
+  };
+  return core;
+}
+
+/** The ways in: push connections, long-polls, HTTP routes and upgrades. */
+interface Fronts {
+  push: PushFront;
+  longPoll: LongPoll;
+  routes: Routes;
+  router: Router;
+  upgrades: UpgradeFront;
+  stats(): GatewayStats;
+}
+
+function createFronts(core: Core, input: CreateGatewayOptions, attached: AttachedServer | undefined): Fronts {
+  const { options, log, broker, app, admission } = core;
+  const custom = input.onUpgrade !== undefined;
+  const push = new PushFront({
+    admission,
+    decide: input.onUpgrade ?? defaultDecider(core),
+    custom,
+    acceptor: new WebSocketAcceptor({ maxPayload: options.wsMaxPayload, pingIntervalMs: options.wsPingIntervalMs }),
+    heartbeats: sseHeartbeats(options.sseHeartbeatMs),
+    sseRetryMs: options.sseRetryMs,
+    context: {
+      streams: core.streams,
+      log,
+      maxSubscriptions: options.wsMaxSubscriptions,
+      maxPendingBytes: options.maxPendingBytes,
+      publish: core.publish,
+      brokerReady: () => core.ready.wait(() => core.closing !== undefined),
+    },
+  });
+  const longPoll = new LongPoll(broker, core.queues, log);
+  const polls = new LongPollFront(longPoll, core.fanOut, admission, app, options);
+  const stats = (): GatewayStats => gatewayStats(core, push, longPoll);
+  const routes = new Routes(options.pushRoutes, options.appRoutes, custom);
+  const { publishToken, maxMessageBytes, pushRoutes } = options;
+  const closing = (): boolean => core.closing !== undefined;
+  const passRequest = attached === undefined ? undefined : attached.passRequest.bind(attached);
+  const passUpgrade = attached === undefined ? undefined : attached.passUpgrade.bind(attached);
+  const router = new Router({
+    log,
+    routes,
+    custom,
+    app,
+    cors: core.cors,
+    broker,
+    polls,
+    push,
+    stats,
+    publishToken,
+    maxMessageBytes,
+    pushRoutes,
+    closing,
+    passRequest,
+  });
+  const upgrades = new UpgradeFront({ log, routes, custom, app, admission, push, pushRoutes, passUpgrade });
+  return { push, longPoll, routes, router, upgrades, stats };
+}
+
+/** The handler of `warren serve`, on the core's admission and queues. */
+function defaultDecider(core: Core): UpgradeDecider {
+  const { options, log, broker, admission, queues, fanOut, app } = core;
+  return createDefaultDecider({
+    log,
+    admission,
+    reauthIntervalMs: options.reauthIntervalMs,
+    maxSubscriptions: options.wsMaxSubscriptions,
+    async prepareStream(req, channel, consumerId) {
+      // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
+      if (!broker.ready) return;
+      admission.admitQueue(admission.clientAddress(req), channel, consumerId);
+      if (consumerId !== undefined) await queues.ensure(consumerId, channel);
+      else await fanOut.prepare(channel);
+    },
+    sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
+  });
+}
+
+function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayStats {
+  let sse = 0;
+  for (const conn of push.connections) if (conn.kind === 'sse') sse++;
+  return {
+    broker: core.broker.stats(),
+    longPoll: { ...longPoll.stats },
+    streams: { sse, websocket: push.connections.size - sse, identified: core.streams.identified },
+    fanOut: { ...core.fanOut.stats },
+    knownQueues: core.queues.size,
+  };
+}
+
+/**
+ * `close()`: answers waiting polls, calls `onShutdown` and closes every push
+ * connection, gives an attached server back, stops the gateway's own server,
+ * then (after `onClose` had its chance to publish) the broker.
+ */
+async function shutdown(core: Core, fronts: Fronts, server: Server, attached: AttachedServer | undefined): Promise<void> {
+  fronts.longPoll.shutdown();
+  core.ready.fail(new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down'));
+  const open = [...fronts.push.connections];
+  await Promise.all(open.map((conn) => conn.shutdown(1000)));
+  await core.fanOut.close();
+  attached?.restore();
+  await closeServer(server, attached === undefined);
+  // onClose may still publish (a chat's "left"): give it time before the broker goes.
+  await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+  core.queues.close();
+  core.queueBudget.close();
+  await core.app.close();
+  await core.broker.close();
+}
+
+function listenServer(server: Server, options: NormalizedOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
 }
 
 /** Options that only make sense together when embedding. @throws OptionError */

@@ -25,7 +25,7 @@ export interface RouterDeps {
   /** `--push-routes` as given, for error messages. */
   pushRoutes: string | undefined;
   /** A request the gateway does not take, when attached to an application's server. */
-  passRequest: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  passRequest?: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
   /** `true` once the gateway is closing. */
   closing(): boolean;
   stats(): unknown;

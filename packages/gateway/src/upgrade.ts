@@ -17,7 +17,7 @@ export interface UpgradeFrontDeps {
   push: PushFront;
   pushRoutes: string | undefined;
   /** An upgrade the gateway does not take, when attached to an application's server. */
-  passUpgrade: ((req: IncomingMessage, socket: Duplex, head: Buffer) => void) | undefined;
+  passUpgrade?: ((req: IncomingMessage, socket: Duplex, head: Buffer) => void) | undefined;
 }
 
 /**
