@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { RabbitNode } from './support/rabbit-node.js';
 import {
-  enableManagement,
+  awaitManagement,
   httpPublish,
   managementGet,
   poll,
@@ -12,16 +13,26 @@ import {
   type TestGateway,
 } from './support/index.js';
 
+// RabbitMQ's own churn counters, read from the management plugin of a private
+// node (its own ports), so that the test neither reconfigures the broker the
+// rest of the suite runs on nor counts its traffic.
 describe('low churn on RabbitMQ', () => {
+  let node: RabbitNode;
+  let management: string;
   let gw: TestGateway;
   before(async () => {
-    await enableManagement();
+    node = await RabbitNode.start({ name: `warren-churn-${process.pid}`, management: true });
+    management = node.managementUrl!;
+    await awaitManagement(management);
   });
-  after(() => gw?.close());
+  after(async () => {
+    await gw?.close();
+    await node?.stop();
+  });
 
   it('100 polls of one consumer cost one queue declare and one bind, on one connection', async () => {
-    const before = await settledChurn();
-    gw = await startGateway('rabbitmq');
+    const before = await settledChurn(management);
+    gw = await startGateway('rabbitmq', { amqpUrl: node.url });
     const channel = `/${unique('churn-')}`;
     const consumerId = unique('steady-');
     // 100 polls: 40 find a message waiting, 40 find the queue empty
@@ -47,7 +58,7 @@ describe('low churn on RabbitMQ', () => {
     assert.equal(stats.broker.consumersStarted, 20, 'only polls that found the queue empty and waited attach a consumer');
 
     // RabbitMQ's counters: what it actually did.
-    const after = await settledChurn();
+    const after = await settledChurn(management);
     const delta = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]));
     assert.equal(delta.queue_declared, 1, `RabbitMQ counted ${delta.queue_declared} queue declarations`);
     assert.equal(delta.queue_created, 1);
@@ -60,7 +71,7 @@ describe('low churn on RabbitMQ', () => {
     );
 
     const queue = `warren:${consumerId}:${channel}`;
-    const bindings = (await managementGet(`/api/queues/%2F/${encodeURIComponent(queue)}/bindings`)) as Array<{
+    const bindings = (await managementGet(`/api/queues/%2F/${encodeURIComponent(queue)}/bindings`, management)) as Array<{
       source: string;
       routing_key: string;
     }>;

@@ -1,20 +1,26 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Producer, WarrenError } from '@warren/producer';
-import { AMQP_URL, poll, rabbitmqctl, requireRabbit, startGateway, unique, until, type TestGateway } from './support/index.js';
+import { poll, startGateway, unique, until, type TestGateway } from './support/index.js';
+import { RabbitNode } from './support/rabbit-node.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// These tests stop RabbitMQ and cut its connections: they run on a private
+// node of their own (another port, another data directory), never on the
+// broker the rest of the suite (or the user) runs on.
 describe('RabbitMQ going away and coming back', () => {
+  let node: RabbitNode;
+  let AMQP_URL: string;
   let gw: TestGateway;
   before(async () => {
-    await requireRabbit();
-    gw = await startGateway('rabbitmq', { reconnectMinMs: 50, reconnectMaxMs: 500 });
+    node = await RabbitNode.start({ name: `warren-restart-${process.pid}` });
+    AMQP_URL = node.url;
+    gw = await startGateway('rabbitmq', { amqpUrl: node.url, reconnectMinMs: 50, reconnectMaxMs: 500 });
   });
   after(async () => {
-    await gw.close();
-    // Leave the broker up for whatever runs next, even if a test failed midway.
-    await rabbitmqctl('start_app').catch(() => undefined);
+    await gw?.close();
+    await node?.stop();
   });
 
   it('answers a waiting poll 503 with Retry-After when connections are closed, reconnects and goes on', async () => {
@@ -26,7 +32,7 @@ describe('RabbitMQ going away and coming back', () => {
     const waiting = poll(gw.url, `/${unique('other-')}`, { consumerId, timeout: 20 });
     await until(() => gw.gateway.stats().longPoll.active === 1, 'a poll to wait');
     const opened = gw.gateway.stats().broker.connectionsOpened;
-    await rabbitmqctl('close_all_connections', 'warren restart test');
+    await node.closeAllConnections('warren restart test');
     const cut = await waiting;
     assert.equal(cut.status, 503);
     assert.equal(cut.headers['retry-after'], '1');
@@ -103,9 +109,9 @@ describe('RabbitMQ going away and coming back', () => {
 
     const restart = async (): Promise<void> => {
       await until(() => confirmed.size >= 300, '300 confirmed messages', 60_000);
-      await rabbitmqctl('stop_app');
+      await node.stopApp();
       await sleep(1000);
-      await rabbitmqctl('start_app');
+      await node.startApp();
       restarted = true;
     };
 

@@ -216,8 +216,25 @@ export async function enableManagement(): Promise<void> {
   );
 }
 
-export async function managementGet(path: string): Promise<any> {
-  const url = new URL(path, MANAGEMENT);
+/** Waits until the management API at `base` answers. */
+export async function awaitManagement(base: string): Promise<void> {
+  await until(
+    async () => {
+      try {
+        await managementGet('/api/overview', base);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    'the RabbitMQ management API',
+    60_000,
+    250,
+  );
+}
+
+export async function managementGet(path: string, base: string = MANAGEMENT): Promise<any> {
+  const url = new URL(path, base);
   const auth = Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64');
   url.username = '';
   url.password = '';
@@ -234,9 +251,9 @@ export type Churn = Record<'queue_declared' | 'queue_created' | 'queue_deleted' 
  * (`collect_statistics_interval`), so only two equal reads more than 5 s
  * apart show that nothing is still on its way.
  */
-export async function settledChurn(): Promise<Churn> {
+export async function settledChurn(base: string = MANAGEMENT): Promise<Churn> {
   const read = async (): Promise<Churn> => {
-    const c = (await managementGet('/api/overview')).churn_rates ?? {};
+    const c = (await managementGet('/api/overview', base)).churn_rates ?? {};
     return {
       queue_declared: c.queue_declared ?? 0,
       queue_created: c.queue_created ?? 0,

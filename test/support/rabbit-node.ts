@@ -83,6 +83,8 @@ export interface RabbitNodeOptions {
   baseDistPort?: number;
   /** Longest wait for the node to start. @default 60000 */
   startTimeoutMs?: number;
+  /** Runs the management plugin, its HTTP API on a free port from 15673 (see `managementUrl`). @default false */
+  management?: boolean;
 }
 
 export class RabbitNode {
@@ -104,19 +106,23 @@ export class RabbitNode {
   /** Creates the node's directory and config, starts it and waits until it is up. */
   static async start(options: RabbitNodeOptions = {}): Promise<RabbitNode> {
     const [port, distPort] = await freePorts(options.basePort ?? 5673, options.baseDistPort ?? 25673);
+    let managementPort: number | undefined;
+    if (options.management) for (let p = 15673; managementPort === undefined && p < 15873; p++) if (await portFree(p)) managementPort = p;
     if (port === 5672) throw new Error('RabbitNode: refusing port 5672 (the machine broker)');
     const name = `${options.name ?? `warren-chaos-${process.pid}`}@localhost`;
     const dir = mkdtempSync(join(tmpdir(), 'warren-rabbit-'));
     mkdirSync(join(dir, 'mnesia'));
     mkdirSync(join(dir, 'log'));
-    writeFileSync(join(dir, 'rabbitmq.conf'), `listeners.tcp.local = 127.0.0.1:${port}\nloopback_users = none\n`);
-    writeFileSync(join(dir, 'enabled_plugins'), '[].\n');
+    const managementConf = managementPort === undefined ? '' : `management.tcp.port = ${managementPort}\nmanagement.tcp.ip = 127.0.0.1\n`;
+    writeFileSync(join(dir, 'rabbitmq.conf'), `listeners.tcp.local = 127.0.0.1:${port}\nloopback_users = none\n${managementConf}`);
+    writeFileSync(join(dir, 'enabled_plugins'), managementPort === undefined ? '[].\n' : '[rabbitmq_management].\n');
     writeFileSync(join(dir, 'rabbitmq-env.conf'), '');
     const ids = process.getuid?.() === 0 ? rabbitmqIds() : undefined;
     if (ids)
       for (const f of ['', 'mnesia', 'log', 'rabbitmq.conf', 'enabled_plugins', 'rabbitmq-env.conf'])
         chownSync(join(dir, f), ids.uid, ids.gid);
     const node = new RabbitNode(name, port, distPort, dir, options.startTimeoutMs ?? 60_000);
+    node.managementPort = managementPort;
     try {
       await node.launch();
     } catch (err) {
@@ -124,6 +130,14 @@ export class RabbitNode {
       throw err;
     }
     return node;
+  }
+
+  /** The management plugin's port, when started with `management`. */
+  managementPort: number | undefined;
+
+  /** The management HTTP API (`http://guest:guest@127.0.0.1:<port>`), when started with `management`. */
+  get managementUrl(): string | undefined {
+    return this.managementPort === undefined ? undefined : `http://guest:guest@127.0.0.1:${this.managementPort}`;
   }
 
   get url(): string {
