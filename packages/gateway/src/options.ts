@@ -606,102 +606,119 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
     const raw = (input as Record<string, unknown>)[spec.key];
     const value = raw === undefined || raw === '' ? spec.default : raw;
     if (value === undefined) continue;
-    const fail = (why: string): never => {
-      throw new OptionError(`${describeOption(spec)} ${why}`);
-    };
-    switch (spec.kind) {
-      case 'integer':
-      case 'duration':
-      case 'bytes': {
-        if (typeof value !== 'number' || !Number.isInteger(value)) fail(`must be a whole number, got ${JSON.stringify(value)}`);
-        const n = value as number;
-        if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
-          fail(
-            spec.kind === 'duration'
-              ? `must be between ${showDuration(spec.min!)} and ${showDuration(spec.max!)}, got ${showDuration(n)}`
-              : `must be between ${spec.min} and ${spec.max}, got ${n}`,
-          );
-        }
-        break;
-      }
-      case 'url': {
-        if (typeof value !== 'string') fail('must be a string');
-        let url: URL | undefined;
-        try {
-          url = new URL(value as string);
-        } catch {
-          fail('is not a URL');
-        }
-        if (url!.protocol !== 'amqp:' && url!.protocol !== 'amqps:') fail(`must start with amqp:// or amqps://, got ${url!.protocol}//`);
-        break;
-      }
-      case 'secret': {
-        const min = spec.key === 'tokenSecret' ? 32 : 16;
-        if (typeof value !== 'string' || value.length < min || value.length > 256 || !/^[\x21-\x7e]+$/.test(value)) {
-          fail(`must be ${min} to 256 visible ASCII characters`);
-        }
-        break;
-      }
-      case 'level': {
-        if (!LOG_LEVELS.includes(value as LogLevel)) fail(`must be one of ${LOG_LEVELS.join(', ')}`);
-        break;
-      }
-      case 'http-url': {
-        let url: URL | undefined;
-        try {
-          url = new URL(String(value));
-        } catch {
-          fail('is not a URL');
-        }
-        if (url!.protocol !== 'http:' && url!.protocol !== 'https:') fail(`must start with http:// or https://, got ${url!.protocol}//`);
-        break;
-      }
-      case 'prefixes': {
-        for (const prefix of parseList(String(value))) {
-          if (!prefix.startsWith('/') || prefix.startsWith('/_'))
-            fail(`has ${JSON.stringify(prefix)}; a prefix starts with "/" (not "/_")`);
-        }
-        break;
-      }
-      case 'path-template':
-        if (typeof value !== 'string' || (!value.startsWith('/') && !value.startsWith('{channel}')) || /[\s?#]/.test(value)) {
-          fail('must be a path (starting with "/" or "{channel}", no spaces, "?" or "#")');
-        }
-        break;
-      case 'method':
-        if (!['POST', 'PUT', 'PATCH'].includes(String(value))) fail('must be POST, PUT or PATCH');
-        break;
-      case 'proxies':
-        if (typeof value !== 'string') fail('must be a string');
-        try {
-          parseProxies(value as string);
-        } catch (err) {
-          fail((err as Error).message);
-        }
-        break;
-      case 'origins': {
-        if (typeof value !== 'string') fail('must be a string');
-        for (const origin of parseList(value as string)) {
-          if (origin === '*') continue;
-          let url: URL | undefined;
-          try {
-            url = new URL(origin);
-          } catch {
-            fail(`has ${JSON.stringify(origin)}, which is not an origin`);
-          }
-          if (url!.origin !== origin) fail(`has ${JSON.stringify(origin)}; an origin is scheme://host[:port], e.g. ${url!.origin}`);
-        }
-        break;
-      }
-      case 'string': {
-        if (typeof value !== 'string' || value.length === 0 || value.length > 255)
-          fail('must be a non-empty string of at most 255 characters');
-        break;
-      }
-    }
+    checkValue(spec, value);
     out[spec.key] = value;
   }
   const options = out as NormalizedOptions;
+  checkTogether(options);
+  if (input.logger !== undefined) options.logger = input.logger;
+  return options;
+}
+
+/**
+ * Checks one option's value by its kind and bounds.
+ * @throws OptionError naming the option's flag, variable and key
+ */
+function checkValue(spec: OptionSpec, value: unknown): void {
+  const fail = (why: string): never => {
+    throw new OptionError(`${describeOption(spec)} ${why}`);
+  };
+  switch (spec.kind) {
+    case 'integer':
+    case 'duration':
+    case 'bytes': {
+      if (typeof value !== 'number' || !Number.isInteger(value)) fail(`must be a whole number, got ${JSON.stringify(value)}`);
+      const n = value as number;
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        fail(
+          spec.kind === 'duration'
+            ? `must be between ${showDuration(spec.min!)} and ${showDuration(spec.max!)}, got ${showDuration(n)}`
+            : `must be between ${spec.min} and ${spec.max}, got ${n}`,
+        );
+      }
+      break;
+    }
+    case 'url': {
+      if (typeof value !== 'string') fail('must be a string');
+      let url: URL | undefined;
+      try {
+        url = new URL(value as string);
+      } catch {
+        fail('is not a URL');
+      }
+      if (url!.protocol !== 'amqp:' && url!.protocol !== 'amqps:') fail(`must start with amqp:// or amqps://, got ${url!.protocol}//`);
+      break;
+    }
+    case 'secret': {
+      const min = spec.key === 'tokenSecret' ? 32 : 16;
+      if (typeof value !== 'string' || value.length < min || value.length > 256 || !/^[\x21-\x7e]+$/.test(value)) {
+        fail(`must be ${min} to 256 visible ASCII characters`);
+      }
+      break;
+    }
+    case 'level': {
+      if (!LOG_LEVELS.includes(value as LogLevel)) fail(`must be one of ${LOG_LEVELS.join(', ')}`);
+      break;
+    }
+    case 'http-url': {
+      let url: URL | undefined;
+      try {
+        url = new URL(String(value));
+      } catch {
+        fail('is not a URL');
+      }
+      if (url!.protocol !== 'http:' && url!.protocol !== 'https:') fail(`must start with http:// or https://, got ${url!.protocol}//`);
+      break;
+    }
+    case 'prefixes': {
+      for (const prefix of parseList(String(value))) {
+        if (!prefix.startsWith('/') || prefix.startsWith('/_')) fail(`has ${JSON.stringify(prefix)}; a prefix starts with "/" (not "/_")`);
+      }
+      break;
+    }
+    case 'path-template':
+      if (typeof value !== 'string' || (!value.startsWith('/') && !value.startsWith('{channel}')) || /[\s?#]/.test(value)) {
+        fail('must be a path (starting with "/" or "{channel}", no spaces, "?" or "#")');
+      }
+      break;
+    case 'method':
+      if (!['POST', 'PUT', 'PATCH'].includes(String(value))) fail('must be POST, PUT or PATCH');
+      break;
+    case 'proxies':
+      if (typeof value !== 'string') fail('must be a string');
+      try {
+        parseProxies(value as string);
+      } catch (err) {
+        fail((err as Error).message);
+      }
+      break;
+    case 'origins': {
+      if (typeof value !== 'string') fail('must be a string');
+      for (const origin of parseList(value as string)) {
+        if (origin === '*') continue;
+        let url: URL | undefined;
+        try {
+          url = new URL(origin);
+        } catch {
+          fail(`has ${JSON.stringify(origin)}, which is not an origin`);
+        }
+        if (url!.origin !== origin) fail(`has ${JSON.stringify(origin)}; an origin is scheme://host[:port], e.g. ${url!.origin}`);
+      }
+      break;
+    }
+    case 'string': {
+      if (typeof value !== 'string' || value.length === 0 || value.length > 255)
+        fail('must be a non-empty string of at most 255 characters');
+      break;
+    }
+  }
+}
+
+/**
+ * Checks the options that only make sense together.
+ * @throws OptionError naming both options
+ */
+function checkTogether(options: NormalizedOptions): void {
   if (options.pollTimeoutMs > options.maxPollTimeoutMs) {
     throw new OptionError(
       `${describe('pollTimeoutMs')} (${showDuration(options.pollTimeoutMs)}) exceeds ${describe('maxPollTimeoutMs')} (${showDuration(options.maxPollTimeoutMs)})`,
@@ -721,8 +738,6 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   if (options.amqpHeartbeatMs % SECOND !== 0) {
     throw new OptionError(`${describe('amqpHeartbeatMs')} must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);
   }
-  if (input.logger !== undefined) options.logger = input.logger;
-  return options;
 }
 
 /** 90000 → "90s", 300000 → "5m", 1500 → "1500ms". */
