@@ -29,6 +29,38 @@ const PLACEHOLDERS: Partial<Record<OptionSpec['kind'], string>> = {
 
 export function serveCommand(): Command {
   const command = new Command('serve').description('run the gateway (embedded broker unless --amqp-url is given)');
+  addGatewayOptions(command);
+  command.action(async (raw: Record<string, string | undefined>) => {
+    let input: Record<string, unknown> = {};
+    let gateway;
+    try {
+      input = readGatewayOptions(raw);
+      const generated = input.publishToken === undefined;
+      if (generated) input.publishToken = randomBytes(24).toString('base64url');
+      gateway = createGateway(input as GatewayOptions);
+      const { port } = await gateway.listen();
+      const tokenNote = generated
+        ? `publish token: generated, in ${writeTokenFile(port, gateway.options.publishToken!)} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`
+        : 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
+      announce(port, gateway.options.amqpUrl, tokenNote);
+      const stop = async (): Promise<void> => {
+        if (generated) removeTokenFile(port);
+        await gateway!.close();
+        process.exit(0);
+      };
+      process.once('SIGINT', () => void stop());
+      process.once('SIGTERM', () => void stop());
+    } catch (err) {
+      reportStartFailure(err, input);
+      await gateway?.close().catch(() => undefined);
+      process.exit(err instanceof OptionError ? 2 : 1);
+    }
+  });
+  return command;
+}
+
+/** One option per gateway setting, its help showing the default (with its unit) and the variable. */
+function addGatewayOptions(command: Command): void {
   const defaults = new Map<Option, string>();
   for (const spec of OPTION_SPECS) {
     const option = new Option(`${spec.flag} <${PLACEHOLDERS[spec.kind] ?? 'value'}>`, spec.description).env(spec.env);
@@ -52,63 +84,51 @@ export function serveCommand(): Command {
     'after',
     '\nDurations take ms, s, m, h, d (a bare number is seconds); sizes take kb, mb (a bare number is bytes).\nAn empty variable counts as unset.',
   );
-  command.action(async (raw: Record<string, string | undefined>) => {
-    const input: Record<string, unknown> = {};
-    let gateway;
-    try {
-      for (const spec of OPTION_SPECS) {
-        // commander names the value after the flag: --poll-timeout → pollTimeout
-        const name = spec.flag.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-        const text = raw[name];
-        // An empty variable (WARREN_PUBLISH_TOKEN=) means "not set", as in most tools.
-        if (text !== undefined && text !== '') input[spec.key] = parseOptionText(spec, text);
-      }
-      const generated = input.publishToken === undefined;
-      if (generated) input.publishToken = randomBytes(24).toString('base64url');
-      gateway = createGateway(input as GatewayOptions);
-      const address = await gateway.listen();
-      const port = address.port;
-      let tokenNote: string;
-      if (generated) {
-        const path = writeTokenFile(port, gateway.options.publishToken!);
-        tokenNote = `publish token: generated, in ${path} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`;
-      } else {
-        tokenNote = 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
-      }
-      const base = `http://localhost:${port}`;
-      const broker = gateway.options.amqpUrl === undefined ? 'embedded broker' : `RabbitMQ ${redact(gateway.options.amqpUrl)}`;
-      process.stdout.write(
-        `Warren gateway on ${base} (${broker})\n` +
-          `  receive:  curl ${base}/greetings\n` +
-          `  publish:  npx warren publish /greetings 'hi there!'${port === 4000 ? '' : ` --url ${base}`}\n` +
-          `  ${tokenNote}\n`,
-      );
-      const stop = async (): Promise<void> => {
-        if (generated) removeTokenFile(port);
-        await gateway!.close();
-        process.exit(0);
-      };
-      process.once('SIGINT', () => void stop());
-      process.once('SIGTERM', () => void stop());
-    } catch (err) {
-      if (err instanceof OptionError) {
-        process.stderr.write(`warren serve: ${err.message}\n`);
-        process.exit(2);
-      }
-      const code = (err as NodeJS.ErrnoException).code;
-      const where = `${String(input.host ?? 'all interfaces')} port ${String(input.port ?? 4000)}`;
-      if (code === 'EADDRINUSE') {
-        process.stderr.write(`warren serve: ${where} is in use (choose another with --port or WARREN_PORT)\n`);
-      } else if (code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'EAI_AGAIN') {
-        process.stderr.write(`warren serve: cannot listen on ${where} (${code}); check --host / WARREN_HOST and --port / WARREN_PORT\n`);
-      } else {
-        process.stderr.write(`warren serve: ${(err as Error).message}\n`);
-      }
-      await gateway?.close().catch(() => undefined);
-      process.exit(1);
-    }
-  });
-  return command;
+}
+
+/**
+ * The gateway's options from the flags and variables commander read.
+ * @throws OptionError for a value that does not parse
+ */
+function readGatewayOptions(raw: Record<string, string | undefined>): Record<string, unknown> {
+  const input: Record<string, unknown> = {};
+  for (const spec of OPTION_SPECS) {
+    // commander names the value after the flag: --poll-timeout → pollTimeout
+    const name = spec.flag.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const text = raw[name];
+    // An empty variable (WARREN_PUBLISH_TOKEN=) means "not set", as in most tools.
+    if (text !== undefined && text !== '') input[spec.key] = parseOptionText(spec, text);
+  }
+  return input;
+}
+
+/** The banner: where the gateway is, and the two commands to try it. */
+function announce(port: number, amqpUrl: string | undefined, tokenNote: string): void {
+  const base = `http://localhost:${port}`;
+  const broker = amqpUrl === undefined ? 'embedded broker' : `RabbitMQ ${redact(amqpUrl)}`;
+  process.stdout.write(
+    `Warren gateway on ${base} (${broker})\n` +
+      `  receive:  curl ${base}/greetings\n` +
+      `  publish:  npx warren publish /greetings 'hi there!'${port === 4000 ? '' : ` --url ${base}`}\n` +
+      `  ${tokenNote}\n`,
+  );
+}
+
+/** Why the gateway could not start, in one line that says what to change. */
+function reportStartFailure(err: unknown, input: Record<string, unknown>): void {
+  if (err instanceof OptionError) {
+    process.stderr.write(`warren serve: ${err.message}\n`);
+    return;
+  }
+  const code = (err as NodeJS.ErrnoException).code;
+  const where = `${String(input.host ?? 'all interfaces')} port ${String(input.port ?? 4000)}`;
+  if (code === 'EADDRINUSE') {
+    process.stderr.write(`warren serve: ${where} is in use (choose another with --port or WARREN_PORT)\n`);
+  } else if (code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'EAI_AGAIN') {
+    process.stderr.write(`warren serve: cannot listen on ${where} (${code}); check --host / WARREN_HOST and --port / WARREN_PORT\n`);
+  } else {
+    process.stderr.write(`warren serve: ${(err as Error).message}\n`);
+  }
 }
 
 /** The URL without its password, for printing. */
