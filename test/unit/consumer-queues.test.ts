@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { ConsumerQueueLimits } from '@warren/protocol';
-import { MemoryBroker } from '@warren/gateway';
+import { MemoryBroker } from '#gateway/broker/memory.js';
 import { ConsumerQueues } from '#gateway/consumer-queues.js';
 
 // A long x-expires, so the in-process broker (which expires queues on real

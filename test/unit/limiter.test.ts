@@ -1,7 +1,7 @@
 // The Limiter of identified-stream starts (packages/gateway/src/streams/limiter.ts).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Limiter } from '#gateway/streams/limiter.js';
+import { Limiter } from '#gateway/sources/limiter.js';
 
 /** A task the test finishes by hand, recording when it started. */
 function gate<T>(started: string[], name: string): { task: () => Promise<T>; resolve: (v: T) => void; reject: (e: Error) => void } {

@@ -1,6 +1,6 @@
 import { LongPollTransport } from './transports/long-poll.js';
 import { SseTransport } from './transports/sse.js';
-import type { Transport, TransportHost } from './transports/transport.js';
+import type { ClientTransport, TransportHost } from './transports/transport.js';
 import { WebSocketTransport } from './transports/websocket.js';
 import {
   CONSUMER_ID_STORAGE_KEY,
@@ -38,7 +38,7 @@ interface ChannelState {
 
 interface Attempt {
   name: TransportName;
-  transport: Transport | undefined;
+  transport: ClientTransport | undefined;
 }
 
 /**
@@ -284,7 +284,7 @@ export class WarrenClient {
     }, delay);
   }
 
-  private create(name: TransportName, host: TransportHost): Transport {
+  private create(name: TransportName, host: TransportHost): ClientTransport {
     const channels = [...this.channels.keys()];
     switch (name) {
       case 'websocket':

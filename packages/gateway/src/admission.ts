@@ -1,18 +1,18 @@
 import type { IncomingMessage } from 'node:http';
 import { tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
-import type { App, Identity } from './app.js';
+import type { Upstream, Identity } from './upstream.js';
 import type { Broker } from './broker/broker.js';
 import type { ConsumerQueues } from './consumer-queues.js';
 import type { Cors } from './cors.js';
-import { UNVOUCHED_PREFIX } from './identity.js';
+import { UNVOUCHED_PREFIX } from './consumer-id.js';
 import type { ConnectionLimits, QueueBudget } from './limits.js';
 import type { NormalizedOptions } from './options.js';
-import type { FanOut } from './streams/fan-out.js';
+import type { FanOut } from './sources/fan-out.js';
 
 /** What admission needs from the gateway around it. */
 export interface AdmissionDeps {
   options: NormalizedOptions;
-  app: App;
+  upstream: Upstream;
   cors: Cors;
   broker: Broker;
   queues: ConsumerQueues;
@@ -54,7 +54,7 @@ export class Admission {
   private readonly vouchedFor = new WeakMap<IncomingMessage, string>();
 
   constructor(private readonly deps: AdmissionDeps) {
-    this.vouching = deps.app.authorizing || deps.options.tokenSecret !== undefined;
+    this.vouching = deps.upstream.authorizing || deps.options.tokenSecret !== undefined;
     this.reauthorizing = this.vouching;
   }
 
@@ -79,7 +79,7 @@ export class Admission {
     // Not `*`: a WebSocket carries the page's cookies whatever CORS says, so only named origins count.
     if (origin === undefined) return;
     if (this.isOwnOrigin(req, origin) || this.deps.cors.allows(origin)) return;
-    if (this.deps.cors.configured || this.deps.app.authorizing)
+    if (this.deps.cors.configured || this.deps.upstream.authorizing)
       throw new WarrenError('ORIGIN_NOT_ALLOWED', 'this origin may not open a WebSocket here');
   }
 
@@ -98,15 +98,15 @@ export class Admission {
     requested: string | undefined,
     fresh = false,
   ): Promise<Identity> {
-    const { options, app } = this.deps;
+    const { options, upstream } = this.deps;
     let identity: string | undefined;
     if (options.tokenSecret !== undefined && token !== undefined) {
       // A signed token stands in for the round trip to the app.
       const claims = verifyChannelToken(token, options.tokenSecret);
       if (!tokenAllows(claims, channel)) throw new WarrenError('FORBIDDEN', 'the token does not cover this channel');
       identity = claims.consumerId;
-    } else if (app.authorizing) {
-      identity = (await app.authorize(req, channel, requested, fresh)).identity;
+    } else if (upstream.authorizing) {
+      identity = (await upstream.authorize(req, channel, requested, fresh)).identity;
     } else if (options.tokenSecret !== undefined) {
       throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
     }
@@ -143,7 +143,7 @@ export class Admission {
    * @throws WarrenError `TOO_MANY_CONNECTIONS`
    */
   take(req: IncomingMessage, consumerId: string | undefined, key: string | undefined = this.capKey(req, consumerId)): Slot {
-    const slot: Slot = { address: this.deps.app.clientAddress(req), key };
+    const slot: Slot = { address: this.deps.upstream.clientAddress(req), key };
     this.deps.limits.take(slot.address, slot.key);
     return slot;
   }
@@ -175,7 +175,7 @@ export class Admission {
 
   /** The client address the caps and the budget count `req` under. */
   clientAddress(req: IncomingMessage): string {
-    return this.deps.app.clientAddress(req);
+    return this.deps.upstream.clientAddress(req);
   }
 
   private capKey(req: IncomingMessage, consumerId: string | undefined): string | undefined {
@@ -194,7 +194,7 @@ export class Admission {
     try {
       const page = new URL(origin);
       const forwardedHost = firstHop(req.headers['x-forwarded-host']);
-      if (forwardedHost !== undefined && this.deps.app.fromTrustedProxy(req)) {
+      if (forwardedHost !== undefined && this.deps.upstream.fromTrustedProxy(req)) {
         const scheme = firstHop(req.headers['x-forwarded-proto'])?.toLowerCase() ?? page.protocol.slice(0, -1);
         return new URL(`${scheme}://${forwardedHost}`).origin === page.origin;
       }

@@ -3,7 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { encodeMessage, parseChannel, WarrenError, type MessageData, type MessageOptions } from '@warren/protocol';
 import { Admission } from './admission.js';
-import { App } from './app.js';
+import { Upstream } from './upstream.js';
 import { AttachedServer } from './attach.js';
 import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
@@ -19,8 +19,8 @@ import type { PushConnection, UpgradeDecider } from './push/handler.js';
 import { PushFront } from './push/open.js';
 import { Router } from './router.js';
 import { Routes } from './routes.js';
-import { FanOut, type FanOutStats } from './streams/fan-out.js';
-import { Streams } from './streams/streams.js';
+import { FanOut, type FanOutStats } from './sources/fan-out.js';
+import { Sources } from './sources/sources.js';
 import { LongPoll, LongPollFront, type LongPollStats } from './transports/long-poll.js';
 import { sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
@@ -157,8 +157,8 @@ interface Core {
   broker: Broker;
   queues: ConsumerQueues;
   fanOut: FanOut;
-  streams: Streams;
-  app: App;
+  streams: Sources;
+  upstream: Upstream;
   cors: Cors;
   queueBudget: QueueBudget;
   admission: Admission;
@@ -181,7 +181,7 @@ function createCore(options: NormalizedOptions): Core {
     queueMaxLength: 10_000,
   };
   const fanOut = new FanOut(broker, log, fanOutOptions);
-  const app = createApp(options, log);
+  const upstream = createUpstream(options, log);
   const cors = new Cors(options.corsOrigins);
   const queueBudget = new QueueBudget(options.queueBudget);
   let started: Promise<void> | undefined;
@@ -193,13 +193,13 @@ function createCore(options: NormalizedOptions): Core {
     broker,
     queues,
     fanOut,
-    app,
+    upstream,
     cors,
     queueBudget,
-    streams: new Streams(broker, queues, fanOut, log, options.streamPrefetch),
+    streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch),
     admission: new Admission({
       options,
-      app,
+      upstream,
       cors,
       broker,
       queues,
@@ -227,7 +227,7 @@ interface Fronts {
 }
 
 function createFronts(core: Core, input: CreateGatewayOptions, attached: AttachedServer | undefined): Fronts {
-  const { options, log, broker, app, admission } = core;
+  const { options, log, broker, upstream, admission } = core;
   const custom = input.onUpgrade !== undefined;
   const push = new PushFront({
     admission,
@@ -246,7 +246,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     },
   });
   const longPoll = new LongPoll(broker, core.queues, log);
-  const polls = new LongPollFront(longPoll, core.fanOut, admission, app, options);
+  const polls = new LongPollFront(longPoll, core.fanOut, admission, upstream, options);
   const stats = (): GatewayStats => gatewayStats(core, push, longPoll);
   const routes = new Routes(options.pushRoutes, options.appRoutes, custom);
   const { publishToken, maxMessageBytes, pushRoutes } = options;
@@ -257,7 +257,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     log,
     routes,
     custom,
-    app,
+    upstream,
     cors: core.cors,
     broker,
     polls,
@@ -269,13 +269,13 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     closing,
     passRequest,
   });
-  const upgrades = new UpgradeFront({ log, routes, custom, app, admission, push, pushRoutes, passUpgrade });
+  const upgrades = new UpgradeFront({ log, routes, custom, upstream, admission, push, pushRoutes, passUpgrade });
   return { push, longPoll, routes, router, upgrades, stats };
 }
 
 /** The handler of `warren serve`, on the core's admission and queues. */
 function defaultDecider(core: Core): UpgradeDecider {
-  const { options, log, broker, admission, queues, fanOut, app } = core;
+  const { options, log, broker, admission, queues, fanOut, upstream } = core;
   return createDefaultDecider({
     log,
     admission,
@@ -288,7 +288,9 @@ function defaultDecider(core: Core): UpgradeDecider {
       if (consumerId !== undefined) await queues.ensure(consumerId, channel);
       else await fanOut.prepare(channel);
     },
-    sendToApp: app.proxying ? (req, channel, who, body, contentType) => app.send(req, channel, who, body, contentType) : undefined,
+    sendToApp: upstream.proxying
+      ? (req, channel, who, body, contentType) => upstream.send(req, channel, who, body, contentType)
+      : undefined,
   });
 }
 
@@ -321,7 +323,7 @@ async function shutdown(core: Core, fronts: Fronts, server: Server, attached: At
   await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   core.queues.close();
   core.queueBudget.close();
-  await core.app.close();
+  await core.upstream.close();
   await core.broker.close();
 }
 
@@ -361,8 +363,8 @@ function createBroker(options: NormalizedOptions, log: Logger): Broker {
   });
 }
 
-function createApp(options: NormalizedOptions, log: Logger): App {
-  return new App(
+function createUpstream(options: NormalizedOptions, log: Logger): Upstream {
+  return new Upstream(
     {
       upstream: options.upstream,
       messagePath: options.wsMessagePath,

@@ -27,9 +27,6 @@ export {
 export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js';
 export { createLogger, silentLogger } from './logger.js';
 export type { Logger, LogLevel } from './logger.js';
-export { MemoryBroker } from './broker/memory.js';
-export { RabbitBroker } from './broker/rabbitmq.js';
-export type { RabbitBrokerOptions } from './broker/rabbitmq.js';
 export { QueueNotFoundError } from './broker/broker.js';
 export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
 export type { LongPollStats } from './transports/long-poll.js';

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseChannel, PATHS, WarrenError } from '@warren/protocol';
-import type { App } from './app.js';
+import type { Upstream } from './upstream.js';
 import type { Broker } from './broker/broker.js';
 import type { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
@@ -15,7 +15,7 @@ export interface RouterDeps {
   routes: Routes;
   /** The decider is the application's (`onUpgrade`): only SSE streams are the gateway's. */
   custom: boolean;
-  app: App;
+  upstream: Upstream;
   cors: Cors;
   broker: Broker;
   polls: LongPollFront;
@@ -51,14 +51,14 @@ export class Router {
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const { app, custom, cors } = this.deps;
+    const { upstream, custom, cors } = this.deps;
     // Node's own check would answer with an empty body; this one answers JSON.
     if (req.headers.host === undefined && req.httpVersionMinor >= 1) throw new WarrenError('INVALID_REQUEST', 'the Host header is missing');
     const { path, query } = parseTarget(req);
     if (path.startsWith(PATHS.prefix) || path === PATHS.prefix.slice(0, -1)) return this.internal(req, res, path, query);
     if (!this.deps.routes.isPushRoute(path)) return this.decline(req, res, path);
     // On a push route, what is not a subscription goes to the app (when there is one).
-    if (app.proxying && req.method !== 'GET' && req.method !== 'OPTIONS') return app.forward(req, res);
+    if (upstream.proxying && req.method !== 'GET' && req.method !== 'OPTIONS') return upstream.forward(req, res);
     // An application's handlers take streams only; polls need the default handler.
     if (custom && !(req.method === 'GET' && wantsEventStream(req))) return this.decline(req, res, path);
     const channel = custom ? undefined : parseChannel(path);
@@ -74,9 +74,9 @@ export class Router {
 
   /** A request the gateway does not serve: the application's (attached or upstream), else 404. */
   private decline(req: IncomingMessage, res: ServerResponse, path: string): void | Promise<void> {
-    const { passRequest, app, custom } = this.deps;
+    const { passRequest, upstream, custom } = this.deps;
     if (passRequest !== undefined) return passRequest(req, res);
-    if (app.proxying) return app.forward(req, res);
+    if (upstream.proxying) return upstream.forward(req, res);
     throw new WarrenError(
       'NOT_FOUND',
       custom ? `no handler for ${path}` : `${path} is not under the push routes (${this.deps.pushRoutes})`,

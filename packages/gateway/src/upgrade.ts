@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PATHS, WarrenError } from '@warren/protocol';
 import type { Admission } from './admission.js';
-import type { App } from './app.js';
+import type { Upstream } from './upstream.js';
 import { abortHandshake } from './http.js';
 import type { Logger } from './logger.js';
 import type { PushFront } from './push/open.js';
@@ -12,7 +12,7 @@ export interface UpgradeFrontDeps {
   log: Logger;
   routes: Routes;
   custom: boolean;
-  app: App;
+  upstream: Upstream;
   admission: Admission;
   push: PushFront;
   pushRoutes: string | undefined;
@@ -51,9 +51,9 @@ export class UpgradeFront {
 
   /** A WebSocket the gateway does not serve: the application's (attached or upstream), else 404. */
   private decline(req: IncomingMessage, socket: Duplex, head: Buffer, path: string): void | Promise<void> {
-    const { passUpgrade, app, custom } = this.deps;
+    const { passUpgrade, upstream, custom } = this.deps;
     if (passUpgrade !== undefined) return passUpgrade(req, socket, head);
-    if (app.proxying) return app.tunnel(req, socket, head);
+    if (upstream.proxying) return upstream.tunnel(req, socket, head);
     throw new WarrenError(
       'NOT_FOUND',
       custom ? `no handler for ${path}` : `${path} is not under the push routes (${this.deps.pushRoutes})`,

@@ -1,6 +1,6 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { confirmError, EXCHANGE_TYPE, routingKey, toWireProperties, WarrenError, type WarrenMessage } from '@warren/protocol';
-import type { Transport } from './transport.js';
+import type { PublishTransport } from './transport.js';
 
 const unavailable = (message: string, cause: unknown): WarrenError => new WarrenError('BROKER_UNAVAILABLE', message, { cause });
 
@@ -9,7 +9,7 @@ const unavailable = (message: string, cause: unknown): WarrenError => new Warren
  * opened on first use and again on the first publish after a loss. The
  * exchange is asserted once per connection, never per publish.
  */
-export class AmqpTransport implements Transport {
+export class AmqpTransport implements PublishTransport {
   private connection: ChannelModel | undefined;
   private channel: Promise<ConfirmChannel> | undefined;
   private drained: Promise<void> | undefined;

@@ -1,13 +1,13 @@
 import { Pool } from 'undici';
 import { HEADERS, isErrorCode, PATHS, WarrenError, type WarrenMessage } from '@warren/protocol';
-import type { Transport } from './transport.js';
+import type { PublishTransport } from './transport.js';
 
 /**
  * Publishes through a gateway's `POST /_warren/publish` endpoint: one
  * request names every channel, and the gateway answers once the broker
  * confirmed all of them.
  */
-export class HttpTransport implements Transport {
+export class HttpTransport implements PublishTransport {
   private readonly pool: Pool;
 
   constructor(

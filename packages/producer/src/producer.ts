@@ -2,7 +2,7 @@ import { DEFAULT_EXCHANGE, encodeMessage, parseChannel, WarrenError, type Messag
 import { AmqpTransport } from './amqp-transport.js';
 import { HttpTransport } from './http-transport.js';
 import { readTokenFile, tokenFileFor } from './token-file.js';
-import type { Transport } from './transport.js';
+import type { PublishTransport } from './transport.js';
 
 /**
  * Settings of a {@link Producer}. Each one may be left out: `url` and `token`
@@ -82,7 +82,7 @@ export interface Publication {
  * await producer.close();
  */
 export class Producer {
-  private readonly transport: Transport;
+  private readonly transport: PublishTransport;
   private readonly maxMessageBytes: number;
   private readonly inFlight = new Set<Promise<unknown>>();
   private closed = false;

@@ -11,7 +11,7 @@ export const HEADERS = {
    * for. On requests from the gateway to the application (client messages):
    * the consumer that owns the queue (`<identity>` or `<identity>/<client id>`).
    */
-  vouchedIdentity: 'warren-consumer-id',
+  warrenConsumerId: 'warren-consumer-id',
   /** On requests from the gateway to the application: the vouched identity alone (absent when nobody vouched). */
   identity: 'warren-identity',
   /** On auth requests to the application: the consumer id the client asked for (its wish, not an identity). */

@@ -1,6 +1,6 @@
 import { WarrenClientError, type FetchLike, type FetchResponseLike, type WarrenMessage } from '../types.js';
 import { bytesToBase64, errorText, gatewayUrl, isTextual } from '../util.js';
-import type { Transport, TransportHost } from './transport.js';
+import type { ClientTransport, TransportHost } from './transport.js';
 
 /** Grace on top of the poll timeout before a poll that got no answer counts as lost. */
 const DEADLINE_GRACE_MS = 15_000;
@@ -17,7 +17,7 @@ interface Poller {
  * gateway acknowledges a message once its answer is written, so there is
  * nothing to resume; the consumer's queue keeps the rest.
  */
-export class LongPollTransport implements Transport {
+export class LongPollTransport implements ClientTransport {
   readonly name = 'long-poll';
   private readonly pollers = new Map<string, Poller>();
   private done = false;

@@ -1,6 +1,6 @@
 import { WarrenClientError, type EventSourceConstructor, type EventSourceLike } from '../types.js';
 import { gatewayUrl } from '../util.js';
-import { noop, type Transport, type TransportHost } from './transport.js';
+import { noop, type ClientTransport, type TransportHost } from './transport.js';
 
 interface Stream {
   es: EventSourceLike;
@@ -14,7 +14,7 @@ interface Stream {
  * The EventSource's own reconnection is not used: on any error the client
  * closes it and reconnects with its backoff and the latest `last_event_id`.
  */
-export class SseTransport implements Transport {
+export class SseTransport implements ClientTransport {
   readonly name = 'sse';
   private readonly streams = new Map<string, Stream>();
   private done = false;

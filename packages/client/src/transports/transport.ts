@@ -26,7 +26,7 @@ export interface TransportHost {
  * One connection attempt of one kind. The constructor may throw (the
  * transport cannot be used here) but never calls the host synchronously.
  */
-export interface Transport {
+export interface ClientTransport {
   readonly name: TransportName;
   /** Start receiving a channel (or, if it already does, pick up new event names). */
   add(channel: string): void;

@@ -1,7 +1,7 @@
 import { WarrenClientError, type WarrenMessage, type WebSocketConstructor, type WebSocketLike } from '../types.js';
 import { parseServerFrame, type ClientFrame, type ServerFrame } from '../frames.js';
 import { base64ToBytes, gatewayUrl } from '../util.js';
-import { noop, type Transport, type TransportHost } from './transport.js';
+import { noop, type ClientTransport, type TransportHost } from './transport.js';
 
 /** The subprotocol of the gateway's JSON frames. */
 export const WARREN_PROTOCOL = 'warren.v1';
@@ -20,7 +20,7 @@ const RETRYABLE = new Set(['BROKER_UNAVAILABLE', 'INTERNAL_ERROR']);
  * confirmed a subscription, so that, as with SSE and long-poll, `open` means
  * the consumer's queue is being received.
  */
-export class WebSocketTransport implements Transport {
+export class WebSocketTransport implements ClientTransport {
   readonly name = 'websocket';
   private readonly ws: WebSocketLike;
   private readonly channels = new Set<string>();

@@ -1,15 +1,15 @@
 import type { IncomingMessage } from 'node:http';
 import { parseChannel, parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
 import type { Logger } from '../logger.js';
-import { UNVOUCHED_PREFIX } from '../identity.js';
-import type { Sink, SinkCloseReason } from '../streams/sink.js';
-import type { StreamHandle, Streams } from '../streams/streams.js';
-import type { CloseReason, Transport, TransportEvents } from '../transports/transport.js';
+import { UNVOUCHED_PREFIX } from '../consumer-id.js';
+import type { Sink, SinkCloseReason } from '../sources/sink.js';
+import type { SourceHandle, Sources } from '../sources/sources.js';
+import type { CloseReason, PushTransport, TransportEvents } from '../transports/transport.js';
 import type { PushConnection, PushHandler, SubscribeOptions, UpgradeKind, WriteOptions } from './handler.js';
 
 /** What a connection needs from the gateway around it. */
 export interface ConnectionContext {
-  readonly streams: Streams;
+  readonly streams: Sources;
   readonly log: Logger;
   /** Most channels one connection may subscribe to. */
   readonly maxSubscriptions: number;
@@ -44,8 +44,8 @@ export interface ConnectionInit {
 /** One subscription of a connection: its handle once started, the promise of it while it starts. */
 interface Subscribed {
   readonly channel: string;
-  handle: StreamHandle | undefined;
-  starting: Promise<StreamHandle | undefined> | undefined;
+  handle: SourceHandle | undefined;
+  starting: Promise<SourceHandle | undefined> | undefined;
 }
 
 const RESOLVED = Promise.resolve();
@@ -53,7 +53,7 @@ const RESOLVED = Promise.resolve();
 type Callback = 'onOpen' | 'onMessage' | 'onDrained' | 'onShutdown' | 'onClose';
 
 /**
- * A push connection: a {@link Transport} (the socket), the application's
+ * A push connection: a {@link PushTransport} (the socket), the application's
  * {@link PushHandler} (the callbacks) and the connection's subscriptions.
  * It is the `Sink` its subscriptions deliver to, and it keeps the callback
  * order the handler is promised: `onOpen` first, `onMessage` one at a time,
@@ -82,7 +82,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
   private settle: (() => void) | undefined;
 
   constructor(
-    private readonly transport: Transport,
+    private readonly transport: PushTransport,
     private readonly handler: PushHandler,
     private readonly context: ConnectionContext,
     init: ConnectionInit,

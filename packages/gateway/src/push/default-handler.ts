@@ -10,8 +10,8 @@ import {
   type ReplyFrame,
   type ServerFrame,
 } from '@warren/protocol';
-import type { AppReply, Identity } from '../app.js';
-import { findLastEventId } from '../identity.js';
+import type { AppReply, Identity } from '../upstream.js';
+import { findLastEventId } from '../consumer-id.js';
 import type { Admission } from '../admission.js';
 import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';

@@ -2,10 +2,10 @@ import { validateHeaderName, validateHeaderValue, type IncomingMessage, type Out
 import type { Duplex } from 'node:stream';
 import { parseConsumerId } from '@warren/protocol';
 import type { Admission, Slot } from '../admission.js';
-import { findConsumer } from '../identity.js';
+import { findConsumer } from '../consumer-id.js';
 import { SseTransport } from '../transports/sse.js';
 import type { Ticker } from '../transports/ticker.js';
-import type { Transport } from '../transports/transport.js';
+import type { PushTransport } from '../transports/transport.js';
 import type { WebSocketAcceptor } from '../transports/websocket.js';
 import { Connection, type ConnectionContext } from './connection.js';
 import type { PushHandler, PushUpgrade, UpgradeDecider, UpgradeKind } from './handler.js';
@@ -68,7 +68,7 @@ export class PushFront {
     const consumerId = named ? parseConsumerId(upgrade.consumerId) : upgrade.consumerId;
     // An embedding application's handler that named another consumer vouched for it.
     const slot = named ? admission.take(req, consumerId, consumerId?.split('/')[0]) : admission.take(req, consumerId);
-    let transport: Transport | undefined;
+    let transport: PushTransport | undefined;
     try {
       await handler.prepare?.(upgrade);
       transport = await this.complete(req, io, headers);
@@ -85,7 +85,7 @@ export class PushFront {
   }
 
   /** Answers the request: SSE headers, or the WebSocket handshake. `undefined` when the client left first. */
-  private async complete(req: IncomingMessage, io: PushIo, headers: OutgoingHttpHeaders): Promise<Transport | undefined> {
+  private async complete(req: IncomingMessage, io: PushIo, headers: OutgoingHttpHeaders): Promise<PushTransport | undefined> {
     if ('res' in io) {
       if (io.res.destroyed) return undefined;
       return new SseTransport(io.res, headers, { heartbeats: this.deps.heartbeats, retryMs: this.deps.sseRetryMs });

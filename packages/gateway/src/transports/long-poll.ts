@@ -4,12 +4,12 @@ import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type 
 import type { ConsumerQueues } from '../consumer-queues.js';
 import { sendError } from '../http.js';
 import type { Admission } from '../admission.js';
-import type { App } from '../app.js';
+import type { Upstream } from '../upstream.js';
 import { within } from '../deadline.js';
-import { consumerCookie, findConsumer, resolveConsumer } from '../identity.js';
+import { consumerCookie, findConsumer, resolveConsumer } from '../consumer-id.js';
 import type { Logger } from '../logger.js';
-import type { FanOut, FanOutMember } from '../streams/fan-out.js';
-import type { Sink, SinkCloseReason } from '../streams/sink.js';
+import type { FanOut, FanOutMember } from '../sources/fan-out.js';
+import type { Sink, SinkCloseReason } from '../sources/sink.js';
 
 export interface LongPollStats {
   active: number;
@@ -86,7 +86,7 @@ export class LongPollFront {
     readonly polls: LongPoll,
     private readonly fanOut: FanOut,
     private readonly admission: Admission,
-    private readonly app: App,
+    private readonly upstream: Upstream,
     private readonly options: LongPollFrontOptions,
   ) {}
 
@@ -106,7 +106,7 @@ export class LongPollFront {
     // The id the client can send back (not the identity prefix, which is the app's to give, nor the namespace).
     const shown = requested ?? own?.id;
     if (shown !== undefined) headers[HEADERS.consumerId] = shown;
-    if (own?.assigned) headers['set-cookie'] = consumerCookie(own.id, this.app.secure(req));
+    if (own?.assigned) headers['set-cookie'] = consumerCookie(own.id, this.upstream.secure(req));
     const timeoutMs = pollTimeout(query, this.options);
     admission.checkOpen(true);
     const slot = admission.take(req, consumerId);

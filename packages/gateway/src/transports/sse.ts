@@ -4,7 +4,7 @@ import type { WriteOptions } from '../push/handler.js';
 import { corkForTick } from './cork.js';
 import { encodeSseData, sseEventBytes } from './encoding.js';
 import { Ticker } from './ticker.js';
-import type { CloseReason, Transport, TransportEvents } from './transport.js';
+import type { CloseReason, PushTransport, TransportEvents } from './transport.js';
 
 export interface SseOptions {
   /** Sends the heartbeat comments (one timer for every SSE response; see {@link sseHeartbeats}). */
@@ -26,12 +26,12 @@ function onResponseClose(this: TaggedResponse): void {
 }
 
 /**
- * A Server-Sent Events response as a {@link Transport}. Headers for proxies
+ * A Server-Sent Events response as a {@link PushTransport}. Headers for proxies
  * and caches (`no-cache`, `X-Accel-Buffering: no`, never compressed), a
  * `retry:` hint, and a comment every `heartbeatMs` so that idle connections
  * stay open through proxies and dead ones are found.
  */
-export class SseTransport implements Transport {
+export class SseTransport implements PushTransport {
   readonly kind = 'sse';
   readonly protocol = undefined;
   private closed = false;
@@ -130,7 +130,7 @@ export class SseTransport implements Transport {
       this.res.end();
       return;
     }
-    // Streams ended together (the broker went away) should not come back together:
+    // Sources ended together (the broker went away) should not come back together:
     // each gets its own reconnect delay, from the hint to twice the hint.
     const retry = reason.kind === 'broker-unavailable' ? `retry: ${Math.round(this.options.retryMs * (1 + Math.random()))}\n` : '';
     this.res.end(`${retry}: closing (${reason.kind})\n\n`);

@@ -28,11 +28,11 @@ export interface TransportEvents {
 
 /**
  * One push connection's socket: an SSE response or a WebSocket. Every
- * transport implements this small interface (as engine.io's `Transport`);
+ * transport implements this small interface (as engine.io's `PushTransport`);
  * the {@link Connection} above it holds the application's callbacks and the
  * subscriptions, so no transport knows about either.
  */
-export interface Transport {
+export interface PushTransport {
   readonly kind: UpgradeKind;
   /** The negotiated WebSocket subprotocol, if any. */
   readonly protocol: string | undefined;

@@ -6,7 +6,7 @@ import type { WriteOptions } from '../push/handler.js';
 import { atEndOfTick, corkForTick, type EndOfTick } from './cork.js';
 import { isTextual, messageFrameBytes } from './encoding.js';
 import { Ticker } from './ticker.js';
-import type { CloseReason, Transport, TransportEvents } from './transport.js';
+import type { CloseReason, PushTransport, TransportEvents } from './transport.js';
 
 /** The subprotocol of Warren's JSON frames. Without it a socket gets raw message bodies. */
 export const WARREN_PROTOCOL = 'warren.v1';
@@ -50,7 +50,7 @@ export class WebSocketAcceptor {
 
   /**
    * Sends the 101 (with `headers`) and resolves with the socket as a
-   * {@link Transport}; rejects with `undefined` when the handshake failed
+   * {@link PushTransport}; rejects with `undefined` when the handshake failed
    * (`ws` answered it with 400) or the client left.
    */
   accept(req: IncomingMessage, socket: Duplex, head: Buffer, headers: string[]): Promise<WebSocketTransport> {
@@ -99,7 +99,7 @@ interface Receipt {
 }
 
 /**
- * A WebSocket as a {@link Transport}: `warren.v1` sockets get broker
+ * A WebSocket as a {@link PushTransport}: `warren.v1` sockets get broker
  * messages as JSON frames, raw ones as the message body (text for textual
  * content types, binary otherwise).
  *
@@ -117,7 +117,7 @@ interface Receipt {
  * stream has at most its prefetch of messages ahead of a receipt ping, so a
  * client that reads, however slowly, keeps answering.
  */
-export class WebSocketTransport implements Transport, EndOfTick {
+export class WebSocketTransport implements PushTransport, EndOfTick {
   readonly kind = 'websocket';
   readonly protocol: string | undefined;
   /** Answered a ping since the last keep-alive tick. */

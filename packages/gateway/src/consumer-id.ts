@@ -22,7 +22,7 @@ export function resolveConsumer(req: IncomingMessage, query: URLSearchParams): C
 
 /**
  * The consumer id the request names, if any (same sources and rules as
- * {@link resolveConsumer}, without assigning one). Streams without one are
+ * {@link resolveConsumer}, without assigning one). Sources without one are
  * anonymous.
  * @throws WarrenError `INVALID_CONSUMER_ID`
  */

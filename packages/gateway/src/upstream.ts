@@ -36,7 +36,7 @@ const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-chann
  */
 const PROXY_HEADERS = ['forwarded', 'x-real-ip'];
 
-export interface AppOptions {
+export interface UpstreamOptions {
   upstream: string | undefined;
   /** Path template of client messages (`{channel}` stands for the channel path). */
   messagePath: string;
@@ -73,13 +73,13 @@ export interface AuthDecision {
  * subscriptions are proxied to it (bodies streamed both ways), and
  * subscriptions are authorized by it (`authUrl`). One undici pool per origin.
  */
-export class App {
+export class Upstream {
   private readonly pools = new Map<string, Pool>();
   private readonly trusted: TrustedProxies;
   private readonly authCache = new Map<string, { until: number; decision: AuthDecision | WarrenError }>();
 
   constructor(
-    private readonly options: AppOptions,
+    private readonly options: UpstreamOptions,
     private readonly log: Logger,
   ) {
     this.trusted = new TrustedProxies(options.trustedProxies);
@@ -274,7 +274,7 @@ export class App {
       'warren-channel': channel,
     };
     // Two headers, each with one meaning: who owns the queue, and who the app vouched for.
-    if (who.consumerId !== undefined) headers[HEADERS.vouchedIdentity] = who.consumerId;
+    if (who.consumerId !== undefined) headers[HEADERS.warrenConsumerId] = who.consumerId;
     if (who.identity !== undefined) headers[HEADERS.identity] = who.identity;
     let answer;
     try {
@@ -325,7 +325,7 @@ export class App {
     if (status === 403) throw new WarrenError('FORBIDDEN', 'the application refused the subscription (403)');
     if (status < 200 || status > 299)
       throw new WarrenError('UPSTREAM_UNAVAILABLE', `the auth endpoint answered ${status}; refusing (fail closed)`);
-    const vouched = answer.headers[HEADERS.vouchedIdentity];
+    const vouched = answer.headers[HEADERS.warrenConsumerId];
     if (vouched === undefined) return { identity: undefined };
     try {
       return { identity: parseConsumerId(Array.isArray(vouched) ? vouched[0] : vouched) };

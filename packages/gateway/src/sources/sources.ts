@@ -7,7 +7,7 @@ import { Limiter } from './limiter.js';
 import { QueueSubscription } from './queue-subscription.js';
 import type { Sink } from './sink.js';
 
-export interface StreamRequest {
+export interface SourceRequest {
   channel: string;
   /** An identified consumer streams its own queue; without an id, the stream is live-only fan-out. */
   consumerId: string | undefined;
@@ -17,7 +17,7 @@ export interface StreamRequest {
   onEnd(end: ConsumerEnd | { reason: 'error'; error: unknown }): void;
 }
 
-export interface StreamHandle {
+export interface SourceHandle {
   /** Stops the stream. Idempotent. */
   stop(): Promise<void>;
 }
@@ -44,10 +44,10 @@ interface Reader {
  * consumer). Across gateway processes the queue's single-active-consumer
  * argument still lets one consumer read at a time.
  */
-export class Streams {
+export class Sources {
   /** Identified streams consuming their queue now. */
   identified = 0;
-  /** Streams superseded by a newer one of the same consumer. */
+  /** Sources superseded by a newer one of the same consumer. */
   superseded = 0;
   private readonly readers = new Map<string, Reader>();
   /** Consumer starts in flight at once (RabbitMQ answers them one by one per channel). */
@@ -61,7 +61,7 @@ export class Streams {
     private readonly prefetch: number,
   ) {}
 
-  async open(request: StreamRequest): Promise<StreamHandle> {
+  async open(request: SourceRequest): Promise<SourceHandle> {
     if (request.consumerId === undefined) {
       return this.fanOut.subscribe(request.channel, request.sink);
     }
