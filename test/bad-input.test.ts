@@ -1,28 +1,16 @@
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { BROKERS, rabbitQueues, rawRequest, startGateway, TOKEN, unique, type TestGateway } from './support/index.js';
-
-/** Sends raw bytes and returns the raw answer (for requests no client library would send). */
-function rawExchange(base: string, bytes: string): Promise<string> {
-  const url = new URL(base);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(url.port), url.hostname);
-    let answer = '';
-    socket.on('data', (c: Buffer) => (answer += c.toString('latin1')));
-    socket.on('end', () => resolve(answer));
-    socket.on('close', () => resolve(answer));
-    socket.on('error', reject);
-    socket.end(bytes);
-  });
-}
-
-function jsonError(body: string): { code: string; message: string } {
-  const parsed = JSON.parse(body) as { code: string; message: string };
-  assert.equal(typeof parsed.message, 'string');
-  assert.ok(parsed.message.length > 0);
-  return parsed;
-}
+import {
+  BROKERS,
+  rabbitQueues,
+  rawRequest,
+  startGateway,
+  TOKEN,
+  unique,
+  type TestGateway,
+  rawExchange,
+  jsonError,
+} from './support/index.js';
 
 for (const kind of BROKERS) {
   describe(`bad input on the ${kind} broker`, () => {

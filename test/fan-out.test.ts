@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import {
   BROKERS,
@@ -11,17 +10,8 @@ import {
   until,
   type SseReader,
   type TestGateway,
+  stalledSse,
 } from './support/index.js';
-
-/** An SSE client that sends its request and then never reads: the socket fills up. */
-function stalledSse(base: string, path: string): Socket {
-  const url = new URL(base);
-  const socket = connect(Number(url.port), url.hostname);
-  socket.on('error', () => undefined);
-  socket.pause();
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
-  return socket;
-}
 
 for (const kind of BROKERS) {
   describe(`anonymous streams on the ${kind} broker`, () => {

@@ -1,25 +1,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { Producer } from '@warren/producer';
-import { AMQP_URL, curl, rabbitQueues, readSse, requireRabbit, spawnServe, TOKEN, unique, until } from './support/index.js';
+import { AMQP_URL, curl, rabbitQueues, readSse, requireRabbit, spawnServe, TOKEN, unique, until, stalledSse } from './support/index.js';
 
 /** Resident memory of a process, in bytes (Linux). */
 function rss(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   assert.ok(m);
   return Number(m![1]) * 1024;
-}
-
-/** An SSE client that sends its request and then never reads: the socket fills up. */
-function stalledSse(base: string, path: string): Socket {
-  const url = new URL(base);
-  const socket = connect(Number(url.port), url.hostname);
-  socket.on('error', () => undefined);
-  socket.pause();
-  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
-  return socket;
 }
 
 describe('backpressure for an identified stream that stops reading (RabbitMQ)', () => {

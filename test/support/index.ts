@@ -1,5 +1,5 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, type Socket as NetSocket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
@@ -201,19 +201,7 @@ const MANAGEMENT = process.env.WARREN_TEST_MANAGEMENT_URL ?? 'http://guest:guest
 export async function enableManagement(): Promise<void> {
   await requireRabbit();
   await run('rabbitmq-plugins', ['enable', 'rabbitmq_management'], { timeout: 120_000 });
-  await until(
-    async () => {
-      try {
-        await managementGet('/api/overview');
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    'the RabbitMQ management API',
-    60_000,
-    250,
-  );
+  await awaitManagement(MANAGEMENT);
 }
 
 /** Waits until the management API at `base` answers. */
@@ -405,4 +393,35 @@ export function spawnNode(
       return stopping;
     },
   };
+}
+
+/** Sends raw bytes and returns the raw answer (for requests no client library would send). */
+export function rawExchange(base: string, bytes: string): Promise<string> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = netConnect(Number(url.port), url.hostname);
+    let answer = '';
+    socket.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+    socket.on('end', () => resolve(answer));
+    socket.on('close', () => resolve(answer));
+    socket.on('error', reject);
+    socket.end(bytes);
+  });
+}
+
+/** The JSON error body `{ code, message }`, checked to carry a message. */
+export function jsonError(body: string): { code: string; message: string } {
+  const parsed = JSON.parse(body) as { code: string; message: string };
+  if (typeof parsed.message !== 'string' || parsed.message.length === 0) throw new Error(`no error message in ${body}`);
+  return parsed;
+}
+
+/** An SSE request whose client never reads: its socket is paused from the start. */
+export function stalledSse(base: string, path: string): NetSocket {
+  const url = new URL(base);
+  const socket = netConnect(Number(url.port), url.hostname);
+  socket.on('error', () => undefined);
+  socket.pause();
+  socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+  return socket;
 }

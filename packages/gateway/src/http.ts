@@ -20,15 +20,16 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 
 /** Answers with `{ code, message }` and the code's status; unknown errors become 500 and are logged. */
 export function sendError(res: ServerResponse, err: unknown, log: Logger, headers: OutgoingHttpHeaders = {}): void {
-  let error: WarrenError;
-  if (err instanceof WarrenError && err.status !== null) {
-    error = err;
-  } else {
-    log.error('unexpected error', { error: err instanceof Error ? err.stack : String(err) });
-    error = new WarrenError('INTERNAL_ERROR', 'internal error');
-  }
+  const error = answerable(err, log);
   const body: ErrorBody = error.toJSON();
   sendJson(res, error.status!, body, { ...headers, ...errorHeaders(error) });
+}
+
+/** `err` as the error the client is told: a coded one as it is, anything else a logged 500. */
+function answerable(err: unknown, log: Logger): WarrenError {
+  if (err instanceof WarrenError && err.status !== null) return err;
+  log.error('unexpected error', { error: err instanceof Error ? err.stack : String(err) });
+  return new WarrenError('INTERNAL_ERROR', 'internal error');
 }
 
 /** The headers an error answer carries besides its body: when to retry, how to authenticate. */
@@ -60,13 +61,7 @@ export function abortHandshake(socket: Duplex, err: unknown, log: Logger): void 
     socket.destroy();
     return;
   }
-  let error: WarrenError;
-  if (err instanceof WarrenError && err.status !== null) {
-    error = err;
-  } else {
-    log.error('unexpected error', { error: err instanceof Error ? err.stack : String(err) });
-    error = new WarrenError('INTERNAL_ERROR', 'internal error');
-  }
+  const error = answerable(err, log);
   const body = JSON.stringify(error.toJSON());
   const lines = [`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status!] ?? error.code}`, 'content-type: application/json; charset=utf-8'];
   for (const [name, value] of Object.entries(errorHeaders(error))) lines.push(`${name}: ${String(value)}`);

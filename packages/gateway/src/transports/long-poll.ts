@@ -326,14 +326,7 @@ export class LongPoll {
       const result = await outcome;
       if (result.type === 'message') {
         const { message } = result;
-        const out: OutgoingHttpHeaders = {
-          ...headers,
-          'content-type': message.contentType,
-          'content-length': message.body.length,
-          [HEADERS.messageId]: message.id,
-        };
-        if (message.event !== undefined) out[HEADERS.event] = message.event;
-        res.writeHead(200, out).end(message.body);
+        res.writeHead(200, messageHeaders(message, headers)).end(message.body);
         this.stats.delivered++;
       } else if (result.type === 'timeout') {
         this.stats.timedOut++;
@@ -429,13 +422,7 @@ export class LongPoll {
       return Promise.resolve();
     }
     const { message } = delivery;
-    const out: OutgoingHttpHeaders = {
-      ...headers,
-      'content-type': message.contentType,
-      'content-length': message.body.length,
-      [HEADERS.messageId]: message.id,
-    };
-    if (message.event !== undefined) out[HEADERS.event] = message.event;
+    const out = messageHeaders(message, headers);
     // Node emits 'finish' even when the socket was destroyed with the
     // response half written, so the socket itself says whether it was written.
     const socket = res.socket;
@@ -493,4 +480,16 @@ class NextMessage implements Sink {
   drop(reason: SinkCloseReason): void {
     this.finish({ type: 'dropped', reason });
   }
+}
+
+/** The headers of a poll's answer that carries `message`: its content type and length, id and event name. */
+function messageHeaders(message: WarrenMessage, headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {
+    ...headers,
+    'content-type': message.contentType,
+    'content-length': message.body.length,
+    [HEADERS.messageId]: message.id,
+  };
+  if (message.event !== undefined) out[HEADERS.event] = message.event;
+  return out;
 }
