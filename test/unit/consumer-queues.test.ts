@@ -127,13 +127,26 @@ describe('ConsumerQueues', () => {
     assert.equal(declares(), 2);
   });
 
-  it('forgets every declaration when the broker connection is lost', async () => {
+  it('declares every queue again after the broker connection is lost, but still counts it as seen (no queue budget)', async () => {
     await queues.ensure('c1', '/a');
     await queues.ensure('c2', '/b');
+    queues.acquire('warren:c2:/b');
     broker.emit('lost', undefined);
-    assert.equal(queues.size, 0);
+    assert.equal(queues.known('c1', '/a'), false);
+    assert.equal(queues.known('c2', '/b'), false, 'its consumer went with the connection');
+    assert.equal(queues.seen('c1', '/a'), true);
+    assert.equal(queues.seen('c2', '/b'), true);
     await queues.ensure('c1', '/a');
     assert.equal(declares(), 3);
+    assert.equal(queues.known('c1', '/a'), true);
+    // A consumer that stops before its queue was declared again leaves it untrusted.
+    queues.release('warren:c2:/b');
+    assert.equal(queues.known('c2', '/b'), false);
+    await queues.ensure('c2', '/b');
+    assert.equal(declares(), 4);
+    // Seen until x-expires after its last use, then forgotten.
+    now += LIMITS.expiresMs;
+    assert.equal(queues.seen('c1', '/a'), false);
   });
 
   it('concurrent ensure() calls for one queue share one declaration', async () => {

@@ -162,7 +162,7 @@ export class Admission {
    */
   admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void {
     const { fanOut, queues, options } = this.deps;
-    if (consumerId === undefined ? fanOut.has(channel) : queues.known(consumerId, channel)) return;
+    if (consumerId === undefined ? fanOut.has(channel) : queues.seen(consumerId, channel)) return;
     const kept = consumerId === undefined ? fanOut.size : queues.size;
     if (kept >= options.maxQueues) {
       throw new WarrenError(

@@ -4,8 +4,10 @@ import type { Broker } from './broker/broker.js';
 interface Entry {
   /** Consumers on the queue now; while any, the queue cannot expire. */
   active: number;
-  /** With no consumer, the declaration is trusted until then (ms epoch). */
+  /** With no consumer, the declaration is trusted until then (ms epoch); 0 after the broker was lost. */
   trustedUntil: number;
+  /** With no consumer, the queue is taken to exist until then (its `x-expires`): for the queue budget. */
+  seenUntil: number;
 }
 
 /**
@@ -29,7 +31,7 @@ export class ConsumerQueues {
     this.margin = Math.min(Math.max(limits.expiresMs * 0.2, 100), 30_000);
     this.sweepTimer = setInterval(() => this.sweep(), Math.min(limits.expiresMs, 60_000));
     this.sweepTimer.unref();
-    broker.on('lost', () => this.clear());
+    broker.on('lost', () => this.distrust());
   }
 
   /** Makes sure the queue of (`consumerId`, `channel`) exists and is bound; returns its name. */
@@ -41,9 +43,13 @@ export class ConsumerQueues {
     if (pending === undefined) {
       pending = this.broker.declareConsumerQueue(name, channel, this.limits).then(() => {
         const current = this.entries.get(name);
-        const trustedUntil = this.now() + this.limits.expiresMs - this.margin;
-        if (current === undefined) this.entries.set(name, { active: 0, trustedUntil });
-        else current.trustedUntil = trustedUntil;
+        const seenUntil = this.now() + this.limits.expiresMs;
+        const trustedUntil = seenUntil - this.margin;
+        if (current === undefined) this.entries.set(name, { active: 0, trustedUntil, seenUntil });
+        else {
+          current.trustedUntil = trustedUntil;
+          current.seenUntil = seenUntil;
+        }
       });
       this.declaring.set(name, pending);
       const forget = (): void => {
@@ -61,6 +67,16 @@ export class ConsumerQueues {
     return entry !== undefined && (entry.active > 0 || this.now() < entry.trustedUntil);
   }
 
+  /**
+   * Whether this gateway made the queue of (`consumerId`, `channel`) within
+   * its retention window, trusted or not: a client coming back to its queue
+   * (after a broker outage too) costs no queue budget.
+   */
+  seen(consumerId: string, channel: string): boolean {
+    const entry = this.entries.get(consumerQueueName(consumerId, channel));
+    return entry !== undefined && (entry.active > 0 || this.now() < entry.seenUntil);
+  }
+
   /** A consumer started on `name`. */
   acquire(name: string): void {
     const entry = this.entries.get(name);
@@ -72,7 +88,10 @@ export class ConsumerQueues {
     const entry = this.entries.get(name);
     if (entry === undefined) return;
     entry.active = Math.max(0, entry.active - 1);
-    if (entry.active === 0) entry.trustedUntil = this.now() + this.limits.expiresMs - this.margin;
+    if (entry.active > 0) return;
+    entry.seenUntil = this.now() + this.limits.expiresMs;
+    // After a broker loss the queue is declared again before it is trusted.
+    if (entry.trustedUntil > 0) entry.trustedUntil = entry.seenUntil - this.margin;
   }
 
   /** Forget `name`: the next `ensure()` declares it again. */
@@ -82,6 +101,18 @@ export class ConsumerQueues {
 
   clear(): void {
     this.entries.clear();
+  }
+
+  /**
+   * The broker connection was lost (RabbitMQ may have restarted): every
+   * queue is declared again on its next use, its consumers are gone, but the
+   * queues stay {@link seen} for their retention window.
+   */
+  distrust(): void {
+    for (const entry of this.entries.values()) {
+      entry.active = 0;
+      entry.trustedUntil = 0;
+    }
   }
 
   get size(): number {
@@ -96,7 +127,7 @@ export class ConsumerQueues {
   private sweep(): void {
     const now = this.now();
     for (const [name, entry] of this.entries) {
-      if (entry.active === 0 && now >= entry.trustedUntil) this.entries.delete(name);
+      if (entry.active === 0 && now >= entry.seenUntil) this.entries.delete(name);
     }
   }
 }
