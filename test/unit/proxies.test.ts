@@ -104,6 +104,16 @@ describe('TrustedProxies', () => {
     assert.equal(proxies.clientAddress('10.0.0.2', undefined), '10.0.0.2');
   });
 
+  it('counts a hop with a port by its address, and stops at a hop that is no address', () => {
+    const proxies = new TrustedProxies('10.0.0.0/8');
+    // Some proxies write the client's port: every connection must not get a bucket of its own.
+    assert.equal(proxies.clientAddress('10.0.0.2', '203.0.113.7:5555'), '203.0.113.7');
+    assert.equal(proxies.clientAddress('10.0.0.2', '[2001:db8::1]:443, 10.0.0.3'), '2001:db8::1');
+    // A word is not a bucket the client may choose: the trusted hop right of it counts.
+    assert.equal(proxies.clientAddress('10.0.0.2', 'unknown, 10.0.0.3'), '10.0.0.3');
+    assert.equal(proxies.clientAddress('10.0.0.2', 'anything-i-like'), '10.0.0.2');
+  });
+
   it('refuses a bad setting with the entry named', () => {
     assert.throws(() => new TrustedProxies('10.0.0.0/8, 10.0.0.300'), /"10\.0\.0\.300"/);
   });

@@ -31,18 +31,35 @@ export class TrustedProxies {
 
   /**
    * The client's address: the peer, unless it is a trusted proxy; then the
-   * right-most hop of `X-Forwarded-For` that is not (the left-most when all are).
+   * right-most hop of `X-Forwarded-For` that is not (the left-most when all
+   * are). A hop with a port (`203.0.113.7:5555`, `[2001:db8::1]:443`, as some
+   * proxies write) counts by its address; a hop that is no address at all
+   * (`unknown`) ends the walk at the trusted hop right of it, so that no
+   * client picks its own bucket by writing a word.
    */
   clientAddress(peer: string, forwardedFor: string | undefined): string {
-    const address = plainAddress(peer);
+    let address = plainAddress(peer);
     if (forwardedFor === undefined || !this.has(address)) return address;
     const hops = forwardedFor
       .split(',')
-      .map((hop) => plainAddress(hop.trim()))
+      .map((hop) => hopAddress(hop.trim()))
       .filter((hop) => hop.length > 0);
-    for (let i = hops.length - 1; i >= 0; i--) if (!this.has(hops[i]!)) return hops[i]!;
-    return hops[0] ?? address;
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = hops[i]!;
+      if (isIP(hop) === 0) return address;
+      if (!this.has(hop)) return hop;
+      address = hop;
+    }
+    return address;
   }
+}
+
+/** An `X-Forwarded-For` hop's address, without the port some proxies add. */
+function hopAddress(hop: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(hop);
+  if (bracketed !== null) return plainAddress(bracketed[1]!);
+  const v4WithPort = /^(\d+\.\d+\.\d+\.\d+):\d+$/.exec(hop);
+  return plainAddress(v4WithPort === null ? hop : v4WithPort[1]!);
 }
 
 /**
