@@ -51,9 +51,12 @@ const CTL = 'rabbitmqctl';
 
 async function portFree(port: number): Promise<boolean> {
   const server = createServer();
-  server.on('error', () => undefined);
-  server.listen(port, '127.0.0.1');
-  const ok = await Promise.race([once(server, 'listening').then(() => true), once(server, 'error').then(() => false)]);
+  // Not events.once(server, 'listening'): it rejects on 'error' (the port in use).
+  const ok = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.once('listening', () => resolve(true));
+    server.listen(port, '127.0.0.1');
+  });
   if (ok) await new Promise((r) => server.close(r));
   return ok;
 }

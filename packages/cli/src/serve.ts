@@ -105,7 +105,13 @@ function readGatewayOptions(raw: Record<string, string | undefined>): Record<str
 /** The banner: where the gateway is, and the two commands to try it. */
 function announce(port: number, amqpUrl: string | undefined, tokenNote: string): void {
   const base = `http://localhost:${port}`;
-  const broker = amqpUrl === undefined ? 'embedded broker' : `RabbitMQ ${redact(amqpUrl)}`;
+  const broker =
+    amqpUrl === undefined
+      ? 'embedded broker'
+      : `RabbitMQ ${amqpUrl
+          .split(',')
+          .map((url) => redact(url.trim()))
+          .join(', ')}`;
   process.stdout.write(
     `Warren gateway on ${base} (${broker})\n` +
       `  receive:  curl ${base}/greetings\n` +

@@ -13,7 +13,7 @@ import { Cors } from './cors.js';
 import { abortHandshake, sendError } from './http.js';
 import { ConnectionLimits, QueueBudget } from './limits.js';
 import { createLogger, type Logger } from './logger.js';
-import { normalizeOptions, OptionError, type GatewayOptions, type NormalizedOptions } from './options.js';
+import { normalizeOptions, OptionError, parseList, type GatewayOptions, type NormalizedOptions } from './options.js';
 import { createDefaultDecider } from './push/default-handler.js';
 import type { PushConnection, UpgradeDecider } from './push/handler.js';
 import { PushFront } from './push/open.js';
@@ -172,7 +172,11 @@ interface Core {
 function createCore(options: NormalizedOptions): Core {
   const log: Logger = options.logger ?? createLogger(options.logLevel);
   const broker = createBroker(options, log);
-  const queues = new ConsumerQueues(broker, { expiresMs: options.queueExpiresMs, maxLength: options.queueMaxLength });
+  const queues = new ConsumerQueues(broker, {
+    expiresMs: options.queueExpiresMs,
+    maxLength: options.queueMaxLength,
+    queueType: options.queueType,
+  });
   const fanOutOptions = {
     maxPendingBytes: options.maxPendingBytes,
     lingerMs: 30_000,
@@ -352,7 +356,7 @@ function checkEmbedding(input: CreateGatewayOptions, options: NormalizedOptions)
 function createBroker(options: NormalizedOptions, log: Logger): Broker {
   if (options.amqpUrl === undefined) return new MemoryBroker();
   return new RabbitBroker({
-    url: options.amqpUrl,
+    urls: parseList(options.amqpUrl),
     exchange: options.exchange,
     reconnectMinMs: options.reconnectMinMs,
     reconnectMaxMs: options.reconnectMaxMs,

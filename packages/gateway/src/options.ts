@@ -24,6 +24,8 @@ export interface GatewayOptions {
   queueExpiresMs?: number;
   /** Most messages a consumer queue keeps; oldest dropped first. @default 10_000 */
   queueMaxLength?: number;
+  /** Consumer queue type: `classic`, or `quorum` on a RabbitMQ cluster. @default 'classic' */
+  queueType?: 'classic' | 'quorum';
   /** Largest message accepted for publishing, in bytes. @default 262_144 */
   maxMessageBytes?: number;
   /** Interval of SSE heartbeat comments (sent to streams that carried nothing else meanwhile). @default 15_000 */
@@ -171,7 +173,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     kind: 'url',
     default: undefined,
     defaultText: 'embedded broker',
-    description: 'RabbitMQ URL (`amqp://` or `amqps://`). Without it the gateway runs its in-process broker.',
+    description:
+      'RabbitMQ URL (`amqp://` or `amqps://`), or several comma-separated (the nodes of a cluster): the gateway connects to one and moves on to the next when it loses it. Without it the gateway runs its in-process broker.',
   },
   {
     key: 'exchange',
@@ -229,6 +232,15 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     min: 1,
     max: 10_000_000,
     description: 'Most messages a consumer queue keeps; the oldest are dropped first (`x-max-length`).',
+  },
+  {
+    key: 'queueType',
+    flag: '--queue-type',
+    env: 'WARREN_QUEUE_TYPE',
+    kind: 'string',
+    default: 'classic',
+    description:
+      "Type of the consumer queues: `classic` (one node holds a queue) or `quorum` (replicated over a RabbitMQ cluster, so an identified consumer's backlog survives the loss of a node; more memory and latency per message). Anonymous fan-out queues stay classic.",
   },
   {
     key: 'maxMessageBytes',
@@ -640,13 +652,17 @@ function checkValue(spec: OptionSpec, value: unknown): void {
     }
     case 'url': {
       if (typeof value !== 'string') fail('must be a string');
-      let url: URL | undefined;
-      try {
-        url = new URL(value as string);
-      } catch {
-        fail('is not a URL');
+      const urls = parseList(value as string);
+      if (urls.length === 0) fail('is not a URL');
+      for (const text of urls) {
+        let url: URL | undefined;
+        try {
+          url = new URL(text);
+        } catch {
+          fail(urls.length === 1 ? 'is not a URL' : `has ${JSON.stringify(text.replace(/\/\/[^@/]*@/, '//***@'))}, which is not a URL`);
+        }
+        if (url!.protocol !== 'amqp:' && url!.protocol !== 'amqps:') fail(`must start with amqp:// or amqps://, got ${url!.protocol}//`);
       }
-      if (url!.protocol !== 'amqp:' && url!.protocol !== 'amqps:') fail(`must start with amqp:// or amqps://, got ${url!.protocol}//`);
       break;
     }
     case 'secret': {
@@ -719,6 +735,9 @@ function checkValue(spec: OptionSpec, value: unknown): void {
  * @throws OptionError naming both options
  */
 function checkTogether(options: NormalizedOptions): void {
+  if (options.queueType !== 'classic' && options.queueType !== 'quorum') {
+    throw new OptionError(`${describe('queueType')} must be classic or quorum, got ${JSON.stringify(options.queueType)}`);
+  }
   if (options.pollTimeoutMs > options.maxPollTimeoutMs) {
     throw new OptionError(
       `${describe('pollTimeoutMs')} (${showDuration(options.pollTimeoutMs)}) exceeds ${describe('maxPollTimeoutMs')} (${showDuration(options.maxPollTimeoutMs)})`,

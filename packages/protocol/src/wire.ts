@@ -53,16 +53,21 @@ export interface ConsumerQueueLimits {
   expiresMs: number;
   /** Most messages kept; the oldest are dropped first (`x-max-length`). */
   maxLength: number;
+  /**
+   * `classic` (one node holds the queue) or `quorum` (replicated over a
+   * RabbitMQ cluster: the backlog survives the loss of a node). @default 'classic'
+   */
+  queueType?: 'classic' | 'quorum';
 }
 
 /** The `arguments` table of a consumer queue's declaration. */
 export function consumerQueueArguments(limits: ConsumerQueueLimits): Record<string, unknown> {
-  return {
-    'x-expires': limits.expiresMs,
-    'x-max-length': limits.maxLength,
-    'x-overflow': 'drop-head',
-    'x-single-active-consumer': true,
-  };
+  const common = { 'x-expires': limits.expiresMs, 'x-max-length': limits.maxLength, 'x-overflow': 'drop-head' };
+  // RabbitMQ refuses basic.get (the first step of a long-poll) on a quorum
+  // queue with a single active consumer: there, one reader per consumer is
+  // kept by the gateway process (takeover), not by the queue.
+  if (limits.queueType === 'quorum') return { 'x-queue-type': 'quorum', ...common };
+  return { ...common, 'x-single-active-consumer': true };
 }
 
 /** The subset of AMQP basic properties Warren writes and reads. */

@@ -30,8 +30,12 @@ import {
 } from './broker.js';
 
 export interface RabbitBrokerOptions {
-  /** `amqp://user:pass@host:port/vhost` */
-  url: string;
+  /**
+   * `amqp://user:pass@host:port/vhost`, one or several (the nodes of a
+   * cluster): the broker connects to one and, when it loses it or cannot
+   * reach it, tries the next.
+   */
+  urls: readonly string[];
   /** Exchange that channels publish to. */
   exchange: string;
   /** First reconnect delay; doubles up to `reconnectMaxMs`, with ±20% jitter. */
@@ -121,6 +125,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   private publishDrain: Promise<void> | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private attempt = 0;
+  /** The URL of the next connection attempt (the one in use while connected). */
+  private urlIndex = 0;
   private readonly log: Logger;
 
   constructor(private readonly options: RabbitBrokerOptions) {
@@ -467,7 +473,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.state = 'connecting';
     let connection: ChannelModel | undefined;
     try {
-      connection = await amqp.connect(withHeartbeat(this.options.url, this.options.heartbeatSeconds), {
+      connection = await amqp.connect(withHeartbeat(this.options.urls[this.urlIndex]!, this.options.heartbeatSeconds), {
         clientProperties: { connection_name: this.options.connectionName },
         // Covers the TCP connect and the AMQP handshake (a black-holed broker answers neither).
         timeout: Math.min(this.options.operationTimeoutMs, 5000),
@@ -500,7 +506,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       if (connection !== undefined) await connection.close().catch(() => undefined);
       if (this.state !== 'connecting') return;
       this.state = 'down';
-      this.log.warn('cannot connect to RabbitMQ', { error: (err as Error).message, attempt: this.attempt });
+      this.log.warn('cannot connect to RabbitMQ', { error: (err as Error).message, attempt: this.attempt, node: this.urlIndex });
+      this.nextUrl();
       this.scheduleReconnect();
       return;
     }
@@ -512,7 +519,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.connection = conn;
     this.state = 'ready';
     this.attempt = 0;
-    this.log.info('connected to RabbitMQ', { exchange: this.options.exchange });
+    this.log.info('connected to RabbitMQ', { exchange: this.options.exchange, node: this.urlIndex });
     this.emit('ready');
   }
 
@@ -522,12 +529,18 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.dropChannels();
     if (this.state === 'closed') return;
     this.state = 'down';
-    this.log.warn('lost the RabbitMQ connection', { error: err?.message });
+    this.log.warn('lost the RabbitMQ connection', { error: err?.message, node: this.urlIndex });
+    // The node may be gone: the next attempt goes to the next one.
+    this.nextUrl();
     const consumers = [...this.consumers];
     this.consumers.clear();
     for (const consumer of consumers) consumer.end({ reason: 'broker-lost' });
     this.emit('lost', err);
     this.scheduleReconnect();
+  }
+
+  private nextUrl(): void {
+    this.urlIndex = (this.urlIndex + 1) % this.options.urls.length;
   }
 
   private dropChannels(): void {
