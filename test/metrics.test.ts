@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
+import { WebSocket } from 'ws';
 import { createGateway, OPTION_SPECS, silentLogger } from '@warren/gateway';
 import { BROKERS, httpPublish, poll, readSse, ROOT, startGateway, unique, until, type TestGateway } from './support/index.js';
 
@@ -158,6 +160,35 @@ for (const kind of BROKERS) {
       await until(() => gw.gateway.connections.size === 0, 'the stream to close');
     });
 
+    it('counts a WebSocket connection and the bytes written to it', async () => {
+      const before = await scrape(metricsUrl);
+      const channel = `/${unique('metrics-ws-')}`;
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}${channel}`);
+      const received: string[] = [];
+      ws.on('message', (data) => received.push(String(data)));
+      await once(ws, 'open');
+      await until(() => gw.gateway.stats().fanOut.subscribers === 1, 'the socket to subscribe');
+      const open = await scrape(metricsUrl);
+      assert.equal(sample(open, 'warren_connections{transport="websocket",kind="anonymous"}'), 1);
+      assert.equal(sample(open, 'warren_connections{transport="sse",kind="anonymous"}'), 0);
+      const body = 'w'.repeat(1000);
+      await gw.gateway.publish(channel, body);
+      await gw.gateway.publish(channel, body);
+      await until(() => received.length === 2, 'the socket to receive 2 messages');
+      ws.close();
+      await once(ws, 'close');
+      await until(() => gw.gateway.connections.size === 0, 'the socket to close');
+      const after = await scrape(metricsUrl);
+      assert.equal(sample(after, 'warren_connections{transport="websocket",kind="anonymous"}'), 0);
+      assertDelta(before, after, 'warren_fan_out_deliveries_total', 2);
+      assertDelta(before, after, 'warren_bytes_out_total{transport="sse"}', 0);
+      const wsBytes =
+        sample(after, 'warren_bytes_out_total{transport="websocket"}') - sample(before, 'warren_bytes_out_total{transport="websocket"}');
+      // Two 1000-byte frames (4-byte headers), the 101 handshake and the close frame.
+      assert.ok(wsBytes > 2 * 1004 + 100, `bytes out ${wsBytes}: two frames and a handshake`);
+      assert.ok(wsBytes < 2 * 1004 + 1024, `bytes out ${wsBytes}: no more than two frames, a handshake and a close`);
+    });
+
     it('documents every warren_ metric it serves in docs/operations.md under "Metrics"', async () => {
       const doc = readFileSync(join(ROOT, 'docs', 'operations.md'), 'utf8');
       const section = /^## Metrics\n([\s\S]*?)(?=^## |(?![\s\S]))/m.exec(doc)?.[1];
@@ -213,6 +244,31 @@ describe('the metrics listener', () => {
     } finally {
       await gw.close();
       await new Promise((resolve) => app.close(resolve));
+    }
+  });
+
+  it('counts a stream closed for reading too slowly, by transport', async () => {
+    const gw = await startGateway('memory', { metricsPort: 0, maxPendingBytes: 64 * 1024 });
+    const url = new URL(gw.url);
+    const stalled = connect(Number(url.port), url.hostname);
+    stalled.on('error', () => undefined);
+    stalled.pause();
+    try {
+      const metricsUrl = `http://127.0.0.1:${gw.gateway.metricsAddress()!.port}`;
+      const channel = `/${unique('metrics-slow-')}`;
+      stalled.write(`GET ${channel} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`);
+      await until(() => gw.gateway.stats().fanOut.subscribers === 1, 'the stalled stream to subscribe');
+      assert.equal(sample(await scrape(metricsUrl), 'warren_slow_client_closes_total{transport="sse"}'), 0);
+      // 16 KiB messages until the gateway gives up on the client (loopback's buffers hide a few MiB).
+      const body = 'y'.repeat(16 * 1024);
+      for (let i = 0; i < 4000 && gw.gateway.stats().fanOut.slowClosed === 0; i++) await gw.gateway.publish(channel, body);
+      await until(() => gw.gateway.connections.size === 0, 'the stalled stream to be closed');
+      const s = await scrape(metricsUrl);
+      assert.equal(sample(s, 'warren_slow_client_closes_total{transport="sse"}'), 1);
+      assert.equal(sample(s, 'warren_slow_client_closes_total{transport="websocket"}'), 0);
+    } finally {
+      stalled.destroy();
+      await gw.close();
     }
   });
 
