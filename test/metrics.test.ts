@@ -50,6 +50,7 @@ for (const kind of BROKERS) {
     let metricsUrl: string;
     before(async () => {
       gw = await startGateway(kind, { metricsPort: 0 });
+      await until(() => gw.gateway.broker.ready, 'the broker to connect');
       const address = gw.gateway.metricsAddress();
       assert.ok(address !== undefined, 'listen() started the metrics listener');
       assert.equal(address.address, '127.0.0.1', 'the metrics listener binds to 127.0.0.1 by default');
