@@ -13,6 +13,7 @@ import { Cors } from './cors.js';
 import { abortHandshake, sendError } from './http.js';
 import { ConnectionLimits, QueueBudget } from './limits.js';
 import { createLogger, type Logger } from './logger.js';
+import { Metrics } from './metrics.js';
 import { normalizeOptions, OptionError, parseList, type GatewayOptions, type NormalizedOptions } from './options.js';
 import { createDefaultDecider } from './push/default-handler.js';
 import type { PushConnection, UpgradeDecider } from './push/handler.js';
@@ -85,8 +86,14 @@ export interface Gateway {
   readonly connections: ReadonlySet<PushConnection>;
   /** Connects the broker; never rejects for a broker that is merely down (it keeps retrying). Idempotent; called by `listen()` and by `createGateway({ server })`. */
   start(): Promise<void>;
-  /** Connects the broker and starts listening (unless the server already listens). Resolves with the bound address. */
+  /**
+   * Connects the broker and starts listening (unless the server already
+   * listens), and starts the metrics listener when `metricsPort` is set.
+   * Resolves with the gateway's bound address.
+   */
   listen(): Promise<AddressInfo>;
+  /** The address of the metrics listener (`GET /metrics`) once `listen()` started it; `undefined` without `metricsPort`. */
+  metricsAddress(): AddressInfo | undefined;
   /**
    * Answers waiting polls, calls `onShutdown` and closes every push
    * connection (waiting up to 2 s for `onClose`), stops listening (its own
@@ -118,12 +125,28 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const attached = input.server === undefined ? undefined : new AttachedServer(input.server, log);
   const fronts = createFronts(core, input, attached);
   const { push, routes, router, upgrades } = fronts;
+  const metrics =
+    options.metricsPort === undefined
+      ? undefined
+      : new Metrics(
+          {
+            stats: fronts.stats,
+            connections: push.connections,
+            bytesOut: () => push.bytesOut(),
+            slowClosed: push.slowClosed,
+            publishes: router.publishes,
+          },
+          { port: options.metricsPort, host: options.metricsHost },
+          log,
+        );
+  if (metrics !== undefined) core.upstream.timing = (call, result, seconds) => metrics.observeUpstream(call, result, seconds);
   const handle = (req: IncomingMessage, res: ServerResponse): void => router.handle(req, res);
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => upgrades.handleUpgrade(req, socket, head);
   const server = input.server ?? createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
   if (attached !== undefined) {
     attached.install({ claims: (req, upgrading) => routes.claims(req, upgrading), handle, upgrade });
     core.start().catch((err: unknown) => log.error('broker start failed', { error: String(err) }));
+    metrics?.listen().catch((err: unknown) => log.error('metrics listener failed', { error: String(err) }));
   } else {
     listenOn(server, log, upgrade);
   }
@@ -141,10 +164,12 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       if (!server.listening) await listenServer(server, options);
       const address = server.address() as AddressInfo;
       log.info('gateway listening', { port: address.port, host: address.address, broker: broker.kind });
+      await metrics?.listen();
       return address;
     },
+    metricsAddress: () => metrics?.address(),
     close(): Promise<void> {
-      core.closing ??= shutdown(core, fronts, server, attached);
+      core.closing ??= shutdown(core, fronts, server, attached, metrics);
       return core.closing;
     },
   };
@@ -315,14 +340,20 @@ function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayS
  * connection, gives an attached server back, stops the gateway's own server,
  * then (after `onClose` had its chance to publish) the broker.
  */
-async function shutdown(core: Core, fronts: Fronts, server: Server, attached: AttachedServer | undefined): Promise<void> {
+async function shutdown(
+  core: Core,
+  fronts: Fronts,
+  server: Server,
+  attached: AttachedServer | undefined,
+  metrics: Metrics | undefined,
+): Promise<void> {
   fronts.longPoll.shutdown();
   core.ready.fail(new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down'));
   const open = [...fronts.push.connections];
   await Promise.all(open.map((conn) => conn.shutdown(1000)));
   await core.fanOut.close();
   attached?.restore();
-  await closeServer(server, attached === undefined);
+  await Promise.all([closeServer(server, attached === undefined), metrics?.close()]);
   // onClose may still publish (a chat's "left"): give it time before the broker goes.
   await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   core.queues.close();

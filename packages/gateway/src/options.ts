@@ -79,6 +79,10 @@ export interface GatewayOptions {
   queueBudget?: number;
   /** Most consumer queues (and, apart, anonymous channels) one gateway keeps. @default 100_000 */
   maxQueues?: number;
+  /** Port of the Prometheus listener (`GET /metrics`). `0` picks a free one. @default none: no metrics listener */
+  metricsPort?: number;
+  /** Address of the metrics listener. @default '127.0.0.1' */
+  metricsHost?: string;
   /** @default 'info' */
   logLevel?: LogLevel;
   /**
@@ -107,7 +111,8 @@ type Unset =
   | 'appRoutes'
   | 'trustedProxies'
   | 'authUrl'
-  | 'tokenSecret';
+  | 'tokenSecret'
+  | 'metricsPort';
 export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
 
 type Kind =
@@ -477,6 +482,26 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     max: 10_000_000,
     description:
       'Most consumer queues (and, counted apart, anonymous channels) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.',
+  },
+  {
+    key: 'metricsPort',
+    flag: '--metrics-port',
+    env: 'WARREN_METRICS_PORT',
+    kind: 'integer',
+    default: undefined,
+    defaultText: 'off',
+    min: 0,
+    max: 65535,
+    description:
+      'Port of a separate listener that serves `GET /metrics` in the Prometheus text format, without the publish token (0 picks a free one); see "Metrics" in docs/operations.md.',
+  },
+  {
+    key: 'metricsHost',
+    flag: '--metrics-host',
+    env: 'WARREN_METRICS_HOST',
+    kind: 'string',
+    default: '127.0.0.1',
+    description: 'Address of the metrics listener. Anyone who reaches it reads the metrics: widen it only on a private network.',
   },
   {
     key: 'logLevel',

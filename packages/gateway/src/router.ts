@@ -37,6 +37,9 @@ export interface RouterDeps {
  * or the attached server's own listeners), else 404.
  */
 export class Router {
+  /** Requests to the publish endpoint, by result: accepted (200), refused (4xx), failed (5xx). */
+  readonly publishes = { accepted: 0, refused: 0, failed: 0 };
+
   constructor(private readonly deps: RouterDeps) {}
 
   /** The request listener: every error is answered as JSON with its code. */
@@ -83,6 +86,18 @@ export class Router {
     );
   }
 
+  private async publish(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): Promise<void> {
+    const { broker, publishToken, maxMessageBytes } = this.deps;
+    try {
+      await handlePublish(req, res, query, broker, publishToken, maxMessageBytes);
+      this.publishes.accepted++;
+    } catch (err) {
+      if (err instanceof WarrenError && err.status !== null && err.status < 500) this.publishes.refused++;
+      else this.publishes.failed++;
+      throw err;
+    }
+  }
+
   private async internal(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
     const { broker, publishToken } = this.deps;
     const allow = (method: string): void => {
@@ -94,7 +109,7 @@ export class Router {
     switch (path) {
       case PATHS.publish:
         allow('POST');
-        return handlePublish(req, res, query, broker, publishToken, this.deps.maxMessageBytes);
+        return this.publish(req, res, query);
       case PATHS.health: {
         allow('GET');
         const ready = broker.ready && !this.deps.closing();

@@ -73,7 +73,15 @@ export interface AuthDecision {
  * subscriptions are proxied to it (bodies streamed both ways), and
  * subscriptions are authorized by it (`authUrl`). One undici pool per origin.
  */
+/** A call to the application that the metrics time: an auth check, or a WebSocket client's message. */
+export type UpstreamCall = 'auth' | 'message';
+/** How it went: `allowed` or `refused` (401/403) for auth, `answered` (any status) for a message, `error` (unreachable, timed out, or an auth answer that refuses by failing closed). */
+export type UpstreamResult = 'allowed' | 'refused' | 'answered' | 'error';
+export type UpstreamTiming = (call: UpstreamCall, result: UpstreamResult, seconds: number) => void;
+
 export class Upstream {
+  /** Told how long each auth check and message took (set by the metrics; one call per request, never per delivery). */
+  timing: UpstreamTiming | undefined;
   private readonly pools = new Map<string, Pool>();
   private readonly trusted: TrustedProxies;
   private readonly authCache = new Map<string, { until: number; decision: AuthDecision | WarrenError }>();
@@ -247,10 +255,13 @@ export class Upstream {
       if (cached.decision instanceof WarrenError) throw cached.decision;
       return cached.decision;
     }
+    const started = performance.now();
     const decision = await this.askApp(req, channel, requestedId).catch((err: unknown) => {
       if (err instanceof WarrenError && (err.code === 'UNAUTHORIZED' || err.code === 'FORBIDDEN')) return err;
+      this.timed('auth', 'error', started);
       throw err; // app down or slow: not cached, the next request asks again
     });
+    this.timed('auth', decision instanceof WarrenError ? 'refused' : 'allowed', started);
     if (this.options.authCacheMs > 0) {
       if (this.authCache.size >= 10_000) this.authCache.delete(this.authCache.keys().next().value!);
       this.authCache.set(key, { until: now + this.options.authCacheMs, decision });
@@ -277,6 +288,7 @@ export class Upstream {
     if (who.consumerId !== undefined) headers[HEADERS.warrenConsumerId] = who.consumerId;
     if (who.identity !== undefined) headers[HEADERS.identity] = who.identity;
     let answer;
+    const started = performance.now();
     try {
       answer = await this.pool(upstream).request({
         path: this.options.messagePath.replaceAll('{channel}', channel),
@@ -287,11 +299,17 @@ export class Upstream {
         bodyTimeout: this.options.timeoutMs,
       });
     } catch (err) {
+      this.timed('message', 'error', started);
       throw this.upstreamError(err, 'the application');
     }
     const data = Buffer.from(await answer.body.arrayBuffer());
+    this.timed('message', 'answered', started);
     const type = answer.headers['content-type'];
     return { status: answer.statusCode, contentType: typeof type === 'string' ? type : undefined, body: data };
+  }
+
+  private timed(call: UpstreamCall, result: UpstreamResult, started: number): void {
+    this.timing?.(call, result, (performance.now() - started) / 1000);
   }
 
   async close(): Promise<void> {

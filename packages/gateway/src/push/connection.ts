@@ -30,6 +30,8 @@ export interface ConnectionContext {
   admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void;
   /** The connection closed (called once, before `onClose`). */
   closed(conn: Connection): void;
+  /** The connection is being closed as a slow consumer (counted once per connection). */
+  closedSlow(conn: Connection): void;
 }
 
 export interface ConnectionInit {
@@ -311,6 +313,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
   /** Closes the socket for `reason` (once). */
   end(reason: CloseReason): void {
     if (this.state === 'closed') return;
+    if (reason.kind === 'slow-consumer' && this.state !== 'closing') this.context.closedSlow(this);
     if (this.state !== 'closing') this.state = 'closing';
     this.transport.end(reason);
   }

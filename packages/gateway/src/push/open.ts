@@ -23,7 +23,7 @@ export interface PushFrontDeps {
   heartbeats: Ticker<SseTransport>;
   sseRetryMs: number;
   /** What connections need from the gateway, less what the front adds (`closed`, `admitQueue`). */
-  context: Omit<ConnectionContext, 'closed' | 'admitQueue'>;
+  context: Omit<ConnectionContext, 'closed' | 'closedSlow' | 'admitQueue'>;
 }
 
 /**
@@ -37,15 +37,27 @@ export class PushFront {
   readonly connections = new Set<Connection>();
   private readonly slots = new WeakMap<Connection, Slot>();
   private readonly context: ConnectionContext;
+  /**
+   * Bytes written to the sockets of closed connections, less what their
+   * sockets had written before they opened (a kept-alive socket's earlier
+   * responses): with the open connections' sockets, the bytes out. Counted
+   * at open and close, never per write.
+   */
+  private readonly closedBytes = { sse: 0, websocket: 0 };
+  /** Connections closed as slow consumers. */
+  readonly slowClosed = { sse: 0, websocket: 0 };
 
   constructor(private readonly deps: PushFrontDeps) {
     this.context = {
       ...deps.context,
       admitQueue: (address, channel, consumerId) => deps.admission.admitQueue(address, channel, consumerId),
       closed: (conn) => {
-        this.connections.delete(conn);
+        if (this.connections.delete(conn)) this.closedBytes[conn.kind] += conn.request.socket.bytesWritten;
         const slot = this.slots.get(conn);
         if (slot !== undefined) deps.admission.give(slot);
+      },
+      closedSlow: (conn) => {
+        this.slowClosed[conn.kind]++;
       },
     };
   }
@@ -69,6 +81,8 @@ export class PushFront {
     // An embedding application's handler that named another consumer vouched for it.
     const slot = named ? admission.take(req, consumerId, consumerId?.split('/')[0]) : admission.take(req, consumerId);
     let transport: PushTransport | undefined;
+    // Read before the response headers or the handshake are written: they count as bytes out.
+    const writtenBefore = req.socket.bytesWritten;
     try {
       await handler.prepare?.(upgrade);
       transport = await this.complete(req, io, headers);
@@ -79,9 +93,17 @@ export class PushFront {
     if (transport === undefined) return true;
     const conn = new Connection(transport, handler, this.context, { request: req, path, query, consumerId, clientAddress: slot.address });
     this.connections.add(conn);
+    this.closedBytes[conn.kind] -= writtenBefore;
     this.slots.set(conn, slot);
     conn.start();
     return true;
+  }
+
+  /** Bytes written to push sockets (SSE and WebSocket): headers, framing and heartbeats included. */
+  bytesOut(): { sse: number; websocket: number } {
+    const out = { ...this.closedBytes };
+    for (const conn of this.connections) out[conn.kind] += conn.request.socket.bytesWritten;
+    return out;
   }
 
   /** Answers the request: SSE headers, or the WebSocket handshake. `undefined` when the client left first. */
