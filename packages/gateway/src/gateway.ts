@@ -250,7 +250,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
   const stats = (): GatewayStats => gatewayStats(core, push, longPoll);
   const routes = new Routes(options.pushRoutes, options.appRoutes, custom);
   const { publishToken, maxMessageBytes, pushRoutes } = options;
-  const closing = (): boolean => core.closing !== undefined;
+  const stopping = (): boolean => core.closing !== undefined;
   const passRequest = attached === undefined ? undefined : attached.passRequest.bind(attached);
   const passUpgrade = attached === undefined ? undefined : attached.passUpgrade.bind(attached);
   const router = new Router({
@@ -266,7 +266,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     publishToken,
     maxMessageBytes,
     pushRoutes,
-    closing,
+    stopping,
     passRequest,
   });
   const upgrades = new UpgradeFront({ log, routes, custom, upstream, admission, push, pushRoutes, passUpgrade });
