@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket } from 'ws';
 import { createGateway, normalizeOptions, OptionError, silentLogger } from '@warren/gateway';
 import { Producer } from '@warren/producer';
+import { WarrenClient, type WarrenClientEventMap } from '@warren/client';
 import {
   AMQP_URL,
   poll,
@@ -156,6 +157,36 @@ describe('gateway.drain() in one process (embedded broker)', () => {
       assert.ok(Math.max(...moments) - Math.min(...moments) >= 50, `closes spread: ${moments.map((t) => t - started).join(', ')}`);
     },
   );
+
+  it('the browser client takes 1012 for "reconnect": it closes with reconnect: true and tries again', { timeout: 20_000 }, async () => {
+    const gw = await startGateway('memory', { drainDelayMs: 0, drainSpreadMs: 300, shutdownTimeoutMs: 5000 });
+    const client = new WarrenClient({
+      url: gw.url,
+      transports: ['websocket'],
+      WebSocket,
+      reconnect: { minMs: 50, maxMs: 200 },
+      storage: null,
+    });
+    const closes: Array<WarrenClientEventMap['close']> = [];
+    let errorsAfterClose = 0;
+    client.on('close', (event) => closes.push(event));
+    client.on('error', () => (errorsAfterClose += closes.length > 0 ? 1 : 0));
+    try {
+      client.subscribe(`/${unique('c')}`, () => undefined);
+      await until(
+        () => client.transport === 'websocket' && gw.gateway.stats().streams.identified + gw.gateway.stats().streams.websocket >= 1,
+        'the client to open',
+      );
+      await gw.gateway.drain();
+      await until(() => closes.length === 1, 'the close event');
+      assert.equal(closes[0]!.code, 1012);
+      assert.equal(closes[0]!.reconnect, true);
+      // It tries again (the drained gateway is gone, so the attempt fails, and it keeps trying).
+      await until(() => errorsAfterClose >= 2, 'reconnect attempts');
+    } finally {
+      client.close();
+    }
+  });
 
   it('close() during the delay closes at once, with 1001', { timeout: 20_000 }, async () => {
     const gw = await startGateway('memory', { drainDelayMs: 5000, drainSpreadMs: 5000, shutdownTimeoutMs: 20_000 });
