@@ -34,20 +34,24 @@ const start = (args: string[], env: NodeJS.ProcessEnv = {}): Proc => spawnNode(a
 
 /** `warren serve` on a fixed port, letting the pages' origin read channels. */
 async function serve(port: number, pagesOrigin: string): Promise<Proc> {
-  const proc = start([
-    WARREN_BIN,
-    'serve',
-    '--host',
-    '127.0.0.1',
-    '--port',
-    String(port),
-    '--publish-token',
-    TOKEN,
-    '--cors-origins',
-    pagesOrigin,
-    '--log-level',
-    'warn',
-  ]);
+  // Stopped with SIGINT: closed at once, as a crash-free restart (SIGTERM would drain for seconds).
+  const proc = spawnNode(
+    [
+      WARREN_BIN,
+      'serve',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--publish-token',
+      TOKEN,
+      '--cors-origins',
+      pagesOrigin,
+      '--log-level',
+      'warn',
+    ],
+    { stopSignal: 'SIGINT' },
+  );
   await proc.waitFor(/Warren gateway on/);
   return proc;
 }

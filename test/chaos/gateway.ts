@@ -101,13 +101,13 @@ export class GatewayProcess {
     });
   }
 
-  /** Stops the process (SIGTERM, then SIGKILL after 5 s). Idempotent. */
+  /** Stops the process (SIGINT: closed at once, not drained; SIGKILL after 5 s). Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
     const child = this.child;
     if (!child || child.exitCode !== null) return;
     const exited = once(child, 'exit');
-    child.kill('SIGTERM');
+    child.kill('SIGINT');
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((r) => (timer = setTimeout(r, 5000)));
     await Promise.race([exited, late]);

@@ -187,9 +187,10 @@ export async function spawnServe(
     child,
     url: m[1]!.replace('localhost', '127.0.0.1'),
     output: () => output,
+    // SIGINT closes at once; SIGTERM would drain (tests of the drain send it themselves).
     stop: async () => {
       if (child.exitCode !== null) return;
-      child.kill('SIGTERM');
+      child.kill('SIGINT');
       await once(child, 'close');
     },
   };
@@ -343,7 +344,7 @@ export interface NodeProcess {
   output(): string;
   /** Waits until the output matches `pattern`; throws if the process exits first or time runs out. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
-  /** SIGTERM once (a second would kill it mid-shutdown), SIGKILL after `killAfterMs`. Idempotent; resolves with the exit code. */
+  /** `stopSignal` once (a second would kill it mid-shutdown), SIGKILL after `killAfterMs`. Idempotent; resolves with the exit code. */
   stop(): Promise<number | null>;
 }
 
@@ -351,10 +352,12 @@ export interface NodeProcess {
  * Starts `node <args>` from the repository root, collecting stdout and
  * stderr. `withoutWarrenEnv` leaves this environment's `WARREN_*` variables
  * out (an example that starts its own gateway must not pick them up).
+ * `stopSignal` (SIGTERM) is what `stop()` sends: SIGINT makes `warren serve`
+ * close at once instead of draining.
  */
 export function spawnNode(
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; withoutWarrenEnv?: boolean; killAfterMs?: number } = {},
+  opts: { env?: NodeJS.ProcessEnv; withoutWarrenEnv?: boolean; killAfterMs?: number; stopSignal?: NodeJS.Signals } = {},
 ): NodeProcess {
   const base = opts.withoutWarrenEnv
     ? Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WARREN_')))
@@ -383,7 +386,7 @@ export function spawnNode(
     stop() {
       stopping ??= (async () => {
         if (child.exitCode === null && child.signalCode === null) {
-          child.kill('SIGTERM');
+          child.kill(opts.stopSignal ?? 'SIGTERM');
           const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
           await exited;
           clearTimeout(timer);

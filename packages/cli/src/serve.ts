@@ -43,13 +43,15 @@ export function serveCommand(): Command {
         ? `publish token: generated, in ${writeTokenFile(port, gateway.options.publishToken!)} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`
         : 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
       announce(port, gateway.options.amqpUrl, tokenNote);
-      const stop = async (): Promise<void> => {
+      // SIGTERM (an orchestrator's stop) drains: not ready at once, streams ended over the spread.
+      // SIGINT (Ctrl-C) closes at once. Either way the process exits 0 once the gateway is closed.
+      const stop = async (how: 'drain' | 'close'): Promise<void> => {
         if (generated) removeTokenFile(port);
-        await gateway!.close();
+        await (how === 'drain' ? gateway!.drain() : gateway!.close());
         process.exit(0);
       };
-      process.once('SIGINT', () => void stop());
-      process.once('SIGTERM', () => void stop());
+      process.once('SIGINT', () => void stop('close'));
+      process.once('SIGTERM', () => void stop('drain'));
     } catch (err) {
       reportStartFailure(err, input);
       await gateway?.close().catch(() => undefined);

@@ -100,6 +100,21 @@ export interface Gateway {
    * server only) and disconnects. Idempotent.
    */
   close(): Promise<void>;
+  /**
+   * Stops gracefully, as `warren serve` does on SIGTERM: `/_warren/ready`
+   * answers 503 at once; after `drainDelayMs` (time for load balancers to
+   * notice) new streams and polls are refused (503), waiting long-polls are answered
+   * 503 with `Retry-After`, and every push connection is ended with a
+   * reconnect hint spread over `drainSpreadMs` (after `onShutdown`): each SSE
+   * stream with its own `retry:` drawn uniformly from the spread, each
+   * WebSocket closed with 1012 ("service restart") at its own moment within
+   * it. Resolves once no connection is left (or `shutdownTimeoutMs` after the
+   * call) and the gateway is closed as by {@link close}. Idempotent;
+   * `close()` during a drain closes at once.
+   * @example
+   * process.once('SIGTERM', () => void gateway.drain().then(() => process.exit(0)));
+   */
+  drain(): Promise<void>;
   stats(): GatewayStats;
   /**
    * Publishes to every subscriber of `channel`, in every gateway process on
@@ -143,6 +158,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const handle = (req: IncomingMessage, res: ServerResponse): void => router.handle(req, res);
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => upgrades.handleUpgrade(req, socket, head);
   const server = input.server ?? createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
+  const close = (): Promise<void> => {
+    core.interruptDrain?.();
+    return (core.closing ??= shutdown(core, fronts, server, attached, metrics));
+  };
   if (attached !== undefined) {
     attached.install({ claims: (req, upgrading) => routes.claims(req, upgrading), handle, upgrade });
     core.start().catch((err: unknown) => log.error('broker start failed', { error: String(err) }));
@@ -168,9 +187,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       return address;
     },
     metricsAddress: () => metrics?.address(),
-    close(): Promise<void> {
-      core.closing ??= shutdown(core, fronts, server, attached, metrics);
-      return core.closing;
+    close,
+    drain(): Promise<void> {
+      core.draining ??= drain(core, fronts, close);
+      return core.draining;
     },
   };
 }
@@ -190,6 +210,12 @@ interface Core {
   ready: BrokerReady;
   /** Set once `close()` was called. */
   closing: Promise<void> | undefined;
+  /** Set once `drain()` was called: not ready any more. */
+  draining: Promise<void> | undefined;
+  /** The drain ends its connections: new requests are refused. */
+  refusing: boolean;
+  /** Cuts a drain's waiting short (`close()` was called). */
+  interruptDrain: (() => void) | undefined;
   start(): Promise<void>;
   publish: Gateway['publish'];
 }
@@ -235,10 +261,13 @@ function createCore(options: NormalizedOptions): Core {
       fanOut,
       queueBudget,
       limits,
-      closing: () => core.closing !== undefined,
+      closing: () => core.closing !== undefined || core.refusing,
     }),
     ready: new BrokerReady(broker, start),
     closing: undefined,
+    draining: undefined,
+    refusing: false,
+    interruptDrain: undefined,
     start,
     publish: publisher(options, broker, start),
   };
@@ -279,7 +308,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
   const stats = (): GatewayStats => gatewayStats(core, push, longPoll);
   const routes = new Routes(options.pushRoutes, options.appRoutes, custom);
   const { publishToken, maxMessageBytes, pushRoutes } = options;
-  const closing = (): boolean => core.closing !== undefined;
+  const stopping = (): boolean => core.closing !== undefined || core.draining !== undefined;
   const passRequest = attached === undefined ? undefined : attached.passRequest.bind(attached);
   const passUpgrade = attached === undefined ? undefined : attached.passUpgrade.bind(attached);
   const router = new Router({
@@ -295,7 +324,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     publishToken,
     maxMessageBytes,
     pushRoutes,
-    closing,
+    stopping,
     passRequest,
   });
   const upgrades = new UpgradeFront({ log, routes, custom, upstream, admission, push, pushRoutes, passUpgrade });
@@ -360,6 +389,64 @@ async function shutdown(
   core.queueBudget.close();
   await core.upstream.close();
   await core.broker.close();
+}
+
+/**
+ * `drain()`: not ready at once; after the delay, refuse new streams and polls, answer
+ * waiting polls and end every push connection with its own reconnect moment
+ * within the spread; close once nothing is left or the shutdown timeout ran out.
+ */
+async function drain(core: Core, fronts: Fronts, close: () => Promise<void>): Promise<void> {
+  const { log, options } = core;
+  const { drainDelayMs, drainSpreadMs, shutdownTimeoutMs } = options;
+  if (core.closing !== undefined) return core.closing;
+  const deadline = Date.now() + shutdownTimeoutMs;
+  log.info('draining', { delayMs: drainDelayMs, spreadMs: drainSpreadMs, connections: fronts.push.connections.size });
+  const timers = new Set<NodeJS.Timeout>();
+  const wait = (ms: number): Promise<void> =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
+        resolve();
+      }, ms);
+      timers.add(timer);
+    });
+  const interrupted = new Promise<void>((resolve) => (core.interruptDrain = resolve));
+  try {
+    await Promise.race([wait(drainDelayMs), interrupted]);
+    // close() was called meanwhile: it ends everything at once (and returns the same promise).
+    if (closing(core)) return await close();
+    core.refusing = true;
+    fronts.longPoll.shutdown();
+    const spreadEnd = Date.now() + drainSpreadMs;
+    const ending = new WeakSet<PushConnection>();
+    // Each tick also ends a connection that was still opening when the others were told.
+    const endConnections = (): void => {
+      for (const conn of [...fronts.push.connections]) {
+        if (ending.has(conn)) continue;
+        ending.add(conn);
+        const moment = Math.random() * Math.max(0, spreadEnd - Date.now());
+        // An SSE client waits out its own `retry:`; a WebSocket is closed at its own moment (its client reconnects at once, with jitter).
+        if (conn.kind === 'sse') void conn.shutdown(2000, { kind: 'restart', retryMs: moment });
+        else void wait(moment).then(() => conn.shutdown(2000, { kind: 'restart', retryMs: 0 }));
+      }
+    };
+    while ((fronts.push.connections.size > 0 || fronts.longPoll.stats.active > 0) && Date.now() < deadline && !closing(core)) {
+      endConnections();
+      await Promise.race([wait(50), interrupted]);
+    }
+    if (fronts.push.connections.size > 0 && core.closing === undefined)
+      log.warn('drain timed out; closing the connections left', { left: fronts.push.connections.size });
+  } finally {
+    for (const timer of timers) clearTimeout(timer);
+  }
+  log.info('drained');
+  await close();
+}
+
+/** Whether `close()` was called (read through a call: a drain checks it again after each wait). */
+function closing(core: Core): boolean {
+  return core.closing !== undefined;
 }
 
 function listenServer(server: Server, options: NormalizedOptions): Promise<void> {

@@ -96,6 +96,12 @@ export interface GatewayOptions {
   reconnectMinMs?: number;
   /** Longest RabbitMQ reconnect delay. @default 5_000 */
   reconnectMaxMs?: number;
+  /** How long `drain()` (SIGTERM) keeps serving after readiness turned 503, so that load balancers notice first. @default 5_000 */
+  drainDelayMs?: number;
+  /** The window over which `drain()` spreads the reconnects of the streams it ends. @default 10_000 */
+  drainSpreadMs?: number;
+  /** Longest `drain()` (SIGTERM) waits for its connections to leave before closing what is left. @default 30_000 */
+  shutdownTimeoutMs?: number;
   /** Replaces the JSON-lines logger on stderr. */
   logger?: Logger;
 }
@@ -553,6 +559,39 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     max: 10 * MINUTE,
     description: 'Longest delay between reconnect attempts.',
   },
+  {
+    key: 'drainDelayMs',
+    flag: '--drain-delay',
+    env: 'WARREN_DRAIN_DELAY',
+    kind: 'duration',
+    default: 5 * SECOND,
+    min: 0,
+    max: 10 * MINUTE,
+    description:
+      'On SIGTERM (`drain()`), how long the gateway keeps serving after `/_warren/ready` turned 503, before it ends its streams: time for load balancers to stop sending clients.',
+  },
+  {
+    key: 'drainSpreadMs',
+    flag: '--drain-spread',
+    env: 'WARREN_DRAIN_SPREAD',
+    kind: 'duration',
+    default: 10 * SECOND,
+    min: 0,
+    max: 10 * MINUTE,
+    description:
+      'The window over which a drain spreads reconnects: each SSE stream is ended with its own `retry:` within it, each WebSocket closed with 1012 at its own moment within it.',
+  },
+  {
+    key: 'shutdownTimeoutMs',
+    flag: '--shutdown-timeout',
+    env: 'WARREN_SHUTDOWN_TIMEOUT',
+    kind: 'duration',
+    default: 30 * SECOND,
+    min: 0,
+    max: 60 * MINUTE,
+    description:
+      'Longest a drain lasts, from SIGTERM: the process exits once no connection is left, or closes what is left when this runs out. At least the drain delay plus the spread.',
+  },
 ];
 
 /**
@@ -778,6 +817,11 @@ function checkTogether(options: NormalizedOptions): void {
   }
   if (options.upstream !== undefined && options.pushRoutes === undefined) {
     throw new OptionError(`${describe('upstream')} needs ${describe('pushRoutes')}: which paths are channels, e.g. /live/`);
+  }
+  if (options.drainDelayMs + options.drainSpreadMs > options.shutdownTimeoutMs) {
+    throw new OptionError(
+      `${describe('drainDelayMs')} (${showDuration(options.drainDelayMs)}) plus ${describe('drainSpreadMs')} (${showDuration(options.drainSpreadMs)}) exceed ${describe('shutdownTimeoutMs')} (${showDuration(options.shutdownTimeoutMs)})`,
+    );
   }
   if (options.amqpHeartbeatMs % SECOND !== 0) {
     throw new OptionError(`${describe('amqpHeartbeatMs')} must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);

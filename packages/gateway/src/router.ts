@@ -26,13 +26,13 @@ export interface RouterDeps {
   pushRoutes: string | undefined;
   /** A request the gateway does not take, when attached to an application's server. */
   passRequest?: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
-  /** `true` once the gateway is closing. */
-  closing(): boolean;
+  /** `true` once the gateway drains or closes: not ready for new clients. */
+  stopping(): boolean;
   stats(): unknown;
 }
 
 /**
- * The gateway's HTTP routes: `/_warren/*` (publish, health, stats), channel
+ * The gateway's HTTP routes: `/_warren/*` (publish, probes, stats), channel
  * paths (long-poll, SSE), and everything else to the application (proxied,
  * or the attached server's own listeners), else 404.
  */
@@ -110,10 +110,18 @@ export class Router {
       case PATHS.publish:
         allow('POST');
         return this.publish(req, res, query);
+      case PATHS.live:
+        // Never asks the broker: a broker outage must not get the process restarted.
+        allow('GET');
+        sendJson(res, 200, { status: 'ok' });
+        return;
+      case PATHS.ready:
       case PATHS.health: {
         allow('GET');
-        const ready = broker.ready && !this.deps.closing();
-        sendJson(res, ready ? 200 : 503, { status: ready ? 'ok' : 'unavailable', broker: broker.kind, brokerReady: broker.ready });
+        const draining = this.deps.stopping();
+        const ready = broker.ready && !draining;
+        const status = ready ? 'ok' : draining ? 'draining' : 'unavailable';
+        sendJson(res, ready ? 200 : 503, { status, broker: broker.kind, brokerReady: broker.ready, draining });
         return;
       }
       case PATHS.stats:

@@ -48,11 +48,13 @@ export class Routes {
     return this.push === undefined || this.push.some((prefix) => path.startsWith(prefix));
   }
 
-  /** Attached to an app's server: whether a request is the gateway's to look at (push routes and `/_warren/*`). */
+  /** Attached to an app's server: whether a request is the gateway's to look at (push routes and `/_warren/*`; only the probes under an application's decider). */
   claims(req: IncomingMessage, upgrading: boolean): boolean {
     const target = req.url ?? '';
     const q = target.indexOf('?');
     const path = q < 0 ? target : target.slice(0, q);
+    // The probes answer whoever decides the upgrades: an orchestrator asks them of every gateway.
+    if (path === PATHS.live || path === PATHS.ready || path === PATHS.health) return true;
     if (path.startsWith(PATHS.prefix)) return !this.custom;
     if (!path.startsWith('/') || !this.isPushRoute(path)) return false;
     return !this.custom || upgrading || (req.method === 'GET' && wantsEventStream(req));

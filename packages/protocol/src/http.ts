@@ -27,6 +27,11 @@ export const CONSUMER_COOKIE = 'warren_consumer_id';
 export const PATHS = {
   prefix: '/_warren/',
   publish: '/_warren/publish',
+  /** Liveness: 200 while the process runs, whatever the broker does. */
+  live: '/_warren/live',
+  /** Readiness: 200 while the broker is connected and the gateway is not draining, else 503. */
+  ready: '/_warren/ready',
+  /** The older name of {@link PATHS.ready}, kept as an alias. */
   health: '/_warren/health',
   stats: '/_warren/stats',
   /** WebSocket endpoint that subscribes to nothing until told (`warren.v1`). */

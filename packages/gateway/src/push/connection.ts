@@ -300,14 +300,14 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     this.end(reason === 'revoked' && detail !== undefined ? { kind: 'revoked', reason: detail } : { kind: reason });
   }
 
-  /** The gateway is stopping: `onShutdown`, then close with "going away". */
-  async shutdown(timeoutMs: number): Promise<void> {
+  /** The gateway is stopping: `onShutdown`, then close for `reason` ("going away", or "service restart" when draining). */
+  async shutdown(timeoutMs: number, reason: CloseReason = { kind: 'shutdown' }): Promise<void> {
     if (this.state !== 'open') return;
     if (this.handler.onShutdown !== undefined) {
       const done = this.run('onShutdown', []);
       await Promise.race([done, new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
     }
-    this.end({ kind: 'shutdown' });
+    this.end(reason);
   }
 
   /** Closes the socket for `reason` (once). */

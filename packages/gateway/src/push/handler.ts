@@ -80,7 +80,7 @@ export interface PushHandler {
    * time `pending()` had returned more than 0 and the count fell back to 0.
    */
   onDrained?(conn: PushConnection): void | Promise<void>;
-  /** The gateway is shutting down and will close this connection next (a last `write` still goes out). */
+  /** The gateway is shutting down (`close()`) or draining (`drain()`) and will close this connection next (a last `write` still goes out). */
   onShutdown?(conn: PushConnection): void | Promise<void>;
   /** The connection is closed (client gone, `close()`, shutdown, error). The last callback. */
   onClose?(conn: PushConnection): void | Promise<void>;

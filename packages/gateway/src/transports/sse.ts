@@ -130,6 +130,11 @@ export class SseTransport implements PushTransport {
       this.res.end();
       return;
     }
+    if (reason.kind === 'restart') {
+      // A draining gateway gives each stream its own delay, so that they do not all come back at once.
+      this.res.end(`retry: ${Math.max(0, Math.round(reason.retryMs))}\n: closing (restart)\n\n`);
+      return;
+    }
     // Sources ended together (the broker went away) should not come back together:
     // each gets its own reconnect delay, from the hint to twice the hint.
     const retry = reason.kind === 'broker-unavailable' ? `retry: ${Math.round(this.options.retryMs * (1 + Math.random()))}\n` : '';

@@ -11,6 +11,8 @@ export type CloseReason =
   | { kind: 'broker-unavailable' }
   /** The gateway is stopping. */
   | { kind: 'shutdown' }
+  /** The gateway drains: the client should reconnect (to another gateway), SSE after `retryMs`. */
+  | { kind: 'restart'; retryMs: number }
   /** A newer connection of the same consumer took its queue over. */
   | { kind: 'superseded' }
   /** The application (or the token) no longer allows this stream. */

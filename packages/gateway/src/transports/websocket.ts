@@ -18,6 +18,7 @@ export const CLOSE_CODES = {
   policyViolation: 1008,
   tooBig: 1009,
   internalError: 1011,
+  serviceRestart: 1012,
   tryAgainLater: 1013,
   slowConsumer: 4008,
   superseded: 4009,
@@ -281,6 +282,9 @@ export class WebSocketTransport implements PushTransport, EndOfTick {
         return;
       case 'shutdown':
         this.ws.close(CLOSE_CODES.goingAway, 'shutdown');
+        return;
+      case 'restart':
+        this.ws.close(CLOSE_CODES.serviceRestart, 'service restart');
         return;
       case 'revoked':
         this.ws.close(CLOSE_CODES.policyViolation, reason.reason ?? 'revoked');
