@@ -129,12 +129,16 @@ describe('gateway options: ranges', () => {
   it('accepts every numeric option at both ends of its range', () => {
     for (const spec of numeric) {
       for (const value of [spec.min!, spec.max!]) {
-        // Pairs that must stay ordered (poll timeout ≤ its maximum, first reconnect delay ≤ the longest).
+        // Pairs that must stay ordered (poll timeout ≤ its maximum, first reconnect delay ≤ the longest,
+        // drain delay + spread ≤ the shutdown timeout).
         const partners: Record<string, GatewayOptions> = {
           pollTimeoutMs: { maxPollTimeoutMs: 3_600_000 },
           maxPollTimeoutMs: { pollTimeoutMs: 0 },
           reconnectMinMs: { reconnectMaxMs: 600_000 },
           reconnectMaxMs: { reconnectMinMs: 10 },
+          drainDelayMs: { shutdownTimeoutMs: 3_600_000 },
+          drainSpreadMs: { shutdownTimeoutMs: 3_600_000 },
+          shutdownTimeoutMs: { drainDelayMs: 0, drainSpreadMs: 0 },
         };
         const extra = partners[spec.key] ?? {};
         assert.equal(
