@@ -189,6 +189,39 @@ describe('the publish token file', () => {
 });
 
 describe('warren serve options', () => {
+  it('reads settings from --config (named as the flags), with flags winning', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'warren-config-'));
+    const file = join(dir, 'warren.json');
+    // A port the flag overrides, the publish token the tests use, and a 1 s poll timeout.
+    writeFileSync(file, JSON.stringify({ port: 65535, 'publish-token': TOKEN, 'poll-timeout': '1s' }));
+    const served = await spawnServe(['--config', file]);
+    try {
+      assert.notEqual(new URL(served.url).port, '65535', 'the --port flag wins over the file');
+      assert.match(served.output(), /publish token: from --publish-token/);
+      const channel = `/${unique('config-')}`;
+      const consumerId = unique('c-');
+      const started = Date.now();
+      assert.equal(
+        await curl(['-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Consumer-Id: ${consumerId}`, `${served.url}${channel}`]),
+        '204',
+      );
+      assert.ok(Date.now() - started < 10_000, 'the 1 s poll timeout of the file, not the 25 s default');
+      const pub = await warren(['publish', channel, 'from the file', '--url', served.url, '--token', TOKEN]);
+      assert.equal(pub.code, 0, pub.stderr);
+    } finally {
+      await served.stop();
+    }
+    writeFileSync(file, JSON.stringify({ 'poll-timeot': '1s' }));
+    const unknown = await warren(['serve', '--port', '0', '--config', file]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /"poll-timeot" is not a setting/);
+    writeFileSync(file, '[1, 2]');
+    const notObject = await warren(['serve', '--port', '0', '--config', file]);
+    assert.equal(notObject.code, 2);
+    assert.match(notObject.stderr, /a JSON object of settings/);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('rejects an invalid setting at start, naming the flag and the variable', async () => {
     const r = await warren(['serve', '--port', '0', '--poll-timeout', 'soon']);
     assert.equal(r.code, 2);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import {
   createGateway,
@@ -29,12 +30,18 @@ const PLACEHOLDERS: Partial<Record<OptionSpec['kind'], string>> = {
 
 export function serveCommand(): Command {
   const command = new Command('serve').description('run the gateway (embedded broker unless --amqp-url is given)');
+  command.addOption(
+    new Option(
+      '--config <file>',
+      'a JSON file of settings named as the flags ({"port": 4000, "amqp-url": "amqp://…"}); flags and variables win',
+    ).env('WARREN_CONFIG'),
+  );
   addGatewayOptions(command);
   command.action(async (raw: Record<string, string | undefined>) => {
     let input: Record<string, unknown> = {};
     let gateway;
     try {
-      input = readGatewayOptions(raw);
+      input = { ...readConfigFile(raw.config), ...readGatewayOptions(raw) };
       const generated = input.publishToken === undefined;
       if (generated) input.publishToken = randomBytes(24).toString('base64url');
       gateway = createGateway(input as GatewayOptions);
@@ -100,6 +107,35 @@ function readGatewayOptions(raw: Record<string, string | undefined>): Record<str
     const text = raw[name];
     // An empty variable (WARREN_PUBLISH_TOKEN=) means "not set", as in most tools.
     if (text !== undefined && text !== '') input[spec.key] = parseOptionText(spec, text);
+  }
+  return input;
+}
+
+/**
+ * The settings of a `--config` file: a JSON object whose keys are the flags'
+ * names without `--` (`"poll-timeout": "25s"`, `"port": 4000`), read as the
+ * flags would be.
+ * @throws OptionError for a file that cannot be read, is not such an object, or names an unknown setting
+ */
+export function readConfigFile(path: string | undefined): Record<string, unknown> {
+  if (path === undefined || path === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new OptionError(`--config ${path}: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new OptionError(`--config ${path}: a JSON object of settings, e.g. {"port": 4000}`);
+  }
+  const input: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(parsed)) {
+    const spec = OPTION_SPECS.find((s) => s.flag === `--${name}`);
+    if (spec === undefined)
+      throw new OptionError(`--config ${path}: "${name}" is not a setting (the names are the flags', as in warren serve --help)`);
+    if (typeof value !== 'string' && typeof value !== 'number')
+      throw new OptionError(`--config ${path}: "${name}" must be a string or a number`);
+    input[spec.key] = parseOptionText(spec, String(value));
   }
   return input;
 }
