@@ -344,7 +344,9 @@ function json(res, status, body, headers = {}) {
 }
 
 // Run by itself: `PORT=3000 WARREN_URL=http://127.0.0.1:4000 WARREN_PUBLISH_TOKEN=... node app.mjs`
-// (or WARREN_AMQP_URL to publish straight to RabbitMQ).
+// (or WARREN_AMQP_URL to publish straight to RabbitMQ). It listens on HOST
+// (127.0.0.1): only the gateway may reach it. docker-compose.yml sets
+// HOST=0.0.0.0 inside the stack's network and publishes no port of it.
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const amqpUrl = process.env.WARREN_AMQP_URL || undefined;
   const token = process.env.WARREN_PUBLISH_TOKEN || undefined;
@@ -352,11 +354,12 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     console.error("app: set WARREN_PUBLISH_TOKEN (the gateway's --publish-token) or WARREN_AMQP_URL");
     process.exit(2);
   }
+  const host = process.env.HOST || '127.0.0.1';
   const app = createApp();
   const producer = new Producer({ url: amqpUrl ?? (process.env.WARREN_URL || 'http://127.0.0.1:4000'), token, timeoutMs: 5000 });
   app.useProducer(producer);
-  await new Promise((resolve, reject) => app.server.once('error', reject).listen(Number(process.env.PORT ?? 3000), '127.0.0.1', resolve));
-  console.log(`app: http://127.0.0.1:${app.server.address().port} (browsers go through the gateway in front of it)`);
+  await new Promise((resolve, reject) => app.server.once('error', reject).listen(Number(process.env.PORT ?? 3000), host, resolve));
+  console.log(`app: http://${host}:${app.server.address().port} (browsers go through the gateway in front of it)`);
   const stop = async () => {
     app.server.close();
     app.server.closeAllConnections();
