@@ -6,6 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { OPTION_SPECS } from '@warren/gateway';
 import { ERROR_CODES } from '@warren/protocol';
 import { ROOT } from './support/index.js';
+import { dependsOn, readCompose, serviceEnv } from './support/stack.js';
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const configuration = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
@@ -152,19 +153,21 @@ describe('documentation matches the code', () => {
   });
 
   it('docker-compose.yml sets only real settings, with credentials RabbitMQ will accept', () => {
+    // The file as Compose reads it: YAML, `${VAR:-default}` filled in with the defaults.
+    const { services } = readCompose();
     const known = new Set(OPTION_SPECS.map((s) => s.env));
+    const env = serviceEnv(services.gateway!);
     const used = [...compose.matchAll(/^\s+(WARREN_[A-Z_]+):/gm)].map((m) => m[1]);
     assert.ok(used.length >= 3);
     for (const name of used) assert.ok(known.has(name), `${name} is not a Warren setting`);
-    const user = /RABBITMQ_DEFAULT_USER: (\S+)/.exec(compose)?.[1];
-    const pass = /RABBITMQ_DEFAULT_PASS: (\S+)/.exec(compose)?.[1];
-    const url = new URL(/WARREN_AMQP_URL: (\S+)/.exec(compose)![1]!);
-    assert.equal(url.username, user);
-    assert.equal(url.password, pass);
-    assert.notEqual(user, 'guest', 'RabbitMQ refuses guest from other hosts');
-    assert.match(compose, new RegExp(`^  ${url.hostname}:$`, 'm'), 'the URL names the rabbitmq service');
-    assert.match(compose, /rabbitmq-diagnostics", "-q", "ping"/);
-    assert.match(compose, /condition: service_healthy/);
-    assert.match(compose, /WARREN_HOST: 0\.0\.0\.0/);
+    const rabbit = serviceEnv(services.rabbitmq!);
+    const url = new URL(env.WARREN_AMQP_URL!);
+    assert.equal(url.username, rabbit.RABBITMQ_DEFAULT_USER);
+    assert.equal(url.password, rabbit.RABBITMQ_DEFAULT_PASS);
+    assert.notEqual(url.username, 'guest', 'RabbitMQ refuses guest from other hosts');
+    assert.ok(services[url.hostname]?.image?.startsWith('rabbitmq:'), 'the URL names the rabbitmq service');
+    assert.deepEqual(services.rabbitmq!.healthcheck?.test, ['CMD', 'rabbitmq-diagnostics', '-q', 'ping']);
+    assert.equal(dependsOn(services.gateway!).rabbitmq, 'service_healthy');
+    assert.equal(env.WARREN_HOST, '0.0.0.0');
   });
 });
