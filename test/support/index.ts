@@ -349,7 +349,7 @@ export interface NodeProcess {
 }
 
 /**
- * Starts `node <args>` from the repository root, collecting stdout and
+ * Starts `node <args>` from the repository root (or `cwd`), collecting stdout and
  * stderr. `withoutWarrenEnv` leaves this environment's `WARREN_*` variables
  * out (an example that starts its own gateway must not pick them up).
  * `stopSignal` (SIGTERM) is what `stop()` sends: SIGINT makes `warren serve`
@@ -357,13 +357,13 @@ export interface NodeProcess {
  */
 export function spawnNode(
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; withoutWarrenEnv?: boolean; killAfterMs?: number; stopSignal?: NodeJS.Signals } = {},
+  opts: { env?: NodeJS.ProcessEnv; withoutWarrenEnv?: boolean; killAfterMs?: number; stopSignal?: NodeJS.Signals; cwd?: string } = {},
 ): NodeProcess {
   const base = opts.withoutWarrenEnv
     ? Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('WARREN_')))
     : process.env;
   const killAfterMs = opts.killAfterMs ?? 5000;
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...base, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd: opts.cwd ?? ROOT, env: { ...base, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
