@@ -193,22 +193,27 @@ describe('docker-compose.yml as processes on loopback: RabbitMQ, the app, the ga
     );
   });
 
+  /** Logs in through the gateway (the app's form); returns the session cookie. */
+  async function login(name: string): Promise<string> {
+    const res = await request(`${base}/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `name=${name}`,
+    });
+    assert.equal(res.statusCode, 303);
+    await res.body.dump();
+    const sid = String(res.headers['set-cookie']).split(';')[0]!;
+    assert.match(sid, /^sid=/);
+    return sid;
+  }
+
   it('proxies the app through the gateway: its login page, its session cookie, its auth answers', async () => {
     const page = await request(`${base}/`);
     assert.equal(page.statusCode, 200);
     assert.match(await page.body.text(), /<form[^>]*action="\/login"/);
-    const refused = await request(`${base}/live/rooms/${room}?timeout=0`);
-    assert.equal(refused.statusCode, 401, 'the app refuses a subscription without a session');
-    await refused.body.dump();
-    const login = await request(`${base}/login`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: `name=${user}`,
-    });
-    assert.equal(login.statusCode, 303);
-    cookie = String(login.headers['set-cookie']).split(';')[0]!;
-    assert.match(cookie, /^sid=/);
-    await login.body.dump();
+    assert.equal(await status(`${base}/live/rooms/${room}?timeout=0`), 401, 'the app refuses a subscription without a session');
+    cookie = await login(user);
+    assert.equal(await status(`${base}/chat`), 303, 'the app sends a visitor without a session to its login page');
   });
 
   it("an SSE subscriber gets a chat message the app published to RabbitMQ, and one from compose's `warren publish`", async () => {
@@ -235,9 +240,14 @@ describe('docker-compose.yml as processes on loopback: RabbitMQ, the app, the ga
     assert.deepEqual([chat.from, chat.text], [user, 'through the app']);
 
     // The compose file's `docker compose exec gateway node packages/cli/bin/warren.js publish …`, with the gateway's environment.
+    // A long-poll of another user waits for it, as the compose file's `curl -b jar …/live/rooms/lobby` does.
+    const poll = request(`${base}/live/rooms/${room}?timeout=10`, { headers: { cookie: await login(unique('v')) } });
+    await until(async () => sampleValue(await scrape(metricsUrl), 'warren_long_polls_waiting') === 1, 'the long-poll', WAIT, 100);
     const published = await warren(['publish', `/live/rooms/${room}`, 'hi there!'], { env: gateway!.env });
     assert.equal(published.code, 0, published.stderr);
     await until(() => sse!.events.some((e) => e.data === 'hi there!'), 'the published message', WAIT);
+    const answer = await poll;
+    assert.deepEqual([answer.statusCode, await answer.body.text()], [200, 'hi there!']);
   });
 
   it("Prometheus's target serves metrics that moved with that traffic, and every name the dashboard and rules use", async () => {

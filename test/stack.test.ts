@@ -186,7 +186,8 @@ describe('docker-compose.yml', () => {
     assert.equal(datasource.url, 'http://prometheus:9090');
     const provider = readYaml<any>('deploy', 'grafana', 'provisioning', 'dashboards', 'warren.yml').providers[0];
     assert.equal(binds(grafana).get('deploy/grafana/dashboards'), provider.options.path);
-    assert.equal(binds(grafana).get('deploy/grafana/provisioning'), '/etc/grafana/provisioning');
+    for (const kind of ['datasources', 'dashboards'])
+      assert.equal(binds(grafana).get(`deploy/grafana/provisioning/${kind}`), `/etc/grafana/provisioning/${kind}`);
     const dashboard = JSON.parse(readFileSync(join(ROOT, 'deploy', 'grafana', 'dashboards', 'warren.json'), 'utf8'));
     assert.ok(dashboard.panels.length >= 8);
     for (const panel of dashboard.panels) {
