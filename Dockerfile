@@ -3,8 +3,9 @@
 #
 # Each stage copies the package manifests first and installs from them, then
 # the sources: a change to the sources reuses the cached `npm ci` layer.
-# test/stack.test.ts checks this file; it also replays the final stages'
-# COPY and RUN outside Docker and runs the gateway (and HEALTHCHECK) from there.
+# test/stack.test.ts checks this file; test/stack-run.test.ts replays the
+# final stages' COPY and RUN outside Docker and runs the gateway (and the
+# HEALTHCHECK) from there.
 
 # 1. Build: every dependency (TypeScript), then the packages the gateway runs.
 FROM node:20-bookworm-slim AS build
