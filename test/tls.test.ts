@@ -194,12 +194,16 @@ describe('warren serve --tls-cert / --tls-key (embedded broker)', () => {
     }
   });
 
-  it('plain HTTP to the TLS port gets no answer, and neither does a client that does not trust the CA', async () => {
+  it('plain HTTP to the TLS port gets no answer, nor does a client that does not trust the CA; a trusting one gets Secure cookies', async () => {
     await assert.rejects(request(`${served.url.replace('https:', 'http:')}/_warren/health`, { headersTimeout: 10_000 }));
     await assert.rejects(request(`${served.url}/_warren/health`), /certificate/);
     const health = await request(`${served.url}/_warren/health`, { dispatcher: agent });
     assert.equal(health.statusCode, 200);
     await health.body.dump();
+    // The gateway knows its client came over https: a new consumer id's cookie is Secure.
+    const polled = await request(`${served.url}/${unique('tls-cookie-')}?timeout=0`, { dispatcher: agent });
+    await polled.body.dump();
+    assert.match(String(polled.headers['set-cookie']), /^warren_consumer_id=c_.*; Secure/);
   });
 
   it('SIGHUP serves replaced files to new connections, keeps open streams, and keeps the old certificate when the new one is broken', async () => {
