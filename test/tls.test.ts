@@ -4,7 +4,8 @@ import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { createServer as createHttpsServer, Server as HttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -12,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Agent, request } from 'undici';
 import { WebSocket } from 'ws';
-import { createGateway, OptionError, type Logger } from '@warren/gateway';
+import { createGateway, OptionError, silentLogger, type Logger } from '@warren/gateway';
 import { AMQP_URL, requireRabbit, spawnServe, TOKEN, unique, until, warren } from './support/index.js';
 
 const run = promisify(execFile);
@@ -265,7 +266,7 @@ describe('warren serve --tls-cert / --tls-key on RabbitMQ', () => {
   });
 });
 
-describe('TLS options refused', () => {
+describe('TLS options of createGateway() and warren serve', () => {
   const certs = new Certs();
   let first: Pair;
   let second: Pair;
@@ -296,6 +297,24 @@ describe('TLS options refused', () => {
     refused({ tlsCert: first.key, tlsKey: first.key }, /first\.key holds no PEM certificate/);
     refused({ tlsCert: first.cert, tlsKey: first.cert }, /first\.pem holds no PEM private key/);
     refused({ tlsCert: first.cert, tlsKey: second.key }, /second\.key is not the key of the certificate in .*first\.pem/);
+  });
+
+  it("an attached gateway serves push over the application's own https server", async () => {
+    const app = createHttpsServer({ cert: readFileSync(first.cert), key: readFileSync(first.key) }, (_req, res) => res.end('the app'));
+    const gateway = createGateway({ server: app, pushRoutes: '/live/', logger: silentLogger });
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const base = `https://127.0.0.1:${(app.address() as AddressInfo).port}`;
+    const channel = `/live/${unique('tls-attached-')}`;
+    const stream = curlSse(`${base}${channel}`, certs.ca);
+    try {
+      await until(() => stream.output().includes('retry:'), 'the stream to open', 15_000);
+      await gateway.publish(channel, 'attached over https');
+      await until(() => stream.output().includes('data: attached over https\n'), 'the message', 15_000);
+    } finally {
+      stream.stop();
+      await gateway.close();
+      app.close();
+    }
   });
 
   it('createGateway(): TLS with an attached server is refused; reloadTls() reports what it did', async () => {
