@@ -180,8 +180,8 @@ export async function spawnServe(
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-  await until(() => /Warren gateway on (http:\/\/\S+)/.test(output) || child.exitCode !== null, 'warren serve to start', 15_000);
-  const m = /Warren gateway on (http:\/\/\S+)/.exec(output);
+  await until(() => /Warren gateway on (https?:\/\/\S+)/.test(output) || child.exitCode !== null, 'warren serve to start', 15_000);
+  const m = /Warren gateway on (https?:\/\/\S+)/.exec(output);
   if (m === null) throw new Error(`warren serve did not start:\n${output}`);
   return {
     child,

@@ -258,6 +258,22 @@ describe('gateway options: contradictions', () => {
     );
   });
 
+  it('takes the TLS certificate and key together or not at all, as file paths', () => {
+    const both = normalizeOptions({ tlsCert: '/etc/warren/cert.pem', tlsKey: '/etc/warren/key.pem' });
+    assert.deepEqual([both.tlsCert, both.tlsKey], ['/etc/warren/cert.pem', '/etc/warren/key.pem']);
+    assert.equal(normalizeOptions({ tlsCert: '', tlsKey: '' }).tlsCert, undefined, 'empty is unset');
+    assert.throws(
+      () => normalizeOptions({ tlsCert: 'cert.pem' }),
+      /^OptionError: --tls-cert \/ WARREN_TLS_CERT \/ tlsCert needs --tls-key \/ WARREN_TLS_KEY \/ tlsKey: TLS takes both/,
+    );
+    assert.throws(() => normalizeOptions({ tlsKey: 'key.pem' }), /--tls-key \/ WARREN_TLS_KEY \/ tlsKey needs --tls-cert/);
+    assert.throws(
+      () => normalizeOptions({ tlsCert: 'cert\0.pem', tlsKey: 'key.pem' }),
+      /--tls-cert \/ WARREN_TLS_CERT \/ tlsCert must be a file path/,
+    );
+    assert.throws(() => normalizeOptions({ tlsCert: 42 as unknown as string, tlsKey: 'key.pem' }), /tlsCert must be a file path/);
+  });
+
   it('refuses an AMQP heartbeat that is not whole seconds', () => {
     assert.equal(normalizeOptions({ amqpHeartbeatMs: 0 }).amqpHeartbeatMs, 0);
     assert.throws(

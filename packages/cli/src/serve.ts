@@ -7,9 +7,11 @@ import {
   OptionError,
   parseOptionText,
   showDefault,
+  type Gateway,
   type GatewayOptions,
   type OptionSpec,
 } from '@warren/gateway';
+import { DEFAULT_URL } from './publish.js';
 import { removeTokenFile, writeTokenFile } from './token-file.js';
 
 /** What the value of each kind of setting looks like, in `warren serve --help`. */
@@ -17,6 +19,7 @@ const PLACEHOLDERS: Partial<Record<OptionSpec['kind'], string>> = {
   integer: 'number',
   duration: 'duration',
   bytes: 'size',
+  file: 'file',
   url: 'url',
   'http-url': 'url',
   secret: 'secret',
@@ -49,7 +52,8 @@ export function serveCommand(): Command {
       const tokenNote = generated
         ? `publish token: generated, in ${writeTokenFile(port, gateway.options.publishToken!)} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`
         : 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
-      announce(port, gateway.options.amqpUrl, tokenNote);
+      announce(port, gateway.options, tokenNote);
+      reloadOnSighup(gateway);
       // SIGTERM (an orchestrator's stop) drains: not ready at once, streams ended over the spread.
       // SIGINT (Ctrl-C) closes at once. Either way the process exits 0 once the gateway is closed.
       const stop = async (how: 'drain' | 'close'): Promise<void> => {
@@ -140,9 +144,20 @@ export function readConfigFile(path: string | undefined): Record<string, unknown
   return input;
 }
 
+/**
+ * With `--tls-cert`, SIGHUP reads the certificate and key again (new
+ * connections get the new ones; bad files are logged and the old ones stay).
+ * Without TLS, SIGHUP keeps its default: the process ends.
+ */
+export function reloadOnSighup(gateway: Gateway): void {
+  if (gateway.options.tlsCert === undefined) return;
+  process.on('SIGHUP', () => gateway.reloadTls());
+}
+
 /** The banner: where the gateway is, and the two commands to try it. */
-function announce(port: number, amqpUrl: string | undefined, tokenNote: string): void {
-  const base = `http://localhost:${port}`;
+function announce(port: number, options: Gateway['options'], tokenNote: string): void {
+  const { amqpUrl, tlsCert } = options;
+  const base = `${tlsCert === undefined ? 'http' : 'https'}://localhost:${port}`;
   const broker =
     amqpUrl === undefined
       ? 'embedded broker'
@@ -153,8 +168,9 @@ function announce(port: number, amqpUrl: string | undefined, tokenNote: string):
   process.stdout.write(
     `Warren gateway on ${base} (${broker})\n` +
       `  receive:  curl ${base}/greetings\n` +
-      `  publish:  npx warren publish /greetings 'hi there!'${port === 4000 ? '' : ` --url ${base}`}\n` +
-      `  ${tokenNote}\n`,
+      `  publish:  npx warren publish /greetings 'hi there!'${base === DEFAULT_URL ? '' : ` --url ${base}`}\n` +
+      `  ${tokenNote}\n` +
+      (tlsCert === undefined ? '' : `  tls: certificate from ${tlsCert} (SIGHUP reads it and the key again)\n`),
   );
 }
 

@@ -22,6 +22,7 @@ import { Router } from './router.js';
 import { Routes } from './routes.js';
 import { FanOut, type FanOutStats } from './sources/fan-out.js';
 import { Sources } from './sources/sources.js';
+import { TlsServer } from './tls.js';
 import { LongPoll, LongPollFront, type LongPollStats } from './transports/long-poll.js';
 import { sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
@@ -124,6 +125,16 @@ export interface Gateway {
   publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
   /** The request handler of the gateway's routes. */
   handle(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * Reads `tlsCert` and `tlsKey` again and presents the new certificate to
+   * new connections; open connections keep theirs. Files that cannot be
+   * read or do not fit are logged as an error and the certificate in use
+   * stays: it never throws. `warren serve` calls it on SIGHUP.
+   * @returns whether the new certificate is in use (`false` too without `tlsCert`)
+   * @example
+   * process.on('SIGHUP', () => gateway.reloadTls());
+   */
+  reloadTls(): boolean;
 }
 
 /**
@@ -135,8 +146,11 @@ export interface Gateway {
 export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const options = normalizeOptions(input);
   checkEmbedding(input, options);
-  const core = createCore(options);
-  const { log, broker } = core;
+  const log: Logger = options.logger ?? createLogger(options.logLevel);
+  // Read before anything else is built: bad files stop the gateway here, with nothing to clean up.
+  const tls = ownTlsServer(options, log);
+  const core = createCore(options, log);
+  const { broker } = core;
   const attached = input.server === undefined ? undefined : new AttachedServer(input.server, log);
   const fronts = createFronts(core, input, attached);
   const { push, routes, router, upgrades } = fronts;
@@ -157,7 +171,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   if (metrics !== undefined) core.upstream.timing = (call, result, seconds) => metrics.observeUpstream(call, result, seconds);
   const handle = (req: IncomingMessage, res: ServerResponse): void => router.handle(req, res);
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => upgrades.handleUpgrade(req, socket, head);
-  const server = input.server ?? createServer({ maxHeaderSize: 16 * 1024, requireHostHeader: false }, handle);
+  const server = input.server ?? tls?.server.on('request', handle) ?? createServer(SERVER_OPTIONS, handle);
   const close = (): Promise<void> => {
     core.interruptDrain?.();
     return (core.closing ??= shutdown(core, fronts, server, attached, metrics));
@@ -188,6 +202,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     },
     metricsAddress: () => metrics?.address(),
     close,
+    reloadTls: () => tls?.reload() ?? false,
     drain(): Promise<void> {
       core.draining ??= drain(core, fronts, close);
       return core.draining;
@@ -220,8 +235,7 @@ interface Core {
   publish: Gateway['publish'];
 }
 
-function createCore(options: NormalizedOptions): Core {
-  const log: Logger = options.logger ?? createLogger(options.logLevel);
+function createCore(options: NormalizedOptions, log: Logger): Core {
   const broker = createBroker(options, log);
   const queues = new ConsumerQueues(broker, {
     expiresMs: options.queueExpiresMs,
@@ -459,11 +473,24 @@ function listenServer(server: Server, options: NormalizedOptions): Promise<void>
   });
 }
 
+const SERVER_OPTIONS = { maxHeaderSize: 16 * 1024, requireHostHeader: false };
+
+/** The HTTPS server of a gateway given `tlsCert` and `tlsKey` (with no server of the application's). @throws OptionError */
+function ownTlsServer(options: NormalizedOptions, log: Logger): TlsServer | undefined {
+  if (options.tlsCert === undefined || options.tlsKey === undefined) return undefined;
+  return new TlsServer({ cert: options.tlsCert, key: options.tlsKey }, log, SERVER_OPTIONS);
+}
+
 /** Options that only make sense together when embedding. @throws OptionError */
 function checkEmbedding(input: CreateGatewayOptions, options: NormalizedOptions): void {
   if (input.server !== undefined && options.upstream !== undefined) {
     throw new OptionError(
       'server and upstream (--upstream) exclude each other: an attached gateway shares its server with the application itself',
+    );
+  }
+  if (input.server !== undefined && options.tlsCert !== undefined) {
+    throw new OptionError(
+      "server and tlsCert (--tls-cert) exclude each other: an attached gateway serves on the application's server, and TLS there is the application's to set up",
     );
   }
   if (input.server !== undefined && input.onUpgrade === undefined && options.pushRoutes === undefined) {

@@ -10,6 +10,15 @@ export interface GatewayOptions {
   port?: number;
   /** Address to listen on. @default all interfaces */
   host?: string;
+  /**
+   * PEM file of the certificate (followed by its intermediates) that the
+   * gateway's own server presents: it serves HTTPS and WSS instead of HTTP
+   * and WS. Needs `tlsKey`; re-read by `gateway.reloadTls()`.
+   * @default none: plain HTTP
+   */
+  tlsCert?: string;
+  /** PEM file of the certificate's private key (unencrypted). Needs `tlsCert`. @default none */
+  tlsKey?: string;
   /** RabbitMQ URL. @default none: the embedded in-process broker */
   amqpUrl?: string;
   /** Exchange channels are published to. @default 'warren' */
@@ -108,6 +117,8 @@ export interface GatewayOptions {
 
 type Unset =
   | 'host'
+  | 'tlsCert'
+  | 'tlsKey'
   | 'amqpUrl'
   | 'publishToken'
   | 'logger'
@@ -126,6 +137,7 @@ type Kind =
   | 'duration'
   | 'bytes'
   | 'string'
+  | 'file'
   | 'url'
   | 'http-url'
   | 'secret'
@@ -176,6 +188,25 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     default: undefined,
     defaultText: 'all interfaces',
     description: 'Address to listen on.',
+  },
+  {
+    key: 'tlsCert',
+    flag: '--tls-cert',
+    env: 'WARREN_TLS_CERT',
+    kind: 'file',
+    default: undefined,
+    defaultText: 'none: plain HTTP',
+    description:
+      'PEM file of the certificate (followed by its intermediates) for HTTPS and WSS on the gateway\'s port; needs `--tls-key`. `warren serve` reads it again on SIGHUP; see "TLS" in docs/operations.md.',
+  },
+  {
+    key: 'tlsKey',
+    flag: '--tls-key',
+    env: 'WARREN_TLS_KEY',
+    kind: 'file',
+    default: undefined,
+    defaultText: 'none',
+    description: "PEM file of the certificate's private key (unencrypted); needs `--tls-cert`.",
   },
   {
     key: 'amqpUrl',
@@ -786,6 +817,9 @@ function checkValue(spec: OptionSpec, value: unknown): void {
       }
       break;
     }
+    case 'file':
+      if (typeof value !== 'string' || value.length > 4096 || value.includes('\0')) fail('must be a file path');
+      break;
     case 'string': {
       if (typeof value !== 'string' || value.length === 0 || value.length > 255)
         fail('must be a non-empty string of at most 255 characters');
@@ -822,6 +856,10 @@ function checkTogether(options: NormalizedOptions): void {
     throw new OptionError(
       `${describe('drainDelayMs')} (${showDuration(options.drainDelayMs)}) plus ${describe('drainSpreadMs')} (${showDuration(options.drainSpreadMs)}) exceed ${describe('shutdownTimeoutMs')} (${showDuration(options.shutdownTimeoutMs)})`,
     );
+  }
+  if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
+    const [given, missing] = options.tlsCert === undefined ? (['tlsKey', 'tlsCert'] as const) : (['tlsCert', 'tlsKey'] as const);
+    throw new OptionError(`${describe(given)} needs ${describe(missing)}: TLS takes both the certificate and its key, or neither`);
   }
   if (options.amqpHeartbeatMs % SECOND !== 0) {
     throw new OptionError(`${describe('amqpHeartbeatMs')} must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);
