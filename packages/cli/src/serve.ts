@@ -21,6 +21,7 @@ const PLACEHOLDERS: Partial<Record<OptionSpec['kind'], string>> = {
   'http-url': 'url',
   secret: 'secret',
   level: 'level',
+  'access-log': 'target',
   origins: 'origins',
   prefixes: 'prefixes',
   proxies: 'addresses',
@@ -49,7 +50,8 @@ export function serveCommand(): Command {
       const tokenNote = generated
         ? `publish token: generated, in ${writeTokenFile(port, gateway.options.publishToken!)} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`
         : 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
-      announce(port, gateway.options.amqpUrl, tokenNote);
+      // With the access log on stdout, stdout is JSON lines only: the banner goes to stderr.
+      announce(port, gateway.options.amqpUrl, tokenNote, gateway.options.accessLog === 'stdout' ? process.stderr : process.stdout);
       // SIGTERM (an orchestrator's stop) drains: not ready at once, streams ended over the spread.
       // SIGINT (Ctrl-C) closes at once. Either way the process exits 0 once the gateway is closed.
       const stop = async (how: 'drain' | 'close'): Promise<void> => {
@@ -141,7 +143,7 @@ export function readConfigFile(path: string | undefined): Record<string, unknown
 }
 
 /** The banner: where the gateway is, and the two commands to try it. */
-function announce(port: number, amqpUrl: string | undefined, tokenNote: string): void {
+function announce(port: number, amqpUrl: string | undefined, tokenNote: string, out: NodeJS.WritableStream): void {
   const base = `http://localhost:${port}`;
   const broker =
     amqpUrl === undefined
@@ -150,7 +152,7 @@ function announce(port: number, amqpUrl: string | undefined, tokenNote: string):
           .split(',')
           .map((url) => redact(url.trim()))
           .join(', ')}`;
-  process.stdout.write(
+  out.write(
     `Warren gateway on ${base} (${broker})\n` +
       `  receive:  curl ${base}/greetings\n` +
       `  publish:  npx warren publish /greetings 'hi there!'${port === 4000 ? '' : ` --url ${base}`}\n` +

@@ -1,3 +1,4 @@
+import { ACCESS_LOG_TARGETS, type AccessLogTarget } from './access-log.js';
 import type { Logger, LogLevel } from './logger.js';
 import { parseProxies } from './proxies.js';
 
@@ -86,6 +87,12 @@ export interface GatewayOptions {
   /** @default 'info' */
   logLevel?: LogLevel;
   /**
+   * The access log: one JSON line per request once answered, and per stream
+   * once it ends, on `stdout` or `stderr`, or through the `logger` (at
+   * `info`, message `access`). @default 'off'
+   */
+  accessLog?: AccessLogTarget;
+  /**
    * AMQP heartbeat: a RabbitMQ connection silent for two intervals is taken
    * for dead and replaced (0: the server's choice, 60 s). @default 4_000
    */
@@ -130,6 +137,7 @@ type Kind =
   | 'http-url'
   | 'secret'
   | 'level'
+  | 'access-log'
   | 'origins'
   | 'prefixes'
   | 'proxies'
@@ -518,6 +526,15 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     description: `Log level: ${LOG_LEVELS.join(', ')}.`,
   },
   {
+    key: 'accessLog',
+    flag: '--access-log',
+    env: 'WARREN_ACCESS_LOG',
+    kind: 'access-log',
+    default: 'off',
+    description:
+      'The access log: one JSON line per request once answered and per stream (SSE, WebSocket) once it ends, with its request id, status, transport, duration and bytes (docs/operations.md, "Logs"). `off`, `stdout`, `stderr`, or `logger` (through the log, at `info`).',
+  },
+  {
     key: 'amqpHeartbeatMs',
     flag: '--amqp-heartbeat',
     env: 'WARREN_AMQP_HEARTBEAT',
@@ -738,6 +755,10 @@ function checkValue(spec: OptionSpec, value: unknown): void {
     }
     case 'level': {
       if (!LOG_LEVELS.includes(value as LogLevel)) fail(`must be one of ${LOG_LEVELS.join(', ')}`);
+      break;
+    }
+    case 'access-log': {
+      if (!ACCESS_LOG_TARGETS.includes(value as AccessLogTarget)) fail(`must be one of ${ACCESS_LOG_TARGETS.join(', ')}`);
       break;
     }
     case 'http-url': {

@@ -7,8 +7,10 @@ import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
 import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
+import { noteAccess } from './access-log.js';
 import type { Logger } from './logger.js';
 import { plainAddress, TrustedProxies } from './proxies.js';
+import { REQUEST_ID_HEADER, requestId as chooseRequestId } from './request-id.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -34,7 +36,7 @@ const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-chann
  * gateway sets itself; a client's own are kept (extended) only from
  * `--trusted-proxies`. (`X-Forwarded-*` are handled alike.)
  */
-const PROXY_HEADERS = ['forwarded', 'x-real-ip'];
+const PROXY_HEADERS = ['forwarded', 'x-real-ip', REQUEST_ID_HEADER];
 
 export interface UpstreamOptions {
   upstream: string | undefined;
@@ -111,7 +113,9 @@ export class Upstream {
    * relayed and the socket closed.
    */
   tunnel(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    noteAccess(req, { transport: 'websocket-proxy' });
     const upstream = new URL(this.options.upstream!);
+    const idLine = `${REQUEST_ID_HEADER}: ${this.requestId(req)}\r\n`;
     const headers = this.forwardedHeaders(req);
     headers.host = upstream.host;
     headers.connection = 'Upgrade';
@@ -136,10 +140,11 @@ export class Upstream {
         ? new WarrenError('UPSTREAM_TIMEOUT', 'the application did not answer in time')
         : new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable');
       const body = JSON.stringify(error.toJSON());
-      if (!socket.destroyed)
-        socket.end(
-          `HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-        );
+      if (socket.destroyed) return;
+      noteAccess(req, { status: error.status! });
+      socket.end(
+        `HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${idLine}connection: close\r\n\r\n${body}`,
+      );
     };
     request.once('timeout', () => request.destroy(new Error('timeout')));
     request.once('error', fail);
@@ -147,7 +152,9 @@ export class Upstream {
     request.once('upgrade', (answer: IncomingMessage, app: Socket, appHead: Buffer) => {
       request.off('error', fail);
       app.setTimeout(0);
-      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}\r\n`);
+      noteAccess(req, { status: 101 });
+      const id = answer.headers[REQUEST_ID_HEADER] === undefined ? idLine : '';
+      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}${id}\r\n`);
       if (appHead.length > 0) socket.write(appHead);
       if (head.length > 0) app.write(head);
       // Past the switch, a dead peer on either side ends both.
@@ -170,7 +177,9 @@ export class Upstream {
         if (HOP_BY_HOP.has(name) || drop.has(name) || (chunked && name === 'content-length')) continue;
         lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
       }
+      if (answer.headers[REQUEST_ID_HEADER] === undefined) lines.push(idLine.trimEnd());
       lines.push('connection: close');
+      noteAccess(req, { status: answer.statusCode });
       socket.write(`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n${lines.join('\r\n')}\r\n\r\n`);
       pipeline(answer, socket).then(
         () => socket.destroy(),
@@ -194,6 +203,11 @@ export class Upstream {
     return first === 'https' && this.fromTrustedProxy(req);
   }
 
+  /** The id of `req` (`X-Request-Id`): a trusted proxy's, else a new one; the same for every call. */
+  requestId(req: IncomingMessage): string {
+    return chooseRequestId(req, this.trusted);
+  }
+
   /** Whether `req` came from one of `--trusted-proxies` (whose forwarding headers are believed). */
   fromTrustedProxy(req: IncomingMessage): boolean {
     return this.trusted.has(req.socket.remoteAddress ?? '');
@@ -201,6 +215,7 @@ export class Upstream {
 
   /** Forwards `req` to the upstream and streams its answer back. */
   async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    noteAccess(req, { transport: 'proxy' });
     const upstream = new URL(this.options.upstream!);
     const headers = this.forwardedHeaders(req);
     const hasBody =
@@ -360,7 +375,8 @@ export class Upstream {
    * The client's headers for the app: hop-by-hop and identity headers
    * removed, and every header whose name holds an underscore;
    * `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` set, and the
-   * client's own kept (and extended) only when it is a trusted proxy.
+   * client's own kept (and extended) only when it is a trusted proxy;
+   * `X-Request-Id` the request's id (a trusted proxy's, else the gateway's).
    */
   private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
     const peer = plainAddress(req.socket.remoteAddress ?? '');
@@ -385,6 +401,8 @@ export class Upstream {
     const host = (trusted ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
     if (host !== undefined) out['x-forwarded-host'] = host;
     out['x-real-ip'] = this.clientAddress(req);
+    // The gateway's id for this request (a trusted proxy's, else its own): the app logs the same one.
+    out[REQUEST_ID_HEADER] = this.requestId(req);
     // RFC 7239: the same facts once more, for apps that read only `Forwarded`.
     const proto = out['x-forwarded-proto'].split(',')[0]!.trim();
     const element = [
