@@ -1,5 +1,5 @@
 import { ACCESS_LOG_TARGETS, type AccessLogTarget } from './access-log.js';
-import type { Logger, LogLevel } from './logger.js';
+import { adaptLogger, type Logger, type LogLevel, type PinoLike } from './logger.js';
 import { parseProxies } from './proxies.js';
 
 /**
@@ -109,8 +109,15 @@ export interface GatewayOptions {
   drainSpreadMs?: number;
   /** Longest `drain()` (SIGTERM) waits for its connections to leave before closing what is left. @default 30_000 */
   shutdownTimeoutMs?: number;
-  /** Replaces the JSON-lines logger on stderr. */
-  logger?: Logger;
+  /**
+   * Replaces the JSON-lines logger on stderr: an object with
+   * `debug/info/warn/error(msg, fields)`, or a pino logger as it is (its
+   * `info(fields, msg)` is recognised and adapted; its own level applies,
+   * not `logLevel`).
+   * @example
+   * createGateway({ logger: pino({ level: 'warn' }) });
+   */
+  logger?: Logger | PinoLike;
 }
 
 type Unset =
@@ -126,7 +133,11 @@ type Unset =
   | 'authUrl'
   | 'tokenSecret'
   | 'metricsPort';
-export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
+export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> &
+  Pick<GatewayOptions, Exclude<Unset, 'logger'>> & {
+    /** The `logger` option as the gateway calls it (a pino logger adapted). */
+    logger?: Logger;
+  };
 
 type Kind =
   | 'integer'
@@ -704,7 +715,7 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   const options = out as NormalizedOptions;
   checkTogether(options);
-  if (input.logger !== undefined) options.logger = input.logger;
+  if (input.logger !== undefined) options.logger = adaptLogger(input.logger);
   return options;
 }
 
