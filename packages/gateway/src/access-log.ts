@@ -14,17 +14,7 @@ export const ACCESS_LOG_TARGETS: readonly AccessLogTarget[] = ['off', 'stdout', 
  * or `http` for one refused before any of those.
  */
 export type AccessTransport =
-  | 'sse'
-  | 'websocket'
-  | 'long-poll'
-  | 'proxy'
-  | 'websocket-proxy'
-  | 'app'
-  | 'publish'
-  | 'probe'
-  | 'stats'
-  | 'preflight'
-  | 'http';
+  'sse' | 'websocket' | 'long-poll' | 'proxy' | 'websocket-proxy' | 'app' | 'publish' | 'probe' | 'stats' | 'preflight' | 'http';
 
 /** Who read: nobody named (`anonymous`), an id the client chose (`identified`), an identity the app or a token vouched for (`vouched`). */
 export type ConsumerKind = 'anonymous' | 'identified' | 'vouched';

@@ -82,7 +82,8 @@ export class Router {
     }
     noteAccess(req, { transport: wantsEventStream(req) ? 'sse' : 'long-poll' });
     if (!wantsEventStream(req)) return this.deps.polls.serve(req, res, channel!, query);
-    if (!(await this.deps.push.open('sse', req, path, query, { res }, this.deps.upstream.requestId(req)))) await this.decline(req, res, path);
+    if (!(await this.deps.push.open('sse', req, path, query, { res }, this.deps.upstream.requestId(req))))
+      await this.decline(req, res, path);
   }
 
   /** A request the gateway does not serve: the application's (attached or upstream), else 404. */

@@ -55,7 +55,8 @@ export class UpgradeFront {
       if (!routes.isPushRoute(path)) return this.decline(req, socket, head, path);
     }
     admission.checkSocketOrigin(req);
-    if (!(await push.open('websocket', req, path, query, { socket, head }, this.deps.upstream.requestId(req)))) await this.decline(req, socket, head, path);
+    if (!(await push.open('websocket', req, path, query, { socket, head }, this.deps.upstream.requestId(req))))
+      await this.decline(req, socket, head, path);
   }
 
   /** A WebSocket the gateway does not serve: the application's (attached or upstream), else 404. */

@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
 import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
 import { noteAccess } from './access-log.js';
+import { abortHandshake } from './http.js';
 import type { Logger } from './logger.js';
 import { plainAddress, TrustedProxies } from './proxies.js';
 import { REQUEST_ID_HEADER, requestId as chooseRequestId } from './request-id.js';
@@ -115,7 +116,7 @@ export class Upstream {
   tunnel(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     noteAccess(req, { transport: 'websocket-proxy' });
     const upstream = new URL(this.options.upstream!);
-    const idLine = `${REQUEST_ID_HEADER}: ${this.requestId(req)}\r\n`;
+    const id = this.requestId(req);
     const headers = this.forwardedHeaders(req);
     headers.host = upstream.host;
     headers.connection = 'Upgrade';
@@ -139,12 +140,7 @@ export class Upstream {
       const error = timedOut
         ? new WarrenError('UPSTREAM_TIMEOUT', 'the application did not answer in time')
         : new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable');
-      const body = JSON.stringify(error.toJSON());
-      if (socket.destroyed) return;
-      noteAccess(req, { status: error.status! });
-      socket.end(
-        `HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${idLine}connection: close\r\n\r\n${body}`,
-      );
+      if (!socket.destroyed) noteAccess(req, { status: abortHandshake(socket, error, this.log, { [REQUEST_ID_HEADER]: id }) });
     };
     request.once('timeout', () => request.destroy(new Error('timeout')));
     request.once('error', fail);
@@ -153,8 +149,8 @@ export class Upstream {
       request.off('error', fail);
       app.setTimeout(0);
       noteAccess(req, { status: 101 });
-      const id = answer.headers[REQUEST_ID_HEADER] === undefined ? idLine : '';
-      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}${id}\r\n`);
+      const idLine = answer.headers[REQUEST_ID_HEADER] === undefined ? `${REQUEST_ID_HEADER}: ${id}\r\n` : '';
+      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}${idLine}\r\n`);
       if (appHead.length > 0) socket.write(appHead);
       if (head.length > 0) app.write(head);
       // Past the switch, a dead peer on either side ends both.
@@ -169,22 +165,8 @@ export class Upstream {
       // Not switching: relay the answer, close-delimited, and never read from the client.
       request.off('error', fail);
       request.on('error', () => socket.destroy());
-      const drop = connectionTokens(answer.headers.connection);
-      const chunked = answer.headers['transfer-encoding'] !== undefined;
-      const lines: string[] = [];
-      for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
-        const name = answer.rawHeaders[i]!.toLowerCase();
-        if (HOP_BY_HOP.has(name) || drop.has(name) || (chunked && name === 'content-length')) continue;
-        lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
-      }
-      if (answer.headers[REQUEST_ID_HEADER] === undefined) lines.push(idLine.trimEnd());
-      lines.push('connection: close');
       noteAccess(req, { status: answer.statusCode });
-      socket.write(`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n${lines.join('\r\n')}\r\n\r\n`);
-      pipeline(answer, socket).then(
-        () => socket.destroy(),
-        () => socket.destroy(),
-      );
+      relayAnswer(answer, socket, id);
     });
     request.end();
   }
@@ -442,6 +424,25 @@ function forwardedNode(address: string): string {
 /** A quoted-string (RFC 9110 §5.6.4). */
 function quoted(value: string): string {
   return `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** The application's answer to an upgrade it did not switch: relayed close-delimited, hop-by-hop headers dropped, the request id added unless it set one. */
+function relayAnswer(answer: IncomingMessage, socket: Duplex, requestId: string): void {
+  const drop = connectionTokens(answer.headers.connection);
+  const chunked = answer.headers['transfer-encoding'] !== undefined;
+  const lines: string[] = [];
+  for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
+    const name = answer.rawHeaders[i]!.toLowerCase();
+    if (HOP_BY_HOP.has(name) || drop.has(name) || (chunked && name === 'content-length')) continue;
+    lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+  }
+  if (answer.headers[REQUEST_ID_HEADER] === undefined) lines.push(`${REQUEST_ID_HEADER}: ${requestId}`);
+  lines.push('connection: close');
+  socket.write(`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n${lines.join('\r\n')}\r\n\r\n`);
+  pipeline(answer, socket).then(
+    () => socket.destroy(),
+    () => socket.destroy(),
+  );
 }
 
 /** `name: value` lines of a message's raw headers, each ending in CRLF. */
