@@ -24,6 +24,7 @@ const PLACEHOLDERS: Partial<Record<OptionSpec['kind'], string>> = {
   'http-url': 'url',
   secret: 'secret',
   level: 'level',
+  'access-log': 'target',
   origins: 'origins',
   prefixes: 'prefixes',
   proxies: 'addresses',
@@ -52,7 +53,8 @@ export function serveCommand(): Command {
       const tokenNote = generated
         ? `publish token: generated, in ${writeTokenFile(port, gateway.options.publishToken!)} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`
         : 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
-      announce(port, gateway.options, tokenNote);
+      // With the access log on stdout, stdout is JSON lines only: the banner goes to stderr.
+      announce(port, gateway.options, tokenNote, gateway.options.accessLog === 'stdout' ? process.stderr : process.stdout);
       reloadOnSighup(gateway);
       // SIGTERM (an orchestrator's stop) drains: not ready at once, streams ended over the spread.
       // SIGINT (Ctrl-C) closes at once. Either way the process exits 0 once the gateway is closed.
@@ -155,7 +157,7 @@ export function reloadOnSighup(gateway: Gateway): void {
 }
 
 /** The banner: where the gateway is, and the two commands to try it. */
-function announce(port: number, options: Gateway['options'], tokenNote: string): void {
+function announce(port: number, options: Gateway['options'], tokenNote: string, out: NodeJS.WritableStream): void {
   const { amqpUrl, tlsCert } = options;
   const base = `${tlsCert === undefined ? 'http' : 'https'}://localhost:${port}`;
   const broker =
@@ -165,7 +167,7 @@ function announce(port: number, options: Gateway['options'], tokenNote: string):
           .split(',')
           .map((url) => redact(url.trim()))
           .join(', ')}`;
-  process.stdout.write(
+  out.write(
     `Warren gateway on ${base} (${broker})\n` +
       `  receive:  curl ${base}/greetings\n` +
       `  publish:  npx warren publish /greetings 'hi there!'${base === DEFAULT_URL ? '' : ` --url ${base}`}\n` +

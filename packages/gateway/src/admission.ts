@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
+import type { ConsumerKind } from './access-log.js';
 import type { Upstream, Identity } from './upstream.js';
 import type { Broker } from './broker/broker.js';
 import type { ConsumerQueues } from './consumer-queues.js';
@@ -146,6 +147,13 @@ export class Admission {
     const slot: Slot = { address: this.deps.upstream.clientAddress(req), key };
     this.deps.limits.take(slot.address, slot.key);
     return slot;
+  }
+
+  /** Who reads, for the access log: nobody named, an id nobody vouched for, or one the app or a token vouched for. */
+  consumerKind(req: IncomingMessage, consumerId: string | undefined): ConsumerKind {
+    if (consumerId === undefined) return 'anonymous';
+    const identity = this.vouchedFor.get(req);
+    return identity !== undefined && (consumerId === identity || consumerId.startsWith(`${identity}/`)) ? 'vouched' : 'identified';
   }
 
   /** Gives back what {@link take} counted (exactly once). */

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { encodeMessage, parseChannel, WarrenError, type MessageData, type MessageOptions } from '@warren/protocol';
+import { AccessLog } from './access-log.js';
 import { Admission } from './admission.js';
 import { Upstream } from './upstream.js';
 import { AttachedServer } from './attach.js';
@@ -222,6 +223,7 @@ interface Core {
   cors: Cors;
   queueBudget: QueueBudget;
   admission: Admission;
+  access: AccessLog;
   ready: BrokerReady;
   /** Set once `close()` was called. */
   closing: Promise<void> | undefined;
@@ -277,6 +279,7 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
       limits,
       closing: () => core.closing !== undefined || core.refusing,
     }),
+    access: new AccessLog(options.accessLog, log, (req) => upstream.clientAddress(req)),
     ready: new BrokerReady(broker, start),
     closing: undefined,
     draining: undefined,
@@ -327,6 +330,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
   const passUpgrade = attached === undefined ? undefined : attached.passUpgrade.bind(attached);
   const router = new Router({
     log,
+    access: core.access,
     routes,
     custom,
     upstream,
@@ -341,7 +345,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     stopping,
     passRequest,
   });
-  const upgrades = new UpgradeFront({ log, routes, custom, upstream, admission, push, pushRoutes, passUpgrade });
+  const upgrades = new UpgradeFront({ log, access: core.access, routes, custom, upstream, admission, push, pushRoutes, passUpgrade });
   return { push, longPoll, routes, router, upgrades, stats };
 }
 

@@ -51,22 +51,24 @@ function errorHeaders(error: WarrenError): OutgoingHttpHeaders {
 
 /**
  * Refuses a request on its raw socket (a WebSocket handshake, `CONNECT`, a
- * request Node could not parse): the status line, the error's headers and
- * its JSON body, then the socket is ended. The one place that writes raw
- * HTTP; everything else answers through a `ServerResponse`.
+ * request Node could not parse): the status line, the error's headers (and
+ * `headers`) and its JSON body, then the socket is ended. The one place
+ * that writes raw HTTP; everything else answers through a `ServerResponse`.
+ * @returns the status written, `undefined` when the client had left
  */
-export function abortHandshake(socket: Duplex, err: unknown, log: Logger): void {
+export function abortHandshake(socket: Duplex, err: unknown, log: Logger, headers: Record<string, string> = {}): number | undefined {
   socket.on('error', () => undefined);
   if (!socket.writable) {
     socket.destroy();
-    return;
+    return undefined;
   }
   const error = answerable(err, log);
   const body = JSON.stringify(error.toJSON());
   const lines = [`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status!] ?? error.code}`, 'content-type: application/json; charset=utf-8'];
-  for (const [name, value] of Object.entries(errorHeaders(error))) lines.push(`${name}: ${String(value)}`);
+  for (const [name, value] of Object.entries({ ...headers, ...errorHeaders(error) })) lines.push(`${name}: ${String(value)}`);
   lines.push(`content-length: ${Buffer.byteLength(body)}`, 'connection: close');
   socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
+  return error.status!;
 }
 
 /**

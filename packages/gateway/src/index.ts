@@ -26,7 +26,9 @@ export {
 } from './options.js';
 export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js';
 export { createLogger, silentLogger } from './logger.js';
-export type { Logger, LogLevel } from './logger.js';
+export type { Logger, LogLevel, PinoLike } from './logger.js';
+export type { AccessLine, AccessLogTarget, AccessTransport, ConsumerKind } from './access-log.js';
+export { parseRequestId, REQUEST_ID_HEADER, MAX_REQUEST_ID_LENGTH } from './request-id.js';
 export { QueueNotFoundError } from './broker/broker.js';
 export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
 export type { LongPollStats } from './transports/long-poll.js';

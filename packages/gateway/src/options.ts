@@ -1,4 +1,5 @@
-import type { Logger, LogLevel } from './logger.js';
+import { ACCESS_LOG_TARGETS, type AccessLogTarget } from './access-log.js';
+import { adaptLogger, type Logger, type LogLevel, type PinoLike } from './logger.js';
 import { parseProxies } from './proxies.js';
 
 /**
@@ -95,6 +96,12 @@ export interface GatewayOptions {
   /** @default 'info' */
   logLevel?: LogLevel;
   /**
+   * The access log: one JSON line per request once answered, and per stream
+   * once it ends, on `stdout` or `stderr`, or through the `logger` (at
+   * `info`, message `access`). @default 'off'
+   */
+  accessLog?: AccessLogTarget;
+  /**
    * AMQP heartbeat: a RabbitMQ connection silent for two intervals is taken
    * for dead and replaced (0: the server's choice, 60 s). @default 4_000
    */
@@ -111,8 +118,15 @@ export interface GatewayOptions {
   drainSpreadMs?: number;
   /** Longest `drain()` (SIGTERM) waits for its connections to leave before closing what is left. @default 30_000 */
   shutdownTimeoutMs?: number;
-  /** Replaces the JSON-lines logger on stderr. */
-  logger?: Logger;
+  /**
+   * Replaces the JSON-lines logger on stderr: an object with
+   * `debug/info/warn/error(msg, fields)`, or a pino logger as it is (its
+   * `info(fields, msg)` is recognised and adapted; its own level applies,
+   * not `logLevel`).
+   * @example
+   * createGateway({ logger: pino({ level: 'warn' }) });
+   */
+  logger?: Logger | PinoLike;
 }
 
 type Unset =
@@ -130,7 +144,11 @@ type Unset =
   | 'authUrl'
   | 'tokenSecret'
   | 'metricsPort';
-export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> & Pick<GatewayOptions, Unset>;
+export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> &
+  Pick<GatewayOptions, Exclude<Unset, 'logger'>> & {
+    /** The `logger` option as the gateway calls it (a pino logger adapted). */
+    logger?: Logger;
+  };
 
 type Kind =
   | 'integer'
@@ -142,6 +160,7 @@ type Kind =
   | 'http-url'
   | 'secret'
   | 'level'
+  | 'access-log'
   | 'origins'
   | 'prefixes'
   | 'proxies'
@@ -549,6 +568,15 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     description: `Log level: ${LOG_LEVELS.join(', ')}.`,
   },
   {
+    key: 'accessLog',
+    flag: '--access-log',
+    env: 'WARREN_ACCESS_LOG',
+    kind: 'access-log',
+    default: 'off',
+    description:
+      'The access log: one JSON line per request once answered and per stream (SSE, WebSocket) once it ends, with its request id, status, transport, duration and bytes (docs/operations.md, "Logs"). `off`, `stdout`, `stderr`, or `logger` (through the log, at `info`).',
+  },
+  {
     key: 'amqpHeartbeatMs',
     flag: '--amqp-heartbeat',
     env: 'WARREN_AMQP_HEARTBEAT',
@@ -718,7 +746,7 @@ export function normalizeOptions(input: GatewayOptions = {}): NormalizedOptions 
   }
   const options = out as NormalizedOptions;
   checkTogether(options);
-  if (input.logger !== undefined) options.logger = input.logger;
+  if (input.logger !== undefined) options.logger = adaptLogger(input.logger);
   return options;
 }
 
@@ -769,6 +797,10 @@ function checkValue(spec: OptionSpec, value: unknown): void {
     }
     case 'level': {
       if (!LOG_LEVELS.includes(value as LogLevel)) fail(`must be one of ${LOG_LEVELS.join(', ')}`);
+      break;
+    }
+    case 'access-log': {
+      if (!ACCESS_LOG_TARGETS.includes(value as AccessLogTarget)) fail(`must be one of ${ACCESS_LOG_TARGETS.join(', ')}`);
       break;
     }
     case 'http-url': {

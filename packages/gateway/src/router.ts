@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseChannel, PATHS, WarrenError } from '@warren/protocol';
+import { noteAccess, type AccessLog } from './access-log.js';
 import type { Upstream } from './upstream.js';
 import type { Broker } from './broker/broker.js';
 import type { Cors } from './cors.js';
@@ -7,11 +8,13 @@ import { sendError, sendJson } from './http.js';
 import type { Logger } from './logger.js';
 import type { PushFront } from './push/open.js';
 import { authorizePublisher, handlePublish } from './publish-endpoint.js';
+import { REQUEST_ID_HEADER } from './request-id.js';
 import { parseTarget, wantsEventStream, type Routes } from './routes.js';
 import type { LongPollFront } from './transports/long-poll.js';
 
 export interface RouterDeps {
   log: Logger;
+  access: AccessLog;
   routes: Routes;
   /** The decider is the application's (`onUpgrade`): only SSE streams are the gateway's. */
   custom: boolean;
@@ -44,6 +47,9 @@ export class Router {
 
   /** The request listener: every error is answered as JSON with its code. */
   handle(req: IncomingMessage, res: ServerResponse): void {
+    const requestId = this.deps.upstream.requestId(req);
+    res.setHeader(REQUEST_ID_HEADER, requestId);
+    this.deps.access.request(req, res, requestId);
     this.route(req, res).catch((err: unknown) => {
       // A client that hung up mid-upload is not the gateway's error.
       if (req.destroyed && !(err instanceof WarrenError)) return;
@@ -65,20 +71,28 @@ export class Router {
     // An application's handlers take streams only; polls need the default handler.
     if (custom && !(req.method === 'GET' && wantsEventStream(req))) return this.decline(req, res, path);
     const channel = custom ? undefined : parseChannel(path);
-    if (req.method === 'OPTIONS') return cors.preflight(req, res);
+    if (req.method === 'OPTIONS') {
+      noteAccess(req, { transport: 'preflight' });
+      return cors.preflight(req, res);
+    }
     cors.apply(req, res);
     if (req.method !== 'GET') {
       res.setHeader('allow', 'GET, OPTIONS');
       throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
     }
+    noteAccess(req, { transport: wantsEventStream(req) ? 'sse' : 'long-poll' });
     if (!wantsEventStream(req)) return this.deps.polls.serve(req, res, channel!, query);
-    if (!(await this.deps.push.open('sse', req, path, query, { res }))) await this.decline(req, res, path);
+    if (!(await this.deps.push.open('sse', req, path, query, { res }, this.deps.upstream.requestId(req))))
+      await this.decline(req, res, path);
   }
 
   /** A request the gateway does not serve: the application's (attached or upstream), else 404. */
   private decline(req: IncomingMessage, res: ServerResponse, path: string): void | Promise<void> {
     const { passRequest, upstream, custom } = this.deps;
-    if (passRequest !== undefined) return passRequest(req, res);
+    if (passRequest !== undefined) {
+      noteAccess(req, { transport: 'app' });
+      return passRequest(req, res);
+    }
     if (upstream.proxying) return upstream.forward(req, res);
     throw new WarrenError(
       'NOT_FOUND',
@@ -108,15 +122,18 @@ export class Router {
     };
     switch (path) {
       case PATHS.publish:
+        noteAccess(req, { transport: 'publish' });
         allow('POST');
         return this.publish(req, res, query);
       case PATHS.live:
         // Never asks the broker: a broker outage must not get the process restarted.
+        noteAccess(req, { transport: 'probe' });
         allow('GET');
         sendJson(res, 200, { status: 'ok' });
         return;
       case PATHS.ready:
       case PATHS.health: {
+        noteAccess(req, { transport: 'probe' });
         allow('GET');
         const draining = this.deps.stopping();
         const ready = broker.ready && !draining;
@@ -125,6 +142,7 @@ export class Router {
         return;
       }
       case PATHS.stats:
+        noteAccess(req, { transport: 'stats' });
         allow('GET');
         authorizePublisher(req, publishToken);
         sendJson(res, 200, this.deps.stats());

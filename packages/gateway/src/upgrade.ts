@@ -2,14 +2,17 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { PATHS, WarrenError } from '@warren/protocol';
 import type { Admission } from './admission.js';
+import { forgetAccess, noteAccess, type AccessLog } from './access-log.js';
 import type { Upstream } from './upstream.js';
 import { abortHandshake } from './http.js';
 import type { Logger } from './logger.js';
 import type { PushFront } from './push/open.js';
+import { REQUEST_ID_HEADER } from './request-id.js';
 import { parseTarget, type Routes } from './routes.js';
 
 export interface UpgradeFrontDeps {
   log: Logger;
+  access: AccessLog;
   routes: Routes;
   custom: boolean;
   upstream: Upstream;
@@ -31,7 +34,13 @@ export class UpgradeFront {
   /** The `upgrade` listener. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => undefined);
-    this.route(req, socket, head).catch((err: unknown) => abortHandshake(socket, err, this.deps.log));
+    const requestId = this.deps.upstream.requestId(req);
+    this.deps.access.upgrade(req, socket, requestId);
+    noteAccess(req, { transport: 'websocket' });
+    this.route(req, socket, head).catch((err: unknown) => {
+      const status = abortHandshake(socket, err, this.deps.log, { [REQUEST_ID_HEADER]: requestId });
+      noteAccess(req, { status });
+    });
   }
 
   private async route(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -46,13 +55,18 @@ export class UpgradeFront {
       if (!routes.isPushRoute(path)) return this.decline(req, socket, head, path);
     }
     admission.checkSocketOrigin(req);
-    if (!(await push.open('websocket', req, path, query, { socket, head }))) await this.decline(req, socket, head, path);
+    if (!(await push.open('websocket', req, path, query, { socket, head }, this.deps.upstream.requestId(req))))
+      await this.decline(req, socket, head, path);
   }
 
   /** A WebSocket the gateway does not serve: the application's (attached or upstream), else 404. */
   private decline(req: IncomingMessage, socket: Duplex, head: Buffer, path: string): void | Promise<void> {
     const { passUpgrade, upstream, custom } = this.deps;
-    if (passUpgrade !== undefined) return passUpgrade(req, socket, head);
+    if (passUpgrade !== undefined) {
+      // The attached application's own WebSocket: its answer, and its log line, are the application's.
+      forgetAccess(req);
+      return passUpgrade(req, socket, head);
+    }
     if (upstream.proxying) return upstream.tunnel(req, socket, head);
     throw new WarrenError(
       'NOT_FOUND',

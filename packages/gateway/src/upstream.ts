@@ -7,8 +7,11 @@ import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
 import { HEADERS, parseConsumerId, WarrenError } from '@warren/protocol';
+import { noteAccess } from './access-log.js';
+import { abortHandshake } from './http.js';
 import type { Logger } from './logger.js';
 import { plainAddress, TrustedProxies } from './proxies.js';
+import { REQUEST_ID_HEADER, requestId as chooseRequestId } from './request-id.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -34,7 +37,7 @@ const IDENTITY_HEADERS = ['warren-consumer-id', 'warren-identity', 'warren-chann
  * gateway sets itself; a client's own are kept (extended) only from
  * `--trusted-proxies`. (`X-Forwarded-*` are handled alike.)
  */
-const PROXY_HEADERS = ['forwarded', 'x-real-ip'];
+const PROXY_HEADERS = ['forwarded', 'x-real-ip', REQUEST_ID_HEADER];
 
 export interface UpstreamOptions {
   upstream: string | undefined;
@@ -111,7 +114,9 @@ export class Upstream {
    * relayed and the socket closed.
    */
   tunnel(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    noteAccess(req, { transport: 'websocket-proxy' });
     const upstream = new URL(this.options.upstream!);
+    const id = this.requestId(req);
     const headers = this.forwardedHeaders(req);
     headers.host = upstream.host;
     headers.connection = 'Upgrade';
@@ -135,11 +140,7 @@ export class Upstream {
       const error = timedOut
         ? new WarrenError('UPSTREAM_TIMEOUT', 'the application did not answer in time')
         : new WarrenError('UPSTREAM_UNAVAILABLE', 'the application is unreachable');
-      const body = JSON.stringify(error.toJSON());
-      if (!socket.destroyed)
-        socket.end(
-          `HTTP/1.1 ${error.status} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-        );
+      if (!socket.destroyed) noteAccess(req, { status: abortHandshake(socket, error, this.log, { [REQUEST_ID_HEADER]: id }) });
     };
     request.once('timeout', () => request.destroy(new Error('timeout')));
     request.once('error', fail);
@@ -147,7 +148,9 @@ export class Upstream {
     request.once('upgrade', (answer: IncomingMessage, app: Socket, appHead: Buffer) => {
       request.off('error', fail);
       app.setTimeout(0);
-      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}\r\n`);
+      noteAccess(req, { status: 101 });
+      const idLine = answer.headers[REQUEST_ID_HEADER] === undefined ? `${REQUEST_ID_HEADER}: ${id}\r\n` : '';
+      socket.write(`HTTP/1.1 101 ${answer.statusMessage ?? 'Switching Protocols'}\r\n${rawHeaderLines(answer.rawHeaders)}${idLine}\r\n`);
       if (appHead.length > 0) socket.write(appHead);
       if (head.length > 0) app.write(head);
       // Past the switch, a dead peer on either side ends both.
@@ -162,20 +165,8 @@ export class Upstream {
       // Not switching: relay the answer, close-delimited, and never read from the client.
       request.off('error', fail);
       request.on('error', () => socket.destroy());
-      const drop = connectionTokens(answer.headers.connection);
-      const chunked = answer.headers['transfer-encoding'] !== undefined;
-      const lines: string[] = [];
-      for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
-        const name = answer.rawHeaders[i]!.toLowerCase();
-        if (HOP_BY_HOP.has(name) || drop.has(name) || (chunked && name === 'content-length')) continue;
-        lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
-      }
-      lines.push('connection: close');
-      socket.write(`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n${lines.join('\r\n')}\r\n\r\n`);
-      pipeline(answer, socket).then(
-        () => socket.destroy(),
-        () => socket.destroy(),
-      );
+      noteAccess(req, { status: answer.statusCode });
+      relayAnswer(answer, socket, id);
     });
     request.end();
   }
@@ -194,6 +185,11 @@ export class Upstream {
     return first === 'https' && this.fromTrustedProxy(req);
   }
 
+  /** The id of `req` (`X-Request-Id`): a trusted proxy's, else a new one; the same for every call. */
+  requestId(req: IncomingMessage): string {
+    return chooseRequestId(req, this.trusted);
+  }
+
   /** Whether `req` came from one of `--trusted-proxies` (whose forwarding headers are believed). */
   fromTrustedProxy(req: IncomingMessage): boolean {
     return this.trusted.has(req.socket.remoteAddress ?? '');
@@ -201,6 +197,7 @@ export class Upstream {
 
   /** Forwards `req` to the upstream and streams its answer back. */
   async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    noteAccess(req, { transport: 'proxy' });
     const upstream = new URL(this.options.upstream!);
     const headers = this.forwardedHeaders(req);
     const hasBody =
@@ -360,7 +357,8 @@ export class Upstream {
    * The client's headers for the app: hop-by-hop and identity headers
    * removed, and every header whose name holds an underscore;
    * `X-Forwarded-For/-Proto/-Host`, `X-Real-IP` and `Forwarded` set, and the
-   * client's own kept (and extended) only when it is a trusted proxy.
+   * client's own kept (and extended) only when it is a trusted proxy;
+   * `X-Request-Id` the request's id (a trusted proxy's, else the gateway's).
    */
   private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
     const peer = plainAddress(req.socket.remoteAddress ?? '');
@@ -385,6 +383,8 @@ export class Upstream {
     const host = (trusted ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
     if (host !== undefined) out['x-forwarded-host'] = host;
     out['x-real-ip'] = this.clientAddress(req);
+    // The gateway's id for this request (a trusted proxy's, else its own): the app logs the same one.
+    out[REQUEST_ID_HEADER] = this.requestId(req);
     // RFC 7239: the same facts once more, for apps that read only `Forwarded`.
     const proto = out['x-forwarded-proto'].split(',')[0]!.trim();
     const element = [
@@ -424,6 +424,25 @@ function forwardedNode(address: string): string {
 /** A quoted-string (RFC 9110 §5.6.4). */
 function quoted(value: string): string {
   return `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** The application's answer to an upgrade it did not switch: relayed close-delimited, hop-by-hop headers dropped, the request id added unless it set one. */
+function relayAnswer(answer: IncomingMessage, socket: Duplex, requestId: string): void {
+  const drop = connectionTokens(answer.headers.connection);
+  const chunked = answer.headers['transfer-encoding'] !== undefined;
+  const lines: string[] = [];
+  for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
+    const name = answer.rawHeaders[i]!.toLowerCase();
+    if (HOP_BY_HOP.has(name) || drop.has(name) || (chunked && name === 'content-length')) continue;
+    lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+  }
+  if (answer.headers[REQUEST_ID_HEADER] === undefined) lines.push(`${REQUEST_ID_HEADER}: ${requestId}`);
+  lines.push('connection: close');
+  socket.write(`HTTP/1.1 ${answer.statusCode} ${answer.statusMessage ?? ''}\r\n${lines.join('\r\n')}\r\n\r\n`);
+  pipeline(answer, socket).then(
+    () => socket.destroy(),
+    () => socket.destroy(),
+  );
 }
 
 /** `name: value` lines of a message's raw headers, each ending in CRLF. */

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { parseChannel, parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
+import { noteAccess } from '../access-log.js';
 import type { Logger } from '../logger.js';
 import { UNVOUCHED_PREFIX } from '../consumer-id.js';
 import type { Sink, SinkCloseReason } from '../sources/sink.js';
@@ -315,6 +316,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     if (this.state === 'closed') return;
     if (reason.kind === 'slow-consumer' && this.state !== 'closing') this.context.closedSlow(this);
     if (this.state !== 'closing') this.state = 'closing';
+    noteAccess(this.request, { reason: reason.kind });
     this.transport.end(reason);
   }
 

@@ -1,8 +1,10 @@
 import { validateHeaderName, validateHeaderValue, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parseConsumerId } from '@warren/protocol';
+import { noteAccess } from '../access-log.js';
 import type { Admission, Slot } from '../admission.js';
 import { findConsumer } from '../consumer-id.js';
+import { REQUEST_ID_HEADER } from '../request-id.js';
 import { SseTransport } from '../transports/sse.js';
 import type { Ticker } from '../transports/ticker.js';
 import type { PushTransport } from '../transports/transport.js';
@@ -67,10 +69,18 @@ export class PushFront {
    * caller passes it on), `true` once it is open or its client left.
    * @throws WarrenError for a refused request (answered by the caller)
    */
-  async open(kind: UpgradeKind, req: IncomingMessage, path: string, query: URLSearchParams, io: PushIo): Promise<boolean> {
+  async open(
+    kind: UpgradeKind,
+    req: IncomingMessage,
+    path: string,
+    query: URLSearchParams,
+    io: PushIo,
+    requestId: string,
+  ): Promise<boolean> {
     const { admission, custom } = this.deps;
     admission.checkOpen(true);
-    const headers: OutgoingHttpHeaders = {};
+    // An SSE response has it already (the router set it); a 101 is written by ws from these.
+    const headers: OutgoingHttpHeaders = 'res' in io ? {} : { [REQUEST_ID_HEADER]: requestId };
     const requested = findConsumer(req, query);
     const upgrade = pushUpgrade(kind, req, path, query, requested, headers);
     const handler = (await this.deps.decide(upgrade)) as PushHandler | undefined | null | false;
@@ -80,6 +90,7 @@ export class PushFront {
     const consumerId = named ? parseConsumerId(upgrade.consumerId) : upgrade.consumerId;
     // An embedding application's handler that named another consumer vouched for it.
     const slot = named ? admission.take(req, consumerId, consumerId?.split('/')[0]) : admission.take(req, consumerId);
+    noteAccess(req, { consumer: named ? 'vouched' : admission.consumerKind(req, consumerId) });
     let transport: PushTransport | undefined;
     // Read before the response headers or the handshake are written: they count as bytes out.
     const writtenBefore = req.socket.bytesWritten;
@@ -91,6 +102,7 @@ export class PushFront {
       if (transport === undefined) admission.give(slot);
     }
     if (transport === undefined) return true;
+    if (kind === 'websocket') noteAccess(req, { status: 101 });
     const conn = new Connection(transport, handler, this.context, { request: req, path, query, consumerId, clientAddress: slot.address });
     this.connections.add(conn);
     this.closedBytes[conn.kind] -= writtenBefore;

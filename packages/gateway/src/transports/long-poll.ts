@@ -3,6 +3,7 @@ import { HEADERS, WarrenError, type WarrenMessage } from '@warren/protocol';
 import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type Subscription } from '../broker/broker.js';
 import type { ConsumerQueues } from '../consumer-queues.js';
 import { sendError } from '../http.js';
+import { noteAccess } from '../access-log.js';
 import type { Admission } from '../admission.js';
 import type { Upstream } from '../upstream.js';
 import { within } from '../deadline.js';
@@ -110,6 +111,8 @@ export class LongPollFront {
     const timeoutMs = pollTimeout(query, this.options);
     admission.checkOpen(true);
     const slot = admission.take(req, consumerId);
+    // An id minted for this very poll reads the live fan-out, as an anonymous stream does.
+    noteAccess(req, { consumer: own?.assigned ? 'anonymous' : admission.consumerKind(req, consumerId) });
     try {
       const address = admission.clientAddress(req);
       // An id minted for this very poll: no queue until the client comes back with it.
