@@ -288,9 +288,18 @@ export function readSse(base: string, path: string, headers: Record<string, stri
       resolveStatus(res.statusCode ?? 0);
       resolveHeaders(res.headers);
       res.setEncoding('utf8');
+      // A 20 MB event arrives in hundreds of chunks: keep them apart until one
+      // ends an event (searching a string grown by += flattens it each time: quadratic).
+      let parts: string[] = [];
+      let last = '';
       res.on('data', (chunk: string) => {
         raw += chunk;
-        buffer += chunk;
+        const ends = (last + chunk).includes('\n\n');
+        parts.push(chunk);
+        last = chunk.slice(-1);
+        if (!ends) return;
+        buffer = parts.join('');
+        parts = [];
         let end: number;
         while ((end = buffer.indexOf('\n\n')) >= 0) {
           const block = buffer.slice(0, end);
@@ -307,6 +316,7 @@ export function readSse(base: string, path: string, headers: Record<string, stri
             events.push(event);
           }
         }
+        parts = [buffer];
       });
       res.on('close', () => resolveClosed());
       res.on('error', () => resolveClosed());
