@@ -26,6 +26,8 @@ export {
 } from './options.js';
 export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js';
 export { createLogger, silentLogger } from './logger.js';
+export { serveClusterMetrics } from './cluster-metrics.js';
+export type { MetricsListener } from './metrics.js';
 export type { Logger, LogLevel } from './logger.js';
 export { QueueNotFoundError } from './broker/broker.js';
 export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
