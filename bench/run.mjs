@@ -13,7 +13,9 @@
 // the management plugin (enabled here).
 import { mkdirSync, readdirSync, rmSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { get as httpGet } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
 import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -400,11 +402,37 @@ const AB_GROUPS = {
   metrics: {
     variants: [
       { tag: 'nometrics', serverArgs: [] },
-      { tag: 'metrics', serverArgs: ['--metrics-port', '0'] },
+      // Scraped every second while it runs (Prometheus would scrape every 15 s or so).
+      { tag: 'metrics', serverArgs: ['--metrics-port', '<free>'], scrapeEveryMs: 1000 },
     ],
     scenarios: [{ system: 'warren', transport: 'sse', identified: false }],
   },
 };
+
+/** A port free a moment ago. */
+async function freePort() {
+  const server = createNetServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  return port;
+}
+
+/** GETs /metrics on `port` every `everyMs` until stopped; `stop()` gives the count of answered scrapes. */
+function scrapeMetrics(port, everyMs) {
+  let answered = 0;
+  const timer = setInterval(() => {
+    fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(everyMs) })
+      .then((res) => res.text().then(() => (answered += res.ok ? 1 : 0)))
+      .catch(() => undefined);
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return answered;
+    },
+  };
+}
 
 async function abGroup(group) {
   const { variants, scenarios } = AB_GROUPS[group];
@@ -413,11 +441,16 @@ async function abGroup(group) {
     for (let pair = 1; pair <= cfg.abPairs; pair++) {
       for (const variant of variants) {
         const m = spec.identified ? nth(cfg.messagesIdentified, 0) : nth(cfg.messages, 0);
+        const port = await freePort();
+        const serverArgs = variant.serverArgs.map((a) => (a === '<free>' ? String(port) : a));
+        const scraper = variant.scrapeEveryMs === undefined ? undefined : scrapeMetrics(port, variant.scrapeEveryMs);
         const loadBefore = loadavg()[0];
-        const row = await fanOutScenario({ ...spec, S, m, latency: false, tag: `${variant.tag}-r${pair}`, serverArgs: variant.serverArgs });
-        const entry = { group, variant: variant.tag, run: pair, loadBefore, loadAfter: loadavg()[0], row };
+        const row = await fanOutScenario({ ...spec, S, m, latency: false, tag: `${variant.tag}-r${pair}`, serverArgs });
+        const entry = { group, variant: variant.tag, run: pair, loadBefore, loadAfter: loadavg()[0], row, scrapes: scraper?.stop() };
         results.ab.push(entry);
-        log(`${row.name}: load ${loadBefore.toFixed(2)} → ${entry.loadAfter.toFixed(2)}`);
+        log(
+          `${row.name}: load ${loadBefore.toFixed(2)} → ${entry.loadAfter.toFixed(2)}${entry.scrapes === undefined ? '' : `; ${entry.scrapes} scrapes`}`,
+        );
       }
     }
   }

@@ -445,11 +445,11 @@ function abSection(out, ab) {
   out.push('');
   out.push('| Comparison | Scenario | Variant | Run | Deliveries/s | Gateway CPU | RabbitMQ CPU | Subscribers CPU | Load before → after |');
   out.push('|---|---|---|---|---|---|---|---|---|');
-  for (const { group, variant, run, loadBefore, loadAfter, row } of ab) {
+  for (const { group, variant, run, loadBefore, loadAfter, row, scrapes } of ab) {
     const t = row.throughput;
     const scenario = `${row.identified ? 'identified' : 'anonymous'} ${row.transport.toUpperCase()}, ${f0(row.S)} subscribers, ${f0(t?.m)} messages`;
     out.push(
-      `| ${group} | ${scenario} | ${variant} | ${run} | ${row.error === undefined ? f0(t?.deliveriesPerSec) : `error: ${row.error}`} | ${pct(t?.cpu?.server)} | ${pct(t?.cpu?.rabbit)} | ${pct(t?.cpu?.subscribers)} | ${f2(loadBefore)} → ${f2(loadAfter)} |`,
+      `| ${group} | ${scenario} | ${variant}${scrapes === undefined ? '' : ` (${scrapes} scrapes)`} | ${run} | ${row.error === undefined ? f0(t?.deliveriesPerSec) : `error: ${row.error}`} | ${pct(t?.cpu?.server)} | ${pct(t?.cpu?.rabbit)} | ${pct(t?.cpu?.subscribers)} | ${f2(loadBefore)} → ${f2(loadAfter)} |`,
     );
   }
   out.push('');
