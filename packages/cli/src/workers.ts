@@ -70,15 +70,17 @@ export async function runPrimary({ count, input, generated, announce }: PrimaryO
   }
   const tokenFile = generated ? writeTokenFile(port, options.publishToken!) : undefined;
   announce(port, options.amqpUrl, tokenFile, count);
-  const stop = async (signal: 'SIGTERM' | 'SIGINT'): Promise<void> => {
-    const clean = await pool.stop(signal, options.shutdownTimeoutMs + 5000);
-    if (tokenFile !== undefined) removeTokenFile(port);
-    await metrics?.close();
-    process.exit(clean ? 0 : 1);
+  let stopping: Promise<void> | undefined;
+  const stop = (signal: 'SIGTERM' | 'SIGINT'): void => {
+    stopping ??= pool.stop(signal, options.shutdownTimeoutMs + 5000).then(async (clean) => {
+      if (tokenFile !== undefined) removeTokenFile(port);
+      await metrics?.close();
+      process.exit(clean ? 0 : 1);
+    });
   };
-  // SIGTERM: every worker drains; SIGINT: every worker closes. The first one decides.
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
+  // SIGTERM: every worker drains; SIGINT: every worker closes. The first signal decides.
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => pool.signal('SIGHUP'));
 }
 
