@@ -168,18 +168,23 @@ export class Metrics {
     return this.registry.metrics();
   }
 
+  /**
+   * The gateway's stats, read once per collection: prom-client calls every
+   * `collect()` in one synchronous pass (for its own text, and for a cluster
+   * primary's `getMetricsAsJSON()`).
+   */
+  private stats(): GatewayStats {
+    if (this.scraping === undefined) {
+      this.scraping = this.sources.stats();
+      queueMicrotask(() => (this.scraping = undefined));
+    }
+    return this.scraping;
+  }
+
   private define(): void {
     const { sources } = this;
     const registers = [this.registry];
-    // prom-client calls every collect() in one synchronous pass (for its own text, and for a
-    // cluster primary's getMetricsAsJSON()): the stats are read once per pass.
-    const stats = (): GatewayStats => {
-      if (this.scraping === undefined) {
-        this.scraping = sources.stats();
-        queueMicrotask(() => (this.scraping = undefined));
-      }
-      return this.scraping;
-    };
+    const stats = (): GatewayStats => this.stats();
     const gauge = (name: string, help: string, read: Read): void => {
       new Gauge({
         name,
