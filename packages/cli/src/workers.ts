@@ -1,13 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
-import {
-  createLogger,
-  normalizeOptions,
-  OptionError,
-  serveClusterMetrics,
-  type GatewayOptions,
-  type Logger,
-} from '@warren/gateway';
+import { createLogger, normalizeOptions, OptionError, serveClusterMetrics, type GatewayOptions, type Logger } from '@warren/gateway';
 import { removeTokenFile, writeTokenFile } from './token-file.js';
 
 /** Messages between the primary and its workers (over the cluster's IPC channel). */
