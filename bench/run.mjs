@@ -12,6 +12,11 @@
 // the run made is deleted at the end. Needs RabbitMQ on 127.0.0.1:5672 with
 // the management plugin (enabled here).
 import { mkdirSync, readdirSync, rmSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import { get as httpGet } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AmqpPublisher, FeedPublisher, publish } from './lib/publisher.mjs';
@@ -88,7 +93,12 @@ const FLAGS = {
   },
   'no-profile': { type: 'boolean', default: false, help: 'skip the two CPU-profiled runs (the quick run skips them anyway)' },
   profile: { type: 'boolean', default: false, help: 'take the CPU profiles even with --quick' },
-  only: { type: 'string', help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile' },
+  only: {
+    type: 'string',
+    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2) and metrics (--metrics-port vs none)',
+  },
+  'ab-fanout': { type: 'string', help: 'subscribers of the A/B groups (workers, metrics)', full: '1000', quickValue: '50' },
+  'ab-pairs': { type: 'string', help: 'A,B pairs of runs per A/B comparison, interleaved A,B,A,B', full: '3', quickValue: '1' },
   match: {
     type: 'string',
     help: 'run only the throughput scenarios whose name matches this regular expression (e.g. "anon-sse|node-sse")',
@@ -138,6 +148,8 @@ const cfg = {
   profile: quick ? flags.profile : !flags['no-profile'],
   persistent: !flags.transient,
   transientFanout: list('transient-fanout'),
+  abFanout: num('ab-fanout'),
+  abPairs: num('ab-pairs'),
 };
 const persistent = cfg.persistent;
 /** The k-th value of a per-size list, or its last one. */
@@ -177,14 +189,46 @@ function split(n, parts) {
 /** Consumer ids `bench-<run>-<scenario>-<k>` (1 to 64 characters of A-Z a-z 0-9 _ -). */
 const consumerIds = (scenario, n) => Array.from({ length: n }, (_, k) => `bench-${RUN}-${scenario}-${k}`);
 
-async function startWarren(profileName) {
+async function startWarren(profileName, extraArgs = []) {
   const server = await startServer('warren', {
     amqpUrl: AMQP,
     token: TOKEN,
+    extraArgs,
     ...(profileName === undefined ? {} : { profileDir: PROFILE_DIR, profileName }),
   });
+  const workers = extraArgs.indexOf('--workers');
+  server.workers = workers < 0 ? 1 : Number(extraArgs[workers + 1]);
   children.add(server);
   return server;
+}
+
+/** `/_warren/stats` over a fresh connection: with --workers, each connection may reach another worker. */
+function freshStats(server) {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(
+      `${server.url}/_warren/stats`,
+      { agent: false, headers: { authorization: `Bearer ${TOKEN}` }, timeout: 10_000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve(JSON.parse(body)));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('stats timed out')));
+    req.on('error', reject);
+  });
+}
+
+/** Every worker's stats (by pid), asking over fresh connections until each answered (at most 40 tries). */
+async function workerStats(server) {
+  const seen = new Map();
+  for (let k = 0; k < 40 && seen.size < server.workers; k++) {
+    const s = await freshStats(server);
+    seen.set(s.pid, s);
+  }
+  return [...seen.values()];
 }
 
 async function startNode() {
@@ -209,8 +253,8 @@ async function warrenStats(server) {
 /** Streams the server holds now, as it counts them. */
 async function serverStreams(server, { identified, transport }) {
   if (server.kind === 'warren') {
-    const s = await warrenStats(server);
-    return identified ? s.streams.identified : s.fanOut.subscribers;
+    const all = server.workers > 1 ? await workerStats(server) : [await warrenStats(server)];
+    return all.reduce((n, s) => n + (identified ? s.streams.identified : s.fanOut.subscribers), 0);
   }
   const s = await (await fetch(`${server.url}/stats`, { signal: AbortSignal.timeout(10_000) })).json();
   return transport === 'ws' ? s.websocket : s.sse;
@@ -282,7 +326,8 @@ async function waitDeliveries(targets, expected) {
 async function runPhase({ targets, publisher, channel, m, rate, server, beam, subscribers }) {
   const phase = ++phaseCounter;
   await Promise.all(targets.map((t) => t.call('expect', { phase, m }, 10_000)));
-  const pids = [beam, ...(server === undefined ? [] : [server.pid]), ...targets.map((t) => t.pid)];
+  const serverPids = server === undefined ? [] : [server.pid, ...(server.workerPids ?? [])];
+  const pids = [beam, ...serverPids, ...targets.map((t) => t.pid)];
   const stopCpu = cpuMeter(pids);
   const pub = await publish(publisher, { channel, phase, m, size: cfg.size, rate, idPrefix: `bench-${RUN}`, timeoutMs: PHASE_MAX_MS });
   const wait = await waitDeliveries(targets, subscribers * m);
@@ -300,8 +345,8 @@ async function runPhase({ targets, publisher, channel, m, rate, server, beam, su
     spanS,
     cpu: {
       rabbit: cpu[0].cores,
-      server: server === undefined ? undefined : cpu[1].cores,
-      subscribers: cpu.slice(server === undefined ? 1 : 2).reduce((s, c) => s + c.cores, 0),
+      server: server === undefined ? undefined : cpu.slice(1, 1 + serverPids.length).reduce((s, c) => s + c.cores, 0),
+      subscribers: cpu.slice(1 + serverPids.length).reduce((s, c) => s + c.cores, 0),
       other: cpu.wall >= 2 ? cpu.other : undefined,
     },
     beamRssMiB: rssMiB(beam),
@@ -323,19 +368,116 @@ async function cleanupQueues() {
 
 // ---------------------------------------------------------------- scenarios
 
-const results = { fanout: [], idle: [], churn: undefined, longPoll: undefined, profiles: [], errors: [] };
+const results = { fanout: [], idle: [], churn: undefined, longPoll: undefined, profiles: [], ab: [], errors: [] };
+
+/** The pids of a process's children (a `warren serve --workers` primary's workers). */
+function childPids(pid) {
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)])
+      .toString()
+      .trim()
+      .split('\n')
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The A/B groups: each comparison runs its two variants as fresh gateways,
+ * interleaved A,B,A,B (others share this machine: its load moves), one
+ * throughput phase each; every run is kept with the load average around it.
+ */
+const AB_GROUPS = {
+  workers: {
+    variants: [
+      { tag: 'w1', serverArgs: ['--workers', '1'] },
+      { tag: 'w2', serverArgs: ['--workers', '2'] },
+    ],
+    scenarios: [
+      { system: 'warren', transport: 'sse', identified: false },
+      { system: 'warren', transport: 'sse', identified: true },
+    ],
+  },
+  metrics: {
+    variants: [
+      { tag: 'nometrics', serverArgs: [] },
+      // Scraped every second while it runs (Prometheus would scrape every 15 s or so).
+      { tag: 'metrics', serverArgs: ['--metrics-port', '<free>'], scrapeEveryMs: 1000 },
+    ],
+    scenarios: [{ system: 'warren', transport: 'sse', identified: false }],
+  },
+};
+
+/** A port free a moment ago. */
+async function freePort() {
+  const server = createNetServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  return port;
+}
+
+/** GETs /metrics on `port` every `everyMs` until stopped; `stop()` gives the count of answered scrapes. */
+function scrapeMetrics(port, everyMs) {
+  let answered = 0;
+  const timer = setInterval(() => {
+    fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(everyMs) })
+      .then((res) => res.text().then(() => (answered += res.ok ? 1 : 0)))
+      .catch(() => undefined);
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return answered;
+    },
+  };
+}
+
+async function abGroup(group) {
+  const { variants, scenarios } = AB_GROUPS[group];
+  const S = cfg.abFanout;
+  for (const spec of scenarios) {
+    for (let pair = 1; pair <= cfg.abPairs; pair++) {
+      for (const variant of variants) {
+        const m = spec.identified ? nth(cfg.messagesIdentified, 0) : nth(cfg.messages, 0);
+        const port = await freePort();
+        const serverArgs = variant.serverArgs.map((a) => (a === '<free>' ? String(port) : a));
+        const scraper = variant.scrapeEveryMs === undefined ? undefined : scrapeMetrics(port, variant.scrapeEveryMs);
+        const loadBefore = loadavg()[0];
+        const row = await fanOutScenario({ ...spec, S, m, latency: false, tag: `${variant.tag}-r${pair}`, serverArgs });
+        const entry = { group, variant: variant.tag, run: pair, loadBefore, loadAfter: loadavg()[0], row, scrapes: scraper?.stop() };
+        results.ab.push(entry);
+        log(
+          `${row.name}: load ${loadBefore.toFixed(2)} → ${entry.loadAfter.toFixed(2)}${entry.scrapes === undefined ? '' : `; ${entry.scrapes} scrapes`}`,
+        );
+      }
+    }
+  }
+}
 
 /**
  * A fan-out scenario: S subscribers of one system (Warren anonymous or
  * identified, the Node ceiling, the RabbitMQ ceiling) on one channel; an
  * optional latency phase at a fixed rate, then a throughput phase.
  */
-function scenarioName({ system, transport, identified, S, profile, persistent = cfg.persistent }) {
-  return `${system === 'warren' ? `warren-${identified ? 'id' : 'anon'}` : system}-${transport}-${S}${persistent ? '' : '-transient'}${profile ? '-prof' : ''}`;
+function scenarioName({ system, transport, identified, S, profile, persistent = cfg.persistent, tag }) {
+  return `${system === 'warren' ? `warren-${identified ? 'id' : 'anon'}` : system}-${transport}-${S}${persistent ? '' : '-transient'}${profile ? '-prof' : ''}${tag === undefined ? '' : `-${tag}`}`;
 }
 
-async function fanOutScenario({ system, transport, identified, S, m, latency, profile, persistent = cfg.persistent }) {
-  const name = scenarioName({ system, transport, identified, S, profile, persistent });
+async function fanOutScenario({
+  system,
+  transport,
+  identified,
+  S,
+  m,
+  latency,
+  profile,
+  persistent = cfg.persistent,
+  tag,
+  serverArgs = [],
+}) {
+  const name = scenarioName({ system, transport, identified, S, profile, persistent, tag });
   const label = `${name}`;
   const channel = `/bench-${RUN}-${name}`;
   const beam = beamPid();
@@ -361,8 +503,9 @@ async function fanOutScenario({ system, transport, identified, S, m, latency, pr
       targets = [rabbit];
       publisher = await AmqpPublisher.connect(AMQP, { persistent });
     } else {
-      server = system === 'warren' ? await startWarren(profile ? `${name}.cpuprofile` : undefined) : await startNode();
+      server = system === 'warren' ? await startWarren(profile ? `${name}.cpuprofile` : undefined, serverArgs) : await startNode();
       await pause(500, 200);
+      if (server.workers > 1) server.workerPids = childPids(server.pid);
       row.rssBeforeMiB = rssMiB(server.pid);
       const stopCpu = cpuMeter([beam, server.pid]);
       row.open = await openSubscribers(server, { transport, path: channel, consumers, n: S });
@@ -394,7 +537,7 @@ async function fanOutScenario({ system, transport, identified, S, m, latency, pr
     }
     const mono0 = Number(process.hrtime.bigint() / 1000n);
     const epoch0 = now();
-    const repeats = profile || identified || system === 'rabbit' ? 1 : cfg.repeats;
+    const repeats = profile || identified || system === 'rabbit' || tag !== undefined ? 1 : cfg.repeats;
     const phases = [];
     for (let k = 0; k < repeats; k++) {
       const phase = await runPhase({ ...ctx, m });
@@ -778,6 +921,7 @@ async function main() {
       results.idle.push(await idleScenario({ system, transport, n: cfg.idleConnections }));
     }
   }
+  for (const group of Object.keys(AB_GROUPS)) if (groups.has(group)) await abGroup(group);
   if (groups.has('churn')) results.churn = await churnScenario();
   if (groups.has('longpoll')) results.longPoll = await longPollScenario();
   if (groups.has('profile')) {

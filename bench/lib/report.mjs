@@ -392,8 +392,14 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     }
   }
 
+  abSection(out, results.ab ?? []);
+
   // ---- problems
   const notes = [...results.errors.map((e) => `Error: ${e}`)];
+  for (const { row } of results.ab ?? []) {
+    if (row.throughput !== undefined && !isExact(row.throughput))
+      notes.push(`${row.name}: inexact delivery (lost, duplicated or reordered)`);
+  }
   for (const r of [...fan, ...results.idle])
     if (r.gatewayStderr) notes.push(`${r.name}: the gateway wrote to stderr: \`${r.gatewayStderr.replace(/\s+/g, ' ').slice(0, 400)}\``);
   for (const r of fan) {
@@ -418,6 +424,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   const refused = results.idle.some((r) => r.open?.failed > 0 || (r.queuesForChannel !== undefined && r.queuesForChannel !== 1));
   const correct =
     results.errors.length === 0 &&
+    (results.ab ?? []).every(({ row }) => row.throughput === undefined || isExact(row.throughput)) &&
     inexact.length === 0 &&
     !refused &&
     (lp === undefined || isExact(lp)) &&
@@ -425,4 +432,25 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   const strip = (key, value) => (key === 'hist' || key === 'pairs' || key === 'markdown' ? undefined : value);
   writeFileSync(path.replace(/\.md$/, '.json'), `${JSON.stringify({ env, cfg, command, started, elapsedS, run, results }, strip, 1)}\n`);
   return correct;
+}
+
+/** The A/B groups (`--only workers,metrics`): every run, in the order it ran, with the load around it. */
+function abSection(out, ab) {
+  if (ab.length === 0) return;
+  out.push('## A/B comparisons');
+  out.push('');
+  out.push(
+    'Each run is a fresh gateway, the variants interleaved A,B,A,B; one throughput phase per run. Load: the 1-minute load average before and after the run (others share this machine). Gateway CPU counts every worker.',
+  );
+  out.push('');
+  out.push('| Comparison | Scenario | Variant | Run | Deliveries/s | Gateway CPU | RabbitMQ CPU | Subscribers CPU | Load before → after |');
+  out.push('|---|---|---|---|---|---|---|---|---|');
+  for (const { group, variant, run, loadBefore, loadAfter, row, scrapes } of ab) {
+    const t = row.throughput;
+    const scenario = `${row.identified ? 'identified' : 'anonymous'} ${row.transport.toUpperCase()}, ${f0(row.S)} subscribers, ${f0(t?.m)} messages`;
+    out.push(
+      `| ${group} | ${scenario} | ${variant}${scrapes === undefined ? '' : ` (${scrapes} scrapes)`} | ${run} | ${row.error === undefined ? f0(t?.deliveriesPerSec) : `error: ${row.error}`} | ${pct(t?.cpu?.server)} | ${pct(t?.cpu?.rabbit)} | ${pct(t?.cpu?.subscribers)} | ${f2(loadBefore)} → ${f2(loadAfter)} |`,
+    );
+  }
+  out.push('');
 }

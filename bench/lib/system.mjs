@@ -190,6 +190,9 @@ export async function startServer(kind, { amqpUrl, token, profileDir, profileNam
           '1000000',
           '--max-connections-per-identity',
           '1000000',
+          // Every subscriber comes from 127.0.0.1: a budget of 120 new queues a minute would refuse most identified ones.
+          '--queue-budget',
+          '1000000',
           ...extraArgs,
         ]
       : [...nodeArgs, 'bench/lib/node-ceiling.mjs'];

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Command, Option } from 'commander';
 import {
   createGateway,
@@ -11,8 +12,10 @@ import {
   type GatewayOptions,
   type OptionSpec,
 } from '@warren/gateway';
+import { describeStartFailure, startFailureStatus, type StopHow } from './lifecycle.js';
 import { DEFAULT_URL } from './publish.js';
 import { removeTokenFile, writeTokenFile } from './token-file.js';
+import { runPrimary, WorkerStartError } from './workers.js';
 
 /** What the value of each kind of setting looks like, in `warren serve --help`. */
 const PLACEHOLDERS: Partial<Record<OptionSpec['kind'], string>> = {
@@ -40,25 +43,31 @@ export function serveCommand(): Command {
       'a JSON file of settings named as the flags ({"port": 4000, "amqp-url": "amqp://…"}); flags and variables win',
     ).env('WARREN_CONFIG'),
   );
-  addGatewayOptions(command);
+  const defaults = new Map<Option, string>();
+  const workers = new Option('--workers <number>', WORKERS_HELP).env('WARREN_WORKERS');
+  defaults.set(workers, '1');
+  command.addOption(workers);
+  addGatewayOptions(command, defaults);
   command.action(async (raw: Record<string, string | undefined>) => {
     let input: Record<string, unknown> = {};
     let gateway;
     try {
-      input = { ...readConfigFile(raw.config), ...readGatewayOptions(raw) };
+      const file = readConfigFile(raw.config);
+      input = { ...file.settings, ...readGatewayOptions(raw) };
+      const count = raw.workers !== undefined && raw.workers !== '' ? parseWorkers(raw.workers) : (file.workers ?? 1);
       const generated = input.publishToken === undefined;
       if (generated) input.publishToken = randomBytes(24).toString('base64url');
+      if (count > 1) {
+        await runPrimary({ count, input, generated, announce });
+        return;
+      }
       gateway = createGateway(input as GatewayOptions);
       const { port } = await gateway.listen();
-      const tokenNote = generated
-        ? `publish token: generated, in ${writeTokenFile(port, gateway.options.publishToken!)} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`
-        : 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN';
-      // With the access log on stdout, stdout is JSON lines only: the banner goes to stderr.
-      announce(port, gateway.options, tokenNote, gateway.options.accessLog === 'stdout' ? process.stderr : process.stdout);
+      announce(port, gateway.options, generated ? writeTokenFile(port, gateway.options.publishToken!) : undefined);
       reloadOnSighup(gateway);
       // SIGTERM (an orchestrator's stop) drains: not ready at once, streams ended over the spread.
       // SIGINT (Ctrl-C) closes at once. Either way the process exits 0 once the gateway is closed.
-      const stop = async (how: 'drain' | 'close'): Promise<void> => {
+      const stop = async (how: StopHow): Promise<void> => {
         if (generated) removeTokenFile(port);
         await (how === 'drain' ? gateway!.drain() : gateway!.close());
         process.exit(0);
@@ -68,15 +77,33 @@ export function serveCommand(): Command {
     } catch (err) {
       reportStartFailure(err, input);
       await gateway?.close().catch(() => undefined);
-      process.exit(err instanceof OptionError ? 2 : 1);
+      process.exit(err instanceof WorkerStartError ? err.status : startFailureStatus(err));
     }
   });
   return command;
 }
 
+const WORKERS_HELP =
+  'processes serving the port together (node:cluster), or auto for one per core; more than 1 needs --amqp-url; see "Workers" in docs/operations.md';
+
+/**
+ * `--workers`: a count of 1 to 256, or `auto` (or `0`) for one per core.
+ * @throws OptionError for anything else
+ */
+export function parseWorkers(text: string): number {
+  const trimmed = text.trim();
+  if (trimmed === 'auto' || trimmed === '0') return availableParallelism();
+  const n = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN;
+  if (!(n >= 1 && n <= MAX_WORKERS)) {
+    throw new OptionError(`--workers / WARREN_WORKERS: "${text}" is not a number of workers (1 to ${MAX_WORKERS}, or auto: one per core)`);
+  }
+  return n;
+}
+
+const MAX_WORKERS = 256;
+
 /** One option per gateway setting, its help showing the default (with its unit) and the variable. */
-function addGatewayOptions(command: Command): void {
-  const defaults = new Map<Option, string>();
+function addGatewayOptions(command: Command, defaults: Map<Option, string>): void {
   for (const spec of OPTION_SPECS) {
     const option = new Option(`${spec.flag} <${PLACEHOLDERS[spec.kind] ?? 'value'}>`, spec.description).env(spec.env);
     // Not option.default(): the gateway applies its own defaults, and an
@@ -119,12 +146,12 @@ function readGatewayOptions(raw: Record<string, string | undefined>): Record<str
 
 /**
  * The settings of a `--config` file: a JSON object whose keys are the flags'
- * names without `--` (`"poll-timeout": "25s"`, `"port": 4000`), read as the
- * flags would be.
+ * names without `--` (`"poll-timeout": "25s"`, `"port": 4000`, `"workers": 2`),
+ * read as the flags would be.
  * @throws OptionError for a file that cannot be read, is not such an object, or names an unknown setting
  */
-export function readConfigFile(path: string | undefined): Record<string, unknown> {
-  if (path === undefined || path === '') return {};
+export function readConfigFile(path: string | undefined): { settings: Record<string, unknown>; workers?: number } {
+  if (path === undefined || path === '') return { settings: {} };
   let parsed: unknown;
   try {
     parsed = JSON.parse(readFileSync(path, 'utf8'));
@@ -134,16 +161,17 @@ export function readConfigFile(path: string | undefined): Record<string, unknown
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new OptionError(`--config ${path}: a JSON object of settings, e.g. {"port": 4000}`);
   }
-  const input: Record<string, unknown> = {};
+  const out: { settings: Record<string, unknown>; workers?: number } = { settings: {} };
   for (const [name, value] of Object.entries(parsed)) {
     const spec = OPTION_SPECS.find((s) => s.flag === `--${name}`);
-    if (spec === undefined)
+    if (spec === undefined && name !== 'workers')
       throw new OptionError(`--config ${path}: "${name}" is not a setting (the names are the flags', as in warren serve --help)`);
     if (typeof value !== 'string' && typeof value !== 'number')
       throw new OptionError(`--config ${path}: "${name}" must be a string or a number`);
-    input[spec.key] = parseOptionText(spec, String(value));
+    if (spec === undefined) out.workers = parseWorkers(String(value));
+    else out.settings[spec.key] = parseOptionText(spec, String(value));
   }
-  return input;
+  return out;
 }
 
 /**
@@ -156,8 +184,15 @@ export function reloadOnSighup(gateway: Gateway): void {
   process.on('SIGHUP', () => gateway.reloadTls());
 }
 
-/** The banner: where the gateway is, and the two commands to try it. */
-function announce(port: number, options: Gateway['options'], tokenNote: string, out: NodeJS.WritableStream): void {
+/** What the banner shows of the settings. */
+export type BannerOptions = Pick<Gateway['options'], 'amqpUrl' | 'tlsCert' | 'accessLog'>;
+
+/**
+ * The banner: where the gateway is, and the two commands to try it;
+ * `tokenFile` is where a generated publish token went. With the access log
+ * on stdout, stdout holds JSON lines only: the banner goes to stderr.
+ */
+export function announce(port: number, options: BannerOptions, tokenFile: string | undefined, workers = 1): void {
   const { amqpUrl, tlsCert } = options;
   const base = `${tlsCert === undefined ? 'http' : 'https'}://localhost:${port}`;
   const broker =
@@ -167,8 +202,13 @@ function announce(port: number, options: Gateway['options'], tokenNote: string, 
           .split(',')
           .map((url) => redact(url.trim()))
           .join(', ')}`;
+  const tokenNote =
+    tokenFile === undefined
+      ? 'publish token: from --publish-token / WARREN_PUBLISH_TOKEN'
+      : `publish token: generated, in ${tokenFile} (warren publish reads it; set WARREN_PUBLISH_TOKEN to choose one)`;
+  const out = options.accessLog === 'stdout' ? process.stderr : process.stdout;
   out.write(
-    `Warren gateway on ${base} (${broker})\n` +
+    `Warren gateway on ${base} (${broker}${workers > 1 ? `, ${workers} workers` : ''})\n` +
       `  receive:  curl ${base}/greetings\n` +
       `  publish:  npx warren publish /greetings 'hi there!'${base === DEFAULT_URL ? '' : ` --url ${base}`}\n` +
       `  ${tokenNote}\n` +
@@ -176,21 +216,9 @@ function announce(port: number, options: Gateway['options'], tokenNote: string, 
   );
 }
 
-/** Why the gateway could not start, in one line that says what to change. */
+/** Why the gateway could not start, on stderr. */
 function reportStartFailure(err: unknown, input: Record<string, unknown>): void {
-  if (err instanceof OptionError) {
-    process.stderr.write(`warren serve: ${err.message}\n`);
-    return;
-  }
-  const code = (err as NodeJS.ErrnoException).code;
-  const where = `${String(input.host ?? 'all interfaces')} port ${String(input.port ?? 4000)}`;
-  if (code === 'EADDRINUSE') {
-    process.stderr.write(`warren serve: ${where} is in use (choose another with --port or WARREN_PORT)\n`);
-  } else if (code === 'ENOTFOUND' || code === 'EADDRNOTAVAIL' || code === 'EACCES' || code === 'EAI_AGAIN') {
-    process.stderr.write(`warren serve: cannot listen on ${where} (${code}); check --host / WARREN_HOST and --port / WARREN_PORT\n`);
-  } else {
-    process.stderr.write(`warren serve: ${(err as Error).message}\n`);
-  }
+  process.stderr.write(`warren serve: ${describeStartFailure(err, input)}\n`);
 }
 
 /** The URL without its password, for printing. */

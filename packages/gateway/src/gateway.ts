@@ -14,6 +14,7 @@ import { Cors } from './cors.js';
 import { abortHandshake, sendError } from './http.js';
 import { ConnectionLimits, QueueBudget } from './limits.js';
 import { createLogger, type Logger } from './logger.js';
+import { answerClusterPrimary } from './cluster-metrics.js';
 import { Metrics } from './metrics.js';
 import { normalizeOptions, OptionError, parseList, type GatewayOptions, type NormalizedOptions } from './options.js';
 import { createDefaultDecider } from './push/default-handler.js';
@@ -40,6 +41,8 @@ export interface GatewayStats {
   fanOut: FanOutStats;
   /** Consumer queues whose declaration is cached. */
   knownQueues: number;
+  /** The gateway's process id: tells the workers of `warren serve --workers` apart. */
+  pid: number;
 }
 
 /** What only a program embedding the gateway can pass (no flag or variable). */
@@ -61,6 +64,14 @@ export interface EmbedOptions {
    * @default the handler of `warren serve`: subscribe to the path's channel; client messages go to the app over HTTP
    */
   onUpgrade?: UpgradeDecider;
+  /**
+   * With `metricsPort`, in a node:cluster worker: bind no metrics listener,
+   * and answer the cluster primary's requests for the metrics instead; the
+   * primary serves them summed over its workers (`serveClusterMetrics()`).
+   * What `warren serve --workers` does.
+   * @default false
+   */
+  clusterMetrics?: boolean;
 }
 
 /** Everything `createGateway()` takes: the settings of `warren serve`, and the embedding ones. */
@@ -166,9 +177,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
             slowClosed: push.slowClosed,
             publishes: router.publishes,
           },
-          { port: options.metricsPort, host: options.metricsHost },
+          input.clusterMetrics === true ? undefined : { port: options.metricsPort, host: options.metricsHost },
           log,
         );
+  if (metrics !== undefined && input.clusterMetrics === true) answerClusterPrimary(metrics.registry);
   if (metrics !== undefined) core.upstream.timing = (call, result, seconds) => metrics.observeUpstream(call, result, seconds);
   const handle = (req: IncomingMessage, res: ServerResponse): void => router.handle(req, res);
   const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => upgrades.handleUpgrade(req, socket, head);
@@ -180,7 +192,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   if (attached !== undefined) {
     attached.install({ claims: (req, upgrading) => routes.claims(req, upgrading), handle, upgrade });
     core.start().catch((err: unknown) => log.error('broker start failed', { error: String(err) }));
-    metrics?.listen().catch((err: unknown) => log.error('metrics listener failed', { error: String(err) }));
+    metrics?.listener?.listen().catch((err: unknown) => log.error('metrics listener failed', { error: String(err) }));
   } else {
     listenOn(server, log, upgrade);
   }
@@ -198,10 +210,10 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
       if (!server.listening) await listenServer(server, options);
       const address = server.address() as AddressInfo;
       log.info('gateway listening', { port: address.port, host: address.address, broker: broker.kind });
-      await metrics?.listen();
+      await metrics?.listener?.listen();
       return address;
     },
-    metricsAddress: () => metrics?.address(),
+    metricsAddress: () => metrics?.listener?.address(),
     close,
     reloadTls: () => tls?.reload() ?? false,
     drain(): Promise<void> {
@@ -379,6 +391,7 @@ function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayS
     streams: { sse, websocket: push.connections.size - sse, identified: core.streams.identified },
     fanOut: { ...core.fanOut.stats },
     knownQueues: core.queues.size,
+    pid: process.pid,
   };
 }
 
@@ -400,7 +413,7 @@ async function shutdown(
   await Promise.all(open.map((conn) => conn.shutdown(1000)));
   await core.fanOut.close();
   attached?.restore();
-  await Promise.all([closeServer(server, attached === undefined), metrics?.close()]);
+  await Promise.all([closeServer(server, attached === undefined), metrics?.listener?.close()]);
   // onClose may still publish (a chat's "left"): give it time before the broker goes.
   await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   core.queues.close();

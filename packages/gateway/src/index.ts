@@ -29,6 +29,8 @@ export { createLogger, silentLogger } from './logger.js';
 export type { Logger, LogLevel, PinoLike } from './logger.js';
 export type { AccessLine, AccessLogTarget, AccessTransport, ConsumerKind } from './access-log.js';
 export { parseRequestId, REQUEST_ID_HEADER, MAX_REQUEST_ID_LENGTH } from './request-id.js';
+export { serveClusterMetrics } from './cluster-metrics.js';
+export type { MetricsListener } from './metrics.js';
 export { QueueNotFoundError } from './broker/broker.js';
 export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
 export type { LongPollStats } from './transports/long-poll.js';

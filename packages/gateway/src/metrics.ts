@@ -59,37 +59,20 @@ const POLL_OUTCOMES: ReadonlyArray<[outcome: string, read: Read]> = [
 ];
 
 /**
- * The Prometheus registry of one gateway, filled at scrape time by
- * `collect()` callbacks from the gateway's own counters, and the listener
- * that serves it (`GET /metrics`, apart from the gateway's port).
+ * The listener that serves `GET /metrics` (apart from the gateway's port):
+ * the text `scrape()` gives, at each request.
  */
-export class Metrics {
-  readonly registry = new Registry();
+export class MetricsListener {
   private readonly server: Server;
   private listening: Promise<AddressInfo> | undefined;
-  private readonly upstreamSeconds = new Histogram({
-    name: 'warren_upstream_request_duration_seconds',
-    help: 'Calls to the application by call (auth: --auth-url checks; message: WebSocket client messages) and result (allowed, refused, answered, error).',
-    labelNames: ['call', 'result'],
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-    registers: [this.registry],
-  });
-  /** The gateway's stats, read once per scrape and shared by that scrape's `collect()` calls. */
-  private scraping: GatewayStats | undefined;
 
   constructor(
-    private readonly sources: MetricsSources,
+    private readonly scrape: () => Promise<string>,
+    private readonly contentType: string,
     private readonly options: MetricsOptions,
     private readonly log: Logger,
   ) {
-    collectDefaultMetrics({ register: this.registry });
-    this.define();
     this.server = createServer((req, res) => this.handle(req, res));
-  }
-
-  /** One call to the application took `seconds` (an `Upstream` timing). */
-  observeUpstream(call: UpstreamCall, result: UpstreamResult, seconds: number): void {
-    this.upstreamSeconds.observe({ call, result }, seconds);
   }
 
   /** Starts the listener. Idempotent. */
@@ -137,28 +120,71 @@ export class Metrics {
       return;
     }
     this.scrape().then(
-      (text) => res.writeHead(200, { 'content-type': this.registry.contentType, 'cache-control': 'no-store' }).end(text),
+      (text) => res.writeHead(200, { 'content-type': this.contentType, 'cache-control': 'no-store' }).end(text),
       (err: unknown) => {
         this.log.error('metrics collection failed', { error: String(err) });
         res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end('metrics collection failed\n');
       },
     );
   }
+}
 
-  /** The registry's text, with the gateway's stats read once for it. */
-  async scrape(): Promise<string> {
-    this.scraping = undefined;
-    try {
-      return await this.registry.metrics();
-    } finally {
-      this.scraping = undefined;
+/**
+ * The Prometheus registry of one gateway, filled at scrape time by
+ * `collect()` callbacks from the gateway's own counters, and (unless its
+ * options are `undefined`: a cluster worker's, read by the primary) the
+ * listener that serves it.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly listener: MetricsListener | undefined;
+  private readonly upstreamSeconds = new Histogram({
+    name: 'warren_upstream_request_duration_seconds',
+    help: 'Calls to the application by call (auth: --auth-url checks; message: WebSocket client messages) and result (allowed, refused, answered, error).',
+    labelNames: ['call', 'result'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  /** The gateway's stats, read once per collection pass and shared by its `collect()` calls. */
+  private scraping: GatewayStats | undefined;
+
+  constructor(
+    private readonly sources: MetricsSources,
+    options: MetricsOptions | undefined,
+    log: Logger,
+  ) {
+    collectDefaultMetrics({ register: this.registry });
+    this.define();
+    this.listener = options === undefined ? undefined : new MetricsListener(() => this.scrape(), this.registry.contentType, options, log);
+  }
+
+  /** One call to the application took `seconds` (an `Upstream` timing). */
+  observeUpstream(call: UpstreamCall, result: UpstreamResult, seconds: number): void {
+    this.upstreamSeconds.observe({ call, result }, seconds);
+  }
+
+  /** The registry's text. */
+  scrape(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /**
+   * The gateway's stats, read once per collection: prom-client calls every
+   * `collect()` in one synchronous pass (for its own text, and for a cluster
+   * primary's `getMetricsAsJSON()`).
+   */
+  private stats(): GatewayStats {
+    if (this.scraping === undefined) {
+      this.scraping = this.sources.stats();
+      queueMicrotask(() => (this.scraping = undefined));
     }
+    return this.scraping;
   }
 
   private define(): void {
     const { sources } = this;
     const registers = [this.registry];
-    const stats = (): GatewayStats => (this.scraping ??= sources.stats());
+    const stats = (): GatewayStats => this.stats();
     const gauge = (name: string, help: string, read: Read): void => {
       new Gauge({
         name,
