@@ -238,14 +238,31 @@ describe('warren serve --tls-cert / --tls-key (embedded broker)', () => {
   });
 });
 
-describe('warren serve --tls-cert / --tls-key on RabbitMQ', () => {
+describe('warren serve --tls-cert / --tls-key on RabbitMQ, with two workers', () => {
   const certs = new Certs();
   let served: Awaited<ReturnType<typeof spawnServe>>;
+  let pair: Pair;
+  let next: Pair;
   before(async () => {
     await requireRabbit();
     await certs.init();
-    const pair = await certs.leaf('rabbit');
-    served = await spawnServe(['--amqp-url', AMQP_URL, '--publish-token', TOKEN, '--tls-cert', pair.cert, '--tls-key', pair.key]);
+    const first = await certs.leaf('rabbit');
+    next = await certs.leaf('rabbit-next');
+    pair = { cert: join(certs.dir, 'rabbit-live.pem'), key: join(certs.dir, 'rabbit-live.key') };
+    copyFileSync(first.cert, pair.cert);
+    copyFileSync(first.key, pair.key);
+    served = await spawnServe([
+      '--amqp-url',
+      AMQP_URL,
+      '--publish-token',
+      TOKEN,
+      '--workers',
+      '2',
+      '--tls-cert',
+      pair.cert,
+      '--tls-key',
+      pair.key,
+    ]);
   });
   after(async () => {
     await served?.stop();
@@ -263,6 +280,21 @@ describe('warren serve --tls-cert / --tls-key on RabbitMQ', () => {
     } finally {
       ws.terminate();
     }
+  });
+
+  it('SIGHUP to the primary reaches every worker: each new connection, whichever worker takes it, gets the new certificate', async () => {
+    const before = fingerprintOf(pair.cert);
+    assert.equal(await servedFingerprint(served.url, certs.ca), before);
+    copyFileSync(next.cert, pair.cert);
+    copyFileSync(next.key, pair.key);
+    served.child.kill('SIGHUP');
+    const wanted = fingerprintOf(next.cert);
+    await until(async () => (await servedFingerprint(served.url, certs.ca)) === wanted, 'the new certificate', 15_000);
+    // The cluster deals connections round-robin: eight in a row reach both workers.
+    const seen = [];
+    for (let i = 0; i < 8; i++) seen.push(await servedFingerprint(served.url, certs.ca));
+    assert.deepEqual(new Set(seen), new Set([wanted]));
+    assert.equal(served.child.exitCode, null, 'the primary is still running');
   });
 });
 
