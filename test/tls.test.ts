@@ -160,17 +160,27 @@ describe('warren serve --tls-cert / --tls-key (embedded broker)', () => {
     const channel = `/${unique('tls-listen-')}`;
     const consumerId = unique('tls-listener-');
     const env = { NODE_EXTRA_CA_CERTS: certs.ca };
-    const listening = warren(['listen', channel, '--url', served.url, '--consumer-id', consumerId, '--count', '1', '--timeout', '5'], {
-      env,
-    });
-    const stats = async (): Promise<number> => {
+    const stats = async (): Promise<{ knownQueues: number; longPoll: { active: number } }> => {
       const res = await request(`${served.url}/_warren/stats`, {
         dispatcher: agent,
         headers: { authorization: `Bearer ${tokenOf(served.output())}` },
       });
-      return ((await res.body.json()) as { broker: { activeConsumers: number } }).broker.activeConsumers;
+      return (await res.body.json()) as { knownQueues: number; longPoll: { active: number } };
     };
-    await until(async () => (await stats()) === 1, 'listen to wait', 15_000);
+    // The listener's queue is declared and its poll waits (an anonymous stream's consumer, lingering
+    // from an earlier test, must not pass for it: a message published before the queue exists is not kept).
+    const queuesBefore = (await stats()).knownQueues;
+    const listening = warren(['listen', channel, '--url', served.url, '--consumer-id', consumerId, '--count', '1', '--timeout', '5'], {
+      env,
+    });
+    await until(
+      async () => {
+        const now = await stats();
+        return now.knownQueues > queuesBefore && now.longPoll.active === 1;
+      },
+      'listen to wait',
+      15_000,
+    );
     await cliPublish(served.url, channel, 'polled over https', certs.ca);
     const out = await listening;
     assert.equal(out.code, 0, out.stderr);
