@@ -28,5 +28,16 @@ export type { GatewayOptions, NormalizedOptions, OptionSpec } from './options.js
 export { createLogger, silentLogger } from './logger.js';
 export type { Logger, LogLevel } from './logger.js';
 export { QueueNotFoundError } from './broker/broker.js';
-export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
+export type {
+  Broker,
+  BrokerStats,
+  BrokerKind,
+  Delivery,
+  Subscription,
+  ConsumeOptions,
+  ConsumerEnd,
+  LogEntry,
+  LogPosition,
+  ReadLogOptions,
+} from './broker/broker.js';
 export type { LongPollStats } from './transports/long-poll.js';
