@@ -53,11 +53,12 @@ export function fanOutQueueArguments(limits: ConsumerQueueLimits): Record<string
 
 /**
  * The stream that keeps the history of the logged channels hashed to `shard`
- * (`warren:log:<shard>`): a RabbitMQ stream queue bound to the exchange with
- * the routing key of every logged channel in the shard.
+ * (`warren:log:<shard>`; `warren:log:<exchange>:<shard>` for another exchange
+ * than `warren`): a RabbitMQ stream queue bound to the exchange with the
+ * routing key of every logged channel in the shard.
  */
-export function channelLogName(shard: number): string {
-  return `${QUEUE_PREFIX}log:${shard}`;
+export function channelLogName(shard: number, exchange: string = DEFAULT_EXCHANGE): string {
+  return exchange === DEFAULT_EXCHANGE ? `${QUEUE_PREFIX}log:${shard}` : `${QUEUE_PREFIX}log:${exchange}:${shard}`;
 }
 
 /** The shard of a logged channel: FNV-1a of its routing key, modulo `shards`. */

@@ -146,6 +146,11 @@ export interface Broker extends EventEmitter<BrokerEvents> {
    * @throws QueueNotFoundError when the log does not exist
    */
   readLog(log: string, options: ReadLogOptions): Promise<Subscription>;
+  /**
+   * Appends `message` to `log` itself (not through a channel): its entry's
+   * `channel` is the log's name. The gateway marks a place in the log with it.
+   */
+  appendLog(log: string, message: WarrenMessage): Promise<void>;
   /** Deletes `log` and everything in it (its readers end with `queue-deleted`). Idempotent. */
   deleteLog(log: string): Promise<void>;
   stats(): BrokerStats;

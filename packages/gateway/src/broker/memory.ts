@@ -231,6 +231,14 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     return log.read(options);
   }
 
+  async appendLog(name: string, message: WarrenMessage): Promise<void> {
+    this.assertReady();
+    const log = this.logs.get(name);
+    if (log === undefined) throw new QueueNotFoundError(name);
+    this.counters.published++;
+    log.append(name, message);
+  }
+
   async deleteLog(name: string): Promise<void> {
     this.assertReady();
     const log = this.logs.get(name);

@@ -171,7 +171,16 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
   }
 
-  async publish(channel: string, message: WarrenMessage): Promise<void> {
+  publish(channel: string, message: WarrenMessage): Promise<void> {
+    return this.publishTo(this.options.exchange, routingKey(channel), message);
+  }
+
+  /** Through the default exchange, straight to the stream. */
+  appendLog(log: string, message: WarrenMessage): Promise<void> {
+    return this.publishTo('', log, message);
+  }
+
+  private async publishTo(exchange: string, key: string, message: WarrenMessage): Promise<void> {
     const ch = await this.channel(
       () => this.publishChannel,
       (p) => {
@@ -190,7 +199,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         this.options.operationTimeoutMs,
       );
       try {
-        ok = ch.publish(this.options.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
+        ok = ch.publish(exchange, key, message.body, toWireProperties(message), (err: unknown) => {
           clearTimeout(timer);
           if (err == null) resolve();
           else reject(confirmError(err));
