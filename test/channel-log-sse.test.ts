@@ -112,6 +112,14 @@ for (const kind of BROKERS) {
       }
     });
 
+    it('refuses a bad ?history= on a logged channel, and ignores it elsewhere', async () => {
+      const bad = readSse(gw.url, `/logged/${unique('bad-')}?history=lots`);
+      assert.equal(await bad.status, 400);
+      const elsewhere = readSse(gw.url, `/${unique('plain-')}?history=lots`);
+      assert.equal(await elsewhere.status, 200);
+      elsewhere.close();
+    });
+
     it('an id older than what the log retains gets warren-gap, then everything retained', async () => {
       const small = unique('warren-test-');
       const gw2 = await startGateway(kind, { logRoutes: '/logged/', exchange: small, logShards: SHARDS, logMaxBytes: 64 * 1024 });

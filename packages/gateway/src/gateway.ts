@@ -359,6 +359,7 @@ function defaultDecider(core: Core): UpgradeDecider {
     admission,
     reauthIntervalMs: options.reauthIntervalMs,
     maxSubscriptions: options.wsMaxSubscriptions,
+    isLogged: (channel) => core.logs.isLogged(channel),
     async prepareStream(req, channel, consumerId) {
       // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
       if (!broker.ready) return;

@@ -30,6 +30,8 @@ export interface DefaultHandlerDeps {
   prepareStream(req: IncomingMessage, channel: string, consumerId: string | undefined): Promise<void>;
   /** Most channels one socket may subscribe to (`--ws-max-subscriptions`). */
   maxSubscriptions: number;
+  /** Whether a channel is logged (`--log-routes`): `?history=` means something there only. */
+  isLogged(channel: string): boolean;
   /** Sends a client's message to the application; absent without one. */
   sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
@@ -67,7 +69,7 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   // An EventSource closes for good on any answer but 200, so during a broker
   // outage the stream opens (with heartbeats) and subscribes once the broker is back.
   deps.admission.checkOpen(true);
-  const history = parseHistory(query.get('history'));
+  const history = deps.isLogged(channel) ? parseHistory(query.get('history')) : undefined;
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
