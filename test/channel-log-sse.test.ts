@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
+import { WebSocket } from 'ws';
 import { channelLogName, logShardOf } from '@warren/protocol';
 import { AMQP_URL, BROKERS, httpPublish, readSse, startGateway, unique, until, type SseReader, type TestGateway } from './support/index.js';
 
@@ -110,6 +111,32 @@ for (const kind of BROKERS) {
           ['after'],
         );
       }
+    });
+
+    it('a warren.v1 socket resumes a logged channel from the event id of its last message frame', async () => {
+      const channel = `/logged/${unique('ws-')}`;
+      await publishAll(gw, channel, range(0, 5));
+      const probe = await open(`${channel}?history=5`);
+      await until(() => probe.events.length === 5, 'the five messages');
+      probe.close();
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/_warren/ws`, 'warren.v1');
+      const frames: Array<{ type: string; data?: string; id?: string }> = [];
+      ws.on('message', (data) => frames.push(JSON.parse(String(data))));
+      await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+      ws.send(JSON.stringify({ type: 'subscribe', channel, lastEventId: probe.events[1]!.id }));
+      await until(() => frames.filter((f) => f.type === 'message').length === 3, 'the three after it');
+      await publishAll(gw, channel, ['live']);
+      await until(() => frames.filter((f) => f.type === 'message').length === 4, 'a live one');
+      ws.close();
+      const got = frames.filter((f) => f.type === 'message');
+      assert.deepEqual(
+        got.map((f) => f.data),
+        ['m2', 'm3', 'm4', 'live'],
+      );
+      assert.deepEqual(
+        got.slice(0, 3).map((f) => f.id),
+        probe.events.slice(2).map((e) => e.id),
+      );
     });
 
     it('refuses a bad ?history= on a logged channel, and ignores it elsewhere', async () => {
