@@ -25,6 +25,7 @@ import { Routes } from './routes.js';
 import { FanOut, type FanOutStats } from './sources/fan-out.js';
 import { Sources } from './sources/sources.js';
 import { TlsServer } from './tls.js';
+import { ChannelLogs, type ChannelLogsStats } from './logs/channel-logs.js';
 import { LongPoll, LongPollFront, type LongPollStats } from './transports/long-poll.js';
 import { sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
@@ -43,6 +44,8 @@ export interface GatewayStats {
   knownQueues: number;
   /** The gateway's process id: tells the workers of `warren serve --workers` apart. */
   pid: number;
+  /** Subscribers of logged channels and the log tails serving them. */
+  logs: ChannelLogsStats;
 }
 
 /** What only a program embedding the gateway can pass (no flag or variable). */
@@ -230,6 +233,7 @@ interface Core {
   broker: Broker;
   queues: ConsumerQueues;
   fanOut: FanOut;
+  logs: ChannelLogs;
   streams: Sources;
   upstream: Upstream;
   cors: Cors;
@@ -264,6 +268,7 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     queueMaxLength: 10_000,
   };
   const fanOut = new FanOut(broker, log, fanOutOptions);
+  const logs = createLogs(options, broker, log);
   const upstream = createUpstream(options, log);
   const cors = new Cors(options.corsOrigins);
   const queueBudget = new QueueBudget(options.queueBudget);
@@ -276,10 +281,11 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     broker,
     queues,
     fanOut,
+    logs,
     upstream,
     cors,
     queueBudget,
-    streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch),
+    streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch, logs),
     admission: new Admission({
       options,
       upstream,
@@ -298,9 +304,22 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     refusing: false,
     interruptDrain: undefined,
     start,
-    publish: publisher(options, broker, start),
+    publish: publisher(options, broker, start, logs),
   };
   return core;
+}
+
+function createLogs(options: NormalizedOptions, broker: Broker, log: Logger): ChannelLogs {
+  const maxBytes = options.logMaxBytes;
+  return new ChannelLogs(broker, log, {
+    routes: options.logRoutes === undefined ? [] : parseList(options.logRoutes),
+    // Retention removes whole segments: small ones keep it close to the bound.
+    limits: { maxAgeMs: options.logMaxAgeMs, maxBytes, segmentBytes: Math.max(4096, Math.min(16 * 1024 * 1024, Math.floor(maxBytes / 8))) },
+    shards: options.logShards,
+    exchange: options.exchange,
+    maxPendingBytes: options.maxPendingBytes,
+    lingerMs: 30_000,
+  });
 }
 
 /** The ways in: push connections, long-polls, HTTP routes and upgrades. */
@@ -353,6 +372,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     stats,
     publishToken,
     maxMessageBytes,
+    preparePublish: (channel) => (core.logs.isLogged(channel) ? core.logs.ensure(channel) : Promise.resolve()),
     pushRoutes,
     stopping,
     passRequest,
@@ -369,11 +389,13 @@ function defaultDecider(core: Core): UpgradeDecider {
     admission,
     reauthIntervalMs: options.reauthIntervalMs,
     maxSubscriptions: options.wsMaxSubscriptions,
+    isLogged: (channel) => core.logs.isLogged(channel),
     async prepareStream(req, channel, consumerId) {
       // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
       if (!broker.ready) return;
       admission.admitQueue(admission.clientAddress(req), channel, consumerId);
       if (consumerId !== undefined) await queues.ensure(consumerId, channel);
+      else if (core.logs.isLogged(channel)) await core.logs.ensure(channel);
       else await fanOut.prepare(channel);
     },
     sendToApp: upstream.proxying
@@ -392,6 +414,7 @@ function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayS
     fanOut: { ...core.fanOut.stats },
     knownQueues: core.queues.size,
     pid: process.pid,
+    logs: { ...core.logs.stats },
   };
 }
 
@@ -412,6 +435,7 @@ async function shutdown(
   const open = [...fronts.push.connections];
   await Promise.all(open.map((conn) => conn.shutdown(1000)));
   await core.fanOut.close();
+  await core.logs.close();
   attached?.restore();
   await Promise.all([closeServer(server, attached === undefined), metrics?.listener?.close()]);
   // onClose may still publish (a chat's "left"): give it time before the broker goes.
@@ -545,7 +569,7 @@ function createUpstream(options: NormalizedOptions, log: Logger): Upstream {
 }
 
 /** `gateway.publish()`: checked like the publish endpoint, then to the broker. */
-function publisher(options: NormalizedOptions, broker: Broker, start: () => Promise<void>): Gateway['publish'] {
+function publisher(options: NormalizedOptions, broker: Broker, start: () => Promise<void>, logs: ChannelLogs): Gateway['publish'] {
   return async (channel: string, data: MessageData, messageOptions?: MessageOptions): Promise<void> => {
     const target = parseChannel(channel);
     const message = encodeMessage(data, messageOptions);
@@ -553,6 +577,7 @@ function publisher(options: NormalizedOptions, broker: Broker, start: () => Prom
       throw new WarrenError('MESSAGE_TOO_LARGE', `the message is ${message.body.length} bytes; at most ${options.maxMessageBytes}`);
     }
     await start();
+    if (logs.isLogged(target)) await logs.ensure(target);
     await broker.publish(target, message);
   };
 }

@@ -32,5 +32,16 @@ export { parseRequestId, REQUEST_ID_HEADER, MAX_REQUEST_ID_LENGTH } from './requ
 export { serveClusterMetrics } from './cluster-metrics.js';
 export type { MetricsListener } from './metrics.js';
 export { QueueNotFoundError } from './broker/broker.js';
-export type { Broker, BrokerStats, BrokerKind, Delivery, Subscription, ConsumeOptions, ConsumerEnd } from './broker/broker.js';
+export type {
+  Broker,
+  BrokerStats,
+  BrokerKind,
+  Delivery,
+  Subscription,
+  ConsumeOptions,
+  ConsumerEnd,
+  LogEntry,
+  LogPosition,
+  ReadLogOptions,
+} from './broker/broker.js';
 export type { LongPollStats } from './transports/long-poll.js';

@@ -65,6 +65,14 @@ export interface GatewayOptions {
   pushRoutes?: string;
   /** Path prefixes under the push routes that still belong to the application, comma-separated. @default none */
   appRoutes?: string;
+  /** Path prefixes of the logged channels, comma-separated (`/live/news/,/rooms/`): history and resume (docs/channel-logs.md). @default none */
+  logRoutes?: string;
+  /** How long a channel log keeps its entries (`x-max-age`). @default 86_400_000 */
+  logMaxAgeMs?: number;
+  /** Most bytes one log shard keeps; the oldest are cut first (`x-max-length-bytes`). @default 268_435_456 */
+  logMaxBytes?: number;
+  /** Number of shard streams the logged channels are hashed into. @default 4 */
+  logShards?: number;
   /** Longest wait for the application (proxied requests, auth checks). @default 30_000 */
   upstreamTimeoutMs?: number;
   /** Addresses or CIDR ranges of proxies in front of Warren whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are trusted, comma-separated (`10.0.0.0/8, ::1/128`). @default none */
@@ -140,6 +148,7 @@ type Unset =
   | 'upstream'
   | 'pushRoutes'
   | 'appRoutes'
+  | 'logRoutes'
   | 'trustedProxies'
   | 'authUrl'
   | 'tokenSecret'
@@ -420,6 +429,47 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     default: undefined,
     defaultText: 'none',
     description: 'Path prefixes under the push routes that still go to the application (`/live/api/`), comma-separated.',
+  },
+  {
+    key: 'logRoutes',
+    flag: '--log-routes',
+    env: 'WARREN_LOG_ROUTES',
+    kind: 'prefixes',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'Path prefixes of the logged channels, comma-separated (`/live/news/,/rooms/`): their messages are kept in RabbitMQ streams, and any subscriber may ask for history or resume ([Channel logs](channel-logs.md)).',
+  },
+  {
+    key: 'logMaxAgeMs',
+    flag: '--log-max-age',
+    env: 'WARREN_LOG_MAX_AGE',
+    kind: 'duration',
+    default: 24 * 60 * 60 * SECOND,
+    min: SECOND,
+    max: 365 * 24 * 60 * 60 * SECOND,
+    description: 'How long a channel log keeps its entries (`x-max-age`; removed a segment at a time).',
+  },
+  {
+    key: 'logMaxBytes',
+    flag: '--log-max-bytes',
+    env: 'WARREN_LOG_MAX_BYTES',
+    kind: 'bytes',
+    default: 256 * 1024 * 1024,
+    min: 64 * 1024,
+    max: 1024 * 1024 * 1024 * 1024,
+    description: 'Most bytes one log shard keeps; the oldest entries are cut first (`x-max-length-bytes`).',
+  },
+  {
+    key: 'logShards',
+    flag: '--log-shards',
+    env: 'WARREN_LOG_SHARDS',
+    kind: 'integer',
+    default: 4,
+    min: 1,
+    max: 64,
+    description:
+      'Number of RabbitMQ streams (`warren:log:<n>`) the logged channels are hashed into. Changing it moves channels to other streams: their history stays behind.',
   },
   {
     key: 'upstreamTimeoutMs',

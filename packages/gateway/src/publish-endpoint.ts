@@ -60,6 +60,7 @@ export async function handlePublish(
   broker: Broker,
   token: string | undefined,
   maxMessageBytes: number,
+  prepare: (channel: string) => Promise<unknown> = () => Promise.resolve(),
 ): Promise<void> {
   authorizePublisher(req, token);
   const channels = query.getAll('channel');
@@ -79,6 +80,11 @@ export async function handlePublish(
   if (event !== undefined) message.event = parseEventName(event);
   message.body = await readBody(req, maxMessageBytes);
   if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-  await Promise.all(unique.map((channel) => broker.publish(channel, message)));
+  await Promise.all(
+    unique.map(async (channel) => {
+      await prepare(channel);
+      await broker.publish(channel, message);
+    }),
+  );
   sendJson(res, 200, { id: message.id, channels: unique });
 }

@@ -25,6 +25,8 @@ export interface RouterDeps {
   push: PushFront;
   publishToken: string | undefined;
   maxMessageBytes: number;
+  /** Makes a channel ready for a publish (binds a logged channel to its log). */
+  preparePublish(channel: string): Promise<unknown>;
   /** `--push-routes` as given, for error messages. */
   pushRoutes: string | undefined;
   /** A request the gateway does not take, when attached to an application's server. */
@@ -101,9 +103,9 @@ export class Router {
   }
 
   private async publish(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): Promise<void> {
-    const { broker, publishToken, maxMessageBytes } = this.deps;
+    const { broker, publishToken, maxMessageBytes, preparePublish } = this.deps;
     try {
-      await handlePublish(req, res, query, broker, publishToken, maxMessageBytes);
+      await handlePublish(req, res, query, broker, publishToken, maxMessageBytes, preparePublish);
       this.publishes.accepted++;
     } catch (err) {
       if (err instanceof WarrenError && err.status !== null && err.status < 500) this.publishes.refused++;

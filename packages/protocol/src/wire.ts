@@ -8,6 +8,10 @@
  *   `x-expires` (retention), `x-max-length` + `x-overflow: drop-head` and
  *   `x-single-active-consumer: true`, bound to the exchange with the channel
  *   as binding key.
+ * - Channel log (logged channels only): `warren:log:<shard>`, a durable
+ *   stream queue (`x-queue-type: stream`) with `x-max-age`,
+ *   `x-max-length-bytes` and `x-stream-max-segment-size-bytes`, bound with
+ *   the routing key of each logged channel hashed to that shard.
  * - Message properties: `messageId`, `contentType`, `type` (event name),
  *   `timestamp` (seconds), `deliveryMode: 2` (persistent). The body is the
  *   message bytes, untouched.
@@ -44,6 +48,50 @@ export function fanOutQueueArguments(limits: ConsumerQueueLimits): Record<string
     'x-expires': limits.expiresMs,
     'x-max-length': limits.maxLength,
     'x-overflow': 'drop-head',
+  };
+}
+
+/**
+ * The stream that keeps the history of the logged channels hashed to `shard`
+ * (`warren:log:<shard>`; `warren:log:<exchange>:<shard>` for another exchange
+ * than `warren`): a RabbitMQ stream queue bound to the exchange with the
+ * routing key of every logged channel in the shard.
+ */
+export function channelLogName(shard: number, exchange: string = DEFAULT_EXCHANGE): string {
+  return exchange === DEFAULT_EXCHANGE ? `${QUEUE_PREFIX}log:${shard}` : `${QUEUE_PREFIX}log:${exchange}:${shard}`;
+}
+
+/** The shard of a logged channel: FNV-1a of its routing key, modulo `shards`. */
+export function logShardOf(channel: string, shards: number): number {
+  const key = routingKey(channel);
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    hash ^= key.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % shards;
+}
+
+/** Retention of a channel log. */
+export interface LogLimits {
+  /** Entries older than this may be removed (`x-max-age`, whole seconds). */
+  maxAgeMs: number;
+  /** The log is cut from its oldest end past this size (`x-max-length-bytes`). */
+  maxBytes: number;
+  /**
+   * Size of one segment file (`x-stream-max-segment-size-bytes`). Retention
+   * removes whole segments, so this is its granularity.
+   */
+  segmentBytes: number;
+}
+
+/** Arguments of a channel log: a durable stream queue with retention by age and size. */
+export function channelLogArguments(limits: LogLimits): Record<string, unknown> {
+  return {
+    'x-queue-type': 'stream',
+    'x-max-age': `${Math.max(1, Math.ceil(limits.maxAgeMs / 1000))}s`,
+    'x-max-length-bytes': limits.maxBytes,
+    'x-stream-max-segment-size-bytes': Math.min(limits.segmentBytes, limits.maxBytes),
   };
 }
 

@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { WarrenError, type ConsumerQueueLimits, type WarrenMessage } from '@warren/protocol';
+import { WarrenError, type ConsumerQueueLimits, type LogLimits, type WarrenMessage } from '@warren/protocol';
 
 /**
  * A message handed to a consumer. Settle it exactly once: `ack()` removes it
@@ -28,6 +28,34 @@ export interface ConsumeOptions {
   prefetch: number;
   onMessage(delivery: Delivery): void;
   /** Called at most once, and never after `cancel()` was called. */
+  onEnd(end: ConsumerEnd): void;
+}
+
+/**
+ * Where a log reader starts: an offset, the first entry stored at or after a
+ * time (ms since the epoch; on RabbitMQ a whole chunk, so entries a little
+ * older may come first), the oldest entry retained, or the next one appended.
+ * An offset older than the oldest retained starts at the oldest retained; an
+ * offset past the end waits for it.
+ */
+export type LogPosition = { offset: number } | { time: number } | 'first' | 'next';
+
+/** One entry of a channel log handed to a reader. Acknowledge it (once) to let the reader's prefetch move on. */
+export interface LogEntry {
+  /** Its place in the log: unique and increasing within one log (not contiguous per channel). */
+  readonly offset: number;
+  /** The channel it was published to (its routing key). */
+  readonly channel: string;
+  readonly message: WarrenMessage;
+  ack(): void;
+}
+
+export interface ReadLogOptions {
+  from: LogPosition;
+  /** Most unacknowledged entries this reader holds at once. */
+  prefetch: number;
+  onEntry(entry: LogEntry): void;
+  /** Called at most once, and never after `cancel()` was called (`queue-deleted`: the log was deleted). */
   onEnd(end: ConsumerEnd): void;
 }
 
@@ -105,6 +133,26 @@ export interface Broker extends EventEmitter<BrokerEvents> {
    * @throws WarrenError `BROKER_UNAVAILABLE`
    */
   get(queue: string): Promise<Delivery | undefined>;
+  /**
+   * Declares the channel log `log` (a stream) with `limits`. Idempotent; a
+   * log that exists with other limits is used as it is.
+   * @throws WarrenError `BROKER_UNAVAILABLE`
+   */
+  declareLog(log: string, limits: LogLimits): Promise<void>;
+  /** Binds `channel` to `log`: from now on what is published to `channel` is appended to it. Idempotent. */
+  bindLog(log: string, channel: string): Promise<void>;
+  /**
+   * Reads `log` from `options.from`, in order, each entry with its offset.
+   * @throws QueueNotFoundError when the log does not exist
+   */
+  readLog(log: string, options: ReadLogOptions): Promise<Subscription>;
+  /**
+   * Appends `message` to `log` itself (not through a channel): its entry's
+   * `channel` is the log's name. The gateway marks a place in the log with it.
+   */
+  appendLog(log: string, message: WarrenMessage): Promise<void>;
+  /** Deletes `log` and everything in it (its readers end with `queue-deleted`). Idempotent. */
+  deleteLog(log: string): Promise<void>;
   stats(): BrokerStats;
 }
 

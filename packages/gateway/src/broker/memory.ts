@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { ConsumerQueueLimits, WarrenMessage } from '@warren/protocol';
+import type { ConsumerQueueLimits, LogLimits, WarrenMessage } from '@warren/protocol';
 import {
   brokerUnavailable,
   emptyStats,
@@ -9,8 +9,10 @@ import {
   type BrokerStats,
   type ConsumeOptions,
   type Delivery,
+  type ReadLogOptions,
   type Subscription,
 } from './broker.js';
+import { MemoryLog } from './memory-log.js';
 
 interface Stored {
   seq: number;
@@ -107,6 +109,8 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   readonly counters: BrokerStats = emptyStats('memory');
   private readonly queues = new Map<string, MemoryQueue>();
   private readonly bindings = new Map<string, Set<MemoryQueue>>();
+  private readonly logs = new Map<string, MemoryLog>();
+  private readonly logBindings = new Map<string, Set<MemoryLog>>();
   private seq = 0;
   private closed = false;
   private started = false;
@@ -127,11 +131,14 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     for (const queue of this.queues.values()) queue.dispose();
     this.queues.clear();
     this.bindings.clear();
+    this.logs.clear();
+    this.logBindings.clear();
   }
 
   async publish(channel: string, message: WarrenMessage): Promise<void> {
     this.assertReady();
     this.counters.published++;
+    for (const log of this.logBindings.get(channel) ?? []) log.append(channel, message);
     const queues = this.bindings.get(channel);
     if (queues === undefined) return;
     const seq = ++this.seq;
@@ -196,6 +203,53 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
     this.counters.delivered++;
     return this.delivery(undefined, queue, stored);
+  }
+
+  async declareLog(name: string, limits: LogLimits): Promise<void> {
+    this.assertReady();
+    this.counters.queueDeclares++;
+    if (!this.logs.has(name)) this.logs.set(name, new MemoryLog(name, limits));
+  }
+
+  async bindLog(name: string, channel: string): Promise<void> {
+    this.assertReady();
+    const log = this.logs.get(name);
+    if (log === undefined) throw new QueueNotFoundError(name);
+    this.counters.queueBinds++;
+    if (log.channels.has(channel)) return;
+    log.channels.add(channel);
+    let bound = this.logBindings.get(channel);
+    if (bound === undefined) this.logBindings.set(channel, (bound = new Set()));
+    bound.add(log);
+  }
+
+  async readLog(name: string, options: ReadLogOptions): Promise<Subscription> {
+    this.assertReady();
+    const log = this.logs.get(name);
+    if (log === undefined) throw new QueueNotFoundError(name);
+    this.counters.consumersStarted++;
+    return log.read(options);
+  }
+
+  async appendLog(name: string, message: WarrenMessage): Promise<void> {
+    this.assertReady();
+    const log = this.logs.get(name);
+    if (log === undefined) throw new QueueNotFoundError(name);
+    this.counters.published++;
+    log.append(name, message);
+  }
+
+  async deleteLog(name: string): Promise<void> {
+    this.assertReady();
+    const log = this.logs.get(name);
+    if (log === undefined) return;
+    this.logs.delete(name);
+    for (const channel of log.channels) {
+      const bound = this.logBindings.get(channel);
+      bound?.delete(log);
+      if (bound?.size === 0) this.logBindings.delete(channel);
+    }
+    log.dispose();
   }
 
   stats(): BrokerStats {

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type GetMessage, type Message } from 'amqplib';
 import {
+  channelLogArguments,
   confirmError,
   consumerQueueArguments,
   fanOutQueueArguments,
@@ -11,6 +12,7 @@ import {
   toWireProperties,
   WarrenError,
   type ConsumerQueueLimits,
+  type LogLimits,
   type WarrenMessage,
 } from '@warren/protocol';
 import { within } from '../deadline.js';
@@ -26,6 +28,9 @@ import {
   type ConsumeOptions,
   type ConsumerEnd,
   type Delivery,
+  type LogEntry,
+  type LogPosition,
+  type ReadLogOptions,
   type Subscription,
 } from './broker.js';
 
@@ -84,6 +89,13 @@ function shardOf(queue: string, shards: number): number {
     hash = Math.imul(hash, 0x01000193);
   }
   return (hash >>> 0) % shards;
+}
+
+/** A {@link LogPosition} as the value of the consumer argument `x-stream-offset`. */
+function streamOffset(from: LogPosition): unknown {
+  if (from === 'first' || from === 'next') return from;
+  if ('offset' in from) return { '!': 'long', value: from.offset };
+  return { '!': 'timestamp', value: Math.floor(from.time / 1000) };
 }
 
 type State = 'idle' | 'connecting' | 'ready' | 'down' | 'closed';
@@ -159,7 +171,16 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
   }
 
-  async publish(channel: string, message: WarrenMessage): Promise<void> {
+  publish(channel: string, message: WarrenMessage): Promise<void> {
+    return this.publishTo(this.options.exchange, routingKey(channel), message);
+  }
+
+  /** Through the default exchange, straight to the stream. */
+  appendLog(log: string, message: WarrenMessage): Promise<void> {
+    return this.publishTo('', log, message);
+  }
+
+  private async publishTo(exchange: string, key: string, message: WarrenMessage): Promise<void> {
     const ch = await this.channel(
       () => this.publishChannel,
       (p) => {
@@ -178,7 +199,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         this.options.operationTimeoutMs,
       );
       try {
-        ok = ch.publish(this.options.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
+        ok = ch.publish(exchange, key, message.body, toWireProperties(message), (err: unknown) => {
           clearTimeout(timer);
           if (err == null) resolve();
           else reject(confirmError(err));
@@ -215,6 +236,11 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   private async declareAndBind(queue: string, channel: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
+    await this.declareQueue(queue, durable, args);
+    await this.bind(queue, channel);
+  }
+
+  private async declareQueue(queue: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
     this.counters.queueDeclares++;
     try {
       await this.bounded((await this.admin()).assertQueue(queue, { durable, arguments: args }), 'queue.declare');
@@ -231,12 +257,50 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         throw this.translate(checkErr);
       }
     }
+  }
+
+  private async bind(queue: string, channel: string): Promise<void> {
     this.counters.queueBinds++;
     try {
       await this.bounded((await this.admin()).bindQueue(queue, this.options.exchange, routingKey(channel)), 'queue.bind');
     } catch (err) {
       throw this.translate(err);
     }
+  }
+
+  declareLog(log: string, limits: LogLimits): Promise<void> {
+    return this.declareQueue(log, true, channelLogArguments(limits));
+  }
+
+  async bindLog(log: string, channel: string): Promise<void> {
+    try {
+      await this.bind(log, channel);
+    } catch (err) {
+      const cause = err instanceof WarrenError ? (err as { cause?: unknown }).cause : undefined;
+      if ((cause as { code?: number } | undefined)?.code === 404) throw new QueueNotFoundError(log);
+      throw err;
+    }
+  }
+
+  async deleteLog(log: string): Promise<void> {
+    try {
+      await this.bounded((await this.admin()).deleteQueue(log), 'queue.delete');
+    } catch (err) {
+      throw this.translate(err);
+    }
+  }
+
+  /**
+   * Reads a stream from `options.from` (consumer argument `x-stream-offset`;
+   * RabbitMQ requires a prefetch and acknowledgements for it). Each delivery
+   * carries its offset in the `x-stream-offset` header.
+   */
+  async readLog(log: string, options: ReadLogOptions): Promise<Subscription> {
+    const ch = await this.logChannel(options.prefetch, log);
+    const consumer = new RabbitConsumer(ch, { prefetch: options.prefetch, onMessage: () => undefined, onEnd: options.onEnd });
+    return this.startConsumer(log, consumer, (msg) => this.onLogDelivery(consumer, msg, options), {
+      'x-stream-offset': streamOffset(options.from),
+    });
   }
 
   /** The channel for declarations and bindings. */
@@ -276,10 +340,20 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   async consume(queue: string, options: ConsumeOptions): Promise<Subscription> {
     const ch = await this.consumerChannel(options.prefetch, queue);
     const consumer = new RabbitConsumer(ch, options);
+    return this.startConsumer(queue, consumer, (msg) => this.onDelivery(consumer, msg));
+  }
+
+  private async startConsumer(
+    queue: string,
+    consumer: RabbitConsumer,
+    onMessage: (msg: ConsumeMessage | null) => void,
+    args?: Record<string, unknown>,
+  ): Promise<Subscription> {
+    const ch = consumer.channel;
     this.consumers.add(consumer);
     try {
       const reply = await this.bounded(
-        ch.consume(queue, (msg) => this.onDelivery(consumer, msg), { noAck: false }),
+        ch.consume(queue, onMessage, { noAck: false, ...(args === undefined ? {} : { arguments: args }) }),
         'basic.consume',
         (late) => {
           // Started after the caller gave up: its deliveries are requeued (cancelled), and it is stopped.
@@ -329,6 +403,52 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       return;
     }
     consumer.options.onMessage(delivery);
+  }
+
+  private onLogDelivery(consumer: RabbitConsumer, msg: ConsumeMessage | null, options: ReadLogOptions): void {
+    if (msg === null) {
+      // basic.cancel from the server: the stream was deleted.
+      this.consumers.delete(consumer);
+      consumer.end({ reason: 'queue-deleted' });
+      return;
+    }
+    this.counters.delivered++;
+    const ch = consumer.channel;
+    let acked = false;
+    const entry: LogEntry = {
+      offset: Number((msg.properties.headers as Record<string, unknown> | undefined)?.['x-stream-offset']),
+      channel: msg.fields.routingKey,
+      message: fromWire(msg.content, msg.properties),
+      ack: () => {
+        if (acked) return;
+        acked = true;
+        if (this.closedChannels.has(ch)) return;
+        try {
+          ch.ack(msg);
+          this.batchFrames();
+          this.counters.acked++;
+        } catch {
+          // The channel closed: nothing to settle on a stream.
+        }
+      },
+    };
+    // Arrived between cancel() and the broker's cancel-ok: nothing to give back on a stream.
+    if (consumer.cancelled) entry.ack();
+    else options.onEntry(entry);
+  }
+
+  /**
+   * The channel for stream readers with this prefetch: apart from the queue
+   * consumers' channels, so that a stream error (a bad offset, a deleted
+   * stream) never closes a channel that queue consumers use.
+   */
+  private logChannel(prefetch: number, log: string): Promise<Channel> {
+    const key = `log:${prefetch}:${shardOf(log, CONSUMER_SHARDS)}`;
+    return this.channel(
+      () => this.consumeChannels.get(key),
+      (p) => (p === undefined ? this.consumeChannels.delete(key) : this.consumeChannels.set(key, p)),
+      () => this.openConsumeChannel(prefetch, key),
+    );
   }
 
   /**

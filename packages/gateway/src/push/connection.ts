@@ -213,6 +213,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
           channel,
           consumerId,
           lastEventId: options.lastEventId,
+          history: options.history,
           sink: this,
           onEnd: (end) => {
             this.context.log.info('stream ended', { channel, reason: end.reason });

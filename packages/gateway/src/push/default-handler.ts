@@ -13,6 +13,7 @@ import {
 import type { AppReply, Identity } from '../upstream.js';
 import { findLastEventId } from '../consumer-id.js';
 import type { Admission } from '../admission.js';
+import { parseHistory } from '../logs/channel-logs.js';
 import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
@@ -29,6 +30,8 @@ export interface DefaultHandlerDeps {
   prepareStream(req: IncomingMessage, channel: string, consumerId: string | undefined): Promise<void>;
   /** Most channels one socket may subscribe to (`--ws-max-subscriptions`). */
   maxSubscriptions: number;
+  /** Whether a channel is logged (`--log-routes`): `?history=` means something there only. */
+  isLogged(channel: string): boolean;
   /** Sends a client's message to the application; absent without one. */
   sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
@@ -66,10 +69,13 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   // An EventSource closes for good on any answer but 200, so during a broker
   // outage the stream opens (with heartbeats) and subscribes once the broker is back.
   deps.admission.checkOpen(true);
+  const history = deps.isLogged(channel) ? parseHistory(query.get('history')) : undefined;
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
-  return new StreamSession(deps, req, token, requested, channel, consumerId, lastEventId);
+  const session = new StreamSession(deps, req, token, requested, channel, consumerId, lastEventId);
+  session.history = history;
+  return session;
 }
 
 async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
@@ -115,6 +121,9 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
 
 /** One default SSE stream: the path's channel, re-authorized from time to time. */
 class StreamSession extends DefaultSession<string> {
+  /** `?history=`: the last messages of a logged channel to start with. */
+  history: number | undefined;
+
   override async prepare(): Promise<void> {
     try {
       await super.prepare();
@@ -142,6 +151,7 @@ class StreamSession extends DefaultSession<string> {
       await conn.subscribe(this.channel, {
         consumerId: this.consumerId ?? null,
         ...(this.lastEventId === undefined ? {} : { lastEventId: this.lastEventId }),
+        ...(this.history === undefined ? {} : { history: this.history }),
       });
     } catch (err) {
       if (!conn.open) return;

@@ -106,6 +106,8 @@ export interface SubscribeOptions {
   consumerId?: string | null;
   /** Skip what this consumer already received up to this message id (resume). */
   lastEventId?: string;
+  /** On a logged channel: start with its last this many messages (`?history=`). */
+  history?: number;
 }
 
 /**

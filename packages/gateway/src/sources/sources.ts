@@ -6,12 +6,16 @@ import { FanOut } from './fan-out.js';
 import { Limiter } from './limiter.js';
 import { QueueSubscription } from './queue-subscription.js';
 import type { Sink } from './sink.js';
+import type { ChannelLogs } from '../logs/channel-logs.js';
+import type { LogStart } from '../logs/log-subscription.js';
 
 export interface SourceRequest {
   channel: string;
   /** An identified consumer streams its own queue; without an id, the stream is live-only fan-out. */
   consumerId: string | undefined;
   lastEventId: string | undefined;
+  /** The last messages an anonymous subscriber of a logged channel asks for (`?history=`). */
+  history?: number | undefined;
   sink: Sink;
   /** The stream cannot go on (identified streams only: the broker went away). */
   onEnd(end: ConsumerEnd | { reason: 'error'; error: unknown }): void;
@@ -59,9 +63,13 @@ export class Sources {
     readonly fanOut: FanOut,
     private readonly log: Logger,
     private readonly prefetch: number,
+    private readonly logs?: ChannelLogs,
   ) {}
 
   async open(request: SourceRequest): Promise<SourceHandle> {
+    if (request.consumerId === undefined && this.logs?.isLogged(request.channel) === true) {
+      return this.logs.subscribe(request.channel, request.sink, logStart(request));
+    }
     if (request.consumerId === undefined) {
       return this.fanOut.subscribe(request.channel, request.sink);
     }
@@ -103,4 +111,11 @@ export class Sources {
       },
     };
   }
+}
+
+/** Where an anonymous subscriber of a logged channel starts: `?history=`, else after `Last-Event-ID`, else now. */
+function logStart(request: SourceRequest): LogStart {
+  if (request.history !== undefined) return { kind: 'history', count: request.history };
+  if (request.lastEventId !== undefined) return { kind: 'resume', id: request.lastEventId };
+  return { kind: 'live' };
 }

@@ -1,0 +1,250 @@
+import type { WarrenMessage } from '@warren/protocol';
+import type { Broker, LogEntry, LogPosition, Subscription } from '../broker/broker.js';
+import type { Sink } from '../sources/sink.js';
+import { entryCheck, eventId, parseEventId } from './event-id.js';
+import type { LogTail, Mark, TailMember } from './log-tail.js';
+
+/** Where a subscriber of a logged channel starts. */
+export type LogStart =
+  /** From now on. */
+  | { kind: 'live' }
+  /** After the entry whose event id the client sent (`Last-Event-ID`). */
+  | { kind: 'resume'; id: string }
+  /** The last `count` messages of the channel, then live. */
+  | { kind: 'history'; count: number };
+
+/** The events a logged stream may carry besides messages (docs/channel-logs.md, "Signals"). */
+export const SIGNALS = { reset: 'warren-reset', gap: 'warren-gap' } as const;
+
+export interface LogSubscriptionOptions {
+  /** Bytes a subscriber may have waiting for its socket before it is closed as too slow. */
+  maxPendingBytes: number;
+  /** Most live entries held for a subscriber while it catches up. */
+  maxBuffered: number;
+  /** Prefetch of a catching-up subscriber's own reader. */
+  prefetch: number;
+  /** Longest catch-up before the stream is ended (the client reconnects and resumes). */
+  catchUpTimeoutMs: number;
+  onSlow(): void;
+}
+
+/**
+ * One subscriber of a logged channel. Live, it is a member of its shard's
+ * tail. Catching up, it reads the log from its own position with a reader of
+ * its own, holding what the tail brings meanwhile, up to a mark it appends
+ * to the log: at the mark the two meet, and each entry is sent once (by
+ * offset), with no gap between them.
+ */
+export class LogSubscription implements TailMember {
+  /** Offset of the last entry sent. */
+  private lastSent = -1;
+  /** Live entries held while catching up. */
+  private held: Array<[number, WarrenMessage]> | undefined;
+  private reader: Subscription | undefined;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly channel: string,
+    private readonly sink: Sink,
+    private readonly tail: LogTail,
+    private readonly broker: Broker,
+    private readonly options: LogSubscriptionOptions,
+  ) {}
+
+  /** Joins the tail and, for a resume or a history, catches up first. Resolves once the stream is subscribed. */
+  async start(start: LogStart): Promise<void> {
+    if (start.kind !== 'live') this.held = [];
+    this.tail.add(this);
+    if (start.kind === 'live') return;
+    this.timer = setTimeout(() => this.lost(), this.options.catchUpTimeoutMs);
+    this.timer.unref();
+    const catchUp = start.kind === 'history' ? new History(this, start.count) : Resume.of(this, start.id);
+    this.reader = await this.broker.readLog(this.tail.log, {
+      from: catchUp.from,
+      prefetch: this.options.prefetch,
+      onEntry: (entry) => catchUp.entry(entry),
+      onEnd: () => this.lost(),
+    });
+    void this.tail.mark().then(
+      (mark) => catchUp.marked(mark),
+      () => this.lost(),
+    );
+  }
+
+  stop(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.tail.remove(this);
+    return this.endReader();
+  }
+
+  live(offset: number, message: WarrenMessage): void {
+    if (this.held === undefined) {
+      this.send(offset, message);
+      return;
+    }
+    this.held.push([offset, message]);
+    if (this.held.length > this.options.maxBuffered) this.slow();
+  }
+
+  lost(): void {
+    if (this.stopped) return;
+    void this.stop();
+    this.sink.drop('broker-unavailable');
+  }
+
+  /** @internal A history entry of this channel, sent (acknowledged once written, for backpressure). */
+  sendEntry(entry: LogEntry): void {
+    if (this.stopped || entry.offset <= this.lastSent) {
+      entry.ack();
+      return;
+    }
+    this.lastSent = entry.offset;
+    this.sink.send(this.channel, { ...entry.message, id: eventId(entry.offset, entry.message) }, () => entry.ack());
+  }
+
+  /** @internal A signal event (`warren-reset`, `warren-gap`) with the id a reconnecting client should send. */
+  signal(event: string, id: string, reason: string): void {
+    if (this.stopped) return;
+    const body = Buffer.from(JSON.stringify({ reason }));
+    this.sink.send(this.channel, { id, event, contentType: 'application/json', body });
+  }
+
+  /** @internal Caught up to `mark`: the held live entries after what was sent follow, then live ones. */
+  caughtUp(mark: Mark, reset: boolean): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    if (reset) {
+      this.lastSent = mark.offset;
+      this.signal(SIGNALS.reset, eventId(mark.offset, mark.message), 'unknown-position');
+    }
+    const held = this.held ?? [];
+    this.held = undefined;
+    void this.endReader();
+    for (const [offset, message] of held) this.send(offset, message);
+  }
+
+  private send(offset: number, message: WarrenMessage): void {
+    if (this.stopped || offset <= this.lastSent) return;
+    if (this.sink.pendingBytes() > this.options.maxPendingBytes) {
+      this.slow();
+      return;
+    }
+    this.lastSent = offset;
+    this.sink.send(this.channel, message);
+  }
+
+  private slow(): void {
+    if (this.stopped) return;
+    this.options.onSlow();
+    void this.stop();
+    this.sink.drop('slow-consumer');
+  }
+
+  private async endReader(): Promise<void> {
+    const reader = this.reader;
+    this.reader = undefined;
+    await reader?.cancel();
+  }
+}
+
+/** A catch-up: where its reader starts, what it does with each entry, and what happens at the mark. */
+interface CatchUp {
+  readonly from: LogPosition;
+  entry(entry: LogEntry): void;
+  marked(mark: Mark): void;
+}
+
+/** Catching up from the end of the log with the last `count` messages of the channel. */
+class History implements CatchUp {
+  readonly from = 'first';
+  private readonly ring: LogEntry[] = [];
+  private mark: Mark | undefined;
+  private seen = -1;
+  private done = false;
+
+  constructor(
+    private readonly sub: LogSubscription,
+    private readonly count: number,
+  ) {}
+
+  entry(entry: LogEntry): void {
+    this.seen = entry.offset;
+    if (!this.done && entry.channel === this.sub.channel) {
+      this.ring.push(entry);
+      if (this.ring.length > this.count) this.ring.shift()!.ack();
+    } else {
+      entry.ack();
+    }
+    this.maybeDone();
+  }
+
+  marked(mark: Mark): void {
+    this.mark = mark;
+    this.maybeDone();
+  }
+
+  private maybeDone(): void {
+    if (this.done || this.mark === undefined || this.seen < this.mark.offset) return;
+    this.done = true;
+    for (const entry of this.ring.splice(0)) this.sub.sendEntry(entry);
+    this.sub.caughtUp(this.mark, false);
+  }
+}
+
+/** Catching up after the entry a client names by its event id. */
+class Resume implements CatchUp {
+  private first = true;
+  private mark: Mark | undefined;
+  private seen = -1;
+  /** The position is unknown: the stream restarts at the mark with a reset. */
+  private reset = false;
+  private done = false;
+
+  private constructor(
+    private readonly sub: LogSubscription,
+    readonly from: LogPosition,
+    private readonly id: string,
+    private readonly target: { offset: number; check: string } | undefined,
+  ) {}
+
+  /** An id that is not an event id resumes nowhere: it is answered with a reset at the mark. */
+  static of(sub: LogSubscription, id: string): Resume {
+    const target = parseEventId(id);
+    return new Resume(sub, target === undefined ? 'next' : { offset: target.offset }, id, target);
+  }
+
+  entry(entry: LogEntry): void {
+    this.seen = entry.offset;
+    if (this.done || this.reset) {
+      entry.ack();
+    } else if (this.first && this.target !== undefined && entry.offset === this.target.offset) {
+      // The entry the client has: skip it, unless it is another one (the log was declared again).
+      this.first = false;
+      this.reset = entryCheck(entry.message) !== this.target.check;
+      entry.ack();
+    } else {
+      // Reading from an offset starts at the oldest retained entry when the offset is older.
+      if (this.first && this.target !== undefined) this.sub.signal(SIGNALS.gap, this.id, 'history-gone');
+      this.first = false;
+      if (entry.channel === this.sub.channel) this.sub.sendEntry(entry);
+      else entry.ack();
+    }
+    this.maybeDone();
+  }
+
+  marked(mark: Mark): void {
+    this.mark = mark;
+    // Past the end of the log (it was deleted and declared again since), or not an event id at all.
+    if (this.target === undefined || this.target.offset > mark.offset) this.reset = true;
+    this.maybeDone();
+  }
+
+  private maybeDone(): void {
+    if (this.done || this.mark === undefined || (!this.reset && this.seen < this.mark.offset)) return;
+    this.done = true;
+    this.sub.caughtUp(this.mark, this.reset);
+  }
+}
