@@ -95,7 +95,7 @@ const FLAGS = {
   profile: { type: 'boolean', default: false, help: 'take the CPU profiles even with --quick' },
   only: {
     type: 'string',
-    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2) and metrics (--metrics-port vs none)',
+    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2), metrics (--metrics-port vs none) and logged (--log-routes vs none)',
   },
   'ab-fanout': { type: 'string', help: 'subscribers of the A/B groups (workers, metrics)', full: '1000', quickValue: '50' },
   'ab-pairs': { type: 'string', help: 'A,B pairs of runs per A/B comparison, interleaved A,B,A,B', full: '3', quickValue: '1' },
@@ -254,7 +254,8 @@ async function warrenStats(server) {
 async function serverStreams(server, { identified, transport }) {
   if (server.kind === 'warren') {
     const all = server.workers > 1 ? await workerStats(server) : [await warrenStats(server)];
-    return all.reduce((n, s) => n + (identified ? s.streams.identified : s.fanOut.subscribers), 0);
+    // An anonymous stream is the fan-out's, or, on a logged channel, a log tail's.
+    return all.reduce((n, s) => n + (identified ? s.streams.identified : s.fanOut.subscribers + (s.logs?.subscribers ?? 0)), 0);
   }
   const s = await (await fetch(`${server.url}/stats`, { signal: AbortSignal.timeout(10_000) })).json();
   return transport === 'ws' ? s.websocket : s.sse;
@@ -404,6 +405,14 @@ const AB_GROUPS = {
       { tag: 'nometrics', serverArgs: [] },
       // Scraped every second while it runs (Prometheus would scrape every 15 s or so).
       { tag: 'metrics', serverArgs: ['--metrics-port', '<free>'], scrapeEveryMs: 1000 },
+    ],
+    scenarios: [{ system: 'warren', transport: 'sse', identified: false }],
+  },
+  // Anonymous SSE on a logged channel (issue 15: one log tail per shard and process) against the fan-out queue.
+  logged: {
+    variants: [
+      { tag: 'unlogged', serverArgs: [] },
+      { tag: 'logged', serverArgs: ['--log-routes', '/bench-', '--log-max-bytes', '64mb'] },
     ],
     scenarios: [{ system: 'warren', transport: 'sse', identified: false }],
   },
