@@ -1,0 +1,145 @@
+// Long-poll on logged channels (docs/channel-logs.md, "Long-poll and
+// positions"): `?since=` for anyone, and identified consumers that keep a
+// position in the `warren:positions` stream instead of a queue each.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import amqp from 'amqplib';
+import { channelLogName, positionsLogName } from '@warren/protocol';
+import {
+  AMQP_URL,
+  BROKERS,
+  httpPublish,
+  poll,
+  rabbitQueues,
+  startGateway,
+  unique,
+  type PollResult,
+  type TestGateway,
+} from './support/index.js';
+
+// One shard: each test gateway declares two streams (the shard and the positions).
+const SHARDS = 1;
+
+async function publishAll(gw: TestGateway, channel: string, texts: string[]): Promise<void> {
+  for (const text of texts) assert.equal((await httpPublish(gw.url, channel, text)).status, 200);
+}
+
+const range = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `m${from + i}`);
+const header = (res: PollResult, name: string): string | undefined => res.headers[name] as string | undefined;
+
+/** Deletes what a test gateway declared (its streams and, on RabbitMQ, its exchange). */
+async function clean(gw: TestGateway, exchange: string, kind: string): Promise<void> {
+  for (let shard = 0; shard < SHARDS; shard++) await gw.gateway.broker.deleteLog(channelLogName(shard, exchange));
+  await gw.gateway.broker.deleteLog(positionsLogName(exchange));
+  if (kind === 'rabbitmq') {
+    const conn = await amqp.connect(AMQP_URL);
+    await (await conn.createChannel()).deleteExchange(exchange);
+    await conn.close();
+  }
+}
+
+/** Polls `count` messages for `consumer`, each answer at once (they are waiting), alternating over `gateways`. */
+async function take(gateways: TestGateway[], channel: string, consumer: string, count: number): Promise<string[]> {
+  const got: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const res = await poll(gateways[i % gateways.length]!.url, channel, { consumerId: consumer, timeout: 5 });
+    assert.equal(res.status, 200, `poll ${i}: ${res.status} ${res.body}`);
+    assert.match(header(res, 'message-id')!, /^\d+\.[0-9a-f]{8}$/);
+    got.push(res.body);
+  }
+  return got;
+}
+
+for (const kind of BROKERS) {
+  describe(`long-poll on logged channels on the ${kind} broker`, () => {
+    let gw: TestGateway;
+    const exchange = unique('warren-test-');
+    const options = { logRoutes: '/logged/', exchange, logShards: SHARDS };
+
+    before(async () => {
+      gw = await startGateway(kind, options);
+    });
+    after(async () => {
+      await gw.close();
+      const cleaner = await startGateway(kind, options);
+      await clean(cleaner, exchange, kind);
+      await cleaner.close();
+    });
+
+    it('an identified consumer gets 1,000 messages published in bursts between its polls, in order, none twice, with no queue', async () => {
+      const channel = `/logged/${unique('bursts-')}`;
+      const consumer = unique('c-');
+      // The first poll places the consumer at the end of the log.
+      assert.equal((await poll(gw.url, channel, { consumerId: consumer, timeout: 0 })).status, 204);
+      const got: string[] = [];
+      for (let sent = 0; sent < 1000;) {
+        const burst = Math.min(1000 - sent, 1 + ((sent * 7919) % 97));
+        await publishAll(gw, channel, range(sent, sent + burst));
+        got.push(...(await take([gw], channel, consumer, burst)));
+        sent += burst;
+      }
+      assert.deepEqual(got, range(0, 1000));
+      assert.equal((await poll(gw.url, channel, { consumerId: consumer, timeout: 0 })).status, 204, 'nothing twice');
+      if (kind === 'rabbitmq') assert.deepEqual(await rabbitQueues(`warren:${consumer}`), [], 'no queue for the consumer');
+    });
+
+    it('an anonymous poller walks the log with ?history= and ?since=', async () => {
+      const channel = `/logged/${unique('since-')}`;
+      await publishAll(gw, channel, range(0, 5));
+      let res = await poll(gw.url, channel, { query: '?history=3' });
+      assert.equal(res.body, 'm2');
+      const got = [res.body];
+      for (let i = 0; i < 2; i++) {
+        res = await poll(gw.url, channel, { query: `?since=${header(res, 'message-id')}` });
+        got.push(res.body);
+      }
+      assert.deepEqual(got, ['m2', 'm3', 'm4']);
+      const waiting = poll(gw.url, channel, { query: `?since=${header(res, 'message-id')}&timeout=10` });
+      await new Promise((r) => setTimeout(r, 300));
+      await publishAll(gw, channel, ['live']);
+      assert.equal((await waiting).body, 'live');
+    });
+
+    it('an unknown id is answered with warren-reset and a position to poll from', async () => {
+      const channel = `/logged/${unique('reset-')}`;
+      await publishAll(gw, channel, ['before']);
+      const res = await poll(gw.url, channel, { query: '?since=not-an-event-id' });
+      assert.equal(res.status, 200);
+      assert.equal(header(res, 'warren-event'), 'warren-reset');
+      assert.deepEqual(JSON.parse(res.body), { reason: 'unknown-position' });
+      await publishAll(gw, channel, ['after']);
+      const next = await poll(gw.url, channel, { query: `?since=${header(res, 'message-id')}&timeout=5` });
+      assert.equal(next.body, 'after');
+    });
+  });
+}
+
+describe('long-poll positions across gateways on RabbitMQ', () => {
+  it('two gateways take turns, then a restart in the middle loses nothing', async () => {
+    const exchange = unique('warren-test-');
+    const options = { logRoutes: '/logged/', exchange, logShards: SHARDS };
+    const channel = `/logged/${unique('restart-')}`;
+    const consumer = unique('c-');
+    let a = await startGateway('rabbitmq', options);
+    const b = await startGateway('rabbitmq', options);
+    try {
+      assert.equal((await poll(a.url, channel, { consumerId: consumer, timeout: 0 })).status, 204);
+      await publishAll(a, channel, range(0, 300));
+      // A poll on one gateway right after a poll on the other starts where that one stopped.
+      const got = await take([a, b], channel, consumer, 100);
+      got.push(...(await take([a], channel, consumer, 50)));
+      await a.close();
+      got.push(...(await take([b], channel, consumer, 50)));
+      await b.close();
+      a = await startGateway('rabbitmq', options);
+      got.push(...(await take([a], channel, consumer, 100)));
+      assert.deepEqual(got, range(0, 300));
+      assert.equal((await poll(a.url, channel, { consumerId: consumer, timeout: 0 })).status, 204);
+      assert.deepEqual(await rabbitQueues(`warren:${consumer}`), []);
+    } finally {
+      await clean(a, exchange, 'rabbitmq');
+      await a.close();
+      await b.close();
+    }
+  });
+});
