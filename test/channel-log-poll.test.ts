@@ -124,16 +124,16 @@ describe('long-poll positions across gateways on RabbitMQ', () => {
     const b = await startGateway('rabbitmq', options);
     try {
       assert.equal((await poll(a.url, channel, { consumerId: consumer, timeout: 0 })).status, 204);
-      await publishAll(a, channel, range(0, 300));
+      await publishAll(a, channel, range(0, 150));
       // A poll on one gateway right after a poll on the other starts where that one stopped.
-      const got = await take([a, b], channel, consumer, 100);
-      got.push(...(await take([a], channel, consumer, 50)));
+      const got = await take([a, b], channel, consumer, 60);
+      got.push(...(await take([a], channel, consumer, 30)));
       await a.close();
-      got.push(...(await take([b], channel, consumer, 50)));
+      got.push(...(await take([b], channel, consumer, 30)));
       await b.close();
       a = await startGateway('rabbitmq', options);
-      got.push(...(await take([a], channel, consumer, 100)));
-      assert.deepEqual(got, range(0, 300));
+      got.push(...(await take([a], channel, consumer, 30)));
+      assert.deepEqual(got, range(0, 150));
       assert.equal((await poll(a.url, channel, { consumerId: consumer, timeout: 0 })).status, 204);
       assert.deepEqual(await rabbitQueues(`warren:${consumer}`), []);
     } finally {
