@@ -2,6 +2,7 @@
 // positions"): `?since=` for anyone, and identified consumers that keep a
 // position in the `warren:positions` stream instead of a queue each.
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
 import { channelLogName, positionsLogName } from '@warren/protocol';
@@ -13,6 +14,7 @@ import {
   rabbitQueues,
   startGateway,
   unique,
+  until,
   type PollResult,
   type TestGateway,
 } from './support/index.js';
@@ -140,6 +142,34 @@ describe('long-poll positions across gateways on RabbitMQ', () => {
       await clean(a, exchange, 'rabbitmq');
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describe('long-poll positions when the answer is not written', () => {
+  it('a client that hangs up halfway through an answer gets that message again on its next poll', async () => {
+    const exchange = unique('warren-test-');
+    const gw = await startGateway('memory', { logRoutes: '/logged/', exchange, logShards: SHARDS, maxMessageBytes: 32 * 1024 * 1024 });
+    try {
+      const channel = `/logged/${unique('hangup-')}`;
+      const consumer = unique('c-');
+      assert.equal((await poll(gw.url, channel, { consumerId: consumer, timeout: 0 })).status, 204);
+      // Too large for loopback's socket buffers: the answer cannot be written while the client does not read.
+      const big = 'x'.repeat(20 * 1024 * 1024);
+      await publishAll(gw, channel, ['small', big, 'after']);
+      assert.equal((await poll(gw.url, channel, { consumerId: consumer })).body, 'small');
+      const before = gw.gateway.stats().longPoll.clientGone;
+      const url = new URL(gw.url);
+      const socket = connect(Number(url.port), url.hostname);
+      socket.on('error', () => undefined);
+      socket.once('data', () => socket.destroy());
+      socket.write(`GET ${channel}?timeout=10 HTTP/1.1\r\nHost: x\r\nConsumer-Id: ${consumer}\r\n\r\n`);
+      await until(() => gw.gateway.stats().longPoll.clientGone > before, 'the poll to see its client gone');
+      const again = await poll(gw.url, channel, { consumerId: consumer });
+      assert.equal(again.body.length, big.length, 'the message not written is answered again');
+      assert.equal((await poll(gw.url, channel, { consumerId: consumer })).body, 'after');
+    } finally {
+      await gw.close();
     }
   });
 });
