@@ -1,4 +1,4 @@
-import { generateMessageId, type LogLimits } from '@warren/protocol';
+import { generateMessageId, WarrenError, type LogLimits } from '@warren/protocol';
 import type { Broker, LogEntry, Subscription } from '../broker/broker.js';
 import type { Logger } from '../logger.js';
 
@@ -28,7 +28,7 @@ interface Position {
  */
 export class Positions {
   private readonly map = new Map<string, Position>();
-  private readonly marks = new Map<string, () => void>();
+  private readonly marks = new Map<string, { resolve(): void; reject(err: Error): void }>();
   private readonly pending = new Set<Promise<void>>();
   private reader: Subscription | undefined;
   private starting: Promise<void> | undefined;
@@ -37,7 +37,9 @@ export class Positions {
     private readonly broker: Broker,
     private readonly log: Logger,
     private readonly options: PositionsOptions,
-  ) {}
+  ) {
+    broker.on('lost', () => this.lost('the broker connection was lost'));
+  }
 
   /**
    * Resolves once the map holds every position recorded (on any gateway)
@@ -45,9 +47,9 @@ export class Positions {
    */
   async sync(): Promise<void> {
     await this.start();
-    await Promise.allSettled([...this.pending]);
+    await this.appended();
     const id = generateMessageId();
-    const read = new Promise<void>((resolve) => this.marks.set(id, resolve));
+    const read = new Promise<void>((resolve, reject) => this.marks.set(id, { resolve, reject }));
     try {
       await this.append({ mark: id });
     } catch (err) {
@@ -63,13 +65,18 @@ export class Positions {
     return position === undefined || Date.now() - position.at > this.options.expiresMs ? undefined : position.id;
   }
 
-  /** Records `id` as the position of `consumer` on `channel` (appended; a failure is logged: the consumer gets that message again). */
-  record(consumer: string, channel: string, id: string): void {
-    const done = this.append({ c: consumer, ch: channel, id }).catch((err: unknown) =>
-      this.log.warn('position not recorded', { channel, error: String(err) }),
-    );
+  /** Records `id` as the position of `consumer` on `channel`; resolves once the broker has it. */
+  save(consumer: string, channel: string, id: string): Promise<void> {
+    const appended = this.append({ c: consumer, ch: channel, id });
+    const done = appended.catch(() => undefined);
     this.pending.add(done);
     void done.finally(() => this.pending.delete(done));
+    return appended;
+  }
+
+  /** {@link save} without waiting (a failure is logged: the consumer gets that message again). */
+  record(consumer: string, channel: string, id: string): void {
+    this.save(consumer, channel, id).catch((err: unknown) => this.log.warn('position not recorded', { channel, error: String(err) }));
   }
 
   /** Records the position again when it is half way to expiring (a consumer that polls but gets nothing keeps it). */
@@ -78,9 +85,14 @@ export class Positions {
     if (position !== undefined && Date.now() - position.at > this.options.expiresMs / 2) this.record(consumer, channel, position.id);
   }
 
+  /** Resolves once every position being appended was appended (or failed). */
+  async appended(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+  }
+
   /** Waits for the positions being appended, then stops reading. */
   async close(): Promise<void> {
-    await Promise.allSettled([...this.pending]);
+    await this.appended();
     const reader = this.reader;
     this.reader = undefined;
     await reader?.cancel();
@@ -100,11 +112,18 @@ export class Positions {
       prefetch: 1000,
       onEntry: (entry) => this.onEntry(entry),
       onEnd: (end) => {
-        // Read again from the start on the next sync (the map stays: the stream replays it in order).
-        this.reader = undefined;
         this.log.warn('positions reader ended', { reason: end.reason });
+        this.lost(`the positions reader ended (${end.reason})`);
       },
     });
+  }
+
+  /** Read again from the start on the next sync (the map stays: the stream replays it in order); waiting syncs fail. */
+  private lost(why: string): void {
+    this.reader = undefined;
+    const waiting = [...this.marks.values()];
+    this.marks.clear();
+    for (const mark of waiting) mark.reject(new WarrenError('BROKER_UNAVAILABLE', why));
   }
 
   private onEntry(entry: LogEntry): void {
@@ -116,7 +135,7 @@ export class Positions {
       return;
     }
     if ('mark' in record) {
-      this.marks.get(record.mark)?.();
+      this.marks.get(record.mark)?.resolve();
       this.marks.delete(record.mark);
     } else if (typeof record.c === 'string' && typeof record.ch === 'string' && typeof record.id === 'string') {
       this.map.set(key(record.c, record.ch), { id: record.id, at: entry.message.publishedAt ?? Date.now() });

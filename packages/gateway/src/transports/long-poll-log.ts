@@ -6,7 +6,8 @@ import type { ChannelLogs } from '../logs/channel-logs.js';
 import { SIGNALS, type LogStart } from '../logs/log-subscription.js';
 import type { Positions } from '../logs/positions.js';
 import type { Sink, SinkCloseReason } from '../sources/sink.js';
-import type { LongPollStats } from './long-poll.js';
+import { within } from '../deadline.js';
+import { POLL_GRACE_MS, type LongPollStats } from './long-poll.js';
 
 /** The header of a long-poll answer that follows a gap in the log (`history-gone`). */
 export const GAP_HEADER = 'warren-gap';
@@ -65,6 +66,8 @@ export class LogPolls {
     let settle!: () => void;
     const poll: LogPoll = { finish: (o) => finish(o), settled: new Promise((resolve) => (settle = resolve)) };
     const key = consumer === undefined ? undefined : `${consumer}\n${channel}`;
+    const deadline = Date.now() + timeoutMs;
+    const lastAnswer = (): number => deadline + POLL_GRACE_MS - Date.now();
     this.stats.started++;
     this.stats.active++;
     this.polls.add(poll);
@@ -74,14 +77,20 @@ export class LogPolls {
     let stop: (() => Promise<void>) | undefined;
     try {
       if (key !== undefined) await this.takeOver(key, poll);
-      const deadline = Date.now() + timeoutMs;
-      const start = await this.start(channel, consumer, asked);
+      const start = await within(this.start(channel, consumer, asked), lastAnswer(), brokerTimeout);
       const sink = new FirstMessage(finish, start.silentReset ? (id) => this.positions.record(consumer!, channel, id) : undefined);
-      // 204 only once the catch-up found nothing after the position (bounded: the catch-up has a timeout of its own).
+      // 204 only once the catch-up found nothing after the position (or, at the latest, at the grace's end).
       let caughtUp!: () => void;
       const live = new Promise<void>((resolve) => (caughtUp = resolve));
-      stop = (await this.logs.subscribe(channel, sink, start.start, () => caughtUp())).stop;
-      timer = setTimeout(() => void live.then(() => finish({ type: 'timeout', gap: sink.gap })), Math.max(0, deadline - Date.now()));
+      const subscribing = this.logs.subscribe(channel, sink, start.start, () => caughtUp());
+      stop = (await within(subscribing, lastAnswer(), brokerTimeout, (late) => void late.stop())).stop;
+      timer = setTimeout(
+        () => {
+          const grace = new Promise<void>((resolve) => setTimeout(resolve, POLL_GRACE_MS).unref());
+          void Promise.race([live, grace]).then(() => finish({ type: 'timeout', gap: sink.gap }));
+        },
+        Math.max(0, deadline - Date.now()),
+      );
       await this.answer(res, channel, consumer, await outcome, headers);
     } catch (err) {
       this.stats.failed++;
@@ -124,15 +133,20 @@ export class LogPolls {
   private async answer(res: ServerResponse, channel: string, consumer: string | undefined, outcome: Outcome, headers: OutgoingHttpHeaders) {
     const out = outcome.type !== 'ended' && outcome.gap ? { ...headers, [GAP_HEADER]: 'history-gone' } : headers;
     if (outcome.type === 'message') {
-      if (await writeMessage(res, outcome.message, out)) {
+      const { id } = outcome.message;
+      const commit = consumer === undefined ? () => Promise.resolve() : () => this.positions.save(consumer, channel, id);
+      if (await writeMessage(res, outcome.message, out, commit)) {
         this.stats.delivered++;
-        if (consumer !== undefined) this.positions.record(consumer, channel, outcome.message.id);
       } else {
         this.stats.clientGone++;
       }
     } else if (outcome.type === 'timeout') {
       this.stats.timedOut++;
-      if (consumer !== undefined) this.positions.refresh(consumer, channel);
+      if (consumer !== undefined) {
+        // A first position (placed during this poll) is on the broker before the client may poll elsewhere.
+        await this.positions.appended();
+        this.positions.refresh(consumer, channel);
+      }
       res.writeHead(204, out).end();
     } else if (outcome.why === 'client-gone') {
       this.stats.clientGone++;
@@ -190,8 +204,22 @@ class FirstMessage implements Sink {
   }
 }
 
-/** Writes `message` as a poll's answer; resolves whether it was handed to the operating system. */
-function writeMessage(res: ServerResponse, message: WarrenMessage, headers: OutgoingHttpHeaders): Promise<boolean> {
+const brokerTimeout = (): Error => new WarrenError('BROKER_TIMEOUT', "the broker did not answer within the poll's timeout");
+
+/**
+ * Writes `message` as a poll's answer, calling `commit` (recording the
+ * position) once all but its last byte were handed to the operating system,
+ * and writing that byte only once `commit` resolved: the client cannot have
+ * the whole answer, and poll again elsewhere, before its position is on the
+ * broker. Resolves whether it was committed; a failed commit cuts the answer
+ * short (the client polls again and gets the same message).
+ */
+function writeMessage(
+  res: ServerResponse,
+  message: WarrenMessage,
+  headers: OutgoingHttpHeaders,
+  commit: () => Promise<void>,
+): Promise<boolean> {
   if (res.destroyed) return Promise.resolve(false);
   const out: OutgoingHttpHeaders = {
     ...headers,
@@ -200,11 +228,40 @@ function writeMessage(res: ServerResponse, message: WarrenMessage, headers: Outg
     [HEADERS.messageId]: message.id,
   };
   if (message.event !== undefined) out[HEADERS.event] = message.event;
-  // Node emits 'finish' even when the socket was destroyed half written: the socket says whether it was.
+  // Node calls a write's callback even when the socket was destroyed: the socket says whether it was written.
   const socket = res.socket;
+  const head = message.body.subarray(0, Math.max(0, message.body.length - 1));
+  const last = message.body.subarray(head.length);
   return new Promise<boolean>((resolve) => {
-    res.once('finish', () => resolve(socket !== null && !socket.destroyed));
+    const committed = async (): Promise<void> => {
+      try {
+        await commit();
+      } catch {
+        res.destroy();
+        resolve(false);
+        return;
+      }
+      res.end(last);
+      resolve(true);
+    };
     res.once('close', () => resolve(false));
-    res.writeHead(200, out).end(message.body);
+    if (last.length === 0) {
+      // Nothing to hold back: the position goes first.
+      void commit().then(
+        () => {
+          res.writeHead(200, out).end();
+          resolve(true);
+        },
+        () => {
+          res.destroy();
+          resolve(false);
+        },
+      );
+      return;
+    }
+    res.writeHead(200, out).write(head, (err) => {
+      if (err != null || socket === null || socket.destroyed) resolve(false);
+      else void committed();
+    });
   });
 }
