@@ -173,3 +173,38 @@ describe('long-poll positions when the answer is not written', () => {
     }
   });
 });
+
+describe('long-poll of a position older than the log retains', () => {
+  it('answers the first message retained with Warren-Gap: history-gone', async () => {
+    const gw = await startGateway('memory', {
+      logRoutes: '/logged/',
+      exchange: unique('warren-test-'),
+      logShards: SHARDS,
+      logMaxBytes: 64 * 1024,
+    });
+    try {
+      const channel = `/logged/${unique('gone-')}`;
+      await publishAll(gw, channel, ['first']);
+      const first = await poll(gw.url, channel, { query: '?history=1' });
+      assert.equal(first.body, 'first');
+      assert.equal(header(first, 'warren-gap'), undefined);
+      // 64 KiB retained: 200 messages of 1 KiB push the first one out.
+      const pad = 'x'.repeat(1024);
+      await publishAll(
+        gw,
+        channel,
+        range(0, 200).map((m) => pad + m),
+      );
+      const res = await poll(gw.url, channel, { query: `?since=${header(first, 'message-id')}` });
+      assert.equal(res.status, 200);
+      assert.equal(header(res, 'warren-gap'), 'history-gone');
+      const oldest = Number(res.body.slice(pad.length + 1));
+      assert.ok(oldest > 0 && oldest < 199, `some history is gone (the oldest retained is m${oldest})`);
+      // Walking on from there: later messages, in order (the log is full, so each poll's mark may push out one more).
+      const next = await poll(gw.url, channel, { query: `?since=${header(res, 'message-id')}` });
+      assert.ok(Number(next.body.slice(pad.length + 1)) > oldest, next.body.slice(pad.length));
+    } finally {
+      await gw.close();
+    }
+  });
+});
