@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { encodeMessage, parseChannel, WarrenError, type MessageData, type MessageOptions } from '@warren/protocol';
+import { encodeMessage, parseChannel, positionsLogName, WarrenError, type MessageData, type MessageOptions } from '@warren/protocol';
 import { AccessLog } from './access-log.js';
 import { Admission } from './admission.js';
 import { Upstream } from './upstream.js';
@@ -27,6 +27,8 @@ import { Sources } from './sources/sources.js';
 import { TlsServer } from './tls.js';
 import { ChannelLogs, type ChannelLogsStats } from './logs/channel-logs.js';
 import { LongPoll, LongPollFront, type LongPollStats } from './transports/long-poll.js';
+import { LogPolls } from './transports/long-poll-log.js';
+import { Positions } from './logs/positions.js';
 import { sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
 import { UpgradeFront } from './upgrade.js';
@@ -234,6 +236,8 @@ interface Core {
   queues: ConsumerQueues;
   fanOut: FanOut;
   logs: ChannelLogs;
+  /** Where identified consumers of logged channels are (docs/channel-logs.md, "Positions"). */
+  positions: Positions;
   streams: Sources;
   upstream: Upstream;
   cors: Cors;
@@ -282,6 +286,7 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     queues,
     fanOut,
     logs,
+    positions: createPositions(options, broker, log),
     upstream,
     cors,
     queueBudget,
@@ -307,6 +312,16 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     publish: publisher(options, broker, start, logs),
   };
   return core;
+}
+
+function createPositions(options: NormalizedOptions, broker: Broker, log: Logger): Positions {
+  // Kept as long as a consumer queue would be; small segments, so that retention can cut often.
+  const maxBytes = 64 * 1024 * 1024;
+  return new Positions(broker, log, {
+    log: positionsLogName(options.exchange),
+    limits: { maxAgeMs: options.queueExpiresMs, maxBytes, segmentBytes: 1024 * 1024 },
+    expiresMs: options.queueExpiresMs,
+  });
 }
 
 function createLogs(options: NormalizedOptions, broker: Broker, log: Logger): ChannelLogs {
@@ -352,7 +367,8 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     },
   });
   const longPoll = new LongPoll(broker, core.queues, log);
-  const polls = new LongPollFront(longPoll, core.fanOut, admission, upstream, options);
+  longPoll.logged = new LogPolls(core.logs, core.positions, longPoll.stats, log);
+  const polls = new LongPollFront(longPoll, core.fanOut, admission, upstream, options, { channels: core.logs, polls: longPoll.logged });
   const stats = (): GatewayStats => gatewayStats(core, push, longPoll);
   const routes = new Routes(options.pushRoutes, options.appRoutes, custom);
   const { publishToken, maxMessageBytes, pushRoutes } = options;
@@ -436,6 +452,7 @@ async function shutdown(
   await Promise.all(open.map((conn) => conn.shutdown(1000)));
   await core.fanOut.close();
   await core.logs.close();
+  await core.positions.close();
   attached?.restore();
   await Promise.all([closeServer(server, attached === undefined), metrics?.listener?.close()]);
   // onClose may still publish (a chat's "left"): give it time before the broker goes.

@@ -30,6 +30,7 @@ export {
   fanOutQueueName,
   fanOutQueueArguments,
   channelLogName,
+  positionsLogName,
   channelLogArguments,
   logShardOf,
   toWireProperties,

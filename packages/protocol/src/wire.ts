@@ -61,6 +61,16 @@ export function channelLogName(shard: number, exchange: string = DEFAULT_EXCHANG
   return exchange === DEFAULT_EXCHANGE ? `${QUEUE_PREFIX}log:${shard}` : `${QUEUE_PREFIX}log:${exchange}:${shard}`;
 }
 
+/**
+ * The stream of the positions of identified consumers on logged channels
+ * (`warren:positions`; `warren:positions:<exchange>` for another exchange
+ * than `warren`): every gateway appends `{consumer, channel, id}` to it and
+ * reads it into a map (docs/channel-logs.md, "Positions").
+ */
+export function positionsLogName(exchange: string = DEFAULT_EXCHANGE): string {
+  return exchange === DEFAULT_EXCHANGE ? `${QUEUE_PREFIX}positions` : `${QUEUE_PREFIX}positions:${exchange}`;
+}
+
 /** The shard of a logged channel: FNV-1a of its routing key, modulo `shards`. */
 export function logShardOf(channel: string, shards: number): number {
   const key = routingKey(channel);

@@ -75,20 +75,23 @@ export class ChannelLogs {
     return log;
   }
 
-  /** Subscribes `sink` to `channel` from `start`; declares the log again if it was deleted. */
-  async subscribe(channel: string, sink: Sink, start: LogStart): Promise<{ stop(): Promise<void> }> {
+  /**
+   * Subscribes `sink` to `channel` from `start`; declares the log again if it was deleted.
+   * `onCaughtUp` is called once what came before the subscription was sent.
+   */
+  async subscribe(channel: string, sink: Sink, start: LogStart, onCaughtUp?: () => void): Promise<{ stop(): Promise<void> }> {
     try {
-      return await this.subscribeOnce(channel, sink, start);
+      return await this.subscribeOnce(channel, sink, start, onCaughtUp);
     } catch (err) {
       if (!(err instanceof QueueNotFoundError)) throw err;
       this.forget(err.queue);
       const tail = this.tails.get(err.queue);
       if (tail !== undefined) this.dropTail(tail);
-      return this.subscribeOnce(channel, sink, start);
+      return this.subscribeOnce(channel, sink, start, onCaughtUp);
     }
   }
 
-  private async subscribeOnce(channel: string, sink: Sink, start: LogStart): Promise<{ stop(): Promise<void> }> {
+  private async subscribeOnce(channel: string, sink: Sink, start: LogStart, onCaughtUp?: () => void): Promise<{ stop(): Promise<void> }> {
     const log = await this.ensure(channel);
     const tail = this.tail(log);
     await tail.start();
@@ -98,6 +101,7 @@ export class ChannelLogs {
       prefetch: 100,
       catchUpTimeoutMs: 30_000,
       onSlow: () => this.stats.slowClosed++,
+      onCaughtUp,
     });
     this.stats.subscribers++;
     let stopped = false;

@@ -26,6 +26,8 @@ export interface LogSubscriptionOptions {
   /** Longest catch-up before the stream is ended (the client reconnects and resumes). */
   catchUpTimeoutMs: number;
   onSlow(): void;
+  /** Called once the subscriber is live: caught up, or at once when it starts live. */
+  onCaughtUp?(): void;
 }
 
 /**
@@ -56,7 +58,10 @@ export class LogSubscription implements TailMember {
   async start(start: LogStart): Promise<void> {
     if (start.kind !== 'live') this.held = [];
     this.tail.add(this);
-    if (start.kind === 'live') return;
+    if (start.kind === 'live') {
+      this.options.onCaughtUp?.();
+      return;
+    }
     this.timer = setTimeout(() => this.lost(), this.options.catchUpTimeoutMs);
     this.timer.unref();
     const catchUp = start.kind === 'history' ? new History(this, start.count) : Resume.of(this, start.id);
@@ -124,6 +129,7 @@ export class LogSubscription implements TailMember {
     this.held = undefined;
     void this.endReader();
     for (const [offset, message] of held) this.send(offset, message);
+    this.options.onCaughtUp?.();
   }
 
   private send(offset: number, message: WarrenMessage): void {

@@ -11,6 +11,8 @@ import { consumerCookie, findConsumer, resolveConsumer } from '../consumer-id.js
 import type { Logger } from '../logger.js';
 import type { FanOut, FanOutMember } from '../sources/fan-out.js';
 import type { Sink, SinkCloseReason } from '../sources/sink.js';
+import { parseHistory, type ChannelLogs } from '../logs/channel-logs.js';
+import type { LogPolls, LogPollStart } from './long-poll-log.js';
 
 export interface LongPollStats {
   active: number;
@@ -89,6 +91,7 @@ export class LongPollFront {
     private readonly admission: Admission,
     private readonly upstream: Upstream,
     private readonly options: LongPollFrontOptions,
+    private readonly logs?: { channels: ChannelLogs; polls: LogPolls },
   ) {}
 
   async serve(req: IncomingMessage, res: ServerResponse, channel: string, query: URLSearchParams): Promise<void> {
@@ -115,8 +118,12 @@ export class LongPollFront {
     noteAccess(req, { consumer: own?.assigned ? 'anonymous' : admission.consumerKind(req, consumerId) });
     try {
       const address = admission.clientAddress(req);
-      // An id minted for this very poll: no queue until the client comes back with it.
-      if (own?.assigned) {
+      const logged = this.loggedStart(channel, query);
+      if (logged !== undefined) {
+        // A logged channel: no queue; an identified consumer keeps a position instead (an id minted now is anonymous).
+        await this.logs!.polls.handle(res, channel, own?.assigned ? undefined : consumerId, logged, timeoutMs, headers);
+      } else if (own?.assigned) {
+        // An id minted for this very poll: no queue until the client comes back with it.
         if (timeoutMs > 0) admission.admitQueue(address, channel, undefined);
         await this.polls.handleLive(this.fanOut, res, channel, timeoutMs, headers);
       } else {
@@ -126,6 +133,17 @@ export class LongPollFront {
     } finally {
       admission.give(slot);
     }
+  }
+
+  /**
+   * `?since=` and `?history=` of a poll of a logged channel; `undefined` for a channel that is not logged.
+   * @throws WarrenError `INVALID_REQUEST`
+   */
+  private loggedStart(channel: string, query: URLSearchParams): LogPollStart | undefined {
+    if (this.logs === undefined || !this.logs.channels.isLogged(channel)) return undefined;
+    const since = query.get('since') ?? undefined;
+    if (since !== undefined && since.length > 64) throw new WarrenError('INVALID_REQUEST', 'since is an event id (at most 64 characters)');
+    return { since, history: parseHistory(query.get('history')) };
   }
 }
 
@@ -357,7 +375,11 @@ export class LongPoll {
   /** Answers every waiting poll (503) so that the gateway can stop. */
   shutdown(): void {
     for (const poll of this.polls) poll.abort?.('shutdown');
+    this.logged?.shutdown();
   }
+
+  /** The polls of logged channels, answered at shutdown with the others. */
+  logged: LogPolls | undefined;
 
   /** Makes `poll` the current one for `queue`, and waits until the previous one holds nothing. */
   private async takeOver(queue: string, poll: Poll, lastAnswer: number): Promise<void> {
