@@ -40,7 +40,17 @@ export type { ConsumerQueueLimits, LogLimits, WireProperties } from './wire.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';
 export { MAX_TOKEN_LENGTH, MAX_TOKEN_CHANNELS, MIN_SECRET_BYTES, signChannelToken, verifyChannelToken, tokenAllows } from './token.js';
 export type { ChannelTokenClaims, ChannelTokenInput } from './token.js';
-export { MAX_SEND_ID_LENGTH, CLIENT_FRAMES, SERVER_FRAMES, ClientFrameError, parseClientFrame, parseServerFrame } from './frames.js';
+export {
+  MAX_SEND_ID_LENGTH,
+  MAX_HISTORY,
+  CLIENT_FRAMES,
+  SERVER_FRAMES,
+  ClientFrameError,
+  parseClientFrame,
+  parseServerFrame,
+  parseSince,
+  parseHistory,
+} from './frames.js';
 export type {
   JsonValue,
   ClientFrame,
@@ -49,6 +59,9 @@ export type {
   SendFrame,
   ServerFrame,
   MessageFrame,
+  GapFrame,
+  ResetFrame,
+  Since,
   SubscribedFrame,
   UnsubscribedFrame,
   ReplyFrame,
