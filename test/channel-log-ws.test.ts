@@ -9,7 +9,7 @@ import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
 import { channelLogName } from '@warren/protocol';
 import { WarrenClient, type TransportName, type WarrenMessage, type WarrenSignalEvent } from '@warren/client';
-import { AMQP_URL, BROKERS, httpPublish, startGateway, unique, until, type TestGateway } from './support/index.js';
+import { AMQP_URL, BROKERS, httpPublish, readSse, startGateway, unique, until, type TestGateway } from './support/index.js';
 
 const SHARDS = 4;
 const UNKNOWN_ID = '999999999.00000000';
@@ -116,6 +116,31 @@ for (const kind of BROKERS) {
         const frames = await subscribeThenLive(channel, { since: value }, past.length, [`live-${value}`]);
         assert.deepEqual(messageData(frames), [...past, `live-${value}`], value);
       }
+    });
+
+    it('an SSE stream with ?since= (a time, then an id) starts there too', async () => {
+      const channel = `/logged/${unique('sse-since-')}`;
+      await publishAll(gw, channel, range(0, 5, 'old'));
+      await sleep(1050 - (Date.now() % 1000));
+      const since = Date.now();
+      await publishAll(gw, channel, range(0, 5, 'new'));
+      const byTime = readSse(gw.url, `${channel}?since=${new Date(since).toISOString()}`);
+      assert.equal(await byTime.status, 200);
+      await until(() => byTime.events.length >= 5, 'the five since then');
+      const byId = readSse(gw.url, `${channel}?since=${byTime.events[2]!.id!}`);
+      assert.equal(await byId.status, 200);
+      await until(() => byId.events.length >= 2, 'the two after it');
+      await sleep(200);
+      byTime.close();
+      byId.close();
+      assert.deepEqual(
+        byTime.events.map((e) => e.data),
+        range(0, 5, 'new'),
+      );
+      assert.deepEqual(
+        byId.events.map((e) => e.data),
+        range(3, 5, 'new'),
+      );
     });
 
     it('subscribe with history: 50 gets the last 50, then live ones', async () => {
