@@ -248,7 +248,12 @@ function parseSubscribe(raw: Fields): SubscribeFrame {
     parseSince(raw.since);
     frame.since = raw.since as string;
   }
-  if (raw.history !== undefined) frame.history = parseHistory(raw.history);
+  if (raw.history !== undefined) {
+    // A JSON number; the text form is for `?history=`.
+    if (typeof raw.history !== 'number')
+      throw new WarrenError('INVALID_REQUEST', `history is a number of messages from 0 to ${MAX_HISTORY}`);
+    frame.history = parseHistory(raw.history);
+  }
   if (raw.lastEventId !== undefined) frame.lastEventId = parseMessageId(raw.lastEventId);
   return frame;
 }
