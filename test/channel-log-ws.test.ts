@@ -237,6 +237,50 @@ for (const kind of BROKERS) {
       }
     });
 
+    it('an id older than what the log retains gets a gap frame (and the client onGap), then everything retained', async () => {
+      const small = unique('warren-test-');
+      // One shard, 64 KiB retained: 200 messages of 1 KiB push the first one out.
+      const gw2 = await startGateway(kind, { logRoutes: '/logged/', exchange: small, logShards: 1, logMaxBytes: 64 * 1024 });
+      try {
+        const channel = `/logged/${unique('gone-')}`;
+        await publishAll(gw2, channel, ['first']);
+        const probe = await openSocket(gw2, '/_warren/ws', 'warren.v1');
+        probe.ws.send(JSON.stringify({ type: 'subscribe', channel, history: 1 }));
+        await until(() => messageData(probe.frames).length === 1, 'the first message');
+        probe.ws.close();
+        const firstId = probe.frames.find((f) => f.type === 'message')!.id!;
+        await publishAll(gw2, channel, range(0, 200, 'x'.repeat(1024)));
+        const { ws, frames } = await openSocket(gw2, '/_warren/ws', 'warren.v1');
+        ws.send(JSON.stringify({ type: 'subscribe', channel, since: firstId }));
+        await until(() => messageData(frames).at(-1)?.endsWith('199') === true, 'the retained messages', 30_000);
+        ws.close();
+        const gap = frames.find((f) => f.type === 'gap');
+        assert.deepEqual(gap, { type: 'gap', channel, id: firstId, reason: 'history-gone' });
+        const got = messageData(frames).map((d) => Number(d.slice(1024)));
+        assert.ok(got.length < 200 && got.length > 0, `some history is gone (${got.length} retained)`);
+        assert.deepEqual(got, range(got[0]!, 200, '').map(Number));
+        const client = new WarrenClient({ url: gw2.url, transports: ['websocket'], WebSocket, consumerId: null });
+        try {
+          const gaps: WarrenSignalEvent[] = [];
+          const received: string[] = [];
+          client.subscribe(channel, (m) => received.push(m.data), { lastEventId: firstId, onGap: (e) => gaps.push(e) });
+          await until(() => received.at(-1)?.endsWith('199') === true, 'the client to catch up', 30_000);
+          assert.deepEqual(gaps, [{ channel, id: firstId, reason: 'history-gone', transport: 'websocket' }]);
+          assert.equal(received.length, got.length);
+        } finally {
+          client.close();
+        }
+      } finally {
+        await gw2.gateway.broker.deleteLog(channelLogName(0, small));
+        await gw2.close();
+        if (kind === 'rabbitmq') {
+          const conn = await amqp.connect(AMQP_URL);
+          await (await conn.createChannel()).deleteExchange(small);
+          await conn.close();
+        }
+      }
+    });
+
     for (const transport of ['websocket', 'sse'] as TransportName[]) {
       it(`the client surfaces a reset over ${transport} (onReset, the reset event) and goes on live`, async () => {
         const channel = `/logged/${unique('client-reset-')}`;
