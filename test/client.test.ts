@@ -464,13 +464,13 @@ describe('WarrenClient on the embedded broker', () => {
     const store = new Map<string, string>();
     const storage: StorageLike = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => void store.set(k, v) };
     const one = makeClient(gw, ['long-poll'], { storage });
-    assert.match(one.consumerId, /^c_[A-Za-z0-9_-]{22}$/);
+    assert.match(one.consumerId!, /^c_[A-Za-z0-9_-]{22}$/);
     assert.equal(store.get(CONSUMER_ID_STORAGE_KEY), one.consumerId);
     const two = makeClient(gw, ['long-poll'], { storage });
     assert.equal(two.consumerId, one.consumerId, 'the saved id is reused');
     store.set(CONSUMER_ID_STORAGE_KEY, 'not a valid id!');
     const three = makeClient(gw, ['long-poll'], { storage });
-    assert.match(three.consumerId, /^c_/);
+    assert.match(three.consumerId!, /^c_/);
     assert.notEqual(three.consumerId, one.consumerId);
     assert.equal(store.get(CONSUMER_ID_STORAGE_KEY), three.consumerId);
     const broken: StorageLike = {
@@ -481,7 +481,7 @@ describe('WarrenClient on the embedded broker', () => {
         throw new Error('denied');
       },
     };
-    assert.match(makeClient(gw, ['long-poll'], { storage: broken }).consumerId, /^c_/);
+    assert.match(makeClient(gw, ['long-poll'], { storage: broken }).consumerId!, /^c_/);
     assert.notEqual(makeClient(gw, ['long-poll']).consumerId, makeClient(gw, ['long-poll']).consumerId, 'storage: null keeps nothing');
     assert.throws(
       () => makeClient(gw, ['long-poll'], { consumerId: 'bad id' }),

@@ -51,6 +51,7 @@ const GOOD: Record<string, unknown> = {
   status: 200,
   code: 'BROKER_UNAVAILABLE',
   message: 'the broker is away',
+  reason: 'history-gone',
 };
 /** Values each field must refuse. */
 const BAD: Record<string, unknown[]> = {

@@ -4,7 +4,9 @@ import {
   ClientFrameError,
   MAX_SEND_ID_LENGTH,
   parseClientFrame,
+  parseHistory,
   parseServerFrame,
+  parseSince,
   WarrenError,
   type ClientFrame,
   type ErrorCode,
@@ -222,5 +224,39 @@ describe('parseServerFrame', () => {
       () => parseServerFrame('{'),
       (err: unknown) => err instanceof WarrenError && err.code === 'INVALID_FRAME',
     );
+  });
+});
+
+describe('subscribe since and history', () => {
+  it('reads since as an event id, epoch milliseconds or an ISO time', () => {
+    assert.deepEqual(parseSince('41.0badc0de'), { id: '41.0badc0de' });
+    assert.deepEqual(parseSince('m-41'), { id: 'm-41' });
+    assert.deepEqual(parseSince('1764684000000'), { time: 1764684000000 });
+    assert.deepEqual(parseSince('2026-12-02T14:00:00Z'), { time: Date.UTC(2026, 11, 2, 14) });
+    assert.throws(() => parseSince('2026-13-45'), { code: 'INVALID_REQUEST' });
+    assert.throws(() => parseSince(''), { code: 'INVALID_MESSAGE_ID' });
+    assert.throws(() => parseSince(7), { code: 'INVALID_MESSAGE_ID' });
+  });
+
+  it('reads history as a whole number from 0 to 1000, as JSON or query text', () => {
+    assert.equal(parseHistory(0), 0);
+    assert.equal(parseHistory('1000'), 1000);
+    for (const bad of [1001, -1, 2.5, '12a', '', null, '1001'])
+      assert.throws(() => parseHistory(bad), { code: 'INVALID_REQUEST' }, String(bad));
+  });
+
+  it('keeps since, history and lastEventId of a subscribe frame', () => {
+    assert.deepEqual(
+      parseClientFrame(json({ type: 'subscribe', channel: '/a', since: '2026-12-02T14:00:00Z', history: 5, lastEventId: 'm-1' })),
+      {
+        type: 'subscribe',
+        channel: '/a',
+        since: '2026-12-02T14:00:00Z',
+        history: 5,
+        lastEventId: 'm-1',
+      },
+    );
+    refused(json({ type: 'subscribe', channel: '/a', history: '5' }), 'INVALID_REQUEST', { channel: '/a' });
+    refused(json({ type: 'subscribe', channel: '/a', since: 5 }), 'INVALID_MESSAGE_ID', { channel: '/a' });
   });
 });

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, Option } from 'commander';
 import { request } from 'undici';
-import { HEADERS, parseChannel, parseConsumerId, WarrenError } from '@warren/protocol';
+import { HEADERS, parseChannel, parseConsumerId, parseSince, WarrenError } from '@warren/protocol';
 import { DEFAULT_URL, fail } from './publish.js';
 
 interface ListenFlags {
@@ -9,6 +9,7 @@ interface ListenFlags {
   consumerId?: string;
   count?: string;
   timeout: string;
+  since?: string;
 }
 
 /**
@@ -23,12 +24,17 @@ export function listenCommand(): Command {
     .addOption(new Option('--consumer-id <id>', 'consumer id (default: the one the gateway assigns)').env('WARREN_CONSUMER_ID'))
     .option('--count <n>', 'exit after this many messages')
     .option('--timeout <seconds>', 'long-poll timeout asked of the gateway', '25')
+    .option(
+      '--since <id>',
+      'on a logged channel: start after this event id, or from a time (ISO 8601 or epoch ms); then resume from each id received',
+    )
     .action(async (channelArg: string, flags: ListenFlags) => {
       let channel: string;
       let consumerId: string | undefined;
       try {
         channel = parseChannel(channelArg);
         if (flags.consumerId !== undefined) consumerId = parseConsumerId(flags.consumerId);
+        if (flags.since !== undefined) parseSince(flags.since);
       } catch (err) {
         return fail((err as WarrenError).message);
       }
@@ -48,9 +54,11 @@ export function listenCommand(): Command {
       let received = 0;
       let failures = 0;
       let announced = false;
+      let since = flags.since;
       while (received < count && !stop.signal.aborted) {
         const url = new URL(channel, base);
         url.searchParams.set('timeout', String(timeout));
+        if (since !== undefined) url.searchParams.set('since', since);
         try {
           const res = await request(url, {
             headers: consumerId === undefined ? {} : { [HEADERS.consumerId]: consumerId },
@@ -68,6 +76,7 @@ export function listenCommand(): Command {
           failures = 0;
           if (res.statusCode === 200) {
             received++;
+            since = nextSince(since, res.headers[HEADERS.messageId]);
             process.stdout.write(Buffer.concat([body, Buffer.from('\n')]));
           } else if (res.statusCode === 503) {
             await sleep(Number(res.headers['retry-after'] ?? 1) * 1000, undefined, { signal: stop.signal }).catch(() => undefined);
@@ -88,4 +97,9 @@ export function listenCommand(): Command {
         }
       }
     });
+}
+
+/** With `--since`, each poll resumes after the last message received (its id), once there is one. */
+function nextSince(since: string | undefined, id: string | string[] | undefined): string | undefined {
+  return since !== undefined && typeof id === 'string' && id !== '' ? id : since;
 }

@@ -15,6 +15,7 @@ import {
   type WarrenClientEventMap,
   type WarrenClientOptions,
   type WarrenMessage,
+  type WarrenSignalEvent,
   type WebSocketConstructor,
 } from './types.js';
 import { backoffDelay, checkChannel, generateConsumerId, isConsumerId, isEventName, isMessageId } from './util.js';
@@ -27,6 +28,8 @@ type Listener<K extends keyof WarrenClientEventMap> = (event: WarrenClientEventM
 interface SubscriptionEntry {
   handler: (message: WarrenMessage) => void;
   events: ReadonlySet<string> | undefined;
+  onGap: ((event: WarrenSignalEvent) => void) | undefined;
+  onReset: ((event: WarrenSignalEvent) => void) | undefined;
 }
 
 interface ChannelState {
@@ -69,8 +72,8 @@ interface Attempt {
  * client.close();
  */
 export class WarrenClient {
-  /** The consumer id sent to the gateway on every connection. */
-  readonly consumerId: string;
+  /** The consumer id sent to the gateway on every connection (`undefined` for an anonymous client: `consumerId: null`). */
+  readonly consumerId: string | undefined;
   /** The gateway's base URL. */
   readonly url: string;
 
@@ -91,6 +94,8 @@ export class WarrenClient {
     message: new Set(),
     error: new Set(),
     close: new Set(),
+    gap: new Set(),
+    reset: new Set(),
   };
 
   private attempt: Attempt | undefined;
@@ -153,7 +158,16 @@ export class WarrenClient {
     for (const name of options.events ?? []) {
       if (!isEventName(name)) throw new WarrenClientError('INVALID_OPTION', `invalid event name ${JSON.stringify(name)}`);
     }
-    const entry: SubscriptionEntry = { handler: onMessage, events: options.events === undefined ? undefined : new Set(options.events) };
+    for (const name of ['onGap', 'onReset'] as const) {
+      if (options[name] !== undefined && typeof options[name] !== 'function')
+        throw new WarrenClientError('INVALID_OPTION', `${name} must be a function`);
+    }
+    const entry: SubscriptionEntry = {
+      handler: onMessage,
+      events: options.events === undefined ? undefined : new Set(options.events),
+      onGap: options.onGap,
+      onReset: options.onReset,
+    };
     let state = this.channels.get(channel);
     if (state === undefined) {
       state = { channel, lastEventId: options.lastEventId, subscriptions: new Set(), recent: new Set() };
@@ -182,8 +196,9 @@ export class WarrenClient {
    * Listens to the client's events: `open` (a transport connected), `message`
    * (any message of any subscription), `error` (a failed connection attempt,
    * a lost connection, an error from the gateway; the client goes on by
-   * itself) and `close` (an open connection ended; `reconnect` says whether
-   * the client will reconnect).
+   * itself), `close` (an open connection ended; `reconnect` says whether
+   * the client will reconnect), and a logged channel's signals `gap` and
+   * `reset` (see {@link WarrenSignalEvent}; the client goes on with live messages).
    *
    * @returns a function that removes the listener
    */
@@ -322,6 +337,9 @@ export class WarrenClient {
       deliver: (message) => {
         if (current()) this.deliver(message);
       },
+      signal: (kind, event) => {
+        if (current()) this.signal(kind, event);
+      },
       report: (error) => {
         if (current()) this.emit('error', error);
       },
@@ -370,6 +388,18 @@ export class WarrenClient {
       call(entry.handler, message);
     }
     this.emit('message', message);
+  }
+
+  /** A logged channel's signal: after a reset the client resumes from its new position. */
+  private signal(kind: 'gap' | 'reset', event: WarrenSignalEvent): void {
+    const state = this.channels.get(event.channel);
+    if (state === undefined) return;
+    if (kind === 'reset' && event.id !== '') state.lastEventId = event.id;
+    for (const entry of [...state.subscriptions]) {
+      const callback = kind === 'gap' ? entry.onGap : entry.onReset;
+      if (callback !== undefined && state.subscriptions.has(entry)) call(callback, event);
+    }
+    this.emit(kind, event);
   }
 
   private emit<K extends keyof WarrenClientEventMap>(type: K, event: WarrenClientEventMap[K]): void {
@@ -424,7 +454,8 @@ function defaultStorage(): StorageLike | null {
   }
 }
 
-function resolveConsumerId(options: WarrenClientOptions): string {
+function resolveConsumerId(options: WarrenClientOptions): string | undefined {
+  if (options.consumerId === null) return undefined;
   if (options.consumerId !== undefined) {
     if (!isConsumerId(options.consumerId))
       throw new WarrenClientError('INVALID_CONSUMER_ID', 'consumerId must be 1 to 64 characters of A-Z a-z 0-9 _ -');

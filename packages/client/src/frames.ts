@@ -11,6 +11,8 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 export interface SubscribeFrame {
   type: 'subscribe';
   channel: string;
+  since?: string;
+  history?: number;
   lastEventId?: string;
 }
 
@@ -38,6 +40,22 @@ export interface MessageFrame {
   /** UTF-8 text, or base64 when `encoding` says so. */
   data: string;
   encoding?: 'base64';
+}
+
+/** A logged channel's history since `id` is gone; what is retained follows. */
+export interface GapFrame {
+  type: 'gap';
+  channel: string;
+  id: string;
+  reason: string;
+}
+
+/** A logged channel does not know the position sent; live messages follow from `id`. */
+export interface ResetFrame {
+  type: 'reset';
+  channel: string;
+  id: string;
+  reason: string;
 }
 
 export interface SubscribedFrame {
@@ -70,7 +88,7 @@ export interface ErrorFrame {
 }
 
 /** What the gateway sends on a `warren.v1` socket. */
-export type ServerFrame = MessageFrame | SubscribedFrame | UnsubscribedFrame | ReplyFrame | ErrorFrame;
+export type ServerFrame = MessageFrame | GapFrame | ResetFrame | SubscribedFrame | UnsubscribedFrame | ReplyFrame | ErrorFrame;
 
 type Presence = 'required' | 'optional';
 type Check = (value: unknown) => boolean;
@@ -89,6 +107,8 @@ const SERVER_FIELDS: { [T in ServerFrame['type']]: Record<string, [Presence, Che
     data: ['required', string],
     encoding: ['optional', base64],
   },
+  gap: { channel: ['required', string], id: ['required', string], reason: ['required', string] },
+  reset: { channel: ['required', string], id: ['required', string], reason: ['required', string] },
   subscribed: { channel: ['required', string] },
   unsubscribed: { channel: ['required', string] },
   reply: {

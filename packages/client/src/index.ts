@@ -26,6 +26,7 @@ export {
   type WarrenCloseEvent,
   type WarrenMessage,
   type WarrenOpenEvent,
+  type WarrenSignalEvent,
   type WebSocketConstructor,
   type WebSocketLike,
 } from './types.js';

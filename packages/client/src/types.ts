@@ -99,6 +99,25 @@ export interface WarrenClientEventMap {
   message: WarrenMessage;
   error: WarrenClientError;
   close: WarrenCloseEvent;
+  gap: WarrenSignalEvent;
+  reset: WarrenSignalEvent;
+}
+
+/**
+ * A logged channel's signal (docs/channel-logs.md). `gap`: the client
+ * resumed from a position older than what the log retains; every message
+ * retained follows, but some are gone. `reset`: the log does not know the
+ * position (it was recreated); live messages follow, and `id` is where the
+ * client resumes from now on. After a `reset` an app that needs the past
+ * asks for it again (say, a fresh page load).
+ */
+export interface WarrenSignalEvent {
+  channel: string;
+  /** `gap`: the position the client sent; `reset`: the new position. */
+  id: string;
+  /** `history-gone` or `unknown-position`. */
+  reason: string;
+  transport: TransportName;
 }
 
 /**
@@ -162,8 +181,13 @@ export interface WarrenClientOptions {
    * client is disconnected wait for it. When absent, the client reads one
    * from `storage` or generates one (`c_` + 22 random base64url characters)
    * and saves it there.
+   *
+   * `null`: no consumer id at all, an anonymous client. On a logged channel
+   * (docs/channel-logs.md) it still resumes from the last event id it
+   * received, at no per-consumer cost on the broker; elsewhere it reads live
+   * messages only.
    */
-  consumerId?: string;
+  consumerId?: string | null;
   /** Transports to try, in order. Default: `['websocket', 'sse', 'long-poll']`. */
   transports?: readonly TransportName[];
   /** The WebSocket implementation. Default: `globalThis.WebSocket`; `null` for none. */
@@ -204,6 +228,10 @@ export interface SubscribeOptions {
    * only when this is the channel's first subscription in this client.
    */
   lastEventId?: string;
+  /** Called when the channel's log lost some of the history this client asked for (see {@link WarrenSignalEvent}). */
+  onGap?: (event: WarrenSignalEvent) => void;
+  /** Called when the channel's log did not know the client's position; live messages follow (see {@link WarrenSignalEvent}). */
+  onReset?: (event: WarrenSignalEvent) => void;
 }
 
 /** A live subscription, returned by {@link WarrenClient.subscribe}. */

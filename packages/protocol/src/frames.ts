@@ -11,10 +11,21 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 /** Longest `id` of a `send` frame (it comes back on the `reply` or `error` frame). */
 export const MAX_SEND_ID_LENGTH = 128;
 
-/** Start reading `channel`; after `lastEventId` (a message id) when resuming. */
+/** Most messages a `subscribe` frame's `history` (and `?history=`) may ask for. */
+export const MAX_HISTORY = 1000;
+
+/**
+ * Start reading `channel`. On a logged channel: from `since` (an event id,
+ * or a time: an ISO 8601 date or milliseconds since the epoch), or with its
+ * last `history` messages. `lastEventId` is the older name of `since` with an
+ * id (on a channel that is not logged, the message id a consumer resumes after).
+ */
 export interface SubscribeFrame {
   type: 'subscribe';
   channel: string;
+  since?: string;
+  /** From 0 to {@link MAX_HISTORY}. */
+  history?: number;
   lastEventId?: string;
 }
 
@@ -52,6 +63,32 @@ export interface MessageFrame {
   /** The body: UTF-8 text, or base64 when `encoding` says so (a content type that is not textual). */
   data: string;
   encoding?: 'base64';
+}
+
+/**
+ * On a logged channel: the position the subscriber resumed from is older
+ * than what the log retains. Every message retained follows.
+ * `id` is the position the client sent.
+ */
+export interface GapFrame {
+  type: 'gap';
+  channel: string;
+  id: string;
+  /** `history-gone`. */
+  reason: string;
+}
+
+/**
+ * On a logged channel: the log does not know the position the subscriber
+ * sent (it was deleted and declared again, or it is not an event id). Live
+ * messages follow; `id` is a valid position to resume from (the log's end).
+ */
+export interface ResetFrame {
+  type: 'reset';
+  channel: string;
+  id: string;
+  /** `unknown-position`. */
+  reason: string;
 }
 
 /** A `subscribe` succeeded: the channel's messages follow. */
@@ -95,7 +132,7 @@ export interface ErrorFrame {
 }
 
 /** What the gateway sends on a `warren.v1` socket. */
-export type ServerFrame = MessageFrame | SubscribedFrame | UnsubscribedFrame | ReplyFrame | ErrorFrame;
+export type ServerFrame = MessageFrame | GapFrame | ResetFrame | SubscribedFrame | UnsubscribedFrame | ReplyFrame | ErrorFrame;
 
 /** Whether a frame field must be present. */
 export type FrameField = 'required' | 'optional';
@@ -114,7 +151,7 @@ export type FrameFields<F extends { type: string }> = {
  * checked against it, and the compiler checks it against {@link ClientFrame}.
  */
 export const CLIENT_FRAMES: FrameFields<ClientFrame> = {
-  subscribe: { channel: 'required', lastEventId: 'optional' },
+  subscribe: { channel: 'required', since: 'optional', history: 'optional', lastEventId: 'optional' },
   unsubscribe: { channel: 'required' },
   send: { channel: 'required', data: 'required', id: 'optional' },
 };
@@ -122,6 +159,8 @@ export const CLIENT_FRAMES: FrameFields<ClientFrame> = {
 /** Every server frame type and its fields, checked against {@link ServerFrame}. */
 export const SERVER_FRAMES: FrameFields<ServerFrame> = {
   message: { channel: 'required', id: 'required', event: 'optional', contentType: 'required', data: 'required', encoding: 'optional' },
+  gap: { channel: 'required', id: 'required', reason: 'required' },
+  reset: { channel: 'required', id: 'required', reason: 'required' },
   subscribed: { channel: 'required' },
   unsubscribed: { channel: 'required' },
   reply: { id: 'optional', channel: 'required', status: 'required', contentType: 'optional', data: 'optional', encoding: 'optional' },
@@ -182,12 +221,8 @@ export function parseClientFrame(text: string): ClientFrame {
   };
   try {
     switch (raw.type) {
-      case 'subscribe': {
-        const channel = parseChannel(raw.channel);
-        return raw.lastEventId === undefined
-          ? { type: 'subscribe', channel }
-          : { type: 'subscribe', channel, lastEventId: parseMessageId(raw.lastEventId) };
-      }
+      case 'subscribe':
+        return parseSubscribe(raw);
       case 'unsubscribe':
         return { type: 'unsubscribe', channel: parseChannel(raw.channel) };
       case 'send': {
@@ -205,6 +240,56 @@ export function parseClientFrame(text: string): ClientFrame {
     if (err instanceof WarrenError) throw new ClientFrameError(err.code, err.message, echo, { cause: err });
     throw err;
   }
+}
+
+function parseSubscribe(raw: Fields): SubscribeFrame {
+  const frame: SubscribeFrame = { type: 'subscribe', channel: parseChannel(raw.channel) };
+  if (raw.since !== undefined) {
+    parseSince(raw.since);
+    frame.since = raw.since as string;
+  }
+  if (raw.history !== undefined) {
+    // A JSON number; the text form is for `?history=`.
+    if (typeof raw.history !== 'number')
+      throw new WarrenError('INVALID_REQUEST', `history is a number of messages from 0 to ${MAX_HISTORY}`);
+    frame.history = parseHistory(raw.history);
+  }
+  if (raw.lastEventId !== undefined) frame.lastEventId = parseMessageId(raw.lastEventId);
+  return frame;
+}
+
+/** Where a `since` starts: after an event id, or at a time (ms since the epoch). */
+export type Since = { id: string } | { time: number };
+
+/**
+ * Reads a `since` (a `warren.v1` `subscribe` field, or `?since=`): digits
+ * are milliseconds since the epoch, a string starting with a date
+ * (`2026-12-02…`) an ISO 8601 time, anything else an event id.
+ * @throws WarrenError `INVALID_REQUEST` for a date that does not parse;
+ *   `INVALID_MESSAGE_ID` for an id that is not 1 to 128 visible ASCII characters
+ * @example parseSince('1764680000000') // { time: 1764680000000 }
+ */
+export function parseSince(input: unknown): Since {
+  const id = parseMessageId(input);
+  if (/^\d{1,15}$/.test(id)) return { time: Number(id) };
+  if (/^\d{4}-\d{2}-\d{2}/.test(id)) {
+    const time = Date.parse(id);
+    if (!Number.isFinite(time)) throw new WarrenError('INVALID_REQUEST', `since ${JSON.stringify(id)} is not a valid ISO 8601 time`);
+    return { time };
+  }
+  return { id };
+}
+
+/**
+ * Reads a `history` count (a frame's number, or `?history=`'s text).
+ * @throws WarrenError `INVALID_REQUEST` unless a whole number from 0 to {@link MAX_HISTORY}
+ */
+export function parseHistory(input: unknown): number {
+  const n = typeof input === 'string' && /^\d{1,4}$/.test(input) ? Number(input) : input;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > MAX_HISTORY) {
+    throw new WarrenError('INVALID_REQUEST', `history is a number of messages from 0 to ${MAX_HISTORY}`);
+  }
+  return n;
 }
 
 /** The frame's fields of `fields`, each checked by its kind: `undefined` when one is missing or mistyped. */
@@ -234,6 +319,7 @@ const SERVER_KINDS: Record<FieldNames<ServerFrame>, (v: unknown) => boolean> = {
   data: string,
   code: string,
   message: string,
+  reason: string,
   encoding: (v) => v === 'base64',
   status: (v) => Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 599,
 };

@@ -41,7 +41,17 @@ export type { ConsumerQueueLimits, LogLimits, WireProperties } from './wire.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';
 export { MAX_TOKEN_LENGTH, MAX_TOKEN_CHANNELS, MIN_SECRET_BYTES, signChannelToken, verifyChannelToken, tokenAllows } from './token.js';
 export type { ChannelTokenClaims, ChannelTokenInput } from './token.js';
-export { MAX_SEND_ID_LENGTH, CLIENT_FRAMES, SERVER_FRAMES, ClientFrameError, parseClientFrame, parseServerFrame } from './frames.js';
+export {
+  MAX_SEND_ID_LENGTH,
+  MAX_HISTORY,
+  CLIENT_FRAMES,
+  SERVER_FRAMES,
+  ClientFrameError,
+  parseClientFrame,
+  parseServerFrame,
+  parseSince,
+  parseHistory,
+} from './frames.js';
 export type {
   JsonValue,
   ClientFrame,
@@ -50,6 +60,9 @@ export type {
   SendFrame,
   ServerFrame,
   MessageFrame,
+  GapFrame,
+  ResetFrame,
+  Since,
   SubscribedFrame,
   UnsubscribedFrame,
   ReplyFrame,

@@ -14,8 +14,10 @@ interface Poller {
  * One poll loop per channel: `GET /<channel>?consumer_id=…&timeout=…`, one
  * message per answer. The first poll of a connection asks `timeout=0`, so
  * the gateway answers at once and the transport knows it works. The
- * gateway acknowledges a message once its answer is written, so there is
- * nothing to resume; the consumer's queue keeps the rest.
+ * gateway acknowledges a message once its answer is written, so on a
+ * channel that is not logged there is nothing to resume (the consumer's
+ * queue keeps the rest). Every poll sends `since=` the id of the last message
+ * received, so that a logged channel resumes from there (docs/channel-logs.md).
  */
 export class LongPollTransport implements ClientTransport {
   readonly name = 'long-poll';
@@ -77,10 +79,17 @@ export class LongPollTransport implements ClientTransport {
       let res: FetchResponseLike;
       let body: ArrayBuffer | undefined;
       try {
-        res = await this.fetch!(gatewayUrl(this.host.baseUrl, channel, { consumer_id: this.host.consumerId, timeout: String(timeout) }), {
-          method: 'GET',
-          signal: controller.signal,
-        });
+        res = await this.fetch!(
+          gatewayUrl(this.host.baseUrl, channel, {
+            consumer_id: this.host.consumerId,
+            timeout: String(timeout),
+            since: this.host.lastEventId(channel),
+          }),
+          {
+            method: 'GET',
+            signal: controller.signal,
+          },
+        );
         if (res.status === 200) body = await res.arrayBuffer();
       } catch (err) {
         if (!this.live(channel, poller)) return;

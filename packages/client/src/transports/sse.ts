@@ -9,6 +9,8 @@ interface Stream {
   opened: boolean;
 }
 
+/** The events of a logged channel's signals (docs/channel-logs.md). */
+const SIGNALS = ['warren-gap', 'warren-reset'] as const;
 /**
  * One EventSource per channel, `GET /<channel>?consumer_id=…&last_event_id=…`.
  * The EventSource's own reconnection is not used: on any error the client
@@ -103,6 +105,12 @@ export class SseTransport implements ClientTransport {
   }
 
   private listen(channel: string, stream: Stream): void {
+    if (!stream.names.has(SIGNALS[0])) {
+      for (const name of SIGNALS) {
+        stream.names.add(name);
+        stream.es.addEventListener(name, (event: unknown) => this.onSignal(channel, name, event));
+      }
+    }
     for (const name of this.host.eventNames(channel)) {
       if (stream.names.has(name) || name === 'message' || name === 'open' || name === 'error') continue;
       stream.names.add(name);
@@ -122,6 +130,20 @@ export class SseTransport implements ClientTransport {
       data: typeof data === 'string' ? data : String(data),
       transport: 'sse',
     });
+  }
+
+  /** A logged channel's signal: an event `warren-gap` or `warren-reset` with data `{"reason":…}`. */
+  private onSignal(channel: string, name: (typeof SIGNALS)[number], event: unknown): void {
+    if (this.done || !this.streams.has(channel)) return;
+    const { data, lastEventId } = (event ?? {}) as { data?: unknown; lastEventId?: unknown };
+    let reason = '';
+    try {
+      reason = String((JSON.parse(String(data)) as { reason?: unknown }).reason ?? '');
+    } catch {
+      // Not JSON: the reason stays unknown.
+    }
+    const id = typeof lastEventId === 'string' ? lastEventId : '';
+    this.host.signal(name === 'warren-gap' ? 'gap' : 'reset', { channel, id, reason, transport: 'sse' });
   }
 
   private fail(error: WarrenClientError): void {

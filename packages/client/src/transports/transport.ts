@@ -1,9 +1,10 @@
-import type { TransportName, WarrenClientError, WarrenMessage } from '../types.js';
+import type { TransportName, WarrenClientError, WarrenMessage, WarrenSignalEvent } from '../types.js';
 
 /** What a transport gets from the client. Calls from a transport the client dropped are ignored. */
 export interface TransportHost {
   readonly baseUrl: URL;
-  readonly consumerId: string;
+  /** `undefined` for an anonymous client. */
+  readonly consumerId: string | undefined;
   readonly pollTimeoutSeconds: number;
   /** The id of the last message received on the channel (to resume after it). */
   lastEventId(channel: string): string | undefined;
@@ -14,6 +15,8 @@ export interface TransportHost {
   /** The connection works (a stream subscribed, a message or an answer arrived): the backoff starts over. */
   healthy(): void;
   deliver(message: WarrenMessage): void;
+  /** A logged channel's `gap` or `reset` signal. */
+  signal(kind: 'gap' | 'reset', event: WarrenSignalEvent): void;
   /** A problem that does not end the connection. */
   report(error: WarrenClientError): void;
   /** The connection is over: the client closes the transport and reconnects. */

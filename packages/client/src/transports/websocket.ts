@@ -1,5 +1,5 @@
 import { WarrenClientError, type WarrenMessage, type WebSocketConstructor, type WebSocketLike } from '../types.js';
-import { parseServerFrame, type ClientFrame, type ServerFrame } from '../frames.js';
+import { parseServerFrame, type ClientFrame, type MessageFrame, type ServerFrame } from '../frames.js';
 import { base64ToBytes, gatewayUrl } from '../util.js';
 import { noop, type ClientTransport, type TransportHost } from './transport.js';
 
@@ -127,26 +127,14 @@ export class WebSocketTransport implements ClientTransport {
     // A frame type from a newer gateway.
     if (frame === undefined) return;
     switch (frame.type) {
-      case 'message': {
-        const channel = frame.channel;
-        if (!this.channels.has(channel)) return;
-        this.host.opened();
-        this.host.healthy();
-        const message: WarrenMessage = { channel, id: frame.id, contentType: frame.contentType, data: frame.data, transport: 'websocket' };
-        if (frame.event !== undefined) message.event = frame.event;
-        if (frame.encoding === 'base64') {
-          try {
-            message.binary = base64ToBytes(frame.data);
-          } catch {
-            this.host.report(
-              new WarrenClientError('INVALID_FRAME', 'a base64 message frame that is not base64', { transport: 'websocket', channel }),
-            );
-            return;
-          }
-        }
-        this.host.deliver(message);
+      case 'message':
+        this.onMessage(frame);
         return;
-      }
+      case 'gap':
+      case 'reset':
+        if (!this.channels.has(frame.channel)) return;
+        this.host.signal(frame.type, { channel: frame.channel, id: frame.id, reason: frame.reason, transport: 'websocket' });
+        return;
       case 'subscribed':
         this.host.opened();
         this.host.healthy();
@@ -169,5 +157,25 @@ export class WebSocketTransport implements ClientTransport {
         // Answers to `send` frames, which this client does not send.
         return;
     }
+  }
+
+  private onMessage(frame: MessageFrame): void {
+    const channel = frame.channel;
+    if (!this.channels.has(channel)) return;
+    this.host.opened();
+    this.host.healthy();
+    const message: WarrenMessage = { channel, id: frame.id, contentType: frame.contentType, data: frame.data, transport: 'websocket' };
+    if (frame.event !== undefined) message.event = frame.event;
+    if (frame.encoding === 'base64') {
+      try {
+        message.binary = base64ToBytes(frame.data);
+      } catch {
+        this.host.report(
+          new WarrenClientError('INVALID_FRAME', 'a base64 message frame that is not base64', { transport: 'websocket', channel }),
+        );
+        return;
+      }
+    }
+    this.host.deliver(message);
   }
 }

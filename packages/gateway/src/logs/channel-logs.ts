@@ -1,4 +1,4 @@
-import { channelLogName, logShardOf, WarrenError, type LogLimits } from '@warren/protocol';
+import { channelLogName, logShardOf, MAX_HISTORY, parseHistory as parseHistoryCount, parseSince, type LogLimits } from '@warren/protocol';
 import { QueueNotFoundError, type Broker } from '../broker/broker.js';
 import type { Logger } from '../logger.js';
 import type { Sink } from '../sources/sink.js';
@@ -28,8 +28,7 @@ export interface ChannelLogsStats {
   slowClosed: number;
 }
 
-/** Most messages `?history=` may ask for. */
-export const MAX_HISTORY = 1000;
+export { MAX_HISTORY };
 
 /**
  * The logged channels of this gateway (docs/channel-logs.md): which channels
@@ -177,9 +176,17 @@ export class ChannelLogs {
  * @throws WarrenError `INVALID_REQUEST`
  */
 export function parseHistory(value: string | null): number | undefined {
-  if (value === null) return undefined;
-  if (!/^\d{1,4}$/.test(value) || Number(value) > MAX_HISTORY) {
-    throw new WarrenError('INVALID_REQUEST', `history is a number of messages from 0 to ${MAX_HISTORY}`);
-  }
-  return Number(value);
+  return value === null ? undefined : parseHistoryCount(value);
+}
+
+/**
+ * Where a subscriber of a logged channel starts: its last `history`
+ * messages, else from `since` (an event id or a time), else now.
+ * @throws WarrenError `INVALID_REQUEST`, `INVALID_MESSAGE_ID` for a bad `since`
+ */
+export function logStart(history: number | undefined, since: string | undefined): LogStart {
+  if (history !== undefined) return { kind: 'history', count: history };
+  if (since === undefined) return { kind: 'live' };
+  const at = parseSince(since);
+  return 'time' in at ? { kind: 'time', time: at.time } : { kind: 'resume', id: at.id };
 }

@@ -1,6 +1,6 @@
 import type { WarrenMessage } from '@warren/protocol';
 import type { Broker, LogEntry, LogPosition, Subscription } from '../broker/broker.js';
-import type { Sink } from '../sources/sink.js';
+import { signalMessage, type LogSignal, type Sink } from '../sources/sink.js';
 import { entryCheck, eventId, parseEventId } from './event-id.js';
 import type { LogTail, Mark, TailMember } from './log-tail.js';
 
@@ -11,7 +11,9 @@ export type LogStart =
   /** After the entry whose event id the client sent (`Last-Event-ID`). */
   | { kind: 'resume'; id: string }
   /** The last `count` messages of the channel, then live. */
-  | { kind: 'history'; count: number };
+  | { kind: 'history'; count: number }
+  /** Every message published from `time` on (ms since the epoch, to the second: AMQP timestamps are in seconds), then live. */
+  | { kind: 'time'; time: number };
 
 /** The events a logged stream may carry besides messages (docs/channel-logs.md, "Signals"). */
 export const SIGNALS = { reset: 'warren-reset', gap: 'warren-gap' } as const;
@@ -64,7 +66,12 @@ export class LogSubscription implements TailMember {
     }
     this.timer = setTimeout(() => this.lost(), this.options.catchUpTimeoutMs);
     this.timer.unref();
-    const catchUp = start.kind === 'history' ? new History(this, start.count) : Resume.of(this, start.id);
+    const catchUp =
+      start.kind === 'history'
+        ? new History(this, start.count)
+        : start.kind === 'time'
+          ? new FromTime(this, start.time)
+          : Resume.of(this, start.id);
     this.reader = await this.broker.readLog(this.tail.log, {
       from: catchUp.from,
       prefetch: this.options.prefetch,
@@ -111,10 +118,10 @@ export class LogSubscription implements TailMember {
   }
 
   /** @internal A signal event (`warren-reset`, `warren-gap`) with the id a reconnecting client should send. */
-  signal(event: string, id: string, reason: string): void {
+  signal(event: LogSignal['event'], id: string, reason: string): void {
     if (this.stopped) return;
-    const body = Buffer.from(JSON.stringify({ reason }));
-    this.sink.send(this.channel, { id, event, contentType: 'application/json', body });
+    if (this.sink.signal !== undefined) this.sink.signal(this.channel, { event, id, reason });
+    else this.sink.send(this.channel, signalMessage({ event, id, reason }));
   }
 
   /** @internal Caught up to `mark`: the held live entries after what was sent follow, then live ones. */
@@ -196,6 +203,44 @@ class History implements CatchUp {
     if (this.done || this.mark === undefined || this.seen < this.mark.offset) return;
     this.done = true;
     for (const entry of this.ring.splice(0)) this.sub.sendEntry(entry);
+    this.sub.caughtUp(this.mark, false);
+  }
+}
+
+/** Catching up with every message of the channel published from a time on (to the second). */
+class FromTime implements CatchUp {
+  readonly from: LogPosition;
+  private readonly second: number;
+  private mark: Mark | undefined;
+  private seen = -1;
+  private done = false;
+
+  constructor(
+    private readonly sub: LogSubscription,
+    time: number,
+  ) {
+    this.second = Math.floor(time / 1000) * 1000;
+    this.from = { time: this.second };
+  }
+
+  entry(entry: LogEntry): void {
+    this.seen = entry.offset;
+    // RabbitMQ starts at a chunk, which may hold older entries: those are skipped.
+    const published = entry.message.publishedAt;
+    if (!this.done && entry.channel === this.sub.channel && (published === undefined || published >= this.second))
+      this.sub.sendEntry(entry);
+    else entry.ack();
+    this.maybeDone();
+  }
+
+  marked(mark: Mark): void {
+    this.mark = mark;
+    this.maybeDone();
+  }
+
+  private maybeDone(): void {
+    if (this.done || this.mark === undefined || this.seen < this.mark.offset) return;
+    this.done = true;
     this.sub.caughtUp(this.mark, false);
   }
 }

@@ -3,7 +3,7 @@ import { parseChannel, parseConsumerId, WarrenError, type MessageData, type Mess
 import { noteAccess } from '../access-log.js';
 import type { Logger } from '../logger.js';
 import { UNVOUCHED_PREFIX } from '../consumer-id.js';
-import type { Sink, SinkCloseReason } from '../sources/sink.js';
+import { signalMessage, type LogSignal, type Sink, type SinkCloseReason } from '../sources/sink.js';
 import type { SourceHandle, Sources } from '../sources/sources.js';
 import type { CloseReason, PushTransport, TransportEvents } from '../transports/transport.js';
 import type { PushConnection, PushHandler, SubscribeOptions, UpgradeKind, WriteOptions } from './handler.js';
@@ -213,6 +213,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
           channel,
           consumerId,
           lastEventId: options.lastEventId,
+          since: options.since,
           history: options.history,
           sink: this,
           onEnd: (end) => {
@@ -291,6 +292,12 @@ export class Connection implements PushConnection, Sink, TransportEvents {
       return;
     }
     this.transport.deliver(channel, message, written);
+  }
+
+  signal(channel: string, signal: LogSignal): void {
+    if (this.state === 'closed') return;
+    if (this.transport.signal !== undefined) this.transport.signal(channel, signal);
+    else this.transport.deliver(channel, signalMessage(signal));
   }
 
   pendingBytes(): number {

@@ -5,7 +5,9 @@ import {
   parseChannel,
   parseClientFrame,
   PATHS,
+  parseSince,
   WarrenError,
+  type SubscribeFrame,
   type ClientFrame,
   type ReplyFrame,
   type ServerFrame,
@@ -17,7 +19,7 @@ import { parseHistory } from '../logs/channel-logs.js';
 import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
-import type { PushConnection, PushHandler, PushUpgrade, UpgradeDecider } from './handler.js';
+import type { PushConnection, PushHandler, PushUpgrade, SubscribeOptions, UpgradeDecider } from './handler.js';
 
 /** What the standalone gateway's handler needs from the gateway around it. */
 export interface DefaultHandlerDeps {
@@ -69,13 +71,11 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   // An EventSource closes for good on any answer but 200, so during a broker
   // outage the stream opens (with heartbeats) and subscribes once the broker is back.
   deps.admission.checkOpen(true);
-  const history = deps.isLogged(channel) ? parseHistory(query.get('history')) : undefined;
+  const from = startOf(deps, channel, query, lastEventId);
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
-  const session = new StreamSession(deps, req, token, requested, channel, consumerId, lastEventId);
-  session.history = history;
-  return session;
+  return new StreamSession(deps, req, token, requested, channel, consumerId, from);
 }
 
 async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
@@ -86,8 +86,25 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
   const token = deps.admission.findToken(req, query);
   deps.admission.checkOpen();
   const consumerId = channel === undefined ? requested : (await deps.admission.identify(req, token, channel, requested)).consumerId;
+  const from = channel === undefined ? {} : startOf(deps, channel, query, lastEventId);
   upgrade.consumerId = consumerId;
-  return new SocketSession(deps, req, token, requested, channel, consumerId, lastEventId);
+  return new SocketSession(deps, req, token, requested, channel, consumerId, from);
+}
+
+/** Where a stream starts: `Last-Event-ID`, and on a logged channel `?history=` and `?since=`. */
+type StreamStart = Pick<SubscribeOptions, 'lastEventId' | 'history' | 'since'>;
+
+/**
+ * The start a request asks for (`?history=` and `?since=` mean something on logged channels only).
+ * @throws WarrenError `INVALID_REQUEST`, `INVALID_MESSAGE_ID`
+ */
+function startOf(deps: DefaultHandlerDeps, channel: string, query: URLSearchParams, lastEventId: string | undefined): StreamStart {
+  const from: StreamStart = lastEventId === undefined ? {} : { lastEventId };
+  if (!deps.isLogged(channel)) return from;
+  const history = parseHistory(query.get('history'));
+  const since = query.get('since') ?? undefined;
+  if (since !== undefined) parseSince(since);
+  return { ...from, ...(history === undefined ? {} : { history }), ...(since === undefined ? {} : { since }) };
 }
 
 // The handlers are classes, not object literals of closures: one object per
@@ -106,7 +123,8 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
     /** The channel of the URL path (none for `/_warren/ws`). */
     protected readonly channel: C,
     protected readonly consumerId: string | undefined,
-    protected readonly lastEventId: string | undefined,
+    /** Where the path's channel starts (`Last-Event-ID`, `?history=`, `?since=`). */
+    protected readonly from: StreamStart,
   ) {}
 
   prepare(): Promise<void> {
@@ -121,9 +139,6 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
 
 /** One default SSE stream: the path's channel, re-authorized from time to time. */
 class StreamSession extends DefaultSession<string> {
-  /** `?history=`: the last messages of a logged channel to start with. */
-  history: number | undefined;
-
   override async prepare(): Promise<void> {
     try {
       await super.prepare();
@@ -148,11 +163,7 @@ class StreamSession extends DefaultSession<string> {
       this.reauth.unref();
     }
     try {
-      await conn.subscribe(this.channel, {
-        consumerId: this.consumerId ?? null,
-        ...(this.lastEventId === undefined ? {} : { lastEventId: this.lastEventId }),
-        ...(this.history === undefined ? {} : { history: this.history }),
-      });
+      await conn.subscribe(this.channel, { consumerId: this.consumerId ?? null, ...this.from });
     } catch (err) {
       if (!conn.open) return;
       deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
@@ -196,7 +207,7 @@ class SocketSession extends DefaultSession<string | undefined> {
       }, this.deps.reauthIntervalMs);
       this.reauth.unref();
     }
-    if (this.channel !== undefined) void this.subscribe(this.channel, this.lastEventId, false, this.consumerId);
+    if (this.channel !== undefined) void this.subscribe(this.channel, this.from, false, this.consumerId);
   }
 
   /**
@@ -205,7 +216,7 @@ class SocketSession extends DefaultSession<string | undefined> {
    * channel already on its way is not asked about again, and at most
    * {@link MAX_AUTH_IN_FLIGHT} questions per socket are open at once.
    */
-  async subscribe(channel: string, lastEventId: string | undefined, reply: boolean, known?: string): Promise<void> {
+  async subscribe(channel: string, from: StreamStart, reply: boolean, known?: string): Promise<void> {
     const conn = this.conn;
     try {
       const earlier = this.pending.get(channel);
@@ -216,7 +227,7 @@ class SocketSession extends DefaultSession<string | undefined> {
         if (!conn.channels.includes(channel) && new Set([...conn.channels, ...this.pending.keys()]).size >= this.deps.maxSubscriptions) {
           throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.deps.maxSubscriptions} channels per connection`);
         }
-        const attempt = this.attach(channel, lastEventId, known);
+        const attempt = this.attach(channel, from, known);
         this.pending.set(
           channel,
           attempt.then(
@@ -240,7 +251,7 @@ class SocketSession extends DefaultSession<string | undefined> {
     if (reply || this.json) this.frame({ type: 'subscribed', channel });
   }
 
-  private async attach(channel: string, lastEventId: string | undefined, known: string | undefined): Promise<void> {
+  private async attach(channel: string, from: StreamStart, known: string | undefined): Promise<void> {
     const conn = this.conn;
     let consumerId = known;
     if (known === undefined && !conn.channels.includes(channel)) {
@@ -252,7 +263,7 @@ class SocketSession extends DefaultSession<string | undefined> {
         this.nextTurn();
       }
     }
-    await conn.subscribe(channel, { consumerId: consumerId ?? null, ...(lastEventId === undefined ? {} : { lastEventId }) });
+    await conn.subscribe(channel, { consumerId: consumerId ?? null, ...from });
   }
 
   /** Resolves when this socket may ask the app one more question. */
@@ -302,7 +313,7 @@ class SocketSession extends DefaultSession<string | undefined> {
       return;
     }
     if (frame.type === 'subscribe') {
-      void this.subscribe(frame.channel, frame.lastEventId, true);
+      void this.subscribe(frame.channel, frameStart(frame), true);
     } else if (frame.type === 'unsubscribe') {
       const channel = frame.channel;
       this.conn.unsubscribe(channel).then(
@@ -366,4 +377,13 @@ class SocketSession extends DefaultSession<string | undefined> {
   private frame(frame: ServerFrame): void {
     this.conn.write(JSON.stringify(frame));
   }
+}
+
+/** Where a `subscribe` frame starts: `since` (or its older name `lastEventId`), `history`. */
+function frameStart(frame: SubscribeFrame): StreamStart {
+  const from: StreamStart = {};
+  if (frame.lastEventId !== undefined) from.lastEventId = frame.lastEventId;
+  if (frame.since !== undefined) from.since = frame.since;
+  if (frame.history !== undefined) from.history = frame.history;
+  return from;
 }

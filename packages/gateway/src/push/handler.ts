@@ -108,6 +108,11 @@ export interface SubscribeOptions {
   lastEventId?: string;
   /** On a logged channel: start with its last this many messages (`?history=`). */
   history?: number;
+  /**
+   * On a logged channel: start after this event id, or from this time (an
+   * ISO 8601 date or milliseconds since the epoch). Elsewhere an id is read as `lastEventId`.
+   */
+  since?: string;
 }
 
 /**

@@ -15,6 +15,12 @@ export interface Sink {
   send(channel: string, message: WarrenMessage, written?: (ok: boolean) => void): void;
   /** Bytes accepted by `send()` and not yet handed to the operating system. */
   pendingBytes(): number;
+  /**
+   * A logged channel's signal (docs/channel-logs.md): history is gone, or
+   * the position is unknown. Without it the signal is sent as a message
+   * whose event is the signal's name (as SSE carries it).
+   */
+  signal?(channel: string, signal: LogSignal): void;
   /** Ends the connection, telling the client why when the transport can. */
   drop(reason: SinkCloseReason): void;
 }
@@ -30,3 +36,20 @@ export type SinkCloseReason =
   | 'superseded'
   /** The application (or the token) no longer allows this stream. */
   | 'revoked';
+
+/** A signal as a message whose event is its name, data `{"reason":…}` (how SSE carries it). */
+export function signalMessage(signal: LogSignal): WarrenMessage {
+  return {
+    id: signal.id,
+    event: signal.event,
+    contentType: 'application/json',
+    body: Buffer.from(JSON.stringify({ reason: signal.reason })),
+  };
+}
+
+/** A signal of a logged channel: `id` is the position the client should resume from. */
+export interface LogSignal {
+  event: 'warren-gap' | 'warren-reset';
+  id: string;
+  reason: string;
+}

@@ -1,4 +1,4 @@
-import { consumerQueueName } from '@warren/protocol';
+import { consumerQueueName, parseSince } from '@warren/protocol';
 import type { Broker, ConsumerEnd } from '../broker/broker.js';
 import type { ConsumerQueues } from '../consumer-queues.js';
 import type { Logger } from '../logger.js';
@@ -7,7 +7,7 @@ import { Limiter } from './limiter.js';
 import { QueueSubscription } from './queue-subscription.js';
 import type { Sink } from './sink.js';
 import type { ChannelLogs } from '../logs/channel-logs.js';
-import type { LogStart } from '../logs/log-subscription.js';
+import { logStart } from '../logs/channel-logs.js';
 
 export interface SourceRequest {
   channel: string;
@@ -16,6 +16,8 @@ export interface SourceRequest {
   lastEventId: string | undefined;
   /** The last messages an anonymous subscriber of a logged channel asks for (`?history=`). */
   history?: number | undefined;
+  /** On a logged channel: after an event id, or from a time (`warren.v1` `since`, `?since=`). */
+  since?: string | undefined;
   sink: Sink;
   /** The stream cannot go on (identified streams only: the broker went away). */
   onEnd(end: ConsumerEnd | { reason: 'error'; error: unknown }): void;
@@ -68,7 +70,7 @@ export class Sources {
 
   async open(request: SourceRequest): Promise<SourceHandle> {
     if (request.consumerId === undefined && this.logs?.isLogged(request.channel) === true) {
-      return this.logs.subscribe(request.channel, request.sink, logStart(request));
+      return this.logs.subscribe(request.channel, request.sink, logStart(request.history, request.since ?? request.lastEventId));
     }
     if (request.consumerId === undefined) {
       return this.fanOut.subscribe(request.channel, request.sink);
@@ -76,7 +78,7 @@ export class Sources {
     const subscription = new QueueSubscription(this.broker, this.queues, this.log, request.consumerId, request.channel, request.sink, {
       prefetch: this.prefetch,
       starts: this.starts,
-      ...(request.lastEventId === undefined ? {} : { lastEventId: request.lastEventId }),
+      ...(resumeId(request) === undefined ? {} : { lastEventId: resumeId(request) }),
       onEnd: request.onEnd,
     });
     const queue = consumerQueueName(request.consumerId, request.channel);
@@ -113,9 +115,9 @@ export class Sources {
   }
 }
 
-/** Where an anonymous subscriber of a logged channel starts: `?history=`, else after `Last-Event-ID`, else now. */
-function logStart(request: SourceRequest): LogStart {
-  if (request.history !== undefined) return { kind: 'history', count: request.history };
-  if (request.lastEventId !== undefined) return { kind: 'resume', id: request.lastEventId };
-  return { kind: 'live' };
+/** The message id an identified stream resumes after: `lastEventId`, or a `since` that is an id (not a time). */
+function resumeId(request: SourceRequest): string | undefined {
+  if (request.lastEventId !== undefined || request.since === undefined) return request.lastEventId;
+  const since = parseSince(request.since);
+  return 'id' in since ? since.id : undefined;
 }

@@ -1,4 +1,5 @@
 import type { WarrenMessage } from '@warren/protocol';
+import type { LogSignal } from '../sources/sink.js';
 import type { UpgradeKind, WriteOptions } from '../push/handler.js';
 
 /** Why the gateway ends a connection; each transport tells the client in its own way. */
@@ -44,6 +45,8 @@ export interface PushTransport {
   write(data: string | Buffer, options: WriteOptions, done: (ok: boolean) => void): void;
   /** A broker message of `channel`, in this transport's encoding. Same `done` contract; no callback without `done`. */
   deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void;
+  /** A logged channel's signal, in the transport's own form; without it, it is delivered as a message named after the signal. */
+  signal?(channel: string, signal: LogSignal): void;
   /** Bytes accepted and not yet handed to the operating system. */
   bufferedBytes(): number;
   /** Ends the connection after what was written (immediately for `slow-consumer`). Idempotent. */

@@ -1,7 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
-import type { WarrenMessage } from '@warren/protocol';
+import type { GapFrame, ResetFrame, WarrenMessage } from '@warren/protocol';
+import type { LogSignal } from '../sources/sink.js';
 import type { WriteOptions } from '../push/handler.js';
 import { atEndOfTick, corkForTick, type EndOfTick } from './cork.js';
 import { isTextual, messageFrameBytes } from './encoding.js';
@@ -251,6 +252,18 @@ export class WebSocketTransport implements PushTransport, EndOfTick {
       this.pingOwed = true;
       atEndOfTick(this);
     }
+  }
+
+  /** `warren.v1`: a `gap` or `reset` frame. A raw socket carries message bodies only: it gets nothing. */
+  signal(channel: string, signal: LogSignal): void {
+    if (this.protocol !== WARREN_PROTOCOL) return;
+    const frame: GapFrame | ResetFrame = {
+      type: signal.event === 'warren-gap' ? 'gap' : 'reset',
+      channel,
+      id: signal.id,
+      reason: signal.reason,
+    };
+    this.send(JSON.stringify(frame), false);
   }
 
   private send(data: string | Buffer, binary: boolean, done?: (ok: boolean) => void): void {
