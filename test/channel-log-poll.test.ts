@@ -102,6 +102,25 @@ for (const kind of BROKERS) {
       assert.equal((await waiting).body, 'live');
     });
 
+    it('an identified consumer polling with ?since= first, on a fresh gateway, gets the message and keeps it as its position', async () => {
+      // A fresh gateway: nothing has read the positions stream yet (a ?since= poll skips looking the position up).
+      const fresh = await startGateway(kind, options);
+      try {
+        const channel = `/logged/${unique('since-id-')}`;
+        const consumer = unique('c-');
+        await publishAll(fresh, channel, range(0, 3));
+        const first = await poll(fresh.url, channel, { query: '?history=3' });
+        assert.equal(first.body, 'm0');
+        const res = await poll(fresh.url, channel, { consumerId: consumer, query: `?since=${header(first, 'message-id')}` });
+        assert.equal(res.status, 200, res.body);
+        assert.equal(res.body, 'm1');
+        const next = await poll(fresh.url, channel, { consumerId: consumer, timeout: 5 });
+        assert.equal(next.body, 'm2', 'the ?since= answer became the position');
+      } finally {
+        await fresh.close();
+      }
+    });
+
     it('an unknown id is answered with warren-reset and a position to poll from', async () => {
       const channel = `/logged/${unique('reset-')}`;
       await publishAll(gw, channel, ['before']);

@@ -142,8 +142,11 @@ export class Positions {
     }
   }
 
-  private append(record: Record): Promise<void> {
+  private async append(record: Record): Promise<void> {
     const body = Buffer.from(JSON.stringify(record));
+    // The stream is declared (and read) before anything is appended to it: a
+    // `?since=` poll records a position without having looked one up.
+    await this.start();
     return this.broker.appendLog(this.options.log, {
       id: generateMessageId(),
       contentType: 'application/json',
