@@ -170,78 +170,86 @@ interface CatchUp {
   marked(mark: Mark): void;
 }
 
-/** Catching up from the end of the log with the last `count` messages of the channel. */
-class History implements CatchUp {
-  readonly from = 'first';
-  private readonly ring: LogEntry[] = [];
+/**
+ * A catch-up that ends once its reader passed the mark it appended: the
+ * entries up to the mark are history; `flush()` hands on what it held back.
+ */
+abstract class UpToMark implements CatchUp {
+  abstract readonly from: LogPosition;
+  protected done = false;
   private mark: Mark | undefined;
   private seen = -1;
-  private done = false;
 
-  constructor(
-    private readonly sub: LogSubscription,
-    private readonly count: number,
-  ) {}
+  constructor(protected readonly sub: LogSubscription) {}
 
   entry(entry: LogEntry): void {
     this.seen = entry.offset;
+    this.take(entry);
+    this.maybeDone();
+  }
+
+  marked(mark: Mark): void {
+    this.mark = mark;
+    this.maybeDone();
+  }
+
+  /** One entry of the log before the mark (acknowledged, or sent, or held). */
+  protected abstract take(entry: LogEntry): void;
+
+  /** What was held back, sent once the mark is reached. */
+  protected flush(): void {}
+
+  private maybeDone(): void {
+    if (this.done || this.mark === undefined || this.seen < this.mark.offset) return;
+    this.done = true;
+    this.flush();
+    this.sub.caughtUp(this.mark, false);
+  }
+}
+
+/** Catching up from the end of the log with the last `count` messages of the channel. */
+class History extends UpToMark {
+  readonly from = 'first';
+  private readonly ring: LogEntry[] = [];
+
+  constructor(
+    sub: LogSubscription,
+    private readonly count: number,
+  ) {
+    super(sub);
+  }
+
+  protected take(entry: LogEntry): void {
     if (!this.done && entry.channel === this.sub.channel) {
       this.ring.push(entry);
       if (this.ring.length > this.count) this.ring.shift()!.ack();
     } else {
       entry.ack();
     }
-    this.maybeDone();
   }
 
-  marked(mark: Mark): void {
-    this.mark = mark;
-    this.maybeDone();
-  }
-
-  private maybeDone(): void {
-    if (this.done || this.mark === undefined || this.seen < this.mark.offset) return;
-    this.done = true;
+  protected override flush(): void {
     for (const entry of this.ring.splice(0)) this.sub.sendEntry(entry);
-    this.sub.caughtUp(this.mark, false);
   }
 }
 
 /** Catching up with every message of the channel published from a time on (to the second). */
-class FromTime implements CatchUp {
+class FromTime extends UpToMark {
   readonly from: LogPosition;
   private readonly second: number;
-  private mark: Mark | undefined;
-  private seen = -1;
-  private done = false;
 
-  constructor(
-    private readonly sub: LogSubscription,
-    time: number,
-  ) {
+  constructor(sub: LogSubscription, time: number) {
+    super(sub);
     this.second = Math.floor(time / 1000) * 1000;
     this.from = { time: this.second };
   }
 
-  entry(entry: LogEntry): void {
-    this.seen = entry.offset;
+  protected take(entry: LogEntry): void {
     // RabbitMQ starts at a chunk, which may hold older entries: those are skipped.
     const published = entry.message.publishedAt;
     if (!this.done && entry.channel === this.sub.channel && (published === undefined || published >= this.second))
       this.sub.sendEntry(entry);
     else entry.ack();
-    this.maybeDone();
-  }
-
-  marked(mark: Mark): void {
-    this.mark = mark;
-    this.maybeDone();
-  }
-
-  private maybeDone(): void {
-    if (this.done || this.mark === undefined || this.seen < this.mark.offset) return;
-    this.done = true;
-    this.sub.caughtUp(this.mark, false);
   }
 }
 
