@@ -6,27 +6,12 @@ import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
 import { channelLogName, positionsLogName } from '@warren/protocol';
-import {
-  AMQP_URL,
-  BROKERS,
-  httpPublish,
-  poll,
-  rabbitQueues,
-  startGateway,
-  unique,
-  until,
-  type PollResult,
-  type TestGateway,
-} from './support/index.js';
+import { AMQP_URL, BROKERS, poll, rabbitQueues, startGateway, unique, until, type PollResult, type TestGateway } from './support/index.js';
+import { publishAll, range } from './support/channel-logs.js';
 
 // One shard: each test gateway declares two streams (the shard and the positions).
 const SHARDS = 1;
 
-async function publishAll(gw: TestGateway, channel: string, texts: string[]): Promise<void> {
-  for (const text of texts) assert.equal((await httpPublish(gw.url, channel, text)).status, 200);
-}
-
-const range = (from: number, to: number): string[] => Array.from({ length: to - from }, (_, i) => `m${from + i}`);
 const header = (res: PollResult, name: string): string | undefined => res.headers[name] as string | undefined;
 
 /** Deletes what a test gateway declared (its streams and, on RabbitMQ, its exchange). */

@@ -6,28 +6,13 @@ import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
 import { WebSocket } from 'ws';
 import { channelLogName, logShardOf } from '@warren/protocol';
-import { AMQP_URL, BROKERS, httpPublish, readSse, startGateway, unique, until, type SseReader, type TestGateway } from './support/index.js';
+import { AMQP_URL, BROKERS, readSse, startGateway, unique, until, type SseReader, type TestGateway } from './support/index.js';
+import { closeAndClean, publishAll, range } from './support/channel-logs.js';
 
 const SHARDS = 4;
 
 /** Publishes `texts` one after another through the gateway. */
-async function publishAll(gw: TestGateway, channel: string, texts: string[]): Promise<void> {
-  for (const text of texts) assert.equal((await httpPublish(gw.url, channel, text)).status, 200);
-}
-
-const range = (from: number, to: number, prefix = 'm'): string[] => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
 const messages = (reader: SseReader) => reader.events.filter((e) => e.event === undefined);
-
-/** Closes a gateway and deletes its logs (and, on RabbitMQ, its exchange). */
-async function closeAndClean(gw: TestGateway, exchange: string, kind: string): Promise<void> {
-  for (let shard = 0; shard < SHARDS; shard++) await gw.gateway.broker.deleteLog(channelLogName(shard, exchange));
-  await gw.close();
-  if (kind === 'rabbitmq') {
-    const conn = await amqp.connect(AMQP_URL);
-    await (await conn.createChannel()).deleteExchange(exchange);
-    await conn.close();
-  }
-}
 
 for (const kind of BROKERS) {
   describe(`logged channels over SSE on the ${kind} broker`, () => {
@@ -46,7 +31,7 @@ for (const kind of BROKERS) {
     before(async () => {
       gw = await startGateway(kind, { logRoutes: '/logged/', exchange, logShards: SHARDS });
     });
-    after(() => closeAndClean(gw, exchange, kind));
+    after(() => closeAndClean(gw, exchange, kind, SHARDS));
 
     it('a late subscriber with ?history=50 gets the last 50 messages, then live ones, no gap or duplicate', async () => {
       const channel = `/logged/${unique('late-')}`;
@@ -153,7 +138,7 @@ for (const kind of BROKERS) {
       try {
         await gapThenRetained(gw2);
       } finally {
-        await closeAndClean(gw2, small, kind);
+        await closeAndClean(gw2, small, kind, SHARDS);
       }
     });
 
@@ -209,7 +194,7 @@ describe('logged channels across a gateway restart on RabbitMQ', () => {
       );
     } finally {
       await conn.close();
-      await closeAndClean(gw, exchange, 'rabbitmq');
+      await closeAndClean(gw, exchange, 'rabbitmq', SHARDS);
     }
   });
 });

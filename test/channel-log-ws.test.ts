@@ -9,28 +9,13 @@ import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
 import { channelLogName } from '@warren/protocol';
 import { WarrenClient, type TransportName, type WarrenMessage, type WarrenSignalEvent } from '@warren/client';
-import { AMQP_URL, BROKERS, httpPublish, readSse, startGateway, unique, until, type TestGateway } from './support/index.js';
+import { AMQP_URL, BROKERS, readSse, startGateway, unique, until, type TestGateway } from './support/index.js';
+import { closeAndClean, publishAll, range } from './support/channel-logs.js';
 
 const SHARDS = 4;
 const UNKNOWN_ID = '999999999.00000000';
 
-async function publishAll(gw: TestGateway, channel: string, texts: string[]): Promise<void> {
-  for (const text of texts) assert.equal((await httpPublish(gw.url, channel, text)).status, 200);
-}
-
-const range = (from: number, to: number, prefix = 'm'): string[] => Array.from({ length: to - from }, (_, i) => `${prefix}${from + i}`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Closes a gateway and deletes its logs (and, on RabbitMQ, its exchange). */
-async function closeAndClean(gw: TestGateway, exchange: string, kind: string): Promise<void> {
-  for (let shard = 0; shard < SHARDS; shard++) await gw.gateway.broker.deleteLog(channelLogName(shard, exchange));
-  await gw.close();
-  if (kind === 'rabbitmq') {
-    const conn = await amqp.connect(AMQP_URL);
-    await (await conn.createChannel()).deleteExchange(exchange);
-    await conn.close();
-  }
-}
 
 interface Frame {
   type: string;
@@ -64,7 +49,7 @@ for (const kind of BROKERS) {
     before(async () => {
       gw = await startGateway(kind, { logRoutes: '/logged/', exchange, logShards: SHARDS });
     });
-    after(() => closeAndClean(gw, exchange, kind));
+    after(() => closeAndClean(gw, exchange, kind, SHARDS));
 
     /** The event ids of a channel's last `n` messages, read with a warren.v1 `history`. */
     async function lastIds(channel: string, n: number): Promise<string[]> {
