@@ -388,7 +388,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     stats,
     publishToken,
     maxMessageBytes,
-    preparePublish: (channel) => (core.logs.isLogged(channel) ? core.logs.ensure(channel) : Promise.resolve()),
+    preparePublish: (channel) => core.logs.preparePublish(channel),
     pushRoutes,
     stopping,
     passRequest,
@@ -594,7 +594,7 @@ function publisher(options: NormalizedOptions, broker: Broker, start: () => Prom
       throw new WarrenError('MESSAGE_TOO_LARGE', `the message is ${message.body.length} bytes; at most ${options.maxMessageBytes}`);
     }
     await start();
-    if (logs.isLogged(target)) await logs.ensure(target);
+    await logs.preparePublish(target);
     await broker.publish(target, message);
   };
 }

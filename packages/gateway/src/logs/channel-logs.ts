@@ -58,6 +58,11 @@ export class ChannelLogs {
     return this.options.routes.some((prefix) => channel.startsWith(prefix));
   }
 
+  /** Before a publish to `channel`: a logged channel is bound to its log (once per process); any other needs nothing. */
+  async preparePublish(channel: string): Promise<void> {
+    if (this.isLogged(channel)) await this.ensure(channel);
+  }
+
   /** Declares the shard stream of `channel` and binds the channel to it (once per process); resolves with the stream's name. */
   async ensure(channel: string): Promise<string> {
     const log = channelLogName(logShardOf(channel, this.options.shards), this.options.exchange);
