@@ -189,7 +189,8 @@ export async function spawnServe(
     output: () => output,
     // SIGINT closes at once; SIGTERM would drain (tests of the drain send it themselves).
     stop: async () => {
-      if (child.exitCode !== null) return;
+      // Killed by a signal, a child has no exit code: its signal code says it is gone.
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGINT');
       await once(child, 'close');
     },
