@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { ChannelLogs } from './logs/channel-logs.js';
 import { tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
 import type { ConsumerKind } from './access-log.js';
 import type { Upstream, Identity } from './upstream.js';
@@ -18,6 +19,8 @@ export interface AdmissionDeps {
   broker: Broker;
   queues: ConsumerQueues;
   fanOut: FanOut;
+  /** Logged channels keep no queue per consumer: a new binding to a log is what they cost. */
+  logs: Pick<ChannelLogs, 'isLogged' | 'isBound'>;
   limits: ConnectionLimits;
   queueBudget: QueueBudget;
   /** `true` once the gateway is closing. */
@@ -169,7 +172,12 @@ export class Admission {
    * @throws WarrenError `QUEUE_BUDGET_EXCEEDED`, `QUEUE_LIMIT_REACHED`
    */
   admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void {
-    const { fanOut, queues, options } = this.deps;
+    const { fanOut, queues, options, logs } = this.deps;
+    if (logs.isLogged(channel)) {
+      // No queue: a channel new to its log is bound, once.
+      if (!logs.isBound(channel)) this.deps.queueBudget.take(clientAddress);
+      return;
+    }
     if (consumerId === undefined ? fanOut.has(channel) : queues.seen(consumerId, channel)) return;
     const kept = consumerId === undefined ? fanOut.size : queues.size;
     if (kept >= options.maxQueues) {

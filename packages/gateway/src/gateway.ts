@@ -29,6 +29,7 @@ import { ChannelLogs, type ChannelLogsStats } from './logs/channel-logs.js';
 import { LongPoll, LongPollFront, type LongPollStats } from './transports/long-poll.js';
 import { LogPolls } from './transports/long-poll-log.js';
 import { Positions } from './logs/positions.js';
+import { StreamPositions } from './logs/stream-positions.js';
 import { sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
 import { UpgradeFront } from './upgrade.js';
@@ -238,6 +239,8 @@ interface Core {
   logs: ChannelLogs;
   /** Where identified consumers of logged channels are (docs/channel-logs.md, "Positions"). */
   positions: Positions;
+  /** Records where identified streams of logged channels are. */
+  streamPositions: StreamPositions;
   streams: Sources;
   upstream: Upstream;
   cors: Cors;
@@ -276,6 +279,11 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
   const upstream = createUpstream(options, log);
   const cors = new Cors(options.corsOrigins);
   const queueBudget = new QueueBudget(options.queueBudget);
+  const positions = createPositions(options, broker, log);
+  const streamPositions = new StreamPositions(positions, log, {
+    intervalMs: options.logPositionIntervalMs,
+    expiresMs: options.queueExpiresMs,
+  });
   let started: Promise<void> | undefined;
   const start = (): Promise<void> => (started ??= broker.start());
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
@@ -286,11 +294,12 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     queues,
     fanOut,
     logs,
-    positions: createPositions(options, broker, log),
+    positions,
+    streamPositions,
     upstream,
     cors,
     queueBudget,
-    streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch, logs),
+    streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch, logs, { positions, streams: streamPositions }),
     admission: new Admission({
       options,
       upstream,
@@ -298,6 +307,7 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
       broker,
       queues,
       fanOut,
+      logs,
       queueBudget,
       limits,
       closing: () => core.closing !== undefined || core.refusing,
@@ -410,8 +420,8 @@ function defaultDecider(core: Core): UpgradeDecider {
       // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
       if (!broker.ready) return;
       admission.admitQueue(admission.clientAddress(req), channel, consumerId);
-      if (consumerId !== undefined) await queues.ensure(consumerId, channel);
-      else if (core.logs.isLogged(channel)) await core.logs.ensure(channel);
+      if (core.logs.isLogged(channel)) await core.logs.ensure(channel);
+      else if (consumerId !== undefined) await queues.ensure(consumerId, channel);
       else await fanOut.prepare(channel);
     },
     sendToApp: upstream.proxying
@@ -452,6 +462,7 @@ async function shutdown(
   await Promise.all(open.map((conn) => conn.shutdown(1000)));
   await core.fanOut.close();
   await core.logs.close();
+  await core.streamPositions.close();
   await core.positions.close();
   attached?.restore();
   await Promise.all([closeServer(server, attached === undefined), metrics?.listener?.close()]);

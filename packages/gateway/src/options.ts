@@ -73,6 +73,8 @@ export interface GatewayOptions {
   logMaxBytes?: number;
   /** Number of shard streams the logged channels are hashed into. @default 4 */
   logShards?: number;
+  /** How often the positions of identified streams on logged channels are recorded (besides when a stream ends). @default 5_000 */
+  logPositionIntervalMs?: number;
   /** Longest wait for the application (proxied requests, auth checks). @default 30_000 */
   upstreamTimeoutMs?: number;
   /** Addresses or CIDR ranges of proxies in front of Warren whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are trusted, comma-separated (`10.0.0.0/8, ::1/128`). @default none */
@@ -470,6 +472,17 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     max: 64,
     description:
       'Number of RabbitMQ streams (`warren:log:<n>`) the logged channels are hashed into. Changing it moves channels to other streams: their history stays behind.',
+  },
+  {
+    key: 'logPositionIntervalMs',
+    flag: '--log-position-interval',
+    env: 'WARREN_LOG_POSITION_INTERVAL',
+    kind: 'duration',
+    default: 5 * SECOND,
+    min: 100,
+    max: 5 * 60 * SECOND,
+    description:
+      'How often the positions of identified SSE and WebSocket streams on logged channels are recorded, besides when a stream ends: after a gateway crash its consumers get up to this much again ([Positions](channel-logs.md#positions-of-streams)).',
   },
   {
     key: 'upstreamTimeoutMs',

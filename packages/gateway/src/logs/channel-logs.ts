@@ -26,9 +26,27 @@ export interface ChannelLogsStats {
   /** Subscriptions started since the gateway started (monotonic). */
   subscribed: number;
   slowClosed: number;
+  /** Catch-ups (resume, history) served from a tail's recent entries: no reader, no mark. */
+  fromMemory: number;
+  /** Catch-ups that read the log with a reader of their own. */
+  fromLog: number;
 }
 
 export { MAX_HISTORY };
+
+export interface SubscribeLogOptions {
+  /** Called once what came before the subscription was sent (at once for a live one). */
+  onCaughtUp?: () => void;
+  /** Keep the subscription's position (an identified consumer's stream). */
+  tracked?: boolean;
+}
+
+/** A subscription to a logged channel. */
+export interface LogHandle {
+  stop(): Promise<void>;
+  /** The event id of the last message written to the client (tracked subscriptions), or where it was placed. */
+  position(): string | undefined;
+}
 
 /**
  * The logged channels of this gateway (docs/channel-logs.md): which channels
@@ -36,7 +54,7 @@ export { MAX_HISTORY };
  * and one tail per shard that serves every local subscriber.
  */
 export class ChannelLogs {
-  readonly stats: ChannelLogsStats = { tails: 0, subscribers: 0, subscribed: 0, slowClosed: 0 };
+  readonly stats: ChannelLogsStats = { tails: 0, subscribers: 0, subscribed: 0, slowClosed: 0, fromMemory: 0, fromLog: 0 };
   private readonly declared = new Map<string, Promise<void>>();
   private readonly bound = new Map<string, Promise<void>>();
   private readonly tails = new Map<string, LogTail>();
@@ -56,6 +74,11 @@ export class ChannelLogs {
   /** Whether `channel` is under the logged routes. */
   isLogged(channel: string): boolean {
     return this.options.routes.some((prefix) => channel.startsWith(prefix));
+  }
+
+  /** Whether `channel` was bound to its log by this process. */
+  isBound(channel: string): boolean {
+    return this.bound.has(channel);
   }
 
   /** Before a publish to `channel`: a logged channel is bound to its log (once per process); any other needs nothing. */
@@ -81,21 +104,22 @@ export class ChannelLogs {
 
   /**
    * Subscribes `sink` to `channel` from `start`; declares the log again if it was deleted.
-   * `onCaughtUp` is called once what came before the subscription was sent.
+   * `onCaughtUp` is called once what came before the subscription was sent;
+   * a `tracked` subscription knows its position (the last event id written).
    */
-  async subscribe(channel: string, sink: Sink, start: LogStart, onCaughtUp?: () => void): Promise<{ stop(): Promise<void> }> {
+  async subscribe(channel: string, sink: Sink, start: LogStart, options: SubscribeLogOptions = {}): Promise<LogHandle> {
     try {
-      return await this.subscribeOnce(channel, sink, start, onCaughtUp);
+      return await this.subscribeOnce(channel, sink, start, options);
     } catch (err) {
       if (!(err instanceof QueueNotFoundError)) throw err;
       this.forget(err.queue);
       const tail = this.tails.get(err.queue);
       if (tail !== undefined) this.dropTail(tail);
-      return this.subscribeOnce(channel, sink, start, onCaughtUp);
+      return this.subscribeOnce(channel, sink, start, options);
     }
   }
 
-  private async subscribeOnce(channel: string, sink: Sink, start: LogStart, onCaughtUp?: () => void): Promise<{ stop(): Promise<void> }> {
+  private async subscribeOnce(channel: string, sink: Sink, start: LogStart, options: SubscribeLogOptions): Promise<LogHandle> {
     const log = await this.ensure(channel);
     const tail = this.tail(log);
     await tail.start();
@@ -105,7 +129,7 @@ export class ChannelLogs {
       prefetch: 100,
       catchUpTimeoutMs: 30_000,
       onSlow: () => this.stats.slowClosed++,
-      onCaughtUp,
+      ...options,
     });
     this.stats.subscribers++;
     let stopped = false;
@@ -122,7 +146,9 @@ export class ChannelLogs {
       throw err;
     }
     this.stats.subscribed++;
-    return { stop };
+    if (subscription.catchUp === 'memory') this.stats.fromMemory++;
+    else if (subscription.catchUp === 'log') this.stats.fromLog++;
+    return { stop, position: () => subscription.position() };
   }
 
   async close(): Promise<void> {
@@ -137,6 +163,7 @@ export class ChannelLogs {
       tail = new LogTail(log, this.broker, this.log, {
         prefetch: 256,
         lingerMs: this.options.lingerMs,
+        limits: this.options.limits,
         onIdle: (idle) => this.dropTail(idle),
         onLost: (lost) => {
           this.dropTail(lost);

@@ -8,6 +8,8 @@ import type { LogTail, Mark, TailMember } from './log-tail.js';
 export type LogStart =
   /** From now on. */
   | { kind: 'live' }
+  /** A consumer with no position yet: from now on, its first position the end of the log. */
+  | { kind: 'new' }
   /** After the entry whose event id the client sent (`Last-Event-ID`). */
   | { kind: 'resume'; id: string }
   /** The last `count` messages of the channel, then live. */
@@ -30,6 +32,8 @@ export interface LogSubscriptionOptions {
   onSlow(): void;
   /** Called once the subscriber is live: caught up, or at once when it starts live. */
   onCaughtUp?(): void;
+  /** Keep {@link LogSubscription.position} (an identified consumer's): each write reports back when it left. */
+  tracked?: boolean;
 }
 
 /**
@@ -42,11 +46,17 @@ export interface LogSubscriptionOptions {
 export class LogSubscription implements TailMember {
   /** Offset of the last entry sent. */
   private lastSent = -1;
+  /** Event id of the last entry handed to the operating system (tracked subscriptions), or of where it was placed. */
+  private written: string | undefined;
+  /** Where a subscription that starts `new` was placed, until something is written. */
+  private placed: string | undefined;
   /** Live entries held while catching up. */
   private held: Array<[number, WarrenMessage]> | undefined;
   private reader: Subscription | undefined;
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
+  /** How it started: live, caught up from the tail's recent entries, or from a reader of its own. */
+  catchUp: 'none' | 'memory' | 'log' = 'none';
 
   constructor(
     readonly channel: string,
@@ -58,12 +68,23 @@ export class LogSubscription implements TailMember {
 
   /** Joins the tail and, for a resume or a history, catches up first. Resolves once the stream is subscribed. */
   async start(start: LogStart): Promise<void> {
-    if (start.kind !== 'live') this.held = [];
-    this.tail.add(this);
-    if (start.kind === 'live') {
+    if (start.kind === 'live' || start.kind === 'new') {
+      this.tail.add(this);
+      if (start.kind === 'new')
+        void this.tail.mark().then(
+          (mark) => (this.placed = eventId(mark.offset, mark.message)),
+          () => undefined,
+        );
       this.options.onCaughtUp?.();
       return;
     }
+    if (this.fromMemory(start)) {
+      this.catchUp = 'memory';
+      return;
+    }
+    this.catchUp = 'log';
+    this.held = [];
+    this.tail.add(this);
     this.timer = setTimeout(() => this.lost(), this.options.catchUpTimeoutMs);
     this.timer.unref();
     const catchUp =
@@ -82,6 +103,35 @@ export class LogSubscription implements TailMember {
       (mark) => catchUp.marked(mark),
       () => this.lost(),
     );
+  }
+
+  /**
+   * The event id of the last entry the client was written (or where a new
+   * consumer was placed): where its next stream resumes. Tracked subscriptions only.
+   */
+  position(): string | undefined {
+    return this.written ?? this.placed;
+  }
+
+  /**
+   * A resume or a history that the tail's recent entries hold is served from
+   * them, joining the tail in the same turn: no reader, no mark.
+   */
+  private fromMemory(start: Exclude<LogStart, { kind: 'live' | 'new' }>): boolean {
+    const budget = this.options.maxPendingBytes / 2;
+    const recent = this.tail.recent;
+    let entries;
+    if (start.kind === 'history') {
+      entries = recent.last(start.count, this.channel, budget);
+    } else if (start.kind === 'resume') {
+      const target = parseEventId(start.id);
+      entries = target === undefined ? undefined : recent.after(start.id, target.offset, this.channel, budget);
+    }
+    if (entries === undefined) return false;
+    this.tail.add(this);
+    for (const [offset, message] of entries) this.write(offset, message);
+    this.options.onCaughtUp?.();
+    return true;
   }
 
   stop(): Promise<void> {
@@ -114,7 +164,11 @@ export class LogSubscription implements TailMember {
       return;
     }
     this.lastSent = entry.offset;
-    this.sink.send(this.channel, { ...entry.message, id: eventId(entry.offset, entry.message) }, () => entry.ack());
+    const message = { ...entry.message, id: eventId(entry.offset, entry.message) };
+    this.sink.send(this.channel, message, (ok) => {
+      entry.ack();
+      if (ok && this.options.tracked === true) this.written = message.id;
+    });
   }
 
   /** @internal A signal event (`warren-reset`, `warren-gap`) with the id a reconnecting client should send. */
@@ -130,7 +184,9 @@ export class LogSubscription implements TailMember {
     clearTimeout(this.timer);
     if (reset) {
       this.lastSent = mark.offset;
-      this.signal(SIGNALS.reset, eventId(mark.offset, mark.message), 'unknown-position');
+      this.placed = eventId(mark.offset, mark.message);
+      this.written = undefined;
+      this.signal(SIGNALS.reset, this.placed, 'unknown-position');
     }
     const held = this.held ?? [];
     this.held = undefined;
@@ -145,8 +201,19 @@ export class LogSubscription implements TailMember {
       this.slow();
       return;
     }
+    this.write(offset, message);
+  }
+
+  private write(offset: number, message: WarrenMessage): void {
+    if (this.stopped || offset <= this.lastSent) return;
     this.lastSent = offset;
-    this.sink.send(this.channel, message);
+    if (this.options.tracked !== true) {
+      this.sink.send(this.channel, message);
+      return;
+    }
+    this.sink.send(this.channel, message, (ok) => {
+      if (ok) this.written = message.id;
+    });
   }
 
   private slow(): void {

@@ -1,7 +1,12 @@
-import { generateMessageId, type WarrenMessage } from '@warren/protocol';
+import { generateMessageId, type LogLimits, type WarrenMessage } from '@warren/protocol';
 import type { Broker, LogEntry, Subscription } from '../broker/broker.js';
 import type { Logger } from '../logger.js';
 import { eventId } from './event-id.js';
+import { RecentEntries } from './recent-entries.js';
+import { SharedRun } from './shared-run.js';
+
+/** How many of the last entries a tail keeps for catch-ups from memory, and their most bytes (within half the log's retention). */
+const RECENT = { entries: 4096, bytes: 4 * 1024 * 1024 };
 
 /** What a tail hands each entry of a channel to (a subscriber, live or catching up). */
 export interface TailMember {
@@ -27,6 +32,9 @@ export interface Mark {
 export class LogTail {
   private readonly members = new Map<string, Set<TailMember>>();
   private readonly marks = new Map<string, (mark: Mark) => void>();
+  /** The last entries read (docs/channel-logs.md, "Catch-ups from memory"). */
+  readonly recent: RecentEntries;
+  private readonly sharedMark = new SharedRun<Mark>(() => this.appendMark());
   private subscription: Subscription | undefined;
   private starting: Promise<void> | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
@@ -36,8 +44,18 @@ export class LogTail {
     readonly log: string,
     private readonly broker: Broker,
     private readonly logger: Logger,
-    private readonly options: { prefetch: number; lingerMs: number; onIdle(tail: LogTail): void; onLost(tail: LogTail): void },
-  ) {}
+    private readonly options: {
+      prefetch: number;
+      lingerMs: number;
+      /** The log's retention: what the tail keeps in memory stays well inside it. */
+      limits: LogLimits;
+      onIdle(tail: LogTail): void;
+      onLost(tail: LogTail): void;
+    },
+  ) {
+    const { maxBytes, maxAgeMs } = options.limits;
+    this.recent = new RecentEntries(RECENT.entries, Math.min(RECENT.bytes, maxBytes / 2), maxAgeMs / 2);
+  }
 
   /** Starts reading from the end if it is not reading. */
   start(): Promise<void> {
@@ -80,24 +98,32 @@ export class LogTail {
   }
 
   /**
-   * Appends a mark to the log and resolves with its offset once this tail
-   * reads it back: everything before it in the log was there before the call.
+   * Resolves with a mark appended to the log after the call, once this tail
+   * reads it back: everything before it in the log was there before the
+   * call. Callers that come while a mark is being appended share the next one.
    */
-  async mark(): Promise<Mark> {
+  mark(): Promise<Mark> {
+    return this.sharedMark.call();
+  }
+
+  private appendMark(): { issued: Promise<void>; done: Promise<Mark> } {
     const id = generateMessageId();
     const read = new Promise<Mark>((resolve) => this.marks.set(id, resolve));
-    try {
-      await this.broker.appendLog(this.log, { id, contentType: 'application/octet-stream', body: Buffer.alloc(0) });
-    } catch (err) {
-      this.marks.delete(id);
-      throw err;
-    }
-    return read;
+    const issued = this.broker.appendLog(this.log, { id, contentType: 'application/octet-stream', body: Buffer.alloc(0) });
+    const done = issued.then(
+      () => read,
+      (err: unknown) => {
+        this.marks.delete(id);
+        throw err;
+      },
+    );
+    return { issued, done };
   }
 
   /** Ends every member (the broker connection was lost). */
   dropAll(): void {
     this.subscription = undefined;
+    this.recent.clear();
     const all = [...this.members.values()].flatMap((set) => [...set]);
     this.members.clear();
     this.size = 0;
@@ -114,6 +140,7 @@ export class LogTail {
   private onEntry(entry: LogEntry): void {
     entry.ack();
     if (entry.channel === this.log) {
+      this.recent.push({ offset: entry.offset, channel: entry.channel, message: entry.message, named: false, at: Date.now() });
       const resolve = this.marks.get(entry.message.id);
       if (resolve === undefined) return;
       this.marks.delete(entry.message.id);
@@ -121,8 +148,12 @@ export class LogTail {
       return;
     }
     const set = this.members.get(entry.channel);
-    if (set === undefined) return;
+    if (set === undefined) {
+      this.recent.push({ offset: entry.offset, channel: entry.channel, message: entry.message, named: false, at: Date.now() });
+      return;
+    }
     const message = { ...entry.message, id: eventId(entry.offset, entry.message) };
+    this.recent.push({ offset: entry.offset, channel: entry.channel, message, named: true, at: Date.now() });
     for (const member of set) member.live(entry.offset, message);
   }
 

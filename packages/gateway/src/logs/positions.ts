@@ -1,6 +1,7 @@
 import { generateMessageId, WarrenError, type LogLimits } from '@warren/protocol';
 import type { Broker, LogEntry, Subscription } from '../broker/broker.js';
 import type { Logger } from '../logger.js';
+import { SharedRun } from './shared-run.js';
 
 export interface PositionsOptions {
   /** The stream's name (`warren:positions`). */
@@ -10,8 +11,14 @@ export interface PositionsOptions {
   expiresMs: number;
 }
 
-/** One entry of the positions stream: a position, or a mark a gateway reads back to know it is up to date. */
-type Record = { c: string; ch: string; id: string } | { mark: string };
+/** A position as it is appended: consumer, channel, event id. */
+export type PositionRecord = readonly [consumer: string, channel: string, id: string];
+
+/**
+ * One entry of the positions stream: a position, several (the positions
+ * streams recorded at an interval), or a mark a gateway reads back to know it is up to date.
+ */
+type Record = { c: string; ch: string; id: string } | { p: PositionRecord[] } | { mark: string };
 
 interface Position {
   id: string;
@@ -32,6 +39,7 @@ export class Positions {
   private readonly pending = new Set<Promise<void>>();
   private reader: Subscription | undefined;
   private starting: Promise<void> | undefined;
+  private readonly sharedSync = new SharedRun<void>(() => this.appendMark());
 
   constructor(
     private readonly broker: Broker,
@@ -43,20 +51,28 @@ export class Positions {
 
   /**
    * Resolves once the map holds every position recorded (on any gateway)
-   * before the call: appends a mark and waits for the reader to reach it.
+   * before the call: a mark appended after the call was read back. Callers
+   * that come while a mark is being appended share the next one.
    */
-  async sync(): Promise<void> {
-    await this.start();
-    await this.appended();
+  sync(): Promise<void> {
+    return this.sharedSync.call();
+  }
+
+  private appendMark(): { issued: Promise<void>; done: Promise<void> } {
     const id = generateMessageId();
     const read = new Promise<void>((resolve, reject) => this.marks.set(id, { resolve, reject }));
-    try {
-      await this.append({ mark: id });
-    } catch (err) {
-      this.marks.delete(id);
-      throw err;
-    }
-    await read;
+    // What this process is appending goes before the mark.
+    const issued = this.start()
+      .then(() => this.appended())
+      .then(() => this.append({ mark: id }));
+    const done = issued.then(
+      () => read,
+      (err: unknown) => {
+        this.marks.delete(id);
+        throw err;
+      },
+    );
+    return { issued, done };
   }
 
   /** The last position recorded for `consumer` on `channel`, unless it expired. Call {@link sync} first. */
@@ -67,7 +83,17 @@ export class Positions {
 
   /** Records `id` as the position of `consumer` on `channel`; resolves once the broker has it. */
   save(consumer: string, channel: string, id: string): Promise<void> {
-    const appended = this.append({ c: consumer, ch: channel, id });
+    return this.appending({ c: consumer, ch: channel, id });
+  }
+
+  /** Records several positions in one entry; resolves once the broker has them. */
+  saveAll(records: PositionRecord[]): Promise<void> {
+    return this.appending({ p: records });
+  }
+
+  /** Appends `record`, counted among what {@link appended} waits for. */
+  private appending(record: Record): Promise<void> {
+    const appended = this.append(record);
     const done = appended.catch(() => undefined);
     this.pending.add(done);
     void done.finally(() => this.pending.delete(done));
@@ -137,6 +163,13 @@ export class Positions {
     if ('mark' in record) {
       this.marks.get(record.mark)?.resolve();
       this.marks.delete(record.mark);
+    } else if ('p' in record) {
+      if (!Array.isArray(record.p)) return;
+      const at = entry.message.publishedAt ?? Date.now();
+      for (const item of record.p) {
+        if (Array.isArray(item) && item.length === 3 && item.every((part) => typeof part === 'string'))
+          this.map.set(key(item[0], item[1]), { id: item[2], at });
+      }
     } else if (typeof record.c === 'string' && typeof record.ch === 'string' && typeof record.id === 'string') {
       this.map.set(key(record.c, record.ch), { id: record.id, at: entry.message.publishedAt ?? Date.now() });
     }

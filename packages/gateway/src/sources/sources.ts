@@ -8,6 +8,15 @@ import { QueueSubscription } from './queue-subscription.js';
 import type { Sink } from './sink.js';
 import type { ChannelLogs } from '../logs/channel-logs.js';
 import { logStart } from '../logs/channel-logs.js';
+import type { LogStart } from '../logs/log-subscription.js';
+import type { Positions } from '../logs/positions.js';
+import type { StreamPositions } from '../logs/stream-positions.js';
+
+/** What identified streams of logged channels need: where positions are read, and who keeps them. */
+export interface LoggedPositions {
+  positions: Positions;
+  streams: StreamPositions;
+}
 
 export interface SourceRequest {
   channel: string;
@@ -31,10 +40,11 @@ export interface SourceHandle {
 /** Longest wait for a superseded stream's deliveries to settle before the newer stream starts. */
 const TAKEOVER_WAIT_MS = 5000;
 
-/** The stream reading a consumer queue in this process. */
+/** The stream reading a consumer queue, or keeping a consumer's position in a log, in this process. */
 interface Reader {
-  readonly subscription: QueueSubscription;
   readonly sink: Sink;
+  /** Stops it and waits until what it held is settled (requeued, or its position recorded). */
+  stop(): Promise<void>;
 }
 
 /**
@@ -66,11 +76,14 @@ export class Sources {
     private readonly log: Logger,
     private readonly prefetch: number,
     private readonly logs?: ChannelLogs,
+    private readonly logged?: LoggedPositions,
   ) {}
 
   async open(request: SourceRequest): Promise<SourceHandle> {
-    if (request.consumerId === undefined && this.logs?.isLogged(request.channel) === true) {
-      return this.logs.subscribe(request.channel, request.sink, logStart(request.history, request.since ?? request.lastEventId));
+    if (this.logs?.isLogged(request.channel) === true) {
+      if (request.consumerId === undefined || this.logged === undefined)
+        return this.logs.subscribe(request.channel, request.sink, logStart(request.history, request.since ?? request.lastEventId));
+      return this.openLogged(request, request.consumerId, this.logs, this.logged);
     }
     if (request.consumerId === undefined) {
       return this.fanOut.subscribe(request.channel, request.sink);
@@ -82,20 +95,16 @@ export class Sources {
       onEnd: request.onEnd,
     });
     const queue = consumerQueueName(request.consumerId, request.channel);
-    const previous = this.readers.get(queue);
-    const reader: Reader = { subscription, sink: request.sink };
-    this.readers.set(queue, reader);
-    const forget = (): void => {
-      if (this.readers.get(queue) === reader) this.readers.delete(queue);
+    const reader: Reader = {
+      sink: request.sink,
+      stop: async () => {
+        await subscription.stop();
+        await subscription.settled(TAKEOVER_WAIT_MS);
+      },
     };
+    const forget = this.takeOver(queue, reader, request.channel);
     try {
-      if (previous !== undefined) {
-        this.superseded++;
-        this.log.info('stream superseded by a newer one of the same consumer', { channel: request.channel });
-        previous.sink.drop('superseded');
-        await previous.subscription.stop();
-        await previous.subscription.settled(TAKEOVER_WAIT_MS);
-      }
+      await forget.previous;
       await subscription.start();
     } catch (err) {
       forget();
@@ -113,6 +122,77 @@ export class Sources {
       },
     };
   }
+
+  /**
+   * An identified stream of a logged channel keeps a position, not a queue
+   * (docs/channel-logs.md, "Positions of streams"): it starts where the
+   * client asks (`Last-Event-ID`, `since`, `history`), else after the last
+   * message written to this consumer on any gateway.
+   */
+  private async openLogged(request: SourceRequest, consumerId: string, logs: ChannelLogs, logged: LoggedPositions): Promise<SourceHandle> {
+    const { channel, sink } = request;
+    let handle: { stop(): Promise<void> } | undefined;
+    let release: (() => Promise<void>) | undefined;
+    const stop = async (): Promise<void> => {
+      await handle?.stop();
+      await release?.();
+    };
+    const reader: Reader = { sink, stop };
+    const forget = this.takeOver(`log\n${consumerId}\n${channel}`, reader, channel);
+    try {
+      await forget.previous;
+      const asked = request.history !== undefined || request.since !== undefined || request.lastEventId !== undefined;
+      const start = asked
+        ? logStart(request.history, request.since ?? request.lastEventId)
+        : await positionStart(logged.positions, consumerId, channel);
+      const subscription = await logs.subscribe(channel, sink, start, { tracked: true });
+      handle = subscription;
+      release = logged.streams.keep(consumerId, channel, () => subscription.position()).release;
+    } catch (err) {
+      forget();
+      throw err;
+    }
+    this.identified++;
+    let stopped = false;
+    return {
+      stop: async () => {
+        if (stopped) return;
+        stopped = true;
+        forget();
+        await stop();
+        this.identified--;
+      },
+    };
+  }
+
+  /**
+   * Makes `reader` the one stream of `key` in this process: a previous one is
+   * dropped as superseded, and `previous` settles once it is stopped. The
+   * returned function forgets `reader` (when it ends).
+   */
+  private takeOver(key: string, reader: Reader, channel: string): (() => void) & { previous: Promise<void> } {
+    const previous = this.readers.get(key);
+    this.readers.set(key, reader);
+    let settled = Promise.resolve();
+    if (previous !== undefined) {
+      this.superseded++;
+      this.log.info('stream superseded by a newer one of the same consumer', { channel });
+      previous.sink.drop('superseded');
+      settled = previous.stop();
+    }
+    const forget = (): void => {
+      if (this.readers.get(key) === reader) this.readers.delete(key);
+    };
+    return Object.assign(forget, { previous: settled });
+  }
+}
+
+/** Where an identified stream of a logged channel starts when it asks for nothing: its position, else the end of the log. */
+async function positionStart(positions: Positions, consumerId: string, channel: string): Promise<LogStart> {
+  // Up to date with every position recorded before, on any gateway.
+  await positions.sync();
+  const id = positions.get(consumerId, channel);
+  return id === undefined ? { kind: 'new' } : { kind: 'resume', id };
 }
 
 /** The message id an identified stream resumes after: `lastEventId`, or a `since` that is an id (not a time). */

@@ -82,7 +82,7 @@ export class LogPolls {
       // 204 only once the catch-up found nothing after the position (or, at the latest, at the grace's end).
       let caughtUp!: () => void;
       const live = new Promise<void>((resolve) => (caughtUp = resolve));
-      const subscribing = this.logs.subscribe(channel, sink, start.start, () => caughtUp());
+      const subscribing = this.logs.subscribe(channel, sink, start.start, { onCaughtUp: () => caughtUp() });
       stop = (await within(subscribing, lastAnswer(), brokerTimeout, (late) => void late.stop())).stop;
       timer = setTimeout(
         () => {
