@@ -274,6 +274,30 @@ describe('gateway options: contradictions', () => {
     assert.throws(() => normalizeOptions({ tlsCert: 42 as unknown as string, tlsKey: 'key.pem' }), /tlsCert must be a file path/);
   });
 
+  it('takes one source of JWT keys, and JWT claim checks only with one', () => {
+    const refuses = (options: GatewayOptions, pattern: RegExp) =>
+      assert.throws(
+        () => normalizeOptions(options),
+        (e: unknown) => e instanceof OptionError && pattern.test(e.message),
+        JSON.stringify(options),
+      );
+    const jwks = normalizeOptions({
+      tokenJwksUrl: 'https://idp.example/.well-known/jwks.json',
+      tokenAudience: 'warren',
+      tokenIssuer: 'https://idp.example',
+    });
+    assert.deepEqual([jwks.tokenJwksRefreshMs, jwks.tokenJwksCooldownMs], [300_000, 30_000]);
+    normalizeOptions({ tokenSecret: 'y'.repeat(32), tokenPublicKey: '/etc/warren/jwt.pem', tokenAudience: 'warren' });
+    refuses({ tokenJwksUrl: 'file:///etc/jwks.json' }, /--token-jwks-url.*http:\/\/ or https:\/\//);
+    refuses(
+      { tokenPublicKey: '/etc/warren/jwt.pem', tokenJwksUrl: 'https://idp.example/jwks' },
+      /^--token-public-key \/ WARREN_TOKEN_PUBLIC_KEY \/ tokenPublicKey and --token-jwks-url .*: give one source of JWT keys, not both$/,
+    );
+    refuses({ tokenAudience: 'warren' }, /^--token-audience .* needs --token-secret .*, --token-public-key .* or --token-jwks-url .*/);
+    refuses({ tokenIssuer: 'https://idp.example' }, /^--token-issuer .* needs --token-secret/);
+    refuses({ tokenJwksUrl: 'https://idp.example/jwks', tokenJwksCooldownMs: 10 }, /--token-jwks-cooldown.*must be between 100ms and 60m/);
+  });
+
   it('refuses an AMQP heartbeat that is not whole seconds', () => {
     assert.equal(normalizeOptions({ amqpHeartbeatMs: 0 }).amqpHeartbeatMs, 0);
     assert.throws(

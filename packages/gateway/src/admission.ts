@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
+import { tokenAllows, WarrenError } from '@warren/protocol';
 import type { ChannelLogs } from './logs/channel-logs.js';
-import { tokenAllows, verifyChannelToken, WarrenError } from '@warren/protocol';
 import type { ConsumerKind } from './access-log.js';
 import type { Upstream, Identity } from './upstream.js';
 import type { Broker } from './broker/broker.js';
@@ -10,11 +10,14 @@ import { UNVOUCHED_PREFIX } from './consumer-id.js';
 import type { ConnectionLimits, QueueBudget } from './limits.js';
 import type { NormalizedOptions } from './options.js';
 import type { FanOut } from './sources/fan-out.js';
+import type { ChannelTokens } from './tokens.js';
 
 /** What admission needs from the gateway around it. */
 export interface AdmissionDeps {
   options: NormalizedOptions;
   upstream: Upstream;
+  /** Verifies `v1` tokens and JWTs (`enabled` once any key is configured). */
+  tokens: ChannelTokens;
   cors: Cors;
   broker: Broker;
   queues: ConsumerQueues;
@@ -58,7 +61,7 @@ export class Admission {
   private readonly vouchedFor = new WeakMap<IncomingMessage, string>();
 
   constructor(private readonly deps: AdmissionDeps) {
-    this.vouching = deps.upstream.authorizing || deps.options.tokenSecret !== undefined;
+    this.vouching = deps.upstream.authorizing || deps.tokens.enabled;
     this.reauthorizing = this.vouching;
   }
 
@@ -102,16 +105,16 @@ export class Admission {
     requested: string | undefined,
     fresh = false,
   ): Promise<Identity> {
-    const { options, upstream } = this.deps;
+    const { tokens, upstream } = this.deps;
     let identity: string | undefined;
-    if (options.tokenSecret !== undefined && token !== undefined) {
-      // A signed token stands in for the round trip to the app.
-      const claims = verifyChannelToken(token, options.tokenSecret);
+    if (tokens.enabled && token !== undefined) {
+      // A signed token (v1 or JWT) stands in for the round trip to the app.
+      const claims = await tokens.verify(token);
       if (!tokenAllows(claims, channel)) throw new WarrenError('FORBIDDEN', 'the token does not cover this channel');
       identity = claims.consumerId;
     } else if (upstream.authorizing) {
       identity = (await upstream.authorize(req, channel, requested, fresh)).identity;
-    } else if (options.tokenSecret !== undefined) {
+    } else if (tokens.enabled) {
       throw new WarrenError('UNAUTHORIZED', 'a signed channel token is required (?token= or Authorization: Bearer)');
     }
     if (identity === undefined) return { consumerId: this.unvouched(requested), identity: undefined };
@@ -126,7 +129,7 @@ export class Admission {
 
   /** The signed token a subscription carries, when tokens are on. */
   findToken(req: IncomingMessage, query: URLSearchParams): string | undefined {
-    if (this.deps.options.tokenSecret === undefined) return undefined;
+    if (!this.deps.tokens.enabled) return undefined;
     const fromQuery = query.get('token');
     if (fromQuery !== null) return fromQuery;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');

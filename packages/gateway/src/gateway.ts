@@ -25,6 +25,7 @@ import { Routes } from './routes.js';
 import { FanOut, type FanOutStats } from './sources/fan-out.js';
 import { Sources } from './sources/sources.js';
 import { TlsServer } from './tls.js';
+import { ChannelTokens } from './tokens.js';
 import { ChannelLogs, type ChannelLogsStats } from './logs/channel-logs.js';
 import { LongPoll, LongPollFront, type LongPollStats } from './transports/long-poll.js';
 import { LogPolls } from './transports/long-poll-log.js';
@@ -167,7 +168,8 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
   const log: Logger = options.logger ?? createLogger(options.logLevel);
   // Read before anything else is built: bad files stop the gateway here, with nothing to clean up.
   const tls = ownTlsServer(options, log);
-  const core = createCore(options, log);
+  const tokens = new ChannelTokens(options, log);
+  const core = createCore(options, log, tokens);
   const { broker } = core;
   const attached = input.server === undefined ? undefined : new AttachedServer(input.server, log);
   const fronts = createFronts(core, input, attached);
@@ -243,6 +245,7 @@ interface Core {
   streamPositions: StreamPositions;
   streams: Sources;
   upstream: Upstream;
+  tokens: ChannelTokens;
   cors: Cors;
   queueBudget: QueueBudget;
   admission: Admission;
@@ -260,7 +263,7 @@ interface Core {
   publish: Gateway['publish'];
 }
 
-function createCore(options: NormalizedOptions, log: Logger): Core {
+function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelTokens): Core {
   const broker = createBroker(options, log);
   const queues = new ConsumerQueues(broker, {
     expiresMs: options.queueExpiresMs,
@@ -285,7 +288,10 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     expiresMs: options.queueExpiresMs,
   });
   let started: Promise<void> | undefined;
-  const start = (): Promise<void> => (started ??= broker.start());
+  const start = (): Promise<void> => {
+    tokens.start();
+    return (started ??= broker.start());
+  };
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
   const core: Core = {
     options,
@@ -297,12 +303,14 @@ function createCore(options: NormalizedOptions, log: Logger): Core {
     positions,
     streamPositions,
     upstream,
+    tokens,
     cors,
     queueBudget,
     streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch, logs, { positions, streams: streamPositions }),
     admission: new Admission({
       options,
       upstream,
+      tokens,
       cors,
       broker,
       queues,
@@ -470,6 +478,7 @@ async function shutdown(
   await Promise.race([Promise.all(open.map((conn) => conn.settled)), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   core.queues.close();
   core.queueBudget.close();
+  core.tokens.close();
   await core.upstream.close();
   await core.broker.close();
 }

@@ -87,8 +87,24 @@ export interface GatewayOptions {
   wsMessagePath?: string;
   /** The method of that request: POST, PUT or PATCH. @default 'POST' */
   wsMessageMethod?: string;
-  /** Secret (at least 32 bytes) that verifies signed channel tokens. @default none */
+  /** Secret (at least 32 bytes) that verifies signed channel tokens: `v1` tokens and HS256 JWTs. @default none */
   tokenSecret?: string;
+  /**
+   * File of the public key that verifies RS256, ES256 and EdDSA JWTs: PEM
+   * (`-----BEGIN PUBLIC KEY-----`, SPKI), a JWK, or a JWK Set (`{"keys": [...]}`).
+   * Read once, at start. @default none
+   */
+  tokenPublicKey?: string;
+  /** URL of a JWK Set whose keys verify RS256, ES256 and EdDSA JWTs (by `kid`), fetched and cached. @default none */
+  tokenJwksUrl?: string;
+  /** How often the JWK Set is fetched again in the background (a failed fetch keeps the keys known). @default 300_000 */
+  tokenJwksRefreshMs?: number;
+  /** Shortest time between two fetches of the JWK Set caused by a token whose `kid` is not in it. @default 30_000 */
+  tokenJwksCooldownMs?: number;
+  /** Audiences a JWT's `aud` must name one of, comma-separated. @default none: `aud` is not checked */
+  tokenAudience?: string;
+  /** The issuer a JWT's `iss` must be. @default none: `iss` is not checked */
+  tokenIssuer?: string;
   /** How often long-lived streams are authorized again (auth URL or token). @default 60_000 */
   reauthIntervalMs?: number;
   /** Most open subscriptions (streams and waiting polls) per client address. @default 256 */
@@ -154,6 +170,10 @@ type Unset =
   | 'trustedProxies'
   | 'authUrl'
   | 'tokenSecret'
+  | 'tokenPublicKey'
+  | 'tokenJwksUrl'
+  | 'tokenAudience'
+  | 'tokenIssuer'
   | 'metricsPort';
 export type NormalizedOptions = Required<Omit<GatewayOptions, Unset>> &
   Pick<GatewayOptions, Exclude<Unset, 'logger'>> & {
@@ -548,7 +568,65 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     default: undefined,
     defaultText: 'none',
     description:
-      'Shared secret (at least 32 characters) that verifies signed channel tokens (`?token=` or `Authorization: Bearer`); with it and no `--auth-url`, subscriptions need a token.',
+      "Shared secret (at least 32 characters) that verifies signed channel tokens (`?token=` or `Authorization: Bearer`): Warren's `v1` tokens and HS256 JWTs. With it (or a JWT key) and no `--auth-url`, subscriptions need a token.",
+  },
+  {
+    key: 'tokenPublicKey',
+    flag: '--token-public-key',
+    env: 'WARREN_TOKEN_PUBLIC_KEY',
+    kind: 'file',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'File of the public key that verifies RS256, ES256 and EdDSA JWTs: PEM (`-----BEGIN PUBLIC KEY-----`), a JWK, or a JWK Set; see "Standard tokens (JWT)" in docs/app-in-front.md.',
+  },
+  {
+    key: 'tokenJwksUrl',
+    flag: '--token-jwks-url',
+    env: 'WARREN_TOKEN_JWKS_URL',
+    kind: 'http-url',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      "URL of a JWK Set (the identity provider's `jwks_uri`) whose keys verify RS256, ES256 and EdDSA JWTs by `kid`; cached, fetched again every `--token-jwks-refresh` and when a token names a `kid` it does not hold.",
+  },
+  {
+    key: 'tokenJwksRefreshMs',
+    flag: '--token-jwks-refresh',
+    env: 'WARREN_TOKEN_JWKS_REFRESH',
+    kind: 'duration',
+    default: 5 * MINUTE,
+    min: SECOND,
+    max: DAY,
+    description: 'How often the JWK Set is fetched again in the background; a failed fetch keeps the keys already known.',
+  },
+  {
+    key: 'tokenJwksCooldownMs',
+    flag: '--token-jwks-cooldown',
+    env: 'WARREN_TOKEN_JWKS_COOLDOWN',
+    kind: 'duration',
+    default: 30 * SECOND,
+    min: 100,
+    max: 60 * MINUTE,
+    description: 'Shortest time between two fetches of the JWK Set caused by tokens whose `kid` it does not hold.',
+  },
+  {
+    key: 'tokenAudience',
+    flag: '--token-audience',
+    env: 'WARREN_TOKEN_AUDIENCE',
+    kind: 'string',
+    default: undefined,
+    defaultText: 'not checked',
+    description: "Audiences, comma-separated: a JWT's `aud` must name one of them.",
+  },
+  {
+    key: 'tokenIssuer',
+    flag: '--token-issuer',
+    env: 'WARREN_TOKEN_ISSUER',
+    kind: 'string',
+    default: undefined,
+    defaultText: 'not checked',
+    description: "The issuer a JWT's `iss` must be.",
   },
   {
     key: 'reauthIntervalMs',
@@ -955,6 +1033,17 @@ function checkTogether(options: NormalizedOptions): void {
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
     const [given, missing] = options.tlsCert === undefined ? (['tlsKey', 'tlsCert'] as const) : (['tlsCert', 'tlsKey'] as const);
     throw new OptionError(`${describe(given)} needs ${describe(missing)}: TLS takes both the certificate and its key, or neither`);
+  }
+  if (options.tokenPublicKey !== undefined && options.tokenJwksUrl !== undefined) {
+    throw new OptionError(`${describe('tokenPublicKey')} and ${describe('tokenJwksUrl')}: give one source of JWT keys, not both`);
+  }
+  const jwtKeys = options.tokenSecret !== undefined || options.tokenPublicKey !== undefined || options.tokenJwksUrl !== undefined;
+  for (const key of ['tokenAudience', 'tokenIssuer'] as const) {
+    if (options[key] !== undefined && !jwtKeys) {
+      throw new OptionError(
+        `${describe(key)} needs ${describe('tokenSecret')}, ${describe('tokenPublicKey')} or ${describe('tokenJwksUrl')}: what verifies the JWTs`,
+      );
+    }
   }
   if (options.amqpHeartbeatMs % SECOND !== 0) {
     throw new OptionError(`${describe('amqpHeartbeatMs')} must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);

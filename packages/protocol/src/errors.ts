@@ -18,8 +18,12 @@ export const ERROR_CODES = {
     status: 401,
     description: 'The publish token is missing or wrong, or the application (`--auth-url`) refused the subscription with 401.',
   },
-  INVALID_TOKEN: { status: 401, description: 'A signed channel token is malformed or its signature does not match.' },
-  TOKEN_EXPIRED: { status: 401, description: 'A signed channel token has expired; get a new one from the application.' },
+  INVALID_TOKEN: {
+    status: 401,
+    description:
+      'A signed channel token (`v1` or JWT) is malformed, its signature does not match, its `alg` or key is not one the gateway takes, or a claim does not check (`nbf`, `aud`, `iss`, `channels`, `sub`).',
+  },
+  TOKEN_EXPIRED: { status: 401, description: 'A signed channel token (`v1` or JWT) has expired; get a new one from the application.' },
   FORBIDDEN: {
     status: 403,
     description: 'The application (`--auth-url`) refused the subscription with 403, or a signed token does not cover the channel.',
@@ -59,7 +63,8 @@ export const ERROR_CODES = {
   PUBLISH_NACKED: { status: 502, description: 'The broker refused the message (negative publisher confirm); it was not delivered.' },
   UPSTREAM_UNAVAILABLE: {
     status: 502,
-    description: 'The application (`--upstream`, `--auth-url`) could not be reached or answered with a server error.',
+    description:
+      'The application (`--upstream`, `--auth-url`) could not be reached or answered with a server error, or the JWK Set (`--token-jwks-url`) could not be fetched for a token whose key it did not hold yet.',
   },
   UPSTREAM_TIMEOUT: { status: 504, description: 'The application did not answer within `--upstream-timeout`.' },
   BROKER_UNAVAILABLE: {

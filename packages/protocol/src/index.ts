@@ -39,7 +39,15 @@ export {
 } from './wire.js';
 export type { ConsumerQueueLimits, LogLimits, WireProperties } from './wire.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';
-export { MAX_TOKEN_LENGTH, MAX_TOKEN_CHANNELS, MIN_SECRET_BYTES, signChannelToken, verifyChannelToken, tokenAllows } from './token.js';
+export {
+  MAX_TOKEN_LENGTH,
+  MAX_TOKEN_CHANNELS,
+  MIN_SECRET_BYTES,
+  signChannelToken,
+  verifyChannelToken,
+  tokenAllows,
+  isTokenGrant,
+} from './token.js';
 export type { ChannelTokenClaims, ChannelTokenInput } from './token.js';
 export {
   MAX_SEND_ID_LENGTH,

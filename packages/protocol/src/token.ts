@@ -88,8 +88,8 @@ function sign(key: Uint8Array, signedPart: string): Buffer {
   return createHmac('sha256', key).update(signedPart).digest();
 }
 
-/** `true` for an exact channel or a `<channel>/*` prefix. */
-function isGrant(entry: unknown): entry is string {
+/** `true` for a valid grant: an exact channel or a `<channel>/*` prefix (see {@link tokenAllows}). */
+export function isTokenGrant(entry: unknown): entry is string {
   if (typeof entry !== 'string') return false;
   return entry.endsWith('/*') ? isChannel(entry.slice(0, -2)) : isChannel(entry);
 }
@@ -206,7 +206,7 @@ export function verifyChannelToken(token: string, secret: string | Uint8Array, n
   const { sub, ch, exp } = payload as { sub?: unknown; ch?: unknown; exp?: unknown };
   if (!Array.isArray(ch) || ch.length === 0 || ch.length > MAX_TOKEN_CHANNELS)
     return invalid(`"ch" must hold 1 to ${MAX_TOKEN_CHANNELS} channels`);
-  if (!ch.every(isGrant)) return invalid('"ch" holds an invalid channel or prefix');
+  if (!ch.every(isTokenGrant)) return invalid('"ch" holds an invalid channel or prefix');
   if (typeof exp !== 'number' || !Number.isSafeInteger(exp) || exp <= 0) return invalid('"exp" must be a positive whole number of seconds');
   if (sub !== undefined) {
     try {
@@ -231,7 +231,7 @@ export function verifyChannelToken(token: string, secret: string | Uint8Array, n
 export function tokenAllows(claims: Pick<ChannelTokenClaims, 'channels'>, channel: string): boolean {
   if (!isChannel(channel)) return false;
   for (const entry of claims.channels) {
-    if (!isGrant(entry)) continue;
+    if (!isTokenGrant(entry)) continue;
     if (entry.endsWith('/*')) {
       const prefix = entry.slice(0, -1); // keeps the trailing "/"
       if (channel.length > prefix.length && channel.startsWith(prefix)) return true;
