@@ -59,6 +59,7 @@ export class Positions {
   }
 
   private appendMark(): { issued: Promise<void>; done: Promise<void> } {
+    this.prune();
     const id = generateMessageId();
     const read = new Promise<void>((resolve, reject) => this.marks.set(id, { resolve, reject }));
     // What this process is appending goes before the mark.
@@ -152,6 +153,26 @@ export class Positions {
     for (const mark of waiting) mark.reject(new WarrenError('BROKER_UNAVAILABLE', why));
   }
 
+  /** Records a position, keeping the map in the order positions were recorded (oldest first) for {@link prune}. */
+  private put(k: string, position: Position): void {
+    this.map.delete(k);
+    this.map.set(k, position);
+  }
+
+  /** Forgets the positions that expired: the oldest come first. */
+  private prune(): void {
+    const oldest = Date.now() - this.options.expiresMs;
+    for (const [k, position] of this.map) {
+      if (position.at >= oldest) return;
+      this.map.delete(k);
+    }
+  }
+
+  /** Positions known (expired ones are forgotten at each sync). */
+  get size(): number {
+    return this.map.size;
+  }
+
   private onEntry(entry: LogEntry): void {
     entry.ack();
     let record: Record;
@@ -168,10 +189,10 @@ export class Positions {
       const at = entry.message.publishedAt ?? Date.now();
       for (const item of record.p) {
         if (Array.isArray(item) && item.length === 3 && item.every((part) => typeof part === 'string'))
-          this.map.set(key(item[0], item[1]), { id: item[2], at });
+          this.put(key(item[0], item[1]), { id: item[2], at });
       }
     } else if (typeof record.c === 'string' && typeof record.ch === 'string' && typeof record.id === 'string') {
-      this.map.set(key(record.c, record.ch), { id: record.id, at: entry.message.publishedAt ?? Date.now() });
+      this.put(key(record.c, record.ch), { id: record.id, at: entry.message.publishedAt ?? Date.now() });
     }
   }
 
