@@ -179,10 +179,14 @@ export class Tracker {
     let unique = 0;
     let dup = 0;
     let ooo = 0;
+    let subsWithLoss = 0;
+    let subsWithDup = 0;
     for (const sub of this.subs) {
       unique += sub.unique;
       dup += sub.dup;
       ooo += sub.ooo;
+      if (sub.unique < this.m) subsWithLoss++;
+      if (sub.dup > 0) subsWithDup++;
     }
     return {
       subs: this.subs.length,
@@ -191,6 +195,8 @@ export class Tracker {
       lost: this.subs.length * this.m - unique,
       dup,
       ooo,
+      subsWithLoss,
+      subsWithDup,
       stray: this.stray,
       negative: this.negative,
       received: this.received,
@@ -211,6 +217,8 @@ export function mergeReports(reports) {
     lost: 0,
     dup: 0,
     ooo: 0,
+    subsWithLoss: 0,
+    subsWithDup: 0,
     stray: 0,
     negative: 0,
     received: 0,
@@ -220,7 +228,20 @@ export function mergeReports(reports) {
   };
   const hist = new Histogram();
   for (const r of reports) {
-    for (const key of ['subs', 'expected', 'unique', 'lost', 'dup', 'ooo', 'stray', 'negative', 'received', 'drops'])
+    for (const key of [
+      'subs',
+      'expected',
+      'unique',
+      'lost',
+      'dup',
+      'ooo',
+      'subsWithLoss',
+      'subsWithDup',
+      'stray',
+      'negative',
+      'received',
+      'drops',
+    ])
       out[key] += r[key] ?? 0;
     if (r.firstAt > 0 && (out.firstAt === 0 || r.firstAt < out.firstAt)) out.firstAt = r.firstAt;
     if (r.lastAt > out.lastAt) out.lastAt = r.lastAt;
