@@ -181,11 +181,20 @@ export class Tracker {
     let ooo = 0;
     let subsWithLoss = 0;
     let subsWithDup = 0;
+    /** A few subscribers that missed messages, with the first sequence numbers they missed (to see where). */
+    const lostSample = [];
     for (const sub of this.subs) {
       unique += sub.unique;
       dup += sub.dup;
       ooo += sub.ooo;
-      if (sub.unique < this.m) subsWithLoss++;
+      if (sub.unique < this.m) {
+        subsWithLoss++;
+        if (lostSample.length < 5) {
+          const missed = [];
+          for (let s = 0; s < this.m && missed.length < 10; s++) if (sub.seen[s] !== 1) missed.push(s);
+          lostSample.push({ label: sub.label, missed });
+        }
+      }
       if (sub.dup > 0) subsWithDup++;
     }
     return {
@@ -197,6 +206,7 @@ export class Tracker {
       ooo,
       subsWithLoss,
       subsWithDup,
+      lostSample,
       stray: this.stray,
       negative: this.negative,
       received: this.received,
@@ -227,6 +237,7 @@ export function mergeReports(reports) {
     lastAt: 0,
   };
   const hist = new Histogram();
+  out.lostSample = reports.flatMap((r) => r.lostSample ?? []).slice(0, 5);
   for (const r of reports) {
     for (const key of [
       'subs',

@@ -112,14 +112,20 @@ class Resumable {
     this.state = tracker.add(new SubscriberState(consumer ?? 'anon'));
     this.lastId = undefined;
     this.req = undefined;
-    /** While a reconnect is under way: { start, headAt, onFirst(at, stamp) }. */
+    /** While a reconnect waits for its first message: { onFirst(at, stamp) }. */
     this.resume = undefined;
+    /** Reconnect by itself when the server ends the stream (as EventSource does): set during the storm. */
+    this.auto = false;
+    /** Hung up on purpose by the storm, until it connects again. */
+    this.offline = false;
     this.gaps = 0;
     this.resets = 0;
+    this.dropReconnects = 0;
   }
 
   /** Opens a connection (with `Last-Event-ID` when it has seen an event); resolves { ok } once the head arrived. */
   connect() {
+    this.hangUp();
     return new Promise((resolve) => {
       let settled = false;
       const req = http.request(sseRequest(this.base, this.path, this.consumer, this.lastId));
@@ -129,6 +135,7 @@ class Resumable {
         settled = true;
         clearTimeout(timer);
         req.hangingUp = true;
+        if (this.req === req) this.req = undefined;
         req.destroy();
         resolve({ ok: false, error });
       };
@@ -151,17 +158,31 @@ class Resumable {
           buf = buf.slice(end + 2);
           this.events(block, at);
         });
-        res.on('close', () => {
-          if (this.req === req && !req.hangingUp) drops++;
-        });
+        res.on('close', () => this.dropped(req));
         resolve({ ok: true });
       });
       req.on('error', (err) => {
         if (!settled) fail(err.code ?? err.message);
-        else if (this.req === req && !req.hangingUp) drops++;
+        else this.dropped(req);
       });
       req.end();
     });
+  }
+
+  /** The server ended the current stream (not this client): counted; with `auto`, connect again after 250 ms. */
+  dropped(req) {
+    if (this.req !== req || req.hangingUp) return;
+    req.hangingUp = true;
+    this.req = undefined;
+    drops++;
+    if (!this.auto || closing) return;
+    const again = async (attempt) => {
+      if (this.req !== undefined || this.offline || !this.auto || closing || attempt >= 40) return;
+      this.dropReconnects++;
+      const r = await this.connect();
+      if (!r.ok) setTimeout(() => again(attempt + 1), 250);
+    };
+    setTimeout(() => again(0), 250);
   }
 
   /** Whole events: records the stamped ones, keeps the last id, counts the signals. */
@@ -289,12 +310,15 @@ async function storm({ rate, durationMs, offlineMs }) {
   const busy = new Set();
   const pending = new Set();
   const t0 = now();
+  for (const sub of resumables) sub.auto = true;
   const cycle = (sub) =>
     new Promise((resolve) => {
       busy.add(sub);
+      sub.offline = true;
       sub.hangUp();
       setTimeout(async () => {
-        for (let attempt = 0; attempt < 5; attempt++) {
+        sub.offline = false;
+        for (let attempt = 0; attempt < 40; attempt++) {
           const start = now();
           let firstTimer;
           const got = new Promise((done) => {
@@ -320,7 +344,7 @@ async function storm({ rate, durationMs, offlineMs }) {
           sub.resume = undefined;
           failures++;
           errors[r.error] = (errors[r.error] ?? 0) + 1;
-          await new Promise((res) => setTimeout(res, 100));
+          await new Promise((res) => setTimeout(res, 250));
         }
         busy.delete(sub);
         resolve();
@@ -355,6 +379,7 @@ async function storm({ rate, durationMs, offlineMs }) {
     head: head.toJSON(),
     first: first.toJSON(),
     firstReplayed: firstReplayed.toJSON(),
+    dropReconnects: subs.reduce((s, x) => s + x.dropReconnects, 0),
     gaps: subs.reduce((s, x) => s + x.gaps, 0),
     resets: subs.reduce((s, x) => s + x.resets, 0),
   };
