@@ -20,11 +20,14 @@ import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AmqpPublisher, FeedPublisher, publish } from './lib/publisher.mjs';
-import { mergeReports, now, Histogram } from './lib/tracker.mjs';
+import { mergeReports, now, Histogram, stampBody } from './lib/tracker.mjs';
 import {
   beamPid,
   cpuMeter,
+  deleteExchange,
   deleteQueues,
+  erlangMemoryMiB,
+  listQueueNames,
   fileLimit,
   forkHelper,
   machine,
@@ -95,10 +98,50 @@ const FLAGS = {
   profile: { type: 'boolean', default: false, help: 'take the CPU profiles even with --quick' },
   only: {
     type: 'string',
-    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2), metrics (--metrics-port vs none) and logged (--log-routes vs none)',
+    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2), metrics (--metrics-port vs none) and logged (--log-routes vs none), and logged-identified (identified SSE on a logged channel against anonymous fan-out; a reconnect storm with Last-Event-ID)',
   },
   'ab-fanout': { type: 'string', help: 'subscribers of the A/B groups (workers, metrics)', full: '1000', quickValue: '50' },
   'ab-pairs': { type: 'string', help: 'A,B pairs of runs per A/B comparison, interleaved A,B,A,B', full: '3', quickValue: '1' },
+  'logged-fanout': {
+    type: 'string',
+    help: 'subscriber counts of the logged-identified group (anonymous fan-out, then identified SSE on a logged channel)',
+    full: '1000,5000',
+    quickValue: '50',
+  },
+  'logged-messages': {
+    type: 'string',
+    help: 'messages per throughput phase of the logged-identified group, the same for both variants (one value, or one per --logged-fanout count)',
+    full: '100,30',
+    quickValue: '20',
+  },
+  'logged-latency-rate': {
+    type: 'string',
+    help: 'messages per second of the latency phase of the logged-identified group',
+    full: '2',
+    quickValue: '5',
+  },
+  'logged-latency-subscribers': {
+    type: 'string',
+    help: 'the --logged-fanout counts that get that latency phase (a queue per subscriber falls far behind 2 msg/s at 5,000)',
+    full: '1000',
+    quickValue: '50',
+  },
+  'logged-latency-seconds': { type: 'string', help: 'length of that latency phase', full: '10', quickValue: '1' },
+  'storm-subscribers': {
+    type: 'string',
+    help: 'identified subscribers of the reconnect storm (logged-identified group)',
+    full: '1000',
+    quickValue: '40',
+  },
+  'storm-rate': { type: 'string', help: 'reconnects per second of the storm (all workers)', full: '500', quickValue: '50' },
+  'storm-seconds': { type: 'string', help: 'length of the storm', full: '10', quickValue: '1' },
+  'storm-offline': {
+    type: 'string',
+    help: 'ms a subscriber stays away between hanging up and reconnecting',
+    full: '1000',
+    quickValue: '200',
+  },
+  'storm-publish-rate': { type: 'string', help: 'messages per second published during the storm', full: '2', quickValue: '10' },
   match: {
     type: 'string',
     help: 'run only the throughput scenarios whose name matches this regular expression (e.g. "anon-sse|node-sse")',
@@ -150,6 +193,16 @@ const cfg = {
   transientFanout: list('transient-fanout'),
   abFanout: num('ab-fanout'),
   abPairs: num('ab-pairs'),
+  loggedFanout: list('logged-fanout'),
+  loggedMessages: list('logged-messages'),
+  loggedLatencyRate: num('logged-latency-rate'),
+  loggedLatencySeconds: num('logged-latency-seconds'),
+  loggedLatencySubscribers: list('logged-latency-subscribers'),
+  stormSubscribers: num('storm-subscribers'),
+  stormRate: num('storm-rate'),
+  stormSeconds: num('storm-seconds'),
+  stormOfflineMs: num('storm-offline'),
+  stormPublishRate: num('storm-publish-rate'),
 };
 const persistent = cfg.persistent;
 /** The k-th value of a per-size list, or its last one. */
@@ -162,6 +215,14 @@ const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.sl
 const AMQP = process.env.WARREN_BENCH_AMQP_URL ?? process.env.WARREN_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const TOKEN = `bench-token-${Math.random().toString(36).slice(2)}-0123456789`;
 const RUN = `b${Date.now().toString(36)}`;
+/**
+ * The exchange of the logged-identified group's gateways: its log shards are
+ * `warren:log:<exchange>:<n>` and its positions `warren:positions:<exchange>`,
+ * apart from any other deployment's, and their names hold the run id, so the
+ * cleanup deletes them with the run's queues; the exchange goes too.
+ */
+const LOGGED_EXCHANGE = `bench-logged-${RUN}-${Math.random().toString(36).slice(2, 8)}`;
+let loggedExchangeUsed = false;
 const PROFILE_DIR = `${ROOT}bench/profiles`;
 const STALL_MS = quick ? 5000 : 15_000;
 const PHASE_MAX_MS = quick ? 20_000 : 180_000;
@@ -274,7 +335,7 @@ async function waitStreams(server, n, how, maxMs = 30_000) {
 }
 
 /** Opens `n` subscribers spread over the workers; connects/s from the first attempt to the last open. */
-async function openSubscribers(server, { transport, path, consumers, n }) {
+async function openSubscribers(server, { transport, path, consumers, n, trackIds }) {
   const sizes = split(n, workers.length);
   const lanes = split(cfg.openConcurrency, workers.length);
   let offset = 0;
@@ -285,7 +346,7 @@ async function openSubscribers(server, { transport, path, consumers, n }) {
       offset += sizes[k];
       return w.call(
         'open',
-        { transport, base: server.url, path, consumers: slice, count: sizes[k], concurrency: Math.max(1, lanes[k]) },
+        { transport, base: server.url, path, consumers: slice, count: sizes[k], concurrency: Math.max(1, lanes[k]), trackIds },
         OPEN_TIMEOUT_MS,
       );
     }),
@@ -360,6 +421,7 @@ async function cleanupQueues() {
     const names = await mgmt.queueNames(RUN);
     const deleted = await deleteQueues(AMQP, names);
     if (deleted > 0) log(`deleted ${deleted} queues`);
+    if (loggedExchangeUsed) await deleteExchange(AMQP, LOGGED_EXCHANGE);
     return deleted;
   } catch (err) {
     log(`cleanup failed: ${err.message}`);
@@ -369,7 +431,16 @@ async function cleanupQueues() {
 
 // ---------------------------------------------------------------- scenarios
 
-const results = { fanout: [], idle: [], churn: undefined, longPoll: undefined, profiles: [], ab: [], errors: [] };
+const results = {
+  fanout: [],
+  idle: [],
+  churn: undefined,
+  longPoll: undefined,
+  profiles: [],
+  ab: [],
+  loggedIdentified: undefined,
+  errors: [],
+};
 
 /** The pids of a process's children (a `warren serve --workers` primary's workers). */
 function childPids(pid) {
@@ -843,6 +914,319 @@ async function longPollScenario() {
   return row;
 }
 
+// ---------------------------------------------------------------- logged channels, identified (issue 15)
+
+/** The flags of a gateway whose `/bench-<run>-…` channels are logged, on the group's own exchange. */
+function loggedArgs() {
+  loggedExchangeUsed = true;
+  return ['--exchange', LOGGED_EXCHANGE, '--log-routes', `/bench-${RUN}-`, '--log-max-bytes', '64mb'];
+}
+
+/**
+ * What the broker holds (outside any measured window: rabbitmqctl starts an
+ * Erlang VM): `erlang:memory(total)`, mem_used, every queue, the queues of
+ * `channel` (consumer and fan-out queues) and the streams of the group's exchange.
+ */
+async function brokerSnapshot(channel) {
+  const names = listQueueNames();
+  return {
+    erlangMiB: erlangMemoryMiB(),
+    memUsedMiB: await mgmt.node().then(
+      (n) => n.memUsedMiB,
+      () => NaN,
+    ),
+    queues: names?.length,
+    queuesForChannel: names?.filter((n) => n.includes(channel)).length,
+    streamsOfExchange: names?.filter((n) => n.includes(LOGGED_EXCHANGE)).length,
+  };
+}
+
+/** RabbitMQ's CPU over a second with nothing of ours going on: the broker is shared, this is what others cost it. */
+async function idleCores(beam) {
+  const stop = cpuMeter([beam]);
+  await sleep(quick ? 300 : 1000);
+  return stop()[0].cores;
+}
+
+/**
+ * Readiness from the outside: probe messages (a phase of their own), one at a
+ * time, until every subscriber got one. A queue-per-consumer stream has its
+ * queue bound once its head came; a stream that reads a log from its end, or
+ * a fan-out subscriber, may start a moment later: the next probe reaches it.
+ * Then waits until the probes stop arriving.
+ */
+async function probeReady({ publisher, channel, subscribers }) {
+  const phase = ++phaseCounter;
+  const t0 = now();
+  await Promise.all(workers.map((w) => w.call('expect', { phase, m: 100 }, 10_000)));
+  const reachedNow = async () => (await Promise.all(workers.map((w) => w.call('reached', {}, 10_000)))).reduce((s, r) => s + r.reached, 0);
+  let reached = 0;
+  let probes = 0;
+  while (probes < 20 && reached < subscribers) {
+    await publisher.send(channel, `bench-${RUN}-probe-${phase}-${probes}`, stampBody(phase, probes, cfg.size));
+    probes++;
+    // Until all are reached, or no one new for a second (those left missed this probe), at most 20 s.
+    const start = now();
+    let last = -1;
+    let lastChange = now();
+    while (now() - start < 20_000) {
+      reached = await reachedNow();
+      if (reached >= subscribers) break;
+      if (reached !== last) {
+        last = reached;
+        lastChange = now();
+      } else if (now() - lastChange > 1000) break;
+      await sleep(50);
+    }
+  }
+  const ms = now() - t0;
+  // Probes still on their way (queued behind others) would land in the next phase: let them arrive.
+  let last = -1;
+  for (let k = 0; k < 100; k++) {
+    const received = (await Promise.all(workers.map((w) => w.call('progress', {}, 10_000)))).reduce((s, p) => s + p.received, 0);
+    if (received === last) break;
+    last = received;
+    await sleep(300);
+  }
+  return { reached, probes, ms };
+}
+
+/**
+ * One variant of the logged-identified comparison at S subscribers:
+ * anonymous SSE fan-out (an unlogged channel, the gateway as the throughput
+ * group starts it), or identified SSE (`Consumer-Id` header) on a channel
+ * under `--log-routes`. Both through the same resumable-client parser, the
+ * same readiness probes, a latency phase at a modest rate, then throughput
+ * phases (repeated while they are short: up to --repeats within a minute).
+ */
+async function loggedFanOut({ identified, S, m }) {
+  const name = `logged-${identified ? 'id' : 'anon'}-sse-${S}`;
+  const channel = `/bench-${RUN}-${name}`;
+  const beam = beamPid();
+  const row = { name, identified, logged: identified, S, persistent };
+  let server;
+  let publisher;
+  log(`${name}: start`);
+  await quiet(beam);
+  try {
+    server = await startWarren(undefined, identified ? loggedArgs() : []);
+    await pause(500, 200);
+    row.brokerBefore = await brokerSnapshot(channel);
+    row.rabbitIdleCores = await idleCores(beam);
+    row.rssBeforeMiB = rssMiB(server.pid);
+    publisher = await AmqpPublisher.connect(AMQP, { persistent, ...(identified ? { exchange: LOGGED_EXCHANGE } : {}) });
+    const consumers = identified ? consumerIds(name, S) : undefined;
+    const stopCpu = cpuMeter([beam, server.pid]);
+    row.open = await openSubscribers(server, { transport: 'sse', path: channel, consumers, n: S, trackIds: true });
+    row.ready = await probeReady({ publisher, channel, subscribers: row.open.opened });
+    const cpu = stopCpu();
+    row.open.cpu = { rabbitSeconds: cpu[0].cpuSeconds, serverSeconds: cpu[1].cpuSeconds, wallS: cpu.wall };
+    log(
+      `${name}: ${row.open.opened}/${S} open in ${(row.open.ms / 1000).toFixed(1)} s, ${row.ready.reached} reached by ${row.ready.probes} probe(s) after ${(row.ready.ms / 1000).toFixed(1)} s; RabbitMQ ${cpu[0].cpuSeconds.toFixed(2)} CPU s${row.open.failed > 0 ? `; failures ${JSON.stringify(row.open.errors)}` : ''}`,
+    );
+    await pause(2000, 300);
+    row.rssAfterOpenMiB = rssMiB(server.pid);
+    row.brokerAfterOpen = await brokerSnapshot(channel);
+    const ctx = { targets: workers, publisher, channel, server, beam, subscribers: row.open.opened };
+    if (cfg.loggedLatencySubscribers.includes(S)) {
+      row.latency = await runPhase({
+        ...ctx,
+        m: Math.max(1, Math.round(cfg.loggedLatencyRate * cfg.loggedLatencySeconds)),
+        rate: cfg.loggedLatencyRate,
+      });
+    }
+    if (row.latency !== undefined)
+      log(
+        `${name}: latency at ${cfg.loggedLatencyRate} msg/s: p50 ${row.latency.latency.p50.toFixed(1)} p99 ${row.latency.latency.p99.toFixed(1)} ms, lost ${row.latency.lost} dup ${row.latency.dup} ooo ${row.latency.ooo}`,
+      );
+    const phases = [];
+    const t0 = now();
+    do {
+      const phase = await runPhase({ ...ctx, m });
+      phases.push(phase);
+      log(
+        `${name}: ${phase.deliveriesPerSec.toFixed(0)} deliveries/s (${phase.unique}/${phase.expected}), p50 ${phase.latency.p50.toFixed(1)} p99 ${phase.latency.p99.toFixed(1)} ms, RabbitMQ ${pctLog(phase.cpu.rabbit)}, lost ${phase.lost} dup ${phase.dup} ooo ${phase.ooo} drops ${phase.drops}`,
+      );
+    } while (phases.length < cfg.repeats && now() - t0 < (quick ? 5000 : 60_000));
+    row.throughput = [...phases].sort((x, y) => x.deliveriesPerSec - y.deliveriesPerSec)[Math.floor((phases.length - 1) / 2)];
+    row.throughputRates = phases.map((p) => p.deliveriesPerSec);
+    row.throughputProblems = phases.filter((p) => p.lost + p.dup + p.ooo + p.drops > 0).length;
+    row.gatewayStats = await warrenStats(server);
+    row.brokerAfter = await brokerSnapshot(channel);
+  } catch (err) {
+    row.error = err.message;
+    results.errors.push(`${name}: ${err.message}`);
+    log(`${name}: FAILED ${err.message}`);
+  } finally {
+    await publisher?.close();
+    if (server !== undefined) {
+      await closeSubscribers().catch(() => undefined);
+      await stopServer(server);
+      if (/error/i.test(server.stderr())) row.gatewayStderr = server.stderr().slice(-1500);
+    }
+    await cleanupQueues();
+  }
+  return row;
+}
+
+const pctLog = (cores) => `${Math.round(cores * 100)}%`;
+
+/**
+ * The reconnect storm: M identified SSE subscribers on a logged channel; a
+ * message every 1/rate s all along; the subscribers hang up and reconnect at
+ * --storm-rate per second (all workers), each after --storm-offline ms away,
+ * with `Last-Event-ID` of the last event it got. Per subscriber, every message
+ * of the phase must arrive once, in order.
+ */
+async function stormScenario() {
+  const M = cfg.stormSubscribers;
+  const name = `logged-storm-${M}`;
+  const channel = `/bench-${RUN}-${name}`;
+  const beam = beamPid();
+  const row = {
+    name,
+    M,
+    rate: cfg.stormRate,
+    seconds: cfg.stormSeconds,
+    offlineMs: cfg.stormOfflineMs,
+    publishRate: cfg.stormPublishRate,
+    persistent,
+  };
+  let server;
+  let publisher;
+  let publishing;
+  log(`${name}: start`);
+  await quiet(beam);
+  try {
+    server = await startWarren(undefined, loggedArgs());
+    await pause(500, 200);
+    publisher = await AmqpPublisher.connect(AMQP, { persistent, exchange: LOGGED_EXCHANGE });
+    row.open = await openSubscribers(server, {
+      transport: 'sse',
+      path: channel,
+      consumers: consumerIds(name, M),
+      n: M,
+      trackIds: true,
+    });
+    row.ready = await probeReady({ publisher, channel, subscribers: row.open.opened });
+    log(`${name}: ${row.open.opened}/${M} open, ${row.ready.reached} reached by ${row.ready.probes} probe(s)`);
+    await pause(1000, 200);
+    row.brokerBefore = await brokerSnapshot(channel);
+    row.rabbitIdleCores = await idleCores(beam);
+    // Publishing starts a second before the storm and goes on two seconds after the last reconnect.
+    const leadMs = quick ? 300 : 1000;
+    const tailMs = quick ? 500 : 2000;
+    const m = Math.max(1, Math.ceil((cfg.stormPublishRate * (leadMs + cfg.stormSeconds * 1000 + cfg.stormOfflineMs + tailMs)) / 1000));
+    const phase = ++phaseCounter;
+    await Promise.all(workers.map((w) => w.call('expect', { phase, m }, 10_000)));
+    publishing = publish(publisher, {
+      channel,
+      phase,
+      m,
+      size: cfg.size,
+      rate: cfg.stormPublishRate,
+      idPrefix: `bench-${RUN}`,
+      timeoutMs: PHASE_MAX_MS,
+    });
+    await sleep(leadMs);
+    const stopCpu = cpuMeter([beam, server.pid]);
+    const loadBefore = loadavg()[0];
+    const stormStartAt = now();
+    const replies = await Promise.all(
+      workers.map((w) =>
+        w.call(
+          'storm',
+          { rate: cfg.stormRate / workers.length, durationMs: cfg.stormSeconds * 1000, offlineMs: cfg.stormOfflineMs },
+          cfg.stormSeconds * 1000 + cfg.stormOfflineMs + 5 * 40_000,
+        ),
+      ),
+    );
+    const cpu = stopCpu();
+    row.loadBefore = loadBefore;
+    row.loadAfter = loadavg()[0];
+    const pub = await publishing;
+    publishing = undefined;
+    row.publish = pub;
+    row.wait = await waitDeliveries(workers, row.open.opened * m);
+    const reports = await Promise.all(workers.map((w) => w.call('report', {}, 30_000)));
+    Object.assign(row, mergeReports(reports), { m });
+    // When each missed message was published, against the storm's start: which reconnect lost it.
+    row.stormStartAt = stormStartAt;
+    row.publishStartAt = pub.startAt;
+    const hist = (key) => {
+      const h = new Histogram();
+      for (const r of replies) h.merge(r[key]);
+      return h.summary();
+    };
+    const sum = (key) => replies.reduce((s, r) => s + r[key], 0);
+    const errors = {};
+    for (const r of replies) for (const [e, c] of Object.entries(r.errors)) errors[e] = (errors[e] ?? 0) + c;
+    const scheduledS = Math.max(...replies.map((r) => r.scheduledMs)) / 1000;
+    Object.assign(row, {
+      started: sum('started'),
+      dropReconnects: sum('dropReconnects'),
+      reconnected: sum('reconnected'),
+      failures: sum('failures'),
+      skipped: sum('skipped'),
+      noMessage: sum('noMessage'),
+      gaps: sum('gaps'),
+      resets: sum('resets'),
+      errors,
+      scheduledS,
+      stormS: Math.max(...replies.map((r) => r.ms)) / 1000,
+      reconnectsPerSec: sum('started') / scheduledS,
+      head: hist('head'),
+      first: hist('first'),
+      firstReplayed: hist('firstReplayed'),
+      cpu: {
+        rabbitSeconds: cpu[0].cpuSeconds,
+        rabbit: cpu[0].cores,
+        serverSeconds: cpu[1].cpuSeconds,
+        server: cpu[1].cores,
+        wallS: cpu.wall,
+      },
+    });
+    row.brokerAfter = await brokerSnapshot(channel);
+    log(
+      `${name}: ${row.started} reconnects in ${scheduledS.toFixed(1)} s (${row.reconnectsPerSec.toFixed(0)}/s; ${row.skipped} skipped, ${row.failures} failed), connect → first message p50 ${row.first.p50.toFixed(1)} p99 ${row.first.p99.toFixed(1)} ms (replayed: p50 ${row.firstReplayed.p50.toFixed(1)} p99 ${row.firstReplayed.p99.toFixed(1)} ms, ${row.firstReplayed.n}), RabbitMQ ${pctLog(row.cpu.rabbit)}; ${row.unique}/${row.expected} delivered, lost ${row.lost} (${row.subsWithLoss} subscribers) dup ${row.dup} (${row.subsWithDup}) ooo ${row.ooo}; load ${loadBefore.toFixed(2)} → ${row.loadAfter.toFixed(2)}`,
+    );
+  } catch (err) {
+    row.error = err.message;
+    results.errors.push(`${name}: ${err.message}`);
+    log(`${name}: FAILED ${err.message}`);
+  } finally {
+    await publishing?.catch(() => undefined);
+    await publisher?.close();
+    if (server !== undefined) {
+      await closeSubscribers().catch(() => undefined);
+      await stopServer(server);
+      if (/error/i.test(server.stderr())) row.gatewayStderr = server.stderr().slice(-1500);
+    }
+    await cleanupQueues();
+  }
+  return row;
+}
+
+/** The logged-identified group (named only): at each --logged-fanout count, anonymous fan-out then identified on a logged channel; then the storm. */
+async function loggedIdentifiedGroup() {
+  const group = { exchange: LOGGED_EXCHANGE, rows: [], storm: undefined, loadBefore: loadavg()[0] };
+  results.loggedIdentified = group;
+  const before = listQueueNames();
+  group.queuesAtStart = before?.length;
+  for (const [k, S] of cfg.loggedFanout.entries()) {
+    const m = nth(cfg.loggedMessages, k);
+    const anon = await loggedFanOut({ identified: false, S, m });
+    const id = await loggedFanOut({ identified: true, S, m });
+    group.rows.push({ S, m, anon, id });
+  }
+  if (cfg.stormSubscribers > 0) group.storm = await stormScenario();
+  group.loadAfter = loadavg()[0];
+  await cleanupQueues();
+  const after = listQueueNames();
+  group.queuesAtEnd = after?.length;
+  group.leftover = after?.filter((n) => n.includes(RUN)).length;
+}
+
 // ---------------------------------------------------------------- main
 
 async function killAll() {
@@ -931,6 +1315,7 @@ async function main() {
     }
   }
   for (const group of Object.keys(AB_GROUPS)) if (groups.has(group)) await abGroup(group);
+  if (groups.has('logged-identified')) await loggedIdentifiedGroup();
   if (groups.has('churn')) results.churn = await churnScenario();
   if (groups.has('longpoll')) results.longPoll = await longPollScenario();
   if (groups.has('profile')) {

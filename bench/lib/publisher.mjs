@@ -15,18 +15,20 @@ import { sleep } from './system.mjs';
 
 export class AmqpPublisher {
   /** `persistent: false` sends transient messages (delivery mode 1) instead of the SDK's persistent ones. */
-  static async connect(url, { persistent = true } = {}) {
+  /** `exchange`: another than `warren`, for a gateway started with `--exchange`. */
+  static async connect(url, { persistent = true, exchange = DEFAULT_EXCHANGE } = {}) {
     const conn = await amqp.connect(url, { noDelay: true, clientProperties: { connection_name: 'warren-bench publisher' } });
     conn.on('error', () => undefined);
     const ch = await conn.createConfirmChannel();
-    await ch.assertExchange(DEFAULT_EXCHANGE, EXCHANGE_TYPE, { durable: true });
-    return new AmqpPublisher(conn, ch, persistent);
+    await ch.assertExchange(exchange, EXCHANGE_TYPE, { durable: true });
+    return new AmqpPublisher(conn, ch, persistent, exchange);
   }
 
-  constructor(conn, ch, persistent) {
+  constructor(conn, ch, persistent, exchange = DEFAULT_EXCHANGE) {
     this.conn = conn;
     this.ch = ch;
     this.persistent = persistent;
+    this.exchange = exchange;
   }
 
   /** Resolves once the broker confirmed it. */
@@ -34,7 +36,7 @@ export class AmqpPublisher {
     return new Promise((resolve, reject) => {
       const props = toWireProperties({ id, contentType: 'application/json', body, publishedAt: Date.now() });
       if (!this.persistent) props.persistent = false;
-      this.ch.publish(DEFAULT_EXCHANGE, channel, Buffer.from(body, 'latin1'), props, (err) => (err == null ? resolve() : reject(err)));
+      this.ch.publish(this.exchange, channel, Buffer.from(body, 'latin1'), props, (err) => (err == null ? resolve() : reject(err)));
     });
   }
 

@@ -19,6 +19,8 @@ const title = (row) =>
       ? `Node ceiling ${row.transport.toUpperCase()}`
       : 'RabbitMQ ceiling (amqplib)') + (row.identified && !row.persistent ? ', transient messages' : '');
 
+/** The storm reconnects dropped streams (as EventSource would): drops are shown, not failed; what counts is each message once, in order. */
+const stormExact = (r) => r.lost === 0 && r.dup === 0 && r.ooo === 0 && r.unique === r.expected;
 /** Whether a latency phase delivered what was offered: deliveries/s over the phase against rate × subscribers. */
 function keptUp(row) {
   const l = row.latency;
@@ -179,11 +181,39 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
       false,
     );
   }
+  const li = results.loggedIdentified;
+  for (const { S, anon, id } of li?.rows ?? []) {
+    ratioTarget(
+      `Identified SSE on a logged channel ÷ anonymous SSE fan-out, ${f0(S)} subscribers (deliveries/s)`,
+      id,
+      anon,
+      (w, c) => [w.throughput?.deliveriesPerSec, c.throughput?.deliveriesPerSec],
+      0.8,
+      true,
+    );
+  }
+  const storm = li?.storm;
+  if (storm !== undefined && storm.error === undefined) {
+    targets.push([
+      `Reconnect storm: ${f0(storm.M)} identified SSE subscribers on a logged channel reconnecting with \`Last-Event-ID\``,
+      `${f0(storm.reconnectsPerSec)} reconnects/s for ${f1(storm.scheduledS)} s`,
+      `≥ ${f0(storm.rate)}/s`,
+      storm.failures === 0 ? passRate(storm.reconnectsPerSec >= 0.95 * storm.rate) : pass(false),
+    ]);
+    targets.push([
+      'Reconnect storm: every subscriber got every message once, in order',
+      `${f0(storm.unique)}/${f0(storm.expected)}; lost ${f0(storm.lost)} (${f0(storm.subsWithLoss)} subscribers), dup ${f0(storm.dup)} (${f0(storm.subsWithDup)}), ooo ${f0(storm.ooo)}`,
+      'exact',
+      pass(stormExact(storm)),
+    ]);
+  }
+  const loggedPhases = (li?.rows ?? []).flatMap(({ anon, id }) => [anon, id].flatMap((r) => [r.latency, r.throughput].filter(Boolean)));
   const inexact = [
     ...warrenRows.flatMap((r) => [r.latency, r.throughput].filter(Boolean)),
     ...idleW.map((r) => r.delivery).filter(Boolean),
+    ...loggedPhases,
   ].filter((r) => !isExact(r));
-  if (warrenRows.length + idleW.length > 0) {
+  if (warrenRows.length + idleW.length + loggedPhases.length > 0) {
     targets.push([
       'Every Warren stream scenario: nothing lost, duplicated or out of order',
       inexact.length === 0 ? 'exact' : `${inexact.length} phase(s) inexact (see tables)`,
@@ -393,6 +423,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   }
 
   abSection(out, results.ab ?? []);
+  loggedSection(out, li, cfg);
 
   // ---- problems
   const notes = [...results.errors.map((e) => `Error: ${e}`)];
@@ -400,7 +431,9 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     if (row.throughput !== undefined && !isExact(row.throughput))
       notes.push(`${row.name}: inexact delivery (lost, duplicated or reordered)`);
   }
-  for (const r of [...fan, ...results.idle])
+  const loggedRows = [...(li?.rows ?? []).flatMap(({ anon, id }) => [anon, id]), ...(storm === undefined ? [] : [storm])];
+  if (li?.leftover > 0) notes.push(`${li.leftover} queues or streams of the logged-identified group were still on the broker at the end`);
+  for (const r of [...fan, ...results.idle, ...loggedRows])
     if (r.gatewayStderr) notes.push(`${r.name}: the gateway wrote to stderr: \`${r.gatewayStderr.replace(/\s+/g, ' ').slice(0, 400)}\``);
   for (const r of fan) {
     for (const phase of [r.latency, r.throughput]) {
@@ -428,7 +461,8 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     inexact.length === 0 &&
     !refused &&
     (lp === undefined || isExact(lp)) &&
-    (churn === undefined || churn.failures === 0);
+    (churn === undefined || churn.failures === 0) &&
+    (storm === undefined || (storm.error === undefined && storm.failures === 0 && stormExact(storm)));
   const strip = (key, value) => (key === 'hist' || key === 'pairs' || key === 'markdown' ? undefined : value);
   writeFileSync(path.replace(/\.md$/, '.json'), `${JSON.stringify({ env, cfg, command, started, elapsedS, run, results }, strip, 1)}\n`);
   return correct;
@@ -450,6 +484,79 @@ function abSection(out, ab) {
     const scenario = `${row.identified ? 'identified' : 'anonymous'} ${row.transport.toUpperCase()}, ${f0(row.S)} subscribers, ${f0(t?.m)} messages`;
     out.push(
       `| ${group} | ${scenario} | ${variant}${scrapes === undefined ? '' : ` (${scrapes} scrapes)`} | ${run} | ${row.error === undefined ? f0(t?.deliveriesPerSec) : `error: ${row.error}`} | ${pct(t?.cpu?.server)} | ${pct(t?.cpu?.rabbit)} | ${pct(t?.cpu?.subscribers)} | ${f2(loadBefore)} → ${f2(loadAfter)} |`,
+    );
+  }
+  out.push('');
+}
+
+/** Per-queue figures of bench/anonymous-listeners.md (2026-11-22), to state the logged figures beside. */
+const PER_QUEUE = { cpuSecondsPer1000: [4.54, 21.24 / 5], queueMiBPer1000: [24.81, 88.72 / 5], nodeMiBPer1000: [44.7, 243.5 / 5] };
+
+/** The logged-identified group (`--only logged-identified`). */
+function loggedSection(out, li, cfg) {
+  if (li === undefined) return;
+  const per1000 = (x, n) => (Number.isFinite(x) && n > 0 ? (x * 1000) / n : NaN);
+  const d = (a, b, key) => (a?.[key] === undefined || b?.[key] === undefined ? NaN : b[key] - a[key]);
+  out.push('## Identified subscribers on a logged channel (issue 15)');
+  out.push('');
+  out.push(
+    `For each S: anonymous SSE fan-out on an unlogged channel (the throughput group's gateway), then identified SSE (a \`Consumer-Id\` header each) on a channel under \`--log-routes\`, on a gateway of its own exchange (\`${li.exchange}\`). Both read by the same client code, made ready by probe messages until every subscriber got one, then a latency phase at ${cfg.loggedLatencyRate} msg/s for ${cfg.loggedLatencySeconds} s, then throughput phases of the same message count for both (repeated up to ${cfg.repeats} times while they take under a minute; the median is shown). RabbitMQ CPU "to open" runs from the first connection to the last subscriber reached by a probe; broker memory is \`erlang:memory(total)\` (rabbitmqctl) before the gateway's subscribers and 2 s after they are all reached; queues are \`rabbitmqctl list_queues\`. Load average (1 min): ${f2(li.loadBefore)} before the group, ${f2(li.loadAfter)} after.`,
+  );
+  out.push('');
+  out.push(
+    '| S | Variant | Deliveries/s | Ratio to anonymous | Flood p50 / p99 | Latency p50 / p99 at the fixed rate | Kept up | Lost / dup / ooo | RabbitMQ CPU s to open, per 1,000 | RabbitMQ CPU in the flood (idle before) | Broker memory (erlang) added, per 1,000 | Queues for the channel / log streams | Deliveries/s of each phase |',
+  );
+  out.push('|---:|---|---:|---:|---|---|---|---|---:|---:|---:|---|---|');
+  for (const { S, anon, id } of li.rows) {
+    for (const r of [anon, id]) {
+      const t = r.throughput;
+      const l = r.latency;
+      const mem = d(r.brokerBefore, r.brokerAfterOpen, 'erlangMiB');
+      out.push(
+        `| ${f0(S)} | ${r.identified ? 'identified, logged channel' : 'anonymous, unlogged'}${r.error ? ` (error: ${r.error})` : ''} | ${f0(t?.deliveriesPerSec)}${t === undefined || t.wait.complete ? '' : ` (${t.wait.stalled ? 'stalled' : 'timed out'}: ${f0(t.unique)}/${f0(t.expected)} in)`} | ${r.identified ? ratio(t?.deliveriesPerSec, anon.throughput?.deliveriesPerSec) : '—'} | ${f1(t?.latency.p50)} / ${f1(t?.latency.p99)} ms | ${f1(l?.latency.p50)} / ${f1(l?.latency.p99)} ms | ${l === undefined ? '—' : keptUp({ latency: l })} | ${exact(l)}; ${exact(t)} | ${f2(per1000(r.open?.cpu?.rabbitSeconds, r.open?.opened))} | ${pct(t?.cpu.rabbit)} (${pct(r.rabbitIdleCores)}) | ${f1(per1000(mem, r.open?.opened))} MiB (${f1(mem)} MiB) | ${r.brokerAfterOpen?.queuesForChannel ?? '—'} / ${r.brokerAfterOpen?.streamsOfExchange ?? '—'} | ${(r.throughputRates ?? []).map(f0).join(', ')} |`,
+      );
+    }
+  }
+  out.push('');
+  out.push(
+    `Beside the per-queue figures of [anonymous-listeners.md](anonymous-listeners.md) (one queue per listener, 2026-11-22): RabbitMQ CPU while connecting ${PER_QUEUE.cpuSecondsPer1000.map(f2).join(' / ')} s per 1,000 (at 1,000 / 5,000), memory of the queues ${PER_QUEUE.queueMiBPer1000.map(f1).join(' / ')} MiB per 1,000, node memory ${PER_QUEUE.nodeMiBPer1000.map(f1).join(' / ')} MiB per 1,000.`,
+  );
+  out.push('');
+  out.push(
+    '| Run | Opened | Probes (reached) | Gateway RSS before → after open | Broker erlang memory before → after open → after phases | mem_used before → after | Queues on the broker before → after open | Gateway stats |',
+  );
+  out.push('|---|---:|---|---|---|---|---|---|');
+  for (const r of li.rows.flatMap(({ anon, id }) => [anon, id])) {
+    const s = r.gatewayStats;
+    out.push(
+      `| ${r.name} | ${f0(r.open?.opened)}/${f0(r.S)} | ${f0(r.ready?.probes)} (${f0(r.ready?.reached)}) | ${f1(r.rssBeforeMiB)} → ${f1(r.rssAfterOpenMiB)} MiB | ${f1(r.brokerBefore?.erlangMiB)} → ${f1(r.brokerAfterOpen?.erlangMiB)} → ${f1(r.brokerAfter?.erlangMiB)} MiB | ${f0(r.brokerBefore?.memUsedMiB)} → ${f0(r.brokerAfterOpen?.memUsedMiB)} MiB | ${f0(r.brokerBefore?.queues)} → ${f0(r.brokerAfterOpen?.queues)} | ${s === undefined ? '—' : `declares ${s.broker.queueDeclares}, consumers ${s.broker.consumersStarted}, identified streams ${s.streams.identified}, log subscribers ${s.logs?.subscribers ?? '—'}`} |`,
+    );
+  }
+  out.push('');
+  const st = li.storm;
+  if (st === undefined) return;
+  out.push('### Reconnect storm');
+  out.push('');
+  out.push(
+    `${f0(st.M)} identified SSE subscribers on a logged channel; ${f1(st.publishRate)} messages/s published throughout (${f0(st.m)} in all, ${st.persistent ? 'persistent' : 'transient'}); for ${f1(st.seconds)} s the subscribers hang up in turn at ${f0(st.rate)}/s and each connects again ${f0(st.offlineMs)} ms later with \`Last-Event-ID\`: the id of the last event it received. "First message" is connect → the first message on the new connection; "replayed" counts those published before that connect (a resume from the log or the queue), the others waited for the next publish. Every subscriber must get every message of the phase once and in order across its connections; a stream the server ends is connected again 250 ms later with its \`Last-Event-ID\` (as EventSource does), and counted. RabbitMQ is shared with other work on this machine: its CPU with nothing of ours running is shown in parentheses.`,
+  );
+  out.push('');
+  if (st.error !== undefined) {
+    out.push(`Error: ${st.error}`);
+    out.push('');
+    return;
+  }
+  out.push(
+    '| Reconnects/s | Reconnects (skipped, failed) | Head p50 / p99 | First message p50 / p99 | Replayed first message p50 / p99 (n) | No message within 30 s | Streams ended by the server (reconnected) | RabbitMQ CPU in the storm (idle before) | Gateway CPU | Delivered | Lost (subscribers) | Dup (subscribers) | Ooo | Signals gap / reset | Queues for the channel | Broker erlang memory before → after | Load before → after |',
+  );
+  out.push('|---:|---|---|---|---|---:|---|---|---|---|---|---|---:|---|---|---|---|');
+  out.push(
+    `| ${f0(st.reconnectsPerSec)} | ${f0(st.started)} (${f0(st.skipped)}, ${f0(st.failures)}${st.failures > 0 ? ` ${JSON.stringify(st.errors)}` : ''}) | ${f1(st.head.p50)} / ${f1(st.head.p99)} ms | ${f1(st.first.p50)} / ${f1(st.first.p99)} ms | ${f1(st.firstReplayed.p50)} / ${f1(st.firstReplayed.p99)} ms (${f0(st.firstReplayed.n)}) | ${f0(st.noMessage)} | ${f0(st.drops)} (${f0(st.dropReconnects)}) | ${f2(st.cpu.rabbitSeconds)} s, ${pct(st.cpu.rabbit)} (${pct(st.rabbitIdleCores)}) | ${pct(st.cpu.server)} | ${f0(st.unique)}/${f0(st.expected)} | ${f0(st.lost)} (${f0(st.subsWithLoss)}) | ${f0(st.dup)} (${f0(st.subsWithDup)}) | ${f0(st.ooo)} | ${f0(st.gaps)} / ${f0(st.resets)} | ${st.brokerAfter?.queuesForChannel ?? '—'} | ${f1(st.brokerBefore?.erlangMiB)} → ${f1(st.brokerAfter?.erlangMiB)} MiB | ${f2(st.loadBefore)} → ${f2(st.loadAfter)} |`,
+  );
+  if (st.lostSample?.length > 0) {
+    out.push('');
+    out.push(
+      `Subscribers that missed messages (the first sequence numbers missed; messages go out every ${f0(1000 / st.publishRate)} ms from ${f0(st.stormStartAt - st.publishStartAt)} ms before the storm's first hang-up): ${st.lostSample.map((x) => `${x.label.replace(/^bench-[^-]+-/, '')} missed ${x.missed.join(', ')}`).join('; ')}.`,
     );
   }
   out.push('');

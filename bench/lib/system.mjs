@@ -134,6 +134,45 @@ export async function deleteQueues(url, names, lanes = 8) {
   return deleted;
 }
 
+/** Deletes the exchange `name` (a no-op when it does not exist). */
+export async function deleteExchange(url, name) {
+  const conn = await amqp.connect(url, { noDelay: true, clientProperties: { connection_name: 'warren-bench cleanup' } });
+  conn.on('error', () => undefined);
+  try {
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    await ch.deleteExchange(name);
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
+
+/** `rabbitmqctl <args>` (it starts an Erlang VM of its own: about 1.5 s and some CPU; not inside a measured window). */
+function rabbitmqctl(args) {
+  return execFileSync('rabbitmqctl', args, { timeout: 60_000, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+}
+
+/** The broker's `erlang:memory(total)`, MiB (NaN when rabbitmqctl cannot reach it). */
+export function erlangMemoryMiB() {
+  try {
+    return Number(rabbitmqctl(['eval', 'erlang:memory(total).']).trim()) / 2 ** 20;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Every queue name on the broker (`rabbitmqctl list_queues name`), or undefined when rabbitmqctl cannot reach it. */
+export function listQueueNames() {
+  try {
+    return rabbitmqctl(['list_queues', 'name', '-q', '--no-table-headers'])
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '');
+  } catch {
+    return undefined;
+  }
+}
+
 /** Waits until RabbitMQ uses less than `cores` of CPU over `sampleMs` (at most `maxMs`). */
 export async function waitRabbitQuiet(pid, cores = 0.1, maxMs = 30_000, sampleMs = 1000) {
   const t0 = performance.now();

@@ -179,10 +179,23 @@ export class Tracker {
     let unique = 0;
     let dup = 0;
     let ooo = 0;
+    let subsWithLoss = 0;
+    let subsWithDup = 0;
+    /** A few subscribers that missed messages, with the first sequence numbers they missed (to see where). */
+    const lostSample = [];
     for (const sub of this.subs) {
       unique += sub.unique;
       dup += sub.dup;
       ooo += sub.ooo;
+      if (sub.unique < this.m) {
+        subsWithLoss++;
+        if (lostSample.length < 5) {
+          const missed = [];
+          for (let s = 0; s < this.m && missed.length < 10; s++) if (sub.seen[s] !== 1) missed.push(s);
+          lostSample.push({ label: sub.label, missed });
+        }
+      }
+      if (sub.dup > 0) subsWithDup++;
     }
     return {
       subs: this.subs.length,
@@ -191,6 +204,9 @@ export class Tracker {
       lost: this.subs.length * this.m - unique,
       dup,
       ooo,
+      subsWithLoss,
+      subsWithDup,
+      lostSample,
       stray: this.stray,
       negative: this.negative,
       received: this.received,
@@ -211,6 +227,8 @@ export function mergeReports(reports) {
     lost: 0,
     dup: 0,
     ooo: 0,
+    subsWithLoss: 0,
+    subsWithDup: 0,
     stray: 0,
     negative: 0,
     received: 0,
@@ -219,8 +237,22 @@ export function mergeReports(reports) {
     lastAt: 0,
   };
   const hist = new Histogram();
+  out.lostSample = reports.flatMap((r) => r.lostSample ?? []).slice(0, 5);
   for (const r of reports) {
-    for (const key of ['subs', 'expected', 'unique', 'lost', 'dup', 'ooo', 'stray', 'negative', 'received', 'drops'])
+    for (const key of [
+      'subs',
+      'expected',
+      'unique',
+      'lost',
+      'dup',
+      'ooo',
+      'subsWithLoss',
+      'subsWithDup',
+      'stray',
+      'negative',
+      'received',
+      'drops',
+    ])
       out[key] += r[key] ?? 0;
     if (r.firstAt > 0 && (out.firstAt === 0 || r.firstAt < out.firstAt)) out.firstAt = r.firstAt;
     if (r.lastAt > out.lastAt) out.lastAt = r.lastAt;
