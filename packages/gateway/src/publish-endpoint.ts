@@ -51,7 +51,8 @@ export function authorizePublisher(req: IncomingMessage, token: string | undefin
 /**
  * `POST /_warren/publish?channel=/a[&channel=/b…]`: the body is the message,
  * `Content-Type` its type, optional `Message-Id` and `Warren-Event` headers.
- * Answers `200 {"id", "channels"}` once the broker confirmed every channel.
+ * Answers `200 {"id", "channels", "routed", "unrouted"}` once the broker
+ * confirmed every channel: `unrouted` the channels no queue or log took.
  */
 export async function handlePublish(
   req: IncomingMessage,
@@ -80,11 +81,12 @@ export async function handlePublish(
   if (event !== undefined) message.event = parseEventName(event);
   message.body = await readBody(req, maxMessageBytes);
   if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-  await Promise.all(
+  const routed = await Promise.all(
     unique.map(async (channel) => {
       await prepare(channel);
-      await broker.publish(channel, message);
+      return broker.publish(channel, message);
     }),
   );
-  sendJson(res, 200, { id: message.id, channels: unique });
+  const unrouted = unique.filter((_, i) => !routed[i]);
+  sendJson(res, 200, { id: message.id, channels: unique, routed: unrouted.length < unique.length, unrouted });
 }
