@@ -18,7 +18,7 @@ export class HttpTransport implements PublishTransport {
     this.pool = new Pool(url.origin, { connections: 8, pipelining: 1 });
   }
 
-  async send(channels: readonly string[], message: WarrenMessage): Promise<void> {
+  async send(channels: readonly string[], message: WarrenMessage): Promise<string[]> {
     const query = new URLSearchParams();
     for (const channel of channels) query.append('channel', channel);
     const headers: Record<string, string> = {
@@ -43,12 +43,19 @@ export class HttpTransport implements PublishTransport {
     } catch (err) {
       throw new WarrenError('GATEWAY_UNREACHABLE', `cannot reach the gateway: ${(err as Error).message}`, { cause: err });
     }
-    if (status === 200) return;
-    let body: { code?: unknown; message?: unknown } = {};
+    let body: { code?: unknown; message?: unknown; unrouted?: unknown } = {};
     try {
       body = JSON.parse(text) as typeof body;
     } catch {
       // not JSON: reported below
+    }
+    if (status === 200) {
+      const unrouted = body.unrouted;
+      if (Array.isArray(unrouted) && unrouted.every((c) => typeof c === 'string' && channels.includes(c))) return unrouted as string[];
+      throw new WarrenError(
+        'GATEWAY_ERROR',
+        'the gateway confirmed the message without saying how it was routed (a gateway older than this producer?)',
+      );
     }
     if (isErrorCode(body.code)) {
       throw new WarrenError(body.code, typeof body.message === 'string' ? body.message : `gateway answered ${status}`);
