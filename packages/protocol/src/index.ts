@@ -39,7 +39,7 @@ export {
 } from './wire.js';
 export type { ConsumerQueueLimits, LogLimits, WireProperties } from './wire.js';
 export { Returns } from './returns.js';
-export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';
+export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY, BATCH_CONTENT_TYPE } from './http.js';
 export { MAX_TOKEN_LENGTH, MAX_TOKEN_CHANNELS, MIN_SECRET_BYTES, signChannelToken, verifyChannelToken, tokenAllows } from './token.js';
 export type { ChannelTokenClaims, ChannelTokenInput } from './token.js';
 export {
