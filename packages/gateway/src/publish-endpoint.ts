@@ -34,6 +34,15 @@ function browserHeader(req: IncomingMessage): string | undefined {
   return undefined;
 }
 
+const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
+let known: { token: string; digest: Buffer } | undefined;
+
+/** The digest of the gateway's token, computed once (every publish request compares with it). */
+function tokenDigest(token: string): Buffer {
+  if (known?.token !== token) known = { token, digest: digest(token) };
+  return known.digest;
+}
+
 /**
  * Checks the publish token in constant time.
  * @throws WarrenError `PUBLISH_DISABLED`, `FORBIDDEN_FROM_BROWSER`, `UNAUTHORIZED`
@@ -46,8 +55,7 @@ export function authorizePublisher(req: IncomingMessage, token: string | undefin
   }
   const auth = header(req, 'authorization') ?? '';
   const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-  const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
-  if (m === null || !timingSafeEqual(digest(m[1]!), digest(token))) {
+  if (m === null || !timingSafeEqual(digest(m[1]!), tokenDigest(token))) {
     throw new WarrenError('UNAUTHORIZED', 'missing or wrong publish token (Authorization: Bearer <token>)');
   }
 }

@@ -203,6 +203,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
           ),
         this.options.operationTimeoutMs,
       );
+      // A batch (or pipelined requests) publishes many messages in one turn: one write for all their frames.
+      this.batchFrames();
       const returns = mandatory ? this.returns.get(ch) : undefined;
       const properties = returns === undefined ? toWireProperties(message) : { ...toWireProperties(message), mandatory: true };
       try {
