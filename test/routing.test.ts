@@ -53,6 +53,7 @@ for (const c of cases) {
 
     before(async () => {
       gw = await startGateway(c.broker, { exchange, logRoutes: `${prefix}/logged/`, logShards: SHARDS, queueExpiresMs: 30_000 });
+      await until(() => gw.gateway.broker.ready, 'the broker is connected');
       if (c.via === 'amqp') producer = new Producer({ url: AMQP_URL, exchange });
       if (c.via === 'sdk-http') producer = new Producer({ url: gw.url, token: TOKEN });
     });
