@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
+import { Producer } from '@warren/producer';
 import { consumerQueueName, type WarrenMessage } from '@warren/protocol';
 import { AMQP_URL, BROKERS, jsonError, poll, rawRequest, startGateway, TOKEN, unique, until, type TestGateway } from './support/index.js';
 
@@ -170,11 +171,16 @@ for (const kind of BROKERS) {
       let most = 0;
       let release!: () => void;
       const gate = new Promise<void>((r) => (release = r));
-      const fallback = setTimeout(() => release(), 3000);
+      let timedOut = false;
+      const fallback = setTimeout(() => {
+        timedOut = true;
+        release();
+      }, 3000);
       broker.publish = async (ch: string, message: WarrenMessage) => {
         most = Math.max(most, ++waiting);
         if (waiting === K) release();
         await gate;
+        waiting--;
         return original.call(broker, ch, message);
       };
       try {
@@ -182,7 +188,8 @@ for (const kind of BROKERS) {
           gw.url,
           Array.from({ length: K }, (_, i) => publishRequest(channel, `p-${i}`, `m${i}`)),
         );
-        assert.equal(most, K, 'every pipelined publish was waiting at once');
+        assert.equal(timedOut, false, `only ${most} of ${K} publishes were waiting at once`);
+        assert.equal(most, K);
         assert.deepEqual(
           answers.map((a) => [a.status, a.json.id, a.json.routed]),
           Array.from({ length: K }, (_, i) => [200, `p-${i}`, true]),
@@ -192,6 +199,43 @@ for (const kind of BROKERS) {
         broker.publish = original;
       }
       for (let i = 0; i < K; i++) assert.equal((await poll(gw.url, channel, { consumerId, timeout: 2 })).body, `m${i}`);
+    });
+
+    it('the producer SDK over HTTP keeps more publishes in flight than it has connections (it pipelines)', async () => {
+      const channel = `/${unique('sdk-pipe-')}`;
+      const K = 24; // more than its 8 connections
+      const broker = gw.gateway.broker;
+      const original = broker.publish;
+      let waiting = 0;
+      let most = 0;
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let timedOut = false;
+      const fallback = setTimeout(() => {
+        timedOut = true;
+        release();
+      }, 3000);
+      broker.publish = async (ch: string, message: WarrenMessage) => {
+        most = Math.max(most, ++waiting);
+        if (waiting === K) release();
+        await gate;
+        waiting--;
+        return original.call(broker, ch, message);
+      };
+      const producer = new Producer({ url: gw.url, token: TOKEN });
+      try {
+        const results = await Promise.all(Array.from({ length: K }, (_, i) => producer.publish(`s${i}`, { id: `s-${i}` }).to(channel)));
+        assert.equal(timedOut, false, `only ${most} of ${K} publishes were waiting at once`);
+        assert.equal(most, K);
+        assert.deepEqual(
+          results.map((r) => r.id),
+          Array.from({ length: K }, (_, i) => `s-${i}`),
+        );
+      } finally {
+        clearTimeout(fallback);
+        broker.publish = original;
+        await producer.close();
+      }
     });
   });
 }

@@ -7,7 +7,7 @@ import amqp from 'amqplib';
 import { Producer } from '@warren/producer';
 import { consumerQueueName } from '@warren/protocol';
 import { closeAndClean } from './support/channel-logs.js';
-import { AMQP_URL, httpPublish, poll, readSse, startGateway, TOKEN, unique, until, type TestGateway } from './support/index.js';
+import { AMQP_URL, httpPublish, poll, readSse, startGateway, TOKEN, unique, until, warren, type TestGateway } from './support/index.js';
 
 const SHARDS = 2;
 
@@ -75,6 +75,19 @@ for (const c of cases) {
       assert.deepEqual(result.unrouted, [channel]);
       assert.deepEqual(result.channels, [channel]);
     });
+
+    if (c.via === 'endpoint' && c.broker === 'memory') {
+      it('`warren publish` says on standard error when nobody got the message, and exits 0', async () => {
+        const nobody = await warren(['publish', `${prefix}/cli-nobody`, 'x', '--url', gw.url, '--token', TOKEN]);
+        assert.equal(nobody.code, 0, nobody.stderr);
+        assert.match(nobody.stderr, /^warren: nobody got [0-9a-f-]{36}: no queue or log is bound to \/rt-\w+\/cli-nobody\n$/);
+        const channel = `${prefix}/cli-heard`;
+        await consume(channel);
+        const heard = await warren(['publish', channel, 'x', '--url', gw.url, '--token', TOKEN]);
+        assert.equal(heard.code, 0, heard.stderr);
+        assert.equal(heard.stderr, '');
+      });
+    }
 
     it('a channel with consumers: routed true, nothing unrouted; a consumer gets it', async () => {
       const channel = `${prefix}/two`;
