@@ -20,6 +20,7 @@ import { loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AmqpPublisher, FeedPublisher, publish } from './lib/publisher.mjs';
+import { httpBatch, httpSingle, rawPipelined, sdk } from './lib/http-publish.mjs';
 import { mergeReports, now, Histogram, stampBody } from './lib/tracker.mjs';
 import {
   beamPid,
@@ -98,7 +99,20 @@ const FLAGS = {
   profile: { type: 'boolean', default: false, help: 'take the CPU profiles even with --quick' },
   only: {
     type: 'string',
-    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2), metrics (--metrics-port vs none) and logged (--log-routes vs none), and logged-identified (identified SSE on a logged channel against anonymous fan-out; a reconnect storm with Last-Event-ID)',
+    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, publish, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2), metrics (--metrics-port vs none) and logged (--log-routes vs none), and logged-identified (identified SSE on a logged channel against anonymous fan-out; a reconnect storm with Last-Event-ID)',
+  },
+  'publish-messages': {
+    type: 'string',
+    help: 'messages per run of the publish group (a tenth for the one-request-at-a-time HTTP client)',
+    full: '20000',
+    quickValue: '300',
+  },
+  'publish-batch': { type: 'string', help: 'messages per HTTP batch request in the publish group', full: '100', quickValue: '20' },
+  'publish-rounds': {
+    type: 'string',
+    help: 'rounds of the publish group (every client once a round, interleaved)',
+    full: '3',
+    quickValue: '1',
   },
   'ab-fanout': { type: 'string', help: 'subscribers of the A/B groups (workers, metrics)', full: '1000', quickValue: '50' },
   'ab-pairs': { type: 'string', help: 'A,B pairs of runs per A/B comparison, interleaved A,B,A,B', full: '3', quickValue: '1' },
@@ -203,11 +217,14 @@ const cfg = {
   stormSeconds: num('storm-seconds'),
   stormOfflineMs: num('storm-offline'),
   stormPublishRate: num('storm-publish-rate'),
+  publishMessages: num('publish-messages'),
+  publishBatch: num('publish-batch'),
+  publishRounds: num('publish-rounds'),
 };
 const persistent = cfg.persistent;
 /** The k-th value of a per-size list, or its last one. */
 const nth = (xs, k) => xs[Math.min(k, xs.length - 1)];
-const groups = new Set((flags.only ?? 'throughput,idle,churn,longpoll,profile').split(','));
+const groups = new Set((flags.only ?? 'throughput,idle,churn,longpoll,publish,profile').split(','));
 if (!cfg.profile) groups.delete('profile');
 const outPath = flags.out ?? (quick ? 'bench/results-quick.md' : 'bench/results.md');
 const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
@@ -439,6 +456,7 @@ const results = {
   profiles: [],
   ab: [],
   loggedIdentified: undefined,
+  publish: [],
   errors: [],
 };
 
@@ -1227,6 +1245,107 @@ async function loggedIdentifiedGroup() {
   group.leftover = after?.filter((n) => n.includes(RUN)).length;
 }
 
+/**
+ * The publish group: messages/s confirmed by RabbitMQ, through the HTTP
+ * endpoint (one message a request: serial, pipelined, over 8 connections;
+ * batches) and through the producer SDK (AMQP, HTTP), against one gateway,
+ * to one channel a consumer queue is bound to (so every message is routed
+ * and written, as a real one would be). Clients interleave, round after round.
+ */
+async function publishScenario() {
+  const server = await startWarren();
+  const beam = beamPid();
+  const channel = `/bench-${RUN}-publish`;
+  const rows = [];
+  try {
+    for (let k = 0; k < 600 && (await fetch(`${server.url}/_warren/ready`)).status !== 200; k++) await sleep(100);
+    const res = await fetch(`${server.url}${channel}?timeout=0`, { headers: { 'consumer-id': `bench-${RUN}-publish` } });
+    if (res.status !== 204 && res.status !== 200) throw new Error(`the consumer queue was not made: ${res.status}`);
+    const m = cfg.publishMessages;
+    const B = cfg.publishBatch;
+    const base = { url: server.url, token: TOKEN, channel, size: cfg.size };
+    const clients = [
+      {
+        name: 'AMQP, producer SDK',
+        how: '64 publishes unconfirmed',
+        run: () => sdk({ ...base, url: AMQP, token: undefined, m, window: 64 }),
+      },
+      {
+        name: 'HTTP, producer SDK',
+        how: '64 publishes in flight (its pool: 8 connections, 8 pipelined on each)',
+        run: () => sdk({ ...base, m, window: 64 }),
+      },
+      {
+        name: 'HTTP, 1 connection, one at a time',
+        how: '1 request in flight',
+        run: () => httpSingle({ ...base, m: Math.ceil(m / 10), connections: 1, pipelining: 1 }),
+      },
+      {
+        name: 'HTTP, 1 connection, pipelined',
+        how: '16 requests pipelined (undici)',
+        run: () => httpSingle({ ...base, m, connections: 1, pipelining: 16 }),
+      },
+      {
+        name: 'HTTP, 1 connection, pipelined deeper',
+        how: '64 requests pipelined (undici)',
+        run: () => httpSingle({ ...base, m, connections: 1, pipelining: 64 }),
+      },
+      {
+        name: 'HTTP, 1 connection, pipelined, raw client',
+        how: '64 requests pipelined, by a minimal client',
+        run: () => rawPipelined({ ...base, m, window: 64 }),
+      },
+      {
+        name: `HTTP, 1 connection, batches of ${B}`,
+        how: '4 batches pipelined',
+        run: () => httpBatch({ ...base, m, batch: B, connections: 1, pipelining: 4 }),
+      },
+      {
+        name: 'HTTP, 8 connections',
+        how: '8 requests pipelined on each',
+        run: () => httpSingle({ ...base, m, connections: 8, pipelining: 8 }),
+      },
+      {
+        name: `HTTP, 8 connections, batches of ${B}`,
+        how: '2 batches pipelined on each',
+        run: () => httpBatch({ ...base, m, batch: B, connections: 8, pipelining: 2 }),
+      },
+    ];
+    for (let round = 1; round <= cfg.publishRounds; round++) {
+      for (const client of clients) {
+        await quiet(beam);
+        const loadBefore = loadavg()[0];
+        const cpu = cpuMeter([server.pid, beam]);
+        let r;
+        try {
+          r = await client.run();
+        } catch (err) {
+          r = { error: err.message };
+        }
+        const [gateway, rabbit] = cpu();
+        const row = {
+          client: client.name,
+          how: client.how,
+          round,
+          ...r,
+          cpu: { gateway: gateway.cores, rabbit: rabbit.cores, other: gateway.other },
+          loadBefore,
+          loadAfter: loadavg()[0],
+        };
+        rows.push(row);
+        if (r.error !== undefined) results.errors.push(`publish ${client.name}: ${r.error}`);
+        log(
+          `publish ${client.name} (round ${round}): ${r.error ?? `${Math.round(r.perSec)} msg/s, ${r.m} in ${r.seconds.toFixed(1)} s, ${r.failed} failed`}`,
+        );
+      }
+    }
+  } finally {
+    await stopServer(server);
+    await cleanupQueues();
+  }
+  return rows;
+}
+
 // ---------------------------------------------------------------- main
 
 async function killAll() {
@@ -1318,6 +1437,7 @@ async function main() {
   if (groups.has('logged-identified')) await loggedIdentifiedGroup();
   if (groups.has('churn')) results.churn = await churnScenario();
   if (groups.has('longpoll')) results.longPoll = await longPollScenario();
+  if (groups.has('publish')) results.publish = await publishScenario();
   if (groups.has('profile')) {
     rmSync(PROFILE_DIR, { recursive: true, force: true });
     mkdirSync(PROFILE_DIR, { recursive: true });

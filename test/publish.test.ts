@@ -86,7 +86,7 @@ for (const kind of BROKERS) {
     it('publishes to several channels at once and reports the id', async () => {
       const res = await httpPublish(gw.url, ['/multi-a', '/multi-b', '/multi-a'], 'both', { 'message-id': 'multi-1' });
       assert.equal(res.status, 200);
-      assert.deepEqual(res.json, { id: 'multi-1', channels: ['/multi-a', '/multi-b'] });
+      assert.deepEqual(res.json, { id: 'multi-1', channels: ['/multi-a', '/multi-b'], routed: false, unrouted: ['/multi-a', '/multi-b'] });
     });
 
     it('is off (403 PUBLISH_DISABLED) on a gateway started without a token', async () => {

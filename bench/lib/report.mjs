@@ -422,6 +422,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     }
   }
 
+  publishSection(out, results.publish ?? [], cfg);
   abSection(out, results.ab ?? []);
   loggedSection(out, li, cfg);
 
@@ -557,6 +558,31 @@ function loggedSection(out, li, cfg) {
     out.push('');
     out.push(
       `Subscribers that missed messages (the first sequence numbers missed; messages go out every ${f0(1000 / st.publishRate)} ms from ${f0(st.stormStartAt - st.publishStartAt)} ms before the storm's first hang-up): ${st.lostSample.map((x) => `${x.label.replace(/^bench-[^-]+-/, '')} missed ${x.missed.join(', ')}`).join('; ')}.`,
+    );
+  }
+  out.push('');
+}
+
+/** The publish group: messages/s confirmed by RabbitMQ per client, every round, the median beside the AMQP SDK's. */
+function publishSection(out, rows, cfg) {
+  if (rows.length === 0) return;
+  out.push('## Publishing rate: HTTP endpoint and producer SDK');
+  out.push('');
+  out.push(
+    `One gateway (\`warren serve\` on RabbitMQ), one channel with one consumer queue bound to it (every message routed and written), ${cfg.size}-byte JSON messages, persistent. A rate is messages confirmed by RabbitMQ per second, from the first request to the last answer. Clients take turns, round after round (others share this machine); the median of the rounds is compared with the AMQP SDK's median.`,
+  );
+  out.push('');
+  out.push('| Client | In flight | Messages/s per round | Median | × AMQP SDK | Gateway CPU | RabbitMQ CPU | Load before → after |');
+  out.push('|---|---|---|---:|---:|---:|---:|---|');
+  const names = [...new Set(rows.map((r) => r.client))];
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const medianOf = (name) => median(rows.filter((r) => r.client === name && r.error === undefined).map((r) => r.perSec));
+  const sdk = medianOf(names[0]);
+  for (const name of names) {
+    const runs = rows.filter((r) => r.client === name);
+    const m = medianOf(name);
+    out.push(
+      `| ${name} | ${runs[0].how} | ${runs.map((r) => (r.error === undefined ? f0(r.perSec) : 'error')).join(', ')} | ${f0(m)} | ${name === names[0] ? '1×' : ratio(m, sdk)} | ${runs.map((r) => pct(r.cpu?.gateway)).join(', ')} | ${runs.map((r) => pct(r.cpu?.rabbit)).join(', ')} | ${runs.map((r) => `${f2(r.loadBefore)} → ${f2(r.loadAfter)}`).join('; ')} |`,
     );
   }
   out.push('');

@@ -73,6 +73,8 @@ export function publishCommand(): Command {
           })
           .to(channel);
         process.stdout.write(`${result.id}\n`);
+        // On standard error: the id on standard output stays all a script reads.
+        if (!result.routed) process.stderr.write(`warren: nobody got ${result.id}: no queue or log is bound to ${channel}\n`);
       } catch (err) {
         if (err instanceof WarrenError) fail(`${err.code}: ${err.message}`);
         throw err;

@@ -406,6 +406,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     stats,
     publishToken,
     maxMessageBytes,
+    publishBatch: { batchMaxMessages: options.publishBatchMaxMessages, batchMaxBytes: options.publishBatchMaxBytes },
     preparePublish: (channel) => core.logs.preparePublish(channel),
     pushRoutes,
     stopping,

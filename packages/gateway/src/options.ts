@@ -38,6 +38,10 @@ export interface GatewayOptions {
   queueType?: 'classic' | 'quorum';
   /** Largest message accepted for publishing, in bytes. @default 262_144 */
   maxMessageBytes?: number;
+  /** Most messages one publish batch (`POST /_warren/publish/batch`) may hold. @default 1000 */
+  publishBatchMaxMessages?: number;
+  /** Largest publish batch body, in bytes. @default 4_194_304 */
+  publishBatchMaxBytes?: number;
   /** Interval of SSE heartbeat comments (sent to streams that carried nothing else meanwhile). @default 15_000 */
   sseHeartbeatMs?: number;
   /** The `retry:` hint sent to EventSource clients. @default 2_000 */
@@ -343,6 +347,26 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     min: 1,
     max: 64 * 1024 * 1024,
     description: 'Largest message body accepted for publishing.',
+  },
+  {
+    key: 'publishBatchMaxMessages',
+    flag: '--publish-batch-max-messages',
+    env: 'WARREN_PUBLISH_BATCH_MAX_MESSAGES',
+    kind: 'integer',
+    default: 1000,
+    min: 1,
+    max: 100_000,
+    description: 'Most messages one publish batch (`POST /_warren/publish/batch`) may hold.',
+  },
+  {
+    key: 'publishBatchMaxBytes',
+    flag: '--publish-batch-max-bytes',
+    env: 'WARREN_PUBLISH_BATCH_MAX_BYTES',
+    kind: 'bytes',
+    default: 4 * 1024 * 1024,
+    min: 1024,
+    max: 256 * 1024 * 1024,
+    description: 'Largest publish batch body (each message in it is also held to `--max-message-bytes`).',
   },
   {
     key: 'sseHeartbeatMs',

@@ -7,7 +7,7 @@ import type { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
 import type { Logger } from './logger.js';
 import type { PushFront } from './push/open.js';
-import { authorizePublisher, handlePublish } from './publish-endpoint.js';
+import { authorizePublisher, handlePublish, handlePublishBatch, type PublishLimits } from './publish-endpoint.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
 import { parseTarget, wantsEventStream, type Routes } from './routes.js';
 import type { LongPollFront } from './transports/long-poll.js';
@@ -25,6 +25,8 @@ export interface RouterDeps {
   push: PushFront;
   publishToken: string | undefined;
   maxMessageBytes: number;
+  /** Bounds of `POST /_warren/publish/batch`. */
+  publishBatch: Pick<PublishLimits, 'batchMaxMessages' | 'batchMaxBytes'>;
   /** Makes a channel ready for a publish (binds a logged channel to its log). */
   preparePublish(channel: string): Promise<unknown>;
   /** `--push-routes` as given, for error messages. */
@@ -102,10 +104,11 @@ export class Router {
     );
   }
 
-  private async publish(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): Promise<void> {
-    const { broker, publishToken, maxMessageBytes, preparePublish } = this.deps;
+  private async publish(req: IncomingMessage, res: ServerResponse, query: URLSearchParams, batch: boolean): Promise<void> {
+    const { broker, publishToken, maxMessageBytes, preparePublish, publishBatch, log } = this.deps;
     try {
-      await handlePublish(req, res, query, broker, publishToken, maxMessageBytes, preparePublish);
+      if (batch) await handlePublishBatch(req, res, broker, publishToken, { maxMessageBytes, ...publishBatch }, log, preparePublish);
+      else await handlePublish(req, res, query, broker, publishToken, maxMessageBytes, preparePublish);
       this.publishes.accepted++;
     } catch (err) {
       if (err instanceof WarrenError && err.status !== null && err.status < 500) this.publishes.refused++;
@@ -126,7 +129,11 @@ export class Router {
       case PATHS.publish:
         noteAccess(req, { transport: 'publish' });
         allow('POST');
-        return this.publish(req, res, query);
+        return this.publish(req, res, query, false);
+      case PATHS.publishBatch:
+        noteAccess(req, { transport: 'publish' });
+        allow('POST');
+        return this.publish(req, res, query, true);
       case PATHS.live:
         // Never asks the broker: a broker outage must not get the process restarted.
         noteAccess(req, { transport: 'probe' });

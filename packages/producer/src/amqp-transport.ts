@@ -1,5 +1,5 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
-import { confirmError, EXCHANGE_TYPE, routingKey, toWireProperties, WarrenError, type WarrenMessage } from '@warren/protocol';
+import { confirmError, EXCHANGE_TYPE, Returns, routingKey, toWireProperties, WarrenError, type WarrenMessage } from '@warren/protocol';
 import type { PublishTransport } from './transport.js';
 
 const unavailable = (message: string, cause: unknown): WarrenError => new WarrenError('BROKER_UNAVAILABLE', message, { cause });
@@ -7,12 +7,16 @@ const unavailable = (message: string, cause: unknown): WarrenError => new Warren
 /**
  * Publishes straight to RabbitMQ on one connection and one confirm channel,
  * opened on first use and again on the first publish after a loss. The
- * exchange is asserted once per connection, never per publish.
+ * exchange is asserted once per connection, never per publish. Every publish
+ * is `mandatory`: RabbitMQ returns a message no queue or stream is bound to,
+ * just before confirming it, which is how a publish learns it was not routed
+ * ({@link Returns}).
  */
 export class AmqpTransport implements PublishTransport {
   private connection: ChannelModel | undefined;
   private channel: Promise<ConfirmChannel> | undefined;
   private drained: Promise<void> | undefined;
+  private readonly returns = new WeakMap<ConfirmChannel, Returns>();
 
   constructor(
     private readonly url: string,
@@ -21,7 +25,7 @@ export class AmqpTransport implements PublishTransport {
     private readonly heartbeatSeconds: number,
   ) {}
 
-  async send(channels: readonly string[], message: WarrenMessage): Promise<void> {
+  async send(channels: readonly string[], message: WarrenMessage): Promise<string[]> {
     let timer: NodeJS.Timeout | undefined;
     const ch = await Promise.race([
       this.open(),
@@ -32,7 +36,8 @@ export class AmqpTransport implements PublishTransport {
         );
       }),
     ]).finally(() => clearTimeout(timer));
-    await Promise.all(channels.map((channel) => this.publishOne(ch, channel, message)));
+    const routed = await Promise.all(channels.map((channel) => this.publishOne(ch, channel, message)));
+    return channels.filter((_, i) => !routed[i]);
   }
 
   async close(): Promise<void> {
@@ -42,9 +47,12 @@ export class AmqpTransport implements PublishTransport {
     if (connection !== undefined) await closeWithin(connection, this.timeoutMs);
   }
 
-  private async publishOne(ch: ConfirmChannel, channel: string, message: WarrenMessage): Promise<void> {
+  /** Resolves with `false` when RabbitMQ returned the message (nothing bound to `channel`). */
+  private async publishOne(ch: ConfirmChannel, channel: string, message: WarrenMessage): Promise<boolean> {
     while (this.drained !== undefined) await this.drained;
-    await new Promise<void>((resolve, reject) => {
+    const returns = this.returns.get(ch);
+    const key = routingKey(channel);
+    return new Promise<boolean>((resolve, reject) => {
       let ok: boolean;
       // A stalled broker (or a dead connection not yet noticed) never confirms.
       const timer = setTimeout(
@@ -58,9 +66,10 @@ export class AmqpTransport implements PublishTransport {
         this.timeoutMs,
       );
       try {
-        ok = ch.publish(this.exchange, routingKey(channel), message.body, toWireProperties(message), (err: unknown) => {
+        ok = ch.publish(this.exchange, key, message.body, { ...toWireProperties(message), mandatory: true }, (err: unknown) => {
           clearTimeout(timer);
-          if (err == null) resolve();
+          const returned = returns?.take(key, message.id) ?? false;
+          if (err == null) resolve(!returned);
           else reject(confirmError(err));
         });
       } catch (err) {
@@ -94,6 +103,12 @@ export class AmqpTransport implements PublishTransport {
           noDelay: true, // no Nagle delay between small frames
         });
         const ch = await connection.createConfirmChannel();
+        const returns = new Returns();
+        this.returns.set(ch, returns);
+        ch.on('return', (msg: { fields: { routingKey: string }; properties: { messageId?: unknown } }) =>
+          returns.add(msg.fields.routingKey, msg.properties.messageId),
+        );
+        ch.on('close', () => returns.clear());
         await ch.assertExchange(this.exchange, EXCHANGE_TYPE, { durable: true });
         const forget = (): void => {
           if (this.connection === connection) {

@@ -5,7 +5,8 @@ import type { PublishTransport } from './transport.js';
 /**
  * Publishes through a gateway's `POST /_warren/publish` endpoint: one
  * request names every channel, and the gateway answers once the broker
- * confirmed all of them.
+ * confirmed all of them. Up to 8 connections with 8 requests pipelined on
+ * each: the gateway handles pipelined publishes at once.
  */
 export class HttpTransport implements PublishTransport {
   private readonly pool: Pool;
@@ -15,10 +16,10 @@ export class HttpTransport implements PublishTransport {
     private readonly token: string | undefined,
     private readonly timeoutMs: number,
   ) {
-    this.pool = new Pool(url.origin, { connections: 8, pipelining: 1 });
+    this.pool = new Pool(url.origin, { connections: 8, pipelining: 8 });
   }
 
-  async send(channels: readonly string[], message: WarrenMessage): Promise<void> {
+  async send(channels: readonly string[], message: WarrenMessage): Promise<string[]> {
     const query = new URLSearchParams();
     for (const channel of channels) query.append('channel', channel);
     const headers: Record<string, string> = {
@@ -33,6 +34,14 @@ export class HttpTransport implements PublishTransport {
       const res = await this.pool.request({
         path: `${PATHS.publish}?${query}`,
         method: 'POST',
+        // undici pipelines a request only when it may send it again
+        // (`idempotent`) and when it does not hold the pipeline (`blocking`,
+        // true by default for all but HEAD). A publish may be sent again: its
+        // message id travels with it, and delivery is at least once. When a
+        // connection drops, undici fails the request at the head of its
+        // pipeline and sends the ones behind it again on a new connection.
+        idempotent: true,
+        blocking: false,
         headers,
         body: message.body,
         headersTimeout: this.timeoutMs,
@@ -43,12 +52,19 @@ export class HttpTransport implements PublishTransport {
     } catch (err) {
       throw new WarrenError('GATEWAY_UNREACHABLE', `cannot reach the gateway: ${(err as Error).message}`, { cause: err });
     }
-    if (status === 200) return;
-    let body: { code?: unknown; message?: unknown } = {};
+    let body: { code?: unknown; message?: unknown; unrouted?: unknown } = {};
     try {
       body = JSON.parse(text) as typeof body;
     } catch {
       // not JSON: reported below
+    }
+    if (status === 200) {
+      const unrouted = body.unrouted;
+      if (Array.isArray(unrouted) && unrouted.every((c) => typeof c === 'string' && channels.includes(c))) return unrouted as string[];
+      throw new WarrenError(
+        'GATEWAY_ERROR',
+        'the gateway confirmed the message without saying how it was routed (a gateway older than this producer?)',
+      );
     }
     if (isErrorCode(body.code)) {
       throw new WarrenError(body.code, typeof body.message === 'string' ? body.message : `gateway answered ${status}`);

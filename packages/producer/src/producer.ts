@@ -47,13 +47,24 @@ export interface PublishResult {
   id: string;
   /** The channels it was confirmed on, without duplicates. */
   channels: string[];
+  /**
+   * `true` when at least one channel's copy reached a queue or a channel log:
+   * a consumer's queue (a consumer that polled the channel within its
+   * retention, whether or not it is connected now), the fan-out queue of a
+   * gateway with anonymous listeners on it, or the log of a logged channel.
+   * `false`: nobody will get it; fall back (e-mail, push) if it matters.
+   */
+  routed: boolean;
+  /** The channels whose copy reached no queue and no log, in the order of `channels` (empty when every copy was routed). */
+  unrouted: string[];
 }
 
 /** The second half of `producer.publish(data).to(channel)`. */
 export interface Publication {
   /**
    * Sends the message to one or several channels. Resolves once the broker
-   * confirmed it on every channel; rejects with a {@link WarrenError} otherwise
+   * confirmed it on every channel, saying whether anything was bound to
+   * receive it ({@link PublishResult.routed}); rejects with a {@link WarrenError} otherwise
    * (`BROKER_UNAVAILABLE`, `BROKER_TIMEOUT` and `GATEWAY_UNREACHABLE` mean "not
    * confirmed, may be retried"; the rest mean the message itself is at fault).
    */
@@ -158,8 +169,8 @@ export class Producer {
         throw new WarrenError('MESSAGE_TOO_LARGE', `message is ${message.body.length} bytes; the limit is ${this.maxMessageBytes}`);
       }
       message.publishedAt = Date.now();
-      await this.transport.send(unique, message);
-      return { id: message.id, channels: unique };
+      const unrouted = await this.transport.send(unique, message);
+      return { id: message.id, channels: unique, routed: unrouted.length < unique.length, unrouted };
     };
     const promise = run();
     this.inFlight.add(promise);

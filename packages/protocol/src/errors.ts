@@ -12,6 +12,11 @@ export const ERROR_CODES = {
   INVALID_CONTENT_TYPE: { status: 400, description: 'A content type is malformed or too long.' },
   INVALID_TIMEOUT: { status: 400, description: 'The `timeout` query parameter is not a number of seconds within the allowed range.' },
   INVALID_MESSAGE: { status: 400, description: 'The message body cannot be encoded (for example a value JSON cannot represent).' },
+  INVALID_BATCH: {
+    status: 400,
+    description:
+      'A publish batch is not `application/x-ndjson`, or a line of it is not a JSON object with `channel` or `channels` and `data`; the message names the line. Nothing of the batch was published.',
+  },
   INVALID_FRAME: { status: 400, description: 'A WebSocket frame is not a valid `warren.v1` command.' },
   TOO_MANY_SUBSCRIPTIONS: { status: 400, description: 'A WebSocket asked for more channels than `--ws-max-subscriptions`.' },
   UNAUTHORIZED: {
@@ -41,6 +46,11 @@ export const ERROR_CODES = {
     description: 'A newer long-poll for the same consumer and channel took over this one; no message was taken.',
   },
   MESSAGE_TOO_LARGE: { status: 413, description: 'The message body is larger than the configured maximum.' },
+  BATCH_TOO_LARGE: {
+    status: 413,
+    description:
+      'A publish batch holds more messages than `--publish-batch-max-messages` or more bytes than `--publish-batch-max-bytes`. Nothing of the batch was published.',
+  },
   URI_TOO_LONG: {
     status: 414,
     description: 'The request URL is longer than allowed (2,048 characters; past 16 KiB the whole request head is refused with 431).',

@@ -27,6 +27,8 @@ export const CONSUMER_COOKIE = 'warren_consumer_id';
 export const PATHS = {
   prefix: '/_warren/',
   publish: '/_warren/publish',
+  /** Several messages in one request, one JSON object a line (`application/x-ndjson`). */
+  publishBatch: '/_warren/publish/batch',
   /** Liveness: 200 while the process runs, whatever the broker does. */
   live: '/_warren/live',
   /** Readiness: 200 while the broker is connected and the gateway is not draining, else 503. */
@@ -37,3 +39,6 @@ export const PATHS = {
   /** WebSocket endpoint that subscribes to nothing until told (`warren.v1`). */
   socket: '/_warren/ws',
 } as const;
+
+/** The content type of a publish batch: one JSON object a line. */
+export const BATCH_CONTENT_TYPE = 'application/x-ndjson';

@@ -38,7 +38,8 @@ export {
   confirmError,
 } from './wire.js';
 export type { ConsumerQueueLimits, LogLimits, WireProperties } from './wire.js';
-export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';
+export { Returns } from './returns.js';
+export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY, BATCH_CONTENT_TYPE } from './http.js';
 export {
   MAX_TOKEN_LENGTH,
   MAX_TOKEN_CHANNELS,

@@ -109,11 +109,13 @@ export interface Broker extends EventEmitter<BrokerEvents> {
   /** Disconnects for good. Idempotent. */
   close(): Promise<void>;
   /**
-   * Routes `message` to every queue bound to `channel`. Resolves once the
-   * broker has taken responsibility for it (publisher confirm).
+   * Routes `message` to every queue and log bound to `channel`. Resolves once
+   * the broker has taken responsibility for it (publisher confirm), with
+   * `true` when at least one queue or log took it and `false` when none was
+   * bound (RabbitMQ: published `mandatory`, and returned).
    * @throws WarrenError `BROKER_UNAVAILABLE`, `PUBLISH_NACKED`
    */
-  publish(channel: string, message: WarrenMessage): Promise<void>;
+  publish(channel: string, message: WarrenMessage): Promise<boolean>;
   /** Declares `queue` with `limits` and binds it to `channel`. Idempotent. */
   declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void>;
   /** Declares a non-durable fan-out queue (see `fanOutQueueArguments`) and binds it to `channel`. Idempotent. */

@@ -135,14 +135,16 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.logBindings.clear();
   }
 
-  async publish(channel: string, message: WarrenMessage): Promise<void> {
+  async publish(channel: string, message: WarrenMessage): Promise<boolean> {
     this.assertReady();
     this.counters.published++;
-    for (const log of this.logBindings.get(channel) ?? []) log.append(channel, message);
+    const logs = this.logBindings.get(channel);
+    for (const log of logs ?? []) log.append(channel, message);
     const queues = this.bindings.get(channel);
-    if (queues === undefined) return;
+    if (queues === undefined) return logs !== undefined;
     const seq = ++this.seq;
     for (const queue of queues) queue.enqueue({ seq, message, redelivered: false });
+    return true;
   }
 
   async declareConsumerQueue(name: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {

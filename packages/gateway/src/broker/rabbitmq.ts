@@ -4,6 +4,7 @@ import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Consum
 import {
   channelLogArguments,
   confirmError,
+  Returns,
   consumerQueueArguments,
   fanOutQueueArguments,
   EXCHANGE_TYPE,
@@ -135,6 +136,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   private readonly closedChannels = new WeakSet<Channel>();
   private readonly consumers = new Set<RabbitConsumer>();
   private publishDrain: Promise<void> | undefined;
+  /** Each publish channel's returned messages, not yet matched to their confirm. */
+  private readonly returns = new WeakMap<Channel, Returns>();
   private reconnectTimer: NodeJS.Timeout | undefined;
   private attempt = 0;
   /** The URL of the next connection attempt (the one in use while connected). */
@@ -171,16 +174,18 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
   }
 
-  publish(channel: string, message: WarrenMessage): Promise<void> {
-    return this.publishTo(this.options.exchange, routingKey(channel), message);
+  /** `mandatory`: RabbitMQ returns the message when nothing is bound to `channel` ({@link Returns}). */
+  publish(channel: string, message: WarrenMessage): Promise<boolean> {
+    return this.publishTo(this.options.exchange, routingKey(channel), message, true);
   }
 
   /** Through the default exchange, straight to the stream. */
-  appendLog(log: string, message: WarrenMessage): Promise<void> {
-    return this.publishTo('', log, message);
+  async appendLog(log: string, message: WarrenMessage): Promise<void> {
+    await this.publishTo('', log, message, false);
   }
 
-  private async publishTo(exchange: string, key: string, message: WarrenMessage): Promise<void> {
+  /** Resolves with `false` when the broker returned the message (routed nowhere). */
+  private async publishTo(exchange: string, key: string, message: WarrenMessage, mandatory: boolean): Promise<boolean> {
     const ch = await this.channel(
       () => this.publishChannel,
       (p) => {
@@ -189,7 +194,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       () => this.openPublishChannel(),
     );
     while (this.publishDrain !== undefined) await this.publishDrain;
-    await new Promise<void>((resolve, reject) => {
+    return new Promise<boolean>((resolve, reject) => {
       let ok: boolean;
       const timer = setTimeout(
         () =>
@@ -198,10 +203,15 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
           ),
         this.options.operationTimeoutMs,
       );
+      // A batch (or pipelined requests) publishes many messages in one turn: one write for all their frames.
+      this.batchFrames();
+      const returns = mandatory ? this.returns.get(ch) : undefined;
+      const properties = returns === undefined ? toWireProperties(message) : { ...toWireProperties(message), mandatory: true };
       try {
-        ok = ch.publish(exchange, key, message.body, toWireProperties(message), (err: unknown) => {
+        ok = ch.publish(exchange, key, message.body, properties, (err: unknown) => {
           clearTimeout(timer);
-          if (err == null) resolve();
+          const returned = returns?.take(key, message.id) ?? false;
+          if (err == null) resolve(!returned);
           else reject(confirmError(err));
         });
       } catch (err) {
@@ -550,8 +560,14 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   private async openPublishChannel(): Promise<ConfirmChannel> {
     const ch = await this.bounded(this.connection!.createConfirmChannel(), 'channel.open');
+    const returns = new Returns();
+    this.returns.set(ch, returns);
+    ch.on('return', (msg: { fields: { routingKey: string }; properties: { messageId?: unknown } }) =>
+      returns.add(msg.fields.routingKey, msg.properties.messageId),
+    );
     this.watchChannel(ch, () => {
       this.publishChannel = undefined;
+      returns.clear();
     });
     return ch;
   }
