@@ -189,7 +189,8 @@ export async function spawnServe(
     output: () => output,
     // SIGINT closes at once; SIGTERM would drain (tests of the drain send it themselves).
     stop: async () => {
-      if (child.exitCode !== null) return;
+      // Already gone (exited, or killed by a signal: 'close' was emitted then).
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGINT');
       await once(child, 'close');
     },
