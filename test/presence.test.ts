@@ -144,6 +144,8 @@ describe('presence across three gateway processes on RabbitMQ', { timeout: 240_0
   const KILL_BOUND = 3.5 * INTERVAL + 500;
   /** docs/presence.md: a change in a live process is everywhere within one interval (normally one broker round trip). */
   const CHANGE_BOUND = INTERVAL;
+  const DRAIN_DELAY = 100;
+  const DRAIN_SPREAD = 1500;
   let hook: Awaited<ReturnType<typeof startWebhook>>;
   const gateways: Array<Awaited<ReturnType<typeof spawnServe>>> = [];
   const processIds: string[] = [];
@@ -192,6 +194,10 @@ describe('presence across three gateway processes on RabbitMQ', { timeout: 240_0
         '10000',
         '--max-connections-per-ip',
         '1000',
+        '--drain-delay',
+        `${DRAIN_DELAY}ms`,
+        '--drain-spread',
+        `${DRAIN_SPREAD}ms`,
       ]);
       gateways.push(gw);
       const stats = (await (await request(`${gw.url}/_warren/stats`, { headers: { authorization: `Bearer ${TOKEN}` } })).body.json()) as {
@@ -368,6 +374,31 @@ describe('presence across three gateway processes on RabbitMQ', { timeout: 240_0
     assert.equal(leaves.length, gone.length);
     assert.deepEqual(leaves.map((e) => e.identity).sort(), [...gone].sort());
     assert.ok(leaves.every((e) => e.type === 'leave' && e.process === [processIds[0]!, processIds[1]!].sort()[0]));
+  });
+
+  it('the members of a draining process (SIGTERM) stay for its spread and a grace period, then leave', async () => {
+    const draining = 1;
+    const wsBefore = wsWatch.seen.length;
+    const onIt = clients.filter((c) => c.gw === draining);
+    const stay = new Set(clients.filter((c) => c.gw !== draining).map((c) => c.identity));
+    const gone = [...new Set(onIt.map((c) => c.identity))].filter((identity) => !stay.has(identity));
+    assert.ok(gone.length >= 60, `${gone.length} identities only on the draining process`);
+    for (const c of onIt) clients.splice(clients.indexOf(c), 1);
+    const termAt = Date.now();
+    gateways[draining]!.child.kill('SIGTERM');
+    await once(gateways[draining]!.child, 'close');
+    const closedAfter = Date.now() - termAt;
+    await until(() => wsWatch.seen.length - wsBefore >= gone.length, 'the leaves at the watcher', 15_000, 10);
+    const first = Math.min(...wsWatch.seen.slice(wsBefore).map((s) => s.at)) - termAt;
+    const last = Math.max(...wsWatch.seen.slice(wsBefore).map((s) => s.at)) - termAt;
+    console.log(`# presence: a draining process closed after ${closedAfter} ms; its members left ${first}–${last} ms after SIGTERM`);
+    // Held for the spread and a grace period from the moment the drain began (after its delay).
+    assert.ok(first >= DRAIN_DELAY + DRAIN_SPREAD + GRACE - 100, `no leave before the spread and the grace period (first at ${first} ms)`);
+    assert.ok(last <= DRAIN_DELAY + DRAIN_SPREAD + GRACE + 3.5 * INTERVAL + 500, `every leave within the bound (last at ${last} ms)`);
+    for (const identity of gone) assert.equal(count(wsWatch.seen.slice(wsBefore), 'leave', identity), 1, identity);
+    assert.equal(wsWatch.seen.length - wsBefore, gone.length, 'no other event');
+    assert.ok(await exactEverywhere([0]));
+    for (const c of onIt) c.reader.close();
   });
 });
 

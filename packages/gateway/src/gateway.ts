@@ -541,6 +541,8 @@ async function drain(core: Core, fronts: Fronts, close: () => Promise<void>): Pr
     // close() was called meanwhile: it ends everything at once (and returns the same promise).
     if (closing(core)) return await close();
     core.refusing = true;
+    // Its clients reconnect elsewhere within the spread: none of its presence members leaves meanwhile.
+    core.presence?.holdFor(drainSpreadMs);
     fronts.longPoll.shutdown();
     const spreadEnd = Date.now() + drainSpreadMs;
     const ending = new WeakSet<PushConnection>();

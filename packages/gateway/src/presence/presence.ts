@@ -134,6 +134,8 @@ export class Presence {
   private sending: Promise<void> = Promise.resolve();
   private started = false;
   private closed = false;
+  /** While draining: no member of this process leaves before this time (ms since the epoch). */
+  private holdUntil = 0;
 
   constructor(
     private readonly broker: Broker,
@@ -209,9 +211,25 @@ export class Presence {
       this.view.set(this.id, member.channel, member.identity, undefined, 'local');
       this.queue(key, [member.channel, member.identity]);
     };
-    if (this.options.graceMs === 0) return drop();
-    member.grace = setTimeout(drop, this.options.graceMs);
+    const grace = this.graceLeft();
+    if (grace === 0) return drop();
+    member.grace = setTimeout(drop, grace);
     member.grace.unref();
+  }
+
+  /**
+   * The process drains: its clients reconnect elsewhere over the next
+   * `spreadMs` (an SSE client waits out its `retry:`), so none of its
+   * members leaves before the spread and a grace period are over, here or
+   * (after close) in the other processes.
+   */
+  holdFor(spreadMs: number): void {
+    this.holdUntil = Math.max(this.holdUntil, Date.now() + spreadMs + this.options.graceMs);
+  }
+
+  /** How long a member whose last subscription closed now stays. */
+  private graceLeft(): number {
+    return Math.max(this.options.graceMs, this.holdUntil - Date.now());
   }
 
   /**
@@ -270,7 +288,7 @@ export class Presence {
     this.broker.off('ready', this.onReady);
     this.broker.off('lost', this.onLost);
     if (this.bus && this.subscription !== undefined) {
-      this.send({ t: 'bye', p: this.id, grace: this.options.graceMs });
+      this.send({ t: 'bye', p: this.id, grace: Math.min(this.graceLeft(), 3_600_000) });
       await Promise.race([this.sending, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
       await this.subscription.cancel().catch(() => undefined);
       this.subscription = undefined;
@@ -341,7 +359,8 @@ export class Presence {
     }
     if (a.t === 'bye') {
       const peer = this.peers.get(a.p);
-      if (peer !== undefined) peer.expiresAt = Math.min(peer.expiresAt, Date.now() + a.grace);
+      // Neither sooner (its clients need the time to come back elsewhere) nor later: it sends nothing more.
+      if (peer !== undefined) peer.expiresAt = Date.now() + a.grace;
       return;
     }
     let peer = this.peers.get(a.p);
