@@ -7,6 +7,7 @@ import amqp from 'amqplib';
 import { request } from 'undici';
 import { WebSocket } from 'ws';
 import { signChannelToken } from '@warren/producer';
+import { FaultProxy } from './support/fault-proxy.js';
 import {
   AMQP_URL,
   readSse,
@@ -513,6 +514,70 @@ describe('presence on the embedded broker', { timeout: 60_000 }, () => {
     watch.ws.send(JSON.stringify({ type: 'subscribe', channel: '/rooms/b', presence: 'yes' }));
     await until(() => watch.frames.some((f) => f.type === 'error' && f.channel === '/rooms/b'), 'the refused subscribe');
     assert.equal(watch.frames.find((f) => f.type === 'error' && f.channel === '/rooms/b')!.code, 'INVALID_REQUEST');
+    watch.ws.close();
+  });
+});
+
+describe('presence when a process is cut off from the broker and comes back', { timeout: 60_000 }, () => {
+  const exchange = unique('warren-presence-test-');
+  const channel = '/rooms/partition';
+  const prefix = unique('q');
+  const INTERVAL = 500;
+  let proxy: FaultProxy;
+  let a: TestGateway;
+  let b: TestGateway;
+  const readers: SseReader[] = [];
+  const names = Array.from({ length: 10 }, (_, i) => `${prefix}-m${i}`);
+  before(async () => {
+    await requireRabbit();
+    const amqpUrl = new URL(AMQP_URL);
+    proxy = new FaultProxy({ targetHost: amqpUrl.hostname, targetPort: Number(amqpUrl.port || 5672) });
+    const port = await proxy.listen();
+    amqpUrl.port = String(port);
+    const options = { exchange, tokenSecret: SECRET, presenceRoutes: '/rooms/', presenceIntervalMs: INTERVAL, presenceGraceMs: 1000 };
+    a = await startGateway('rabbitmq', options);
+    b = await startGateway('rabbitmq', { ...options, amqpUrl: amqpUrl.toString() });
+    await until(() => a.gateway.stats().presence!.processes === 2 && b.gateway.stats().presence!.processes === 2, 'two processes');
+  });
+  after(async () => {
+    for (const r of readers) r.close();
+    const ids = [a.gateway.stats().presence!.process, b.gateway.stats().presence!.process];
+    await a.close();
+    await b.close();
+    await proxy.close();
+    const conn = await amqp.connect(AMQP_URL, { timeout: 30_000 });
+    const ch = await conn.createChannel();
+    await ch.deleteExchange(exchange);
+    for (const id of ids) await ch.deleteQueue(`warren:presence:${id}`);
+    for (const name of [...names, `${prefix}-watch`]) await ch.deleteQueue(`warren:${name}:${channel}`);
+    await conn.close();
+  });
+
+  it('drops its members within 3.5 intervals, and has them back from its whole state once it is heard again', async () => {
+    const watch = await wsWatcher(a.url, channel, `${prefix}-watch`);
+    for (const name of names) {
+      const reader = readSse(b.url, `${channel}?token=${token(name)}`);
+      readers.push(reader);
+      assert.equal(await reader.status, 200);
+    }
+    await until(() => a.gateway.presence(channel).length === 11, 'the members of b listed by a');
+    const cutAt = Date.now();
+    proxy.blackhole(true);
+    await until(() => a.gateway.presence(channel).length === 1, 'the members of b dropped by a', 5000, 10);
+    const dropped = Date.now() - cutAt;
+    assert.ok(dropped <= 3.5 * INTERVAL + 500, `dropped within the bound (${dropped} ms)`);
+    // b itself still lists its own members.
+    assert.equal(b.gateway.presence(channel).length, 10);
+    proxy.blackhole(false);
+    const backAt = Date.now();
+    await until(() => a.gateway.presence(channel).length === 11, 'the members of b back at a', 5000, 10);
+    const back = Date.now() - backAt;
+    console.log(`# presence: a process cut off from the broker lost its members at the others after ${dropped} ms; back ${back} ms after`);
+    assert.ok(back <= INTERVAL + 500, `back within an interval (${back} ms)`);
+    for (const name of names) {
+      assert.equal(count(watch.seen, 'leave', name), 1, name);
+      assert.equal(count(watch.seen, 'join', name), 2, name);
+    }
     watch.ws.close();
   });
 });
