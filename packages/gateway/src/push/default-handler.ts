@@ -195,7 +195,8 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
 
 /** One default SSE stream: the path's channel, re-authorized from time to time. */
 class StreamSession extends DefaultSession<string> {
-  private readonly hold = new PresenceHold();
+  /** Made only on a presence channel (one object per connection is what an idle stream costs). */
+  private hold: PresenceHold | undefined;
 
   override async prepare(): Promise<void> {
     try {
@@ -229,7 +230,8 @@ class StreamSession extends DefaultSession<string> {
       conn.drop('broker-unavailable');
       return;
     }
-    if (!conn.open) return;
+    if (!conn.open || deps.presence?.isPresenceChannel(this.channel) !== true) return;
+    this.hold = new PresenceHold();
     // Events named apart (as the signals are), so that `onmessage` never mistakes one for data.
     holdPresence(deps, this.hold, this.channel, this.identity, this.watch, (change) =>
       conn.write(JSON.stringify({ channel: change.channel, identity: change.identity }), { event: `warren-${change.type}` }),
@@ -238,7 +240,7 @@ class StreamSession extends DefaultSession<string> {
 
   override onClose(): void {
     super.onClose();
-    this.hold.release();
+    this.hold?.release();
   }
 }
 
@@ -252,8 +254,10 @@ class SocketSession extends DefaultSession<string | undefined> {
   /** Subscribes asking the app now, and those waiting for their turn. */
   private asking = 0;
   private readonly turns: Array<() => void> = [];
-  /** Presence per subscribed channel. */
-  private readonly holds = new Map<string, PresenceHold>();
+  /** Presence per subscribed presence channel (made with the first). */
+  private holds: Map<string, PresenceHold> | undefined;
+  /** `presence` frames waiting for their answer. */
+  private presenceAsks = 0;
 
   onOpen(conn: PushConnection): void {
     this.conn = conn;
@@ -284,14 +288,14 @@ class SocketSession extends DefaultSession<string | undefined> {
 
   override onClose(): void {
     super.onClose();
-    for (const hold of this.holds.values()) hold.release();
-    this.holds.clear();
+    for (const hold of this.holds?.values() ?? []) hold.release();
+    this.holds = undefined;
   }
 
   /** The channel's presence is no longer this socket's (unsubscribed, or no longer allowed). */
   private release(channel: string): void {
-    this.holds.get(channel)?.release();
-    this.holds.delete(channel);
+    this.holds?.get(channel)?.release();
+    this.holds?.delete(channel);
   }
 
   /**
@@ -342,6 +346,7 @@ class SocketSession extends DefaultSession<string | undefined> {
       return;
     }
     if (conn.open && conn.channels.includes(channel) && this.deps.presence?.isPresenceChannel(channel) === true) {
+      this.holds ??= new Map();
       let hold = this.holds.get(channel);
       if (hold === undefined) this.holds.set(channel, (hold = new PresenceHold()));
       // A raw socket carries message bodies only: no join or leave frames.
@@ -442,6 +447,11 @@ class SocketSession extends DefaultSession<string | undefined> {
    */
   private async answerPresence(channel: string, id: string | undefined): Promise<void> {
     const tag = id === undefined ? {} : { id };
+    if (this.presenceAsks >= MAX_IN_FLIGHT) {
+      this.error(new WarrenError('TOO_MANY_REQUESTS', `at most ${MAX_IN_FLIGHT} presence questions may wait`), channel, tag);
+      return;
+    }
+    this.presenceAsks++;
     try {
       const presence = this.deps.presence;
       if (presence === undefined || !presence.isPresenceChannel(channel)) {
@@ -457,6 +467,8 @@ class SocketSession extends DefaultSession<string | undefined> {
       this.frame({ type: 'presence', ...tag, channel, members: presence.members(channel) });
     } catch (err) {
       if (this.conn.open) this.error(err, channel, tag);
+    } finally {
+      this.presenceAsks--;
     }
   }
 
