@@ -524,17 +524,26 @@ describe('presence when a process is cut off from the broker and comes back', { 
   const prefix = unique('q');
   const INTERVAL = 500;
   let proxy: FaultProxy;
+  let hook: Awaited<ReturnType<typeof startWebhook>>;
   let a: TestGateway;
   let b: TestGateway;
   const readers: SseReader[] = [];
   const names = Array.from({ length: 10 }, (_, i) => `${prefix}-m${i}`);
   before(async () => {
     await requireRabbit();
+    hook = await startWebhook();
     const amqpUrl = new URL(AMQP_URL);
     proxy = new FaultProxy({ targetHost: amqpUrl.hostname, targetPort: Number(amqpUrl.port || 5672) });
     const port = await proxy.listen();
     amqpUrl.port = String(port);
-    const options = { exchange, tokenSecret: SECRET, presenceRoutes: '/rooms/', presenceIntervalMs: INTERVAL, presenceGraceMs: 1000 };
+    const options = {
+      exchange,
+      tokenSecret: SECRET,
+      presenceRoutes: '/rooms/',
+      presenceIntervalMs: INTERVAL,
+      presenceGraceMs: 1000,
+      presenceWebhook: hook.url,
+    };
     a = await startGateway('rabbitmq', options);
     b = await startGateway('rabbitmq', { ...options, amqpUrl: amqpUrl.toString() });
     await until(() => a.gateway.stats().presence!.processes === 2 && b.gateway.stats().presence!.processes === 2, 'two processes');
@@ -545,6 +554,7 @@ describe('presence when a process is cut off from the broker and comes back', { 
     await a.close();
     await b.close();
     await proxy.close();
+    await hook.close();
     const conn = await amqp.connect(AMQP_URL, { timeout: 30_000 });
     const ch = await conn.createChannel();
     await ch.deleteExchange(exchange);
@@ -578,6 +588,24 @@ describe('presence when a process is cut off from the broker and comes back', { 
       assert.equal(count(watch.seen, 'leave', name), 1, name);
       assert.equal(count(watch.seen, 'join', name), 2, name);
     }
+    // The webhook: each member joined (from b), left and came back (both from a, which dropped it);
+    // the watcher on a, which b dropped meanwhile, the same the other way round.
+    const idA = a.gateway.stats().presence!.process;
+    const idB = b.gateway.stats().presence!.process;
+    await until(() => hook.events.length >= 3 * 11, 'the webhook events', 3000);
+    await new Promise((r) => setTimeout(r, 2 * INTERVAL));
+    for (const name of names) {
+      assert.deepEqual(
+        hook.events.filter((e) => e.identity === name).map((e) => `${e.type}:${e.process === idA ? 'a' : e.process === idB ? 'b' : '?'}`),
+        ['join:b', 'leave:a', 'join:a'],
+        name,
+      );
+    }
+    assert.deepEqual(
+      hook.events.filter((e) => e.identity === `${prefix}-watch`).map((e) => `${e.type}:${e.process === idA ? 'a' : 'b'}`),
+      ['join:a', 'leave:b', 'join:b'],
+    );
+    assert.equal(hook.events.length, 33);
     watch.ws.close();
   });
 });

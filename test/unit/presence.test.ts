@@ -24,8 +24,8 @@ describe('PresenceView', () => {
     assert.deepEqual(view.members('/r'), [{ identity: 'ann', connections: 5, since: 5 }]);
     view.set('a', '/r', 'ann', undefined, 'local');
     assert.deepEqual(log, ['join:ann:local']);
-    view.remove('b', 'expiry');
-    assert.deepEqual(log, ['join:ann:local', 'leave:ann:expiry']);
+    view.remove('b', 'silence');
+    assert.deepEqual(log, ['join:ann:local', 'leave:ann:silence']);
     assert.deepEqual(view.members('/r'), []);
     assert.deepEqual(view.size(), { channels: 0, members: 0 });
   });

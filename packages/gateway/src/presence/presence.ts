@@ -94,7 +94,15 @@ interface Peer {
   askedAt: number;
   /** A `full` announcement being put together from its parts. */
   assembling: { seq: number; next: number; members: ProcessMembers } | undefined;
+  /**
+   * It had fallen silent and this process told the webhook its members left:
+   * their return is this process's to tell too (until its whole state is in).
+   */
+  returning: boolean;
 }
+
+/** Processes dropped for silence that are remembered (whether their leaves were reported), oldest forgotten first. */
+const MAX_REMEMBERED = 1000;
 
 /**
  * Presence: who (which identities vouched for by the app or a token) is
@@ -116,6 +124,8 @@ export class Presence {
   private readonly view: PresenceView;
   private readonly local = new Map<string, LocalMember>();
   private readonly peers = new Map<string, Peer>();
+  /** Processes dropped for silence, and whether this process reported their members' leaves. */
+  private readonly silenced = new Map<string, boolean>();
   private readonly watchers = new Map<string, Set<(change: PresenceChange) => void>>();
   private readonly webhook: PresenceWebhook | undefined;
   private readonly counters = { announcementsSent: 0, announcementsReceived: 0 };
@@ -365,10 +375,13 @@ export class Presence {
     }
     let peer = this.peers.get(a.p);
     if (peer === undefined) {
-      peer = { seq: undefined, expiresAt: 0, askedAt: 0, assembling: undefined };
+      const reported = this.silenced.get(a.p);
+      this.silenced.delete(a.p);
+      peer = { seq: undefined, expiresAt: 0, askedAt: 0, assembling: undefined, returning: reported === true };
       this.peers.set(a.p, peer);
       this.view.touch(a.p);
     }
+    const cause: ChangeCause = peer.returning ? 'silence' : 'remote';
     peer.expiresAt = Date.now() + EXPIRY_INTERVALS * a.every;
     switch (a.t) {
       case 'beat':
@@ -381,10 +394,12 @@ export class Presence {
         peer.seq = a.seq;
         for (const entry of a.m) {
           const [channel, identity, connections, since] = entry;
-          this.view.set(a.p, channel, identity, connections === undefined ? undefined : { connections, since: since! }, 'remote');
+          this.view.set(a.p, channel, identity, connections === undefined ? undefined : { connections, since: since! }, cause);
         }
         return;
       case 'full': {
+        // A whole state older than a change applied already (it waited in the queue): the next beat says what is current.
+        if (peer.seq !== undefined && a.seq < peer.seq) return;
         if (a.part === 0) peer.assembling = { seq: a.seq, next: 0, members: new Map() };
         const whole = peer.assembling;
         if (whole === undefined || whole.seq !== a.seq || whole.next !== a.part) {
@@ -401,7 +416,8 @@ export class Presence {
         if (!a.last) return;
         peer.assembling = undefined;
         peer.seq = a.seq;
-        this.view.replace(a.p, whole.members, 'remote');
+        this.view.replace(a.p, whole.members, cause);
+        peer.returning = false;
         return;
       }
     }
@@ -414,15 +430,29 @@ export class Presence {
     this.send({ t: 'ask', p: this.id, to: process });
   }
 
-  /** Drops the members of every process not heard from in time. */
+  /**
+   * Drops the members of every process not heard from in time. Their
+   * leaves are told to the webhook by one process: the one with the
+   * smallest id of those left, if it is connected to the broker itself (a
+   * process that is cut off reports nobody's leaving).
+   */
   private sweep(): void {
     const now = Date.now();
     for (const [process, peer] of [...this.peers]) {
       if (peer.expiresAt > now) continue;
       this.peers.delete(process);
+      const reports = this.subscription !== undefined && this.smallest();
+      this.silenced.set(process, reports);
+      if (this.silenced.size > MAX_REMEMBERED) this.silenced.delete(this.silenced.keys().next().value!);
       this.log.info('presence: a gateway process was not heard from; its members are dropped', { process });
-      this.view.remove(process, 'expiry');
+      this.view.remove(process, reports ? 'silence' : 'remote');
     }
+  }
+
+  /** Whether this process has the smallest id of those it knows. */
+  private smallest(): boolean {
+    for (const process of this.peers.keys()) if (process < this.id) return false;
+    return true;
   }
 
   private beat(): void {
@@ -508,14 +538,11 @@ export class Presence {
   }
 
   /**
-   * Whether this process tells the webhook of a change: of its own members'
-   * changes, always; of a gone process's members, when it has the smallest
-   * id of the processes left (so that one process reports them).
+   * Whether this process tells the webhook of a change: of its own
+   * members, always; of another process's, only those it took upon itself
+   * (a silent process's members leaving, and coming back: see {@link sweep}).
    */
   private reports(cause: ChangeCause): boolean {
-    if (cause === 'local') return true;
-    if (cause === 'remote') return false;
-    for (const process of this.peers.keys()) if (process < this.id) return false;
-    return true;
+    return cause !== 'remote';
   }
 }

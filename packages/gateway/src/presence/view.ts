@@ -14,11 +14,13 @@ export interface PresenceChange {
 }
 
 /**
- * What caused a change: this process's own subscriptions (`local`), an
- * announcement of another process (`remote`), or another process's members
- * removed because it was not heard from (`expiry`).
+ * What caused a change, which decides who tells the webhook: this
+ * process's own subscriptions (`local`: this process tells); another
+ * process's members dropped because it fell silent, or back once it is
+ * heard again, when this process took it upon itself to tell (`silence`);
+ * anything else another process announced (`remote`: not this process's to tell).
  */
-export type ChangeCause = 'local' | 'remote' | 'expiry';
+export type ChangeCause = 'local' | 'remote' | 'silence';
 
 /** The members of one process, by channel and identity. */
 export type ProcessMembers = Map<string, Map<string, MemberState>>;
