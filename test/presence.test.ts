@@ -415,6 +415,7 @@ describe('presence on the embedded broker', { timeout: 60_000 }, () => {
       presenceIntervalMs: 200,
       presenceGraceMs: GRACE,
       presenceWebhook: hook.url,
+      metricsPort: 0,
     });
   });
   after(async () => {
@@ -437,6 +438,8 @@ describe('presence on the embedded broker', { timeout: 60_000 }, () => {
     assert.equal(await second.status, 200);
     assert.deepEqual(summary(await presenceOf(gw.url, channel)), ['ann:2', 'bob:1', 'cyd:1', 'sse-watcher:1', 'watcher:1']);
     assert.deepEqual(summary(gw.gateway.presence(channel) as Member[]), ['ann:2', 'bob:1', 'cyd:1', 'sse-watcher:1', 'watcher:1']);
+    const metrics = await (await request(`http://127.0.0.1:${gw.gateway.metricsAddress()!.port}/metrics`)).body.text();
+    assert.match(metrics, /^warren_presence_members 5$/m);
     const answer = await watch.ask('q1');
     assert.deepEqual(summary(answer.members as Member[]), ['ann:2', 'bob:1', 'cyd:1', 'sse-watcher:1', 'watcher:1']);
     await until(() => watch.seen.length === 4, 'four joins');
