@@ -25,6 +25,10 @@ same<Equal<client.SubscribedFrame, protocol.SubscribedFrame>>();
 same<Equal<client.UnsubscribedFrame, protocol.UnsubscribedFrame>>();
 same<Equal<client.ReplyFrame, protocol.ReplyFrame>>();
 same<Equal<client.ErrorFrame, protocol.ErrorFrame>>();
+same<Equal<client.PresenceRequestFrame, protocol.PresenceRequestFrame>>();
+same<Equal<client.PresenceFrame, protocol.PresenceFrame>>();
+same<Equal<client.JoinFrame, protocol.JoinFrame>>();
+same<Equal<client.LeaveFrame, protocol.LeaveFrame>>();
 // And assignable both ways (what one side writes, the other reads).
 export const toProtocol = (f: client.ServerFrame): protocol.ServerFrame => f;
 export const toClient = (f: protocol.ServerFrame): client.ServerFrame => f;
@@ -52,11 +56,14 @@ const GOOD: Record<string, unknown> = {
   code: 'BROKER_UNAVAILABLE',
   message: 'the broker is away',
   reason: 'history-gone',
+  identity: 'alice',
+  members: [{ identity: 'alice', connections: 2, since: '2026-12-02T14:00:00.000Z' }],
 };
 /** Values each field must refuse. */
 const BAD: Record<string, unknown[]> = {
   status: ['200', 99, 600, 200.5, null, true],
   encoding: ['hex', 'BASE64', 64, null],
+  members: ['alice', null, {}, [null], [{ identity: 'a', connections: -1, since: 'x' }], [{ identity: 7, connections: 1, since: 'x' }]],
 };
 const BAD_STRING = [42, null, true, {}, ['x']];
 
@@ -150,6 +157,7 @@ describe('the client and @warren/protocol read server frames alike', () => {
       { type: 'subscribe', channel: '/a', lastEventId: 'm-1' },
       { type: 'unsubscribe', channel: '/a' },
       { type: 'send', channel: '/a', data: { x: [1, 'two', null] }, id: 'r1' },
+      { type: 'presence', channel: '/a', id: 'p1' },
     ];
     const types = new Set(written.map((f) => f.type));
     assert.deepEqual([...types].sort(), Object.keys(CLIENT_FRAMES).sort(), 'one frame of each client type');

@@ -151,6 +151,36 @@ describe('parseClientFrame', () => {
     refused(json({ type: 'send', data: 'x', id: LONG_ID }), 'INVALID_CHANNEL', { id: LONG_ID });
   });
 
+  it('reads presence requests and the presence flag of a subscribe', () => {
+    assert.deepEqual(parseClientFrame(json({ type: 'presence', channel: '/rooms/a', id: 'p1', extra: 1 })), {
+      type: 'presence',
+      channel: '/rooms/a',
+      id: 'p1',
+    });
+    assert.deepEqual(parseClientFrame(json({ type: 'presence', channel: '/rooms/a' })), { type: 'presence', channel: '/rooms/a' });
+    assert.deepEqual(parseClientFrame(json({ type: 'subscribe', channel: '/rooms/a', presence: true })), {
+      type: 'subscribe',
+      channel: '/rooms/a',
+      presence: true,
+    });
+    const refused = (frame: unknown): { code: string; id: string | undefined; channel: string | undefined } => {
+      try {
+        parseClientFrame(json(frame));
+      } catch (err) {
+        const e = err as ClientFrameError;
+        return { code: e.code, id: e.id, channel: e.channel };
+      }
+      return assert.fail('accepted');
+    };
+    assert.deepEqual(refused({ type: 'subscribe', channel: '/a', presence: 'yes' }), {
+      code: 'INVALID_REQUEST',
+      id: undefined,
+      channel: '/a',
+    });
+    assert.deepEqual(refused({ type: 'presence', channel: '/a', id: 7 }), { code: 'INVALID_FRAME', id: undefined, channel: '/a' });
+    assert.deepEqual(refused({ type: 'presence', channel: 'a', id: 'p2' }), { code: 'INVALID_CHANNEL', id: 'p2', channel: 'a' });
+  });
+
   it('keeps the messages the gateway has always answered with', () => {
     const message = (text: string): string => {
       try {
@@ -161,7 +191,8 @@ describe('parseClientFrame', () => {
       return assert.fail(`${text} was accepted`);
     };
     assert.equal(message('nope'), 'a warren.v1 frame is a JSON object with a "type"');
-    assert.equal(message(json({ type: 'publish', channel: '/a' })), 'type must be subscribe, unsubscribe or send');
+    // The list of types grows with the protocol (presence was added); the code stays INVALID_FRAME.
+    assert.equal(message(json({ type: 'publish', channel: '/a' })), 'type must be subscribe, unsubscribe, send or presence');
     assert.equal(message(json({ type: 'send', channel: '/a', id: 1 })), 'a send id is a string of at most 128 characters');
     assert.match(message(json({ type: 'subscribe', channel: '/a/../b' })), /^invalid channel: /);
     assert.match(message(json({ type: 'subscribe', channel: '/a', lastEventId: '' })), /^invalid message id: /);

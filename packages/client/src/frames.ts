@@ -14,6 +14,7 @@ export interface SubscribeFrame {
   since?: string;
   history?: number;
   lastEventId?: string;
+  presence?: boolean;
 }
 
 export interface UnsubscribeFrame {
@@ -28,8 +29,15 @@ export interface SendFrame {
   id?: string;
 }
 
+/** Who is subscribed to a presence channel; answered with a `presence` frame with the same `id`. */
+export interface PresenceRequestFrame {
+  type: 'presence';
+  channel: string;
+  id?: string;
+}
+
 /** What a client sends on a `warren.v1` socket. */
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | SendFrame;
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | SendFrame | PresenceRequestFrame;
 
 export interface MessageFrame {
   type: 'message';
@@ -78,6 +86,33 @@ export interface ReplyFrame {
   encoding?: 'base64';
 }
 
+/** One identity present on a presence channel. */
+export interface PresenceMember {
+  identity: string;
+  connections: number;
+  /** ISO 8601. */
+  since: string;
+}
+
+export interface PresenceFrame {
+  type: 'presence';
+  id?: string;
+  channel: string;
+  members: PresenceMember[];
+}
+
+export interface JoinFrame {
+  type: 'join';
+  channel: string;
+  identity: string;
+}
+
+export interface LeaveFrame {
+  type: 'leave';
+  channel: string;
+  identity: string;
+}
+
 /** `code` is a gateway error code; a newer gateway may send codes this client does not know. */
 export interface ErrorFrame {
   type: 'error';
@@ -88,7 +123,17 @@ export interface ErrorFrame {
 }
 
 /** What the gateway sends on a `warren.v1` socket. */
-export type ServerFrame = MessageFrame | GapFrame | ResetFrame | SubscribedFrame | UnsubscribedFrame | ReplyFrame | ErrorFrame;
+export type ServerFrame =
+  | MessageFrame
+  | GapFrame
+  | ResetFrame
+  | SubscribedFrame
+  | UnsubscribedFrame
+  | ReplyFrame
+  | PresenceFrame
+  | JoinFrame
+  | LeaveFrame
+  | ErrorFrame;
 
 type Presence = 'required' | 'optional';
 type Check = (value: unknown) => boolean;
@@ -96,6 +141,12 @@ type Check = (value: unknown) => boolean;
 const string: Check = (v) => typeof v === 'string';
 const base64: Check = (v) => v === 'base64';
 const status: Check = (v) => typeof v === 'number' && Number.isInteger(v) && v >= 100 && v <= 599;
+const member: Check = (v) => {
+  if (v === null || typeof v !== 'object') return false;
+  const m = v as Record<string, unknown>;
+  return typeof m.identity === 'string' && Number.isInteger(m.connections) && (m.connections as number) >= 0 && typeof m.since === 'string';
+};
+const members: Check = (v) => Array.isArray(v) && v.every(member);
 
 /** Each server frame's fields besides `type`: whether it must be present, and its check. */
 const SERVER_FIELDS: { [T in ServerFrame['type']]: Record<string, [Presence, Check]> } = {
@@ -119,6 +170,9 @@ const SERVER_FIELDS: { [T in ServerFrame['type']]: Record<string, [Presence, Che
     data: ['optional', string],
     encoding: ['optional', base64],
   },
+  presence: { id: ['optional', string], channel: ['required', string], members: ['required', members] },
+  join: { channel: ['required', string], identity: ['required', string] },
+  leave: { channel: ['required', string], identity: ['required', string] },
   error: { id: ['optional', string], code: ['required', string], message: ['required', string], channel: ['optional', string] },
 };
 

@@ -1,7 +1,15 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { encodeMessage, parseChannel, positionsLogName, WarrenError, type MessageData, type MessageOptions } from '@warren/protocol';
+import {
+  encodeMessage,
+  parseChannel,
+  positionsLogName,
+  WarrenError,
+  type MessageData,
+  type MessageOptions,
+  type PresenceMember,
+} from '@warren/protocol';
 import { AccessLog } from './access-log.js';
 import { Admission } from './admission.js';
 import { Upstream } from './upstream.js';
@@ -31,6 +39,7 @@ import { LongPoll, LongPollFront, type LongPollStats } from './transports/long-p
 import { LogPolls } from './transports/long-poll-log.js';
 import { Positions } from './logs/positions.js';
 import { StreamPositions } from './logs/stream-positions.js';
+import { Presence, type PresenceStats } from './presence/presence.js';
 import { sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
 import { UpgradeFront } from './upgrade.js';
@@ -50,6 +59,8 @@ export interface GatewayStats {
   pid: number;
   /** Subscribers of logged channels and the log tails serving them. */
   logs: ChannelLogsStats;
+  /** Presence (with `presenceRoutes`): this process's id, the processes it knows, members. */
+  presence?: PresenceStats;
 }
 
 /** What only a program embedding the gateway can pass (no flag or variable). */
@@ -142,6 +153,13 @@ export interface Gateway {
    * @throws WarrenError `INVALID_CHANNEL`, `INVALID_MESSAGE`, `MESSAGE_TOO_LARGE`, `BROKER_UNAVAILABLE`
    */
   publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
+  /**
+   * Who is subscribed to the presence channel `channel` (under
+   * `presenceRoutes`), over every gateway process on the broker: one entry
+   * per identity the app or a token vouched for (docs/presence.md).
+   * @throws WarrenError `INVALID_CHANNEL`; `INVALID_REQUEST` for a channel that is not under `presenceRoutes`
+   */
+  presence(channel: string): PresenceMember[];
   /** The request handler of the gateway's routes. */
   handle(req: IncomingMessage, res: ServerResponse): void;
   /**
@@ -212,6 +230,7 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     stats: fronts.stats,
     start: core.start,
     publish: core.publish,
+    presence: (channel) => presenceOf(core.presence, channel),
     connections: push.connections,
     async listen(): Promise<AddressInfo> {
       await core.start();
@@ -243,6 +262,8 @@ interface Core {
   positions: Positions;
   /** Records where identified streams of logged channels are. */
   streamPositions: StreamPositions;
+  /** Who is on the presence channels (with `presenceRoutes`). */
+  presence: Presence | undefined;
   streams: Sources;
   upstream: Upstream;
   tokens: ChannelTokens;
@@ -287,10 +308,11 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     intervalMs: options.logPositionIntervalMs,
     expiresMs: options.queueExpiresMs,
   });
+  const presence = createPresence(options, broker, log);
   let started: Promise<void> | undefined;
   const start = (): Promise<void> => {
     tokens.start();
-    return (started ??= broker.start());
+    return (started ??= broker.start().then(() => presence?.start()));
   };
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
   const core: Core = {
@@ -302,6 +324,7 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     logs,
     positions,
     streamPositions,
+    presence,
     upstream,
     tokens,
     cors,
@@ -340,6 +363,30 @@ function createPositions(options: NormalizedOptions, broker: Broker, log: Logger
     limits: { maxAgeMs: options.queueExpiresMs, maxBytes, segmentBytes: 1024 * 1024 },
     expiresMs: options.queueExpiresMs,
   });
+}
+
+function createPresence(options: NormalizedOptions, broker: Broker, log: Logger): Presence | undefined {
+  if (options.presenceRoutes === undefined) return undefined;
+  return new Presence(broker, log, {
+    routes: parseList(options.presenceRoutes),
+    intervalMs: options.presenceIntervalMs,
+    graceMs: options.presenceGraceMs,
+    webhook: options.presenceWebhook,
+    webhookToken: options.publishToken,
+    webhookTimeoutMs: options.upstreamTimeoutMs,
+  });
+}
+
+/**
+ * The members of a presence channel.
+ * @throws WarrenError `INVALID_CHANNEL`, `INVALID_REQUEST`
+ */
+export function presenceOf(presence: Presence | undefined, channel: string): PresenceMember[] {
+  const target = parseChannel(channel);
+  if (presence === undefined || !presence.isPresenceChannel(target)) {
+    throw new WarrenError('INVALID_REQUEST', `${target} is not a presence channel (under --presence-routes)`);
+  }
+  return presence.members(target);
 }
 
 function createLogs(options: NormalizedOptions, broker: Broker, log: Logger): ChannelLogs {
@@ -404,6 +451,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     polls,
     push,
     stats,
+    presence: (channel) => presenceOf(core.presence, channel),
     publishToken,
     maxMessageBytes,
     publishBatch: { batchMaxMessages: options.publishBatchMaxMessages, batchMaxBytes: options.publishBatchMaxBytes },
@@ -425,6 +473,7 @@ function defaultDecider(core: Core): UpgradeDecider {
     reauthIntervalMs: options.reauthIntervalMs,
     maxSubscriptions: options.wsMaxSubscriptions,
     isLogged: (channel) => core.logs.isLogged(channel),
+    presence: core.presence,
     async prepareStream(req, channel, consumerId) {
       // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
       if (!broker.ready) return;
@@ -450,6 +499,7 @@ function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayS
     knownQueues: core.queues.size,
     pid: process.pid,
     logs: { ...core.logs.stats },
+    ...(core.presence === undefined ? {} : { presence: core.presence.stats() }),
   };
 }
 
@@ -469,6 +519,8 @@ async function shutdown(
   core.ready.fail(new WarrenError('BROKER_UNAVAILABLE', 'the gateway is shutting down'));
   const open = [...fronts.push.connections];
   await Promise.all(open.map((conn) => conn.shutdown(1000)));
+  // Its members stay for the grace period elsewhere: time for its clients to reconnect to another process.
+  await core.presence?.close();
   await core.fanOut.close();
   await core.logs.close();
   await core.streamPositions.close();
@@ -510,6 +562,8 @@ async function drain(core: Core, fronts: Fronts, close: () => Promise<void>): Pr
     // close() was called meanwhile: it ends everything at once (and returns the same promise).
     if (closing(core)) return await close();
     core.refusing = true;
+    // Its clients reconnect elsewhere within the spread: none of its presence members leaves meanwhile.
+    core.presence?.holdFor(drainSpreadMs);
     fronts.longPoll.shutdown();
     const spreadEnd = Date.now() + drainSpreadMs;
     const ending = new WeakSet<PushConnection>();

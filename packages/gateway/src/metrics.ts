@@ -237,6 +237,16 @@ export class Metrics {
     gauge('warren_known_queues', 'Consumer queues whose declaration the gateway has cached.', (s) => s.knownQueues);
     gauge('warren_broker_ready', '1 while the broker is connected and usable, else 0.', (s) => (s.broker.ready ? 1 : 0));
     gauge('warren_broker_consumers', 'Broker consumers running now.', (s) => s.broker.activeConsumers);
+    gauge(
+      'warren_presence_members',
+      "Presence members held by this process's own subscriptions (an identity on a channel; in its grace period too).",
+      (s) => s.presence?.local ?? 0,
+    );
+    counter(
+      'warren_presence_webhook_failures_total',
+      'POSTs to the presence webhook that failed (no answer in time, or not 2xx); their events are sent again.',
+      (s) => s.presence?.webhookFailures ?? 0,
+    );
 
     counter('warren_fan_out_deliveries_total', 'Messages written to anonymous streams from the fan-out.', (s) => s.fanOut.delivered);
     counter('warren_long_polls_started_total', 'Long-polls started.', (s) => s.longPoll.started);

@@ -79,6 +79,19 @@ export interface GatewayOptions {
   logShards?: number;
   /** How often the positions of identified streams on logged channels are recorded (besides when a stream ends). @default 5_000 */
   logPositionIntervalMs?: number;
+  /**
+   * Path prefixes of the presence channels, comma-separated (`/rooms/,/docs/`):
+   * who is subscribed (identities vouched for by the app or a token), join
+   * and leave events, across every gateway process (docs/presence.md).
+   * @default none
+   */
+  presenceRoutes?: string;
+  /** How often each process announces its presence members to the others; a process not heard from for 3 intervals is taken for gone. @default 2_000 */
+  presenceIntervalMs?: number;
+  /** How long a member whose last connection closed stays present: a reconnect within it causes no leave and join. @default 5_000 */
+  presenceGraceMs?: number;
+  /** The application's URL that receives presence joins and leaves, batched, one POST per interval. @default none */
+  presenceWebhook?: string;
   /** Longest wait for the application (proxied requests, auth checks). @default 30_000 */
   upstreamTimeoutMs?: number;
   /** Addresses or CIDR ranges of proxies in front of Warren whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` are trusted, comma-separated (`10.0.0.0/8, ::1/128`). @default none */
@@ -171,6 +184,8 @@ type Unset =
   | 'pushRoutes'
   | 'appRoutes'
   | 'logRoutes'
+  | 'presenceRoutes'
+  | 'presenceWebhook'
   | 'trustedProxies'
   | 'authUrl'
   | 'tokenSecret'
@@ -527,6 +542,48 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     max: 5 * 60 * SECOND,
     description:
       'How often the positions of identified SSE and WebSocket streams on logged channels are recorded, besides when a stream ends: after a gateway crash its consumers get up to this much again ([Positions](channel-logs.md#positions-of-streams)).',
+  },
+  {
+    key: 'presenceRoutes',
+    flag: '--presence-routes',
+    env: 'WARREN_PRESENCE_ROUTES',
+    kind: 'prefixes',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'Path prefixes of the presence channels, comma-separated (`/rooms/,/docs/`): who is subscribed (vouched identities), with join and leave events, across every gateway process ([Presence](presence.md)).',
+  },
+  {
+    key: 'presenceIntervalMs',
+    flag: '--presence-interval',
+    env: 'WARREN_PRESENCE_INTERVAL',
+    kind: 'duration',
+    default: 2 * SECOND,
+    min: 100,
+    max: MINUTE,
+    description:
+      'How often each gateway process announces its presence members on the broker; a process not heard from for 3 intervals loses its members (within 3.5 intervals of its death).',
+  },
+  {
+    key: 'presenceGraceMs',
+    flag: '--presence-grace',
+    env: 'WARREN_PRESENCE_GRACE',
+    kind: 'duration',
+    default: 5 * SECOND,
+    min: 0,
+    max: 5 * MINUTE,
+    description:
+      'How long a member whose last connection closed stays present: a reconnect within it (a reload, a network blip) causes no leave and join.',
+  },
+  {
+    key: 'presenceWebhook',
+    flag: '--presence-webhook',
+    env: 'WARREN_PRESENCE_WEBHOOK',
+    kind: 'http-url',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      "The application's URL that receives presence joins and leaves as JSON, one POST per `--presence-interval` with the changes since the last ([Presence](presence.md#webhook)).",
   },
   {
     key: 'upstreamTimeoutMs',
@@ -1053,6 +1110,9 @@ function checkTogether(options: NormalizedOptions): void {
     throw new OptionError(
       `${describe('drainDelayMs')} (${showDuration(options.drainDelayMs)}) plus ${describe('drainSpreadMs')} (${showDuration(options.drainSpreadMs)}) exceed ${describe('shutdownTimeoutMs')} (${showDuration(options.shutdownTimeoutMs)})`,
     );
+  }
+  if (options.presenceWebhook !== undefined && options.presenceRoutes === undefined) {
+    throw new OptionError(`${describe('presenceWebhook')} needs ${describe('presenceRoutes')}: which channels have presence`);
   }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
     const [given, missing] = options.tlsCert === undefined ? (['tlsKey', 'tlsCert'] as const) : (['tlsCert', 'tlsKey'] as const);

@@ -36,6 +36,8 @@ export interface RouterDeps {
   /** `true` once the gateway drains or closes: not ready for new clients. */
   stopping(): boolean;
   stats(): unknown;
+  /** The members of a presence channel. @throws WarrenError `INVALID_CHANNEL`, `INVALID_REQUEST` */
+  presence(channel: string): unknown;
 }
 
 /**
@@ -156,6 +158,16 @@ export class Router {
         authorizePublisher(req, publishToken);
         sendJson(res, 200, this.deps.stats());
         return;
+      case PATHS.presence: {
+        noteAccess(req, { transport: 'stats' });
+        allow('GET');
+        authorizePublisher(req, publishToken);
+        const channels = query.getAll('channel');
+        if (channels.length !== 1) throw new WarrenError('INVALID_REQUEST', 'name one channel: ?channel=/rooms/lobby');
+        const channel = channels[0]!;
+        sendJson(res, 200, { channel, members: this.deps.presence(channel) });
+        return;
+      }
       default:
         throw new WarrenError('NOT_FOUND', `no endpoint ${path}`);
     }

@@ -69,7 +69,11 @@ export const ERROR_CODES = {
     description:
       'This client address asked for more new queues (consumer queues, or channels new to this gateway) than `--queue-budget` allows per minute; retry after the `Retry-After` delay.',
   },
-  TOO_MANY_REQUESTS: { status: 429, description: "A WebSocket has too many messages waiting for the application's answers (16)." },
+  TOO_MANY_REQUESTS: {
+    status: 429,
+    description:
+      "A WebSocket has too many messages waiting for the application's answers, or too many `presence` questions waiting (16 each).",
+  },
   PUBLISH_NACKED: { status: 502, description: 'The broker refused the message (negative publisher confirm); it was not delivered.' },
   UPSTREAM_UNAVAILABLE: {
     status: 502,

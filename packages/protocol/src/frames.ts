@@ -27,6 +27,8 @@ export interface SubscribeFrame {
   /** From 0 to {@link MAX_HISTORY}. */
   history?: number;
   lastEventId?: string;
+  /** On a presence channel: also receive its `join` and `leave` frames. */
+  presence?: boolean;
 }
 
 /** Stop reading `channel`. */
@@ -49,8 +51,19 @@ export interface SendFrame {
   id?: string;
 }
 
+/**
+ * Who is subscribed to the presence channel `channel` (authorized as a
+ * subscribe is). Answered with a `presence` frame carrying the same `id`.
+ */
+export interface PresenceRequestFrame {
+  type: 'presence';
+  channel: string;
+  /** At most {@link MAX_SEND_ID_LENGTH} characters. */
+  id?: string;
+}
+
 /** What a client sends on a `warren.v1` socket. */
-export type ClientFrame = SubscribeFrame | UnsubscribeFrame | SendFrame;
+export type ClientFrame = SubscribeFrame | UnsubscribeFrame | SendFrame | PresenceRequestFrame;
 
 /** A message published to a channel the socket subscribed to. */
 export interface MessageFrame {
@@ -89,6 +102,39 @@ export interface ResetFrame {
   id: string;
   /** `unknown-position`. */
   reason: string;
+}
+
+/** One identity present on a presence channel, over every gateway process. */
+export interface PresenceMember {
+  /** The identity the application or a signed token vouched for. */
+  identity: string;
+  /** Its open subscriptions to the channel (0 while its last one is within the grace period). */
+  connections: number;
+  /** When it joined: an ISO 8601 time. */
+  since: string;
+}
+
+/** The answer to a `presence` request: who is subscribed to `channel`. */
+export interface PresenceFrame {
+  type: 'presence';
+  /** The request's id, when it had one. */
+  id?: string;
+  channel: string;
+  members: PresenceMember[];
+}
+
+/** On a presence channel a subscription asked for events of: `identity` is now present. */
+export interface JoinFrame {
+  type: 'join';
+  channel: string;
+  identity: string;
+}
+
+/** On a presence channel a subscription asked for events of: `identity` is gone (after the grace period). */
+export interface LeaveFrame {
+  type: 'leave';
+  channel: string;
+  identity: string;
 }
 
 /** A `subscribe` succeeded: the channel's messages follow. */
@@ -132,7 +178,17 @@ export interface ErrorFrame {
 }
 
 /** What the gateway sends on a `warren.v1` socket. */
-export type ServerFrame = MessageFrame | GapFrame | ResetFrame | SubscribedFrame | UnsubscribedFrame | ReplyFrame | ErrorFrame;
+export type ServerFrame =
+  | MessageFrame
+  | GapFrame
+  | ResetFrame
+  | SubscribedFrame
+  | UnsubscribedFrame
+  | ReplyFrame
+  | PresenceFrame
+  | JoinFrame
+  | LeaveFrame
+  | ErrorFrame;
 
 /** Whether a frame field must be present. */
 export type FrameField = 'required' | 'optional';
@@ -151,9 +207,10 @@ export type FrameFields<F extends { type: string }> = {
  * checked against it, and the compiler checks it against {@link ClientFrame}.
  */
 export const CLIENT_FRAMES: FrameFields<ClientFrame> = {
-  subscribe: { channel: 'required', since: 'optional', history: 'optional', lastEventId: 'optional' },
+  subscribe: { channel: 'required', since: 'optional', history: 'optional', lastEventId: 'optional', presence: 'optional' },
   unsubscribe: { channel: 'required' },
   send: { channel: 'required', data: 'required', id: 'optional' },
+  presence: { channel: 'required', id: 'optional' },
 };
 
 /** Every server frame type and its fields, checked against {@link ServerFrame}. */
@@ -164,6 +221,9 @@ export const SERVER_FRAMES: FrameFields<ServerFrame> = {
   subscribed: { channel: 'required' },
   unsubscribed: { channel: 'required' },
   reply: { id: 'optional', channel: 'required', status: 'required', contentType: 'optional', data: 'optional', encoding: 'optional' },
+  presence: { id: 'optional', channel: 'required', members: 'required' },
+  join: { channel: 'required', identity: 'required' },
+  leave: { channel: 'required', identity: 'required' },
   error: { id: 'optional', code: 'required', message: 'required', channel: 'optional' },
 };
 
@@ -217,7 +277,7 @@ export function parseClientFrame(text: string): ClientFrame {
   if (raw === undefined) throw new ClientFrameError('INVALID_FRAME', 'a warren.v1 frame is a JSON object with a "type"', {});
   const echo = {
     channel: typeof raw.channel === 'string' ? raw.channel : undefined,
-    id: raw.type === 'send' && isSendId(raw.id) ? raw.id : undefined,
+    id: (raw.type === 'send' || raw.type === 'presence') && isSendId(raw.id) ? raw.id : undefined,
   };
   try {
     switch (raw.type) {
@@ -233,8 +293,16 @@ export function parseClientFrame(text: string): ClientFrame {
         if (raw.id !== undefined) frame.id = raw.id;
         return frame;
       }
+      case 'presence': {
+        if (raw.id !== undefined && !isSendId(raw.id)) {
+          throw new WarrenError('INVALID_FRAME', `a presence id is a string of at most ${MAX_SEND_ID_LENGTH} characters`);
+        }
+        const frame: PresenceRequestFrame = { type: 'presence', channel: parseChannel(raw.channel) };
+        if (raw.id !== undefined) frame.id = raw.id;
+        return frame;
+      }
       default:
-        throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe or send');
+        throw new WarrenError('INVALID_FRAME', 'type must be subscribe, unsubscribe, send or presence');
     }
   } catch (err) {
     if (err instanceof WarrenError) throw new ClientFrameError(err.code, err.message, echo, { cause: err });
@@ -255,6 +323,10 @@ function parseSubscribe(raw: Fields): SubscribeFrame {
     frame.history = parseHistory(raw.history);
   }
   if (raw.lastEventId !== undefined) frame.lastEventId = parseMessageId(raw.lastEventId);
+  if (raw.presence !== undefined) {
+    if (typeof raw.presence !== 'boolean') throw new WarrenError('INVALID_REQUEST', 'presence is true or false');
+    frame.presence = raw.presence;
+  }
   return frame;
 }
 
@@ -320,9 +392,17 @@ const SERVER_KINDS: Record<FieldNames<ServerFrame>, (v: unknown) => boolean> = {
   code: string,
   message: string,
   reason: string,
+  identity: string,
+  members: (v) => Array.isArray(v) && v.every(isPresenceMember),
   encoding: (v) => v === 'base64',
   status: (v) => Number.isInteger(v) && (v as number) >= 100 && (v as number) <= 599,
 };
+
+function isPresenceMember(v: unknown): boolean {
+  if (v === null || typeof v !== 'object') return false;
+  const m = v as Fields;
+  return typeof m.identity === 'string' && Number.isInteger(m.connections) && (m.connections as number) >= 0 && typeof m.since === 'string';
+}
 
 /**
  * Reads one text frame the gateway sent on a `warren.v1` socket (for Node

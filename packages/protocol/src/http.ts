@@ -36,6 +36,8 @@ export const PATHS = {
   /** The older name of {@link PATHS.ready}, kept as an alias. */
   health: '/_warren/health',
   stats: '/_warren/stats',
+  /** Who is subscribed to a presence channel (`?channel=`); needs the publish token. */
+  presence: '/_warren/presence',
   /** WebSocket endpoint that subscribes to nothing until told (`warren.v1`). */
   socket: '/_warren/ws',
 } as const;

@@ -154,7 +154,10 @@ export class WebSocketTransport implements ClientTransport {
         return;
       }
       case 'reply':
-        // Answers to `send` frames, which this client does not send.
+      case 'presence':
+      case 'join':
+      case 'leave':
+        // Answers to `send` and `presence` frames, and presence events, which this client does not ask for.
         return;
     }
   }

@@ -19,6 +19,7 @@ import { parseHistory } from '../logs/channel-logs.js';
 import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
+import type { Presence, PresenceChange, PresenceTicket } from '../presence/presence.js';
 import type { PushConnection, PushHandler, PushUpgrade, SubscribeOptions, UpgradeDecider } from './handler.js';
 
 /** What the standalone gateway's handler needs from the gateway around it. */
@@ -34,6 +35,8 @@ export interface DefaultHandlerDeps {
   maxSubscriptions: number;
   /** Whether a channel is logged (`--log-routes`): `?history=` means something there only. */
   isLogged(channel: string): boolean;
+  /** Presence on the channels under `--presence-routes`; absent without them. */
+  presence: Presence | undefined;
   /** Sends a client's message to the application; absent without one. */
   sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
@@ -67,7 +70,8 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   const requested = upgrade.consumerId;
   const lastEventId = findLastEventId(req, query);
   const token = deps.admission.findToken(req, query);
-  const { consumerId } = await deps.admission.identify(req, token, channel, requested);
+  const watch = presenceFlag(deps, channel, query);
+  const { consumerId, identity } = await deps.admission.identify(req, token, channel, requested);
   // An EventSource closes for good on any answer but 200, so during a broker
   // outage the stream opens (with heartbeats) and subscribes once the broker is back.
   deps.admission.checkOpen(true);
@@ -75,7 +79,7 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
-  return new StreamSession(deps, req, token, requested, channel, consumerId, from);
+  return new StreamSession(deps, req, token, requested, channel, consumerId, from, identity, watch);
 }
 
 async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
@@ -85,10 +89,58 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
   const lastEventId = findLastEventId(req, query);
   const token = deps.admission.findToken(req, query);
   deps.admission.checkOpen();
-  const consumerId = channel === undefined ? requested : (await deps.admission.identify(req, token, channel, requested)).consumerId;
+  const watch = channel === undefined ? false : presenceFlag(deps, channel, query);
+  const who =
+    channel === undefined ? { consumerId: requested, identity: undefined } : await deps.admission.identify(req, token, channel, requested);
   const from = channel === undefined ? {} : startOf(deps, channel, query, lastEventId);
-  upgrade.consumerId = consumerId;
-  return new SocketSession(deps, req, token, requested, channel, consumerId, from);
+  upgrade.consumerId = who.consumerId;
+  return new SocketSession(deps, req, token, requested, channel, who.consumerId, from, who.identity, watch);
+}
+
+/**
+ * Whether a stream asks for its channel's joins and leaves (`?presence=1`).
+ * @throws WarrenError `INVALID_REQUEST` for another value, or a channel without presence
+ */
+function presenceFlag(deps: DefaultHandlerDeps, channel: string, query: URLSearchParams): boolean {
+  const value = query.get('presence');
+  if (value === null || value === '0' || value === 'false') return false;
+  if (value !== '1' && value !== 'true') throw new WarrenError('INVALID_REQUEST', 'presence is 1 (or true) to receive joins and leaves');
+  if (deps.presence?.isPresenceChannel(channel) !== true) {
+    throw new WarrenError('INVALID_REQUEST', `${channel} is not a presence channel (under --presence-routes)`);
+  }
+  return true;
+}
+
+/** A subscription's part in presence: counted as its identity's (when vouched for), and its listener of joins and leaves. */
+class PresenceHold {
+  ticket: PresenceTicket | undefined;
+  unwatch: (() => void) | undefined;
+
+  release(): void {
+    this.ticket?.leave();
+    this.ticket = undefined;
+    this.unwatch?.();
+    this.unwatch = undefined;
+  }
+}
+
+/**
+ * Counts a live subscription on a presence channel as its identity's, and
+ * (when it asked) sends it the channel's joins and leaves with `send`.
+ * Does nothing on other channels, or for an identity nobody vouched for.
+ */
+function holdPresence(
+  deps: DefaultHandlerDeps,
+  hold: PresenceHold,
+  channel: string,
+  identity: string | undefined,
+  watch: boolean,
+  send: (change: PresenceChange) => void,
+): void {
+  const presence = deps.presence;
+  if (presence === undefined || !presence.isPresenceChannel(channel)) return;
+  if (identity !== undefined && hold.ticket === undefined) hold.ticket = presence.enter(channel, identity);
+  if (watch && hold.unwatch === undefined) hold.unwatch = presence.watch(channel, send);
 }
 
 /** Where a stream starts: `Last-Event-ID`, and on a logged channel `?history=` and `?since=`. */
@@ -125,6 +177,10 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
     protected readonly consumerId: string | undefined,
     /** Where the path's channel starts (`Last-Event-ID`, `?history=`, `?since=`). */
     protected readonly from: StreamStart,
+    /** The identity the app or a token vouched for on the path's channel, if any. */
+    protected readonly identity: string | undefined = undefined,
+    /** The path's channel asked for joins and leaves (`?presence=1`). */
+    protected readonly watch = false,
   ) {}
 
   prepare(): Promise<void> {
@@ -139,6 +195,9 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
 
 /** One default SSE stream: the path's channel, re-authorized from time to time. */
 class StreamSession extends DefaultSession<string> {
+  /** Made only on a presence channel (one object per connection is what an idle stream costs). */
+  private hold: PresenceHold | undefined;
+
   override async prepare(): Promise<void> {
     try {
       await super.prepare();
@@ -169,7 +228,19 @@ class StreamSession extends DefaultSession<string> {
       deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
       // EventSource reconnects by itself and sends Last-Event-ID.
       conn.drop('broker-unavailable');
+      return;
     }
+    if (!conn.open || deps.presence?.isPresenceChannel(this.channel) !== true) return;
+    this.hold = new PresenceHold();
+    // Events named apart (as the signals are), so that `onmessage` never mistakes one for data.
+    holdPresence(deps, this.hold, this.channel, this.identity, this.watch, (change) =>
+      conn.write(JSON.stringify({ channel: change.channel, identity: change.identity }), { event: `warren-${change.type}` }),
+    );
+  }
+
+  override onClose(): void {
+    super.onClose();
+    this.hold?.release();
   }
 }
 
@@ -183,6 +254,10 @@ class SocketSession extends DefaultSession<string | undefined> {
   /** Subscribes asking the app now, and those waiting for their turn. */
   private asking = 0;
   private readonly turns: Array<() => void> = [];
+  /** Presence per subscribed presence channel (made with the first). */
+  private holds: Map<string, PresenceHold> | undefined;
+  /** `presence` frames waiting for their answer. */
+  private presenceAsks = 0;
 
   onOpen(conn: PushConnection): void {
     this.conn = conn;
@@ -199,6 +274,7 @@ class SocketSession extends DefaultSession<string | undefined> {
                 conn.drop('revoked');
                 return;
               }
+              this.release(channel);
               conn.unsubscribe(channel).catch((err: unknown) => this.deps.log.warn('unsubscribe failed', { error: String(err) }));
               this.error(new WarrenError('FORBIDDEN', 'no longer allowed on this channel'), channel);
             },
@@ -207,7 +283,19 @@ class SocketSession extends DefaultSession<string | undefined> {
       }, this.deps.reauthIntervalMs);
       this.reauth.unref();
     }
-    if (this.channel !== undefined) void this.subscribe(this.channel, this.from, false, this.consumerId);
+    if (this.channel !== undefined) void this.subscribe(this.channel, this.from, false, this.watch, this.consumerId, this.identity);
+  }
+
+  override onClose(): void {
+    super.onClose();
+    for (const hold of this.holds?.values() ?? []) hold.release();
+    this.holds = undefined;
+  }
+
+  /** The channel's presence is no longer this socket's (unsubscribed, or no longer allowed). */
+  private release(channel: string): void {
+    this.holds?.get(channel)?.release();
+    this.holds?.delete(channel);
   }
 
   /**
@@ -216,9 +304,18 @@ class SocketSession extends DefaultSession<string | undefined> {
    * channel already on its way is not asked about again, and at most
    * {@link MAX_AUTH_IN_FLIGHT} questions per socket are open at once.
    */
-  async subscribe(channel: string, from: StreamStart, reply: boolean, known?: string): Promise<void> {
+  async subscribe(
+    channel: string,
+    from: StreamStart,
+    reply: boolean,
+    watch: boolean,
+    known?: string,
+    knownIdentity?: string,
+  ): Promise<void> {
     const conn = this.conn;
+    let identity = knownIdentity;
     try {
+      if (watch) presenceFlag(this.deps, channel, new URLSearchParams('presence=1'));
       const earlier = this.pending.get(channel);
       if (earlier !== undefined) {
         await earlier;
@@ -236,7 +333,7 @@ class SocketSession extends DefaultSession<string | undefined> {
           ),
         );
         try {
-          await attempt;
+          identity ??= await attempt;
         } finally {
           this.pending.delete(channel);
         }
@@ -248,22 +345,36 @@ class SocketSession extends DefaultSession<string | undefined> {
       else conn.drop('broker-unavailable');
       return;
     }
+    if (conn.open && conn.channels.includes(channel) && this.deps.presence?.isPresenceChannel(channel) === true) {
+      this.holds ??= new Map();
+      let hold = this.holds.get(channel);
+      if (hold === undefined) this.holds.set(channel, (hold = new PresenceHold()));
+      // A raw socket carries message bodies only: no join or leave frames.
+      holdPresence(this.deps, hold, channel, identity, watch && this.json, (change) =>
+        this.frame({ type: change.type, channel: change.channel, identity: change.identity }),
+      );
+    }
     if (reply || this.json) this.frame({ type: 'subscribed', channel });
   }
 
-  private async attach(channel: string, from: StreamStart, known: string | undefined): Promise<void> {
+  /** Subscribes `channel`, asking the app who reads unless known. @returns the identity it vouched for, if it was asked */
+  private async attach(channel: string, from: StreamStart, known: string | undefined): Promise<string | undefined> {
     const conn = this.conn;
     let consumerId = known;
+    let identity: string | undefined;
     if (known === undefined && !conn.channels.includes(channel)) {
       await this.turn();
       try {
         if (!conn.open) throw new WarrenError('CONNECTION_CLOSED', 'the connection is closed');
-        consumerId = (await this.identify(channel)).consumerId;
+        const who = await this.identify(channel);
+        consumerId = who.consumerId;
+        identity = who.identity;
       } finally {
         this.nextTurn();
       }
     }
     await conn.subscribe(channel, { consumerId: consumerId ?? null, ...from });
+    return identity;
   }
 
   /** Resolves when this socket may ask the app one more question. */
@@ -313,9 +424,12 @@ class SocketSession extends DefaultSession<string | undefined> {
       return;
     }
     if (frame.type === 'subscribe') {
-      void this.subscribe(frame.channel, frameStart(frame), true);
+      void this.subscribe(frame.channel, frameStart(frame), true, frame.presence === true);
+    } else if (frame.type === 'presence') {
+      void this.answerPresence(frame.channel, frame.id);
     } else if (frame.type === 'unsubscribe') {
       const channel = frame.channel;
+      this.release(channel);
       this.conn.unsubscribe(channel).then(
         () => this.frame({ type: 'unsubscribed', channel }),
         (err: unknown) => this.error(err, channel),
@@ -324,6 +438,37 @@ class SocketSession extends DefaultSession<string | undefined> {
       const payload = frame.data;
       const body = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(JSON.stringify(payload));
       void this.toApp(frame.channel, body, typeof payload === 'string' ? 'text/plain; charset=utf-8' : 'application/json', frame.id);
+    }
+  }
+
+  /**
+   * Answers a `presence` frame: who is on `channel`, once the client is
+   * allowed to read it (asked as a subscribe is, in turn).
+   */
+  private async answerPresence(channel: string, id: string | undefined): Promise<void> {
+    const tag = id === undefined ? {} : { id };
+    if (this.presenceAsks >= MAX_IN_FLIGHT) {
+      this.error(new WarrenError('TOO_MANY_REQUESTS', `at most ${MAX_IN_FLIGHT} presence questions may wait`), channel, tag);
+      return;
+    }
+    this.presenceAsks++;
+    try {
+      const presence = this.deps.presence;
+      if (presence === undefined || !presence.isPresenceChannel(channel)) {
+        throw new WarrenError('INVALID_REQUEST', `${channel} is not a presence channel (under --presence-routes)`);
+      }
+      await this.turn();
+      try {
+        await this.identify(channel);
+      } finally {
+        this.nextTurn();
+      }
+      if (!this.conn.open) return;
+      this.frame({ type: 'presence', ...tag, channel, members: presence.members(channel) });
+    } catch (err) {
+      if (this.conn.open) this.error(err, channel, tag);
+    } finally {
+      this.presenceAsks--;
     }
   }
 
