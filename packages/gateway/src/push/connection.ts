@@ -304,6 +304,11 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     return this.transport.bufferedBytes();
   }
 
+  /** A WebSocket confirms each delivery with the pong of a ping sent after it. */
+  confirmsReceipt(): boolean {
+    return this.transport.kind === 'websocket';
+  }
+
   /** Ends the connection for `reason` (the subscription machinery: slow consumer, broker lost, superseded; handlers: revoked). */
   drop(reason: SinkCloseReason, detail?: string): void {
     this.end(reason === 'revoked' && detail !== undefined ? { kind: 'revoked', reason: detail } : { kind: reason });

@@ -25,10 +25,19 @@ export interface QueueSubscriptionOptions {
 const RESUME_WINDOW_MS = 100;
 
 /**
+ * How long a written message stays unacknowledged: the connection must stay
+ * open this long after the write for the message to count as received.
+ */
+export const RECEIPT_MS = 1000;
+
+/**
  * An identified consumer's stream: its own queue consumed with a bounded
  * prefetch, each message acknowledged only once the transport handed it to
- * the operating system. A client that stops reading stops its acks, so the
- * broker stops delivering: the backlog stays in the queue, not in memory.
+ * the operating system and the connection stayed open {@link RECEIPT_MS}
+ * after that (a write into a connection that is already dying succeeds too:
+ * such a message goes back to the queue when the stream ends). A client that
+ * stops reading stops its acks, so the broker stops delivering: the backlog
+ * stays in the queue, not in memory.
  */
 export class QueueSubscription {
   readonly queue: string;
@@ -40,6 +49,10 @@ export class QueueSubscription {
   private heldTimer: NodeJS.Timeout | undefined;
   /** Deliveries handed to the sink and not settled yet. */
   private inFlight = 0;
+  /** Written deliveries waiting for their receipt time, oldest first, and when each was written. */
+  private readonly written: Delivery[] = [];
+  private readonly writtenAt: number[] = [];
+  private receiptTimer: NodeJS.Timeout | undefined;
   private whenSettled: (() => void) | undefined;
 
   constructor(
@@ -105,6 +118,8 @@ export class QueueSubscription {
       await subscription.cancel();
       this.queues.release(this.queue);
     }
+    // Not known to be received: back to the queue (after the cancel, so that they do not come back to this consumer).
+    this.requeueWritten();
   }
 
   /**
@@ -126,6 +141,10 @@ export class QueueSubscription {
     if (this.ended || this.stopped) return;
     this.ended = true;
     this.flushHeld(false);
+    // The channel is gone: the broker requeued what was unacknowledged.
+    this.written.length = 0;
+    this.writtenAt.length = 0;
+    clearTimeout(this.receiptTimer);
     if (this.subscription !== undefined) this.queues.release(this.queue);
     this.subscription = undefined;
     this.options.onEnd(end);
@@ -171,7 +190,7 @@ export class QueueSubscription {
     this.inFlight++;
     try {
       this.sink.send(this.channel, delivery.message, (ok) => {
-        if (ok) delivery.ack();
+        if (ok) this.received(delivery);
         else delivery.requeue();
         this.settle();
       });
@@ -180,6 +199,60 @@ export class QueueSubscription {
       this.settle();
       this.log.error('stream write failed', { error: (err as Error).message });
     }
+  }
+
+  /**
+   * Written: acknowledged at its receipt time, or at once when half the
+   * prefetch waits (the broker keeps delivering). A transport that confirms
+   * receipt (a WebSocket's pong) has already: acknowledged at once.
+   */
+  private received(delivery: Delivery): void {
+    if (this.sink.confirmsReceipt?.() === true) {
+      delivery.ack();
+      return;
+    }
+    if (this.stopped) {
+      delivery.requeue();
+      return;
+    }
+    this.written.push(delivery);
+    this.writtenAt.push(Date.now());
+    if (this.written.length > this.options.prefetch / 2) this.ackWritten(Infinity);
+    if (this.receiptTimer === undefined && this.written.length > 0) this.armReceipt();
+  }
+
+  private armReceipt(): void {
+    const due = this.writtenAt[0]! + RECEIPT_MS - Date.now();
+    this.receiptTimer = setTimeout(
+      () => {
+        this.receiptTimer = undefined;
+        this.ackWritten(Date.now() - RECEIPT_MS);
+        if (this.written.length > 0) this.armReceipt();
+      },
+      Math.max(0, due),
+    );
+    this.receiptTimer.unref();
+  }
+
+  /** Acknowledges the written deliveries written at or before `before` (and, with `Infinity`, the oldest one). */
+  private ackWritten(before: number): void {
+    if (before === Infinity) {
+      this.written.shift()!.ack();
+      this.writtenAt.shift();
+      return;
+    }
+    let n = 0;
+    while (n < this.written.length && this.writtenAt[n]! <= before) this.written[n++]!.ack();
+    this.written.splice(0, n);
+    this.writtenAt.splice(0, n);
+  }
+
+  /** Requeues every written delivery not acknowledged yet. */
+  private requeueWritten(): void {
+    clearTimeout(this.receiptTimer);
+    this.receiptTimer = undefined;
+    for (const delivery of this.written.splice(0)) delivery.requeue();
+    this.writtenAt.length = 0;
   }
 
   private settle(): void {

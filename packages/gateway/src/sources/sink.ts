@@ -16,6 +16,11 @@ export interface Sink {
   /** Bytes accepted by `send()` and not yet handed to the operating system. */
   pendingBytes(): number;
   /**
+   * Whether `written(true)` means the client read the message (a WebSocket's
+   * pong after it), not only that the operating system took it (SSE).
+   */
+  confirmsReceipt?(): boolean;
+  /**
    * A logged channel's signal (docs/channel-logs.md): history is gone, or
    * the position is unknown. Without it the signal is sent as a message
    * whose event is the signal's name (as SSE carries it).
