@@ -17,6 +17,7 @@ import {
   type WarrenClientOptions,
   type WarrenMessage,
 } from '@warren/client';
+import { RECEIPT_MS } from '#gateway/sources/queue-subscription.js';
 import { httpPublish, poll, ROOT, startGateway, unique, until, type TestGateway } from './support/index.js';
 
 const TRANSPORTS: TransportName[] = ['websocket', 'sse', 'long-poll'];
@@ -505,6 +506,8 @@ describe('WarrenClient on the embedded broker', () => {
       await ready(gw, client, transport, 1);
       await httpPublish(gw.url, channel, 'live');
       await until(() => got.length === 1, 'a live message');
+      // Past the receipt time: 'live' counts as received over SSE too (closed sooner, it would come again).
+      await new Promise((r) => setTimeout(r, RECEIPT_MS + 300));
       client.close();
       await drained(gw);
       await httpPublish(gw.url, channel, 'kept while away');

@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
+import { RECEIPT_MS } from '#gateway/sources/queue-subscription.js';
 import { BROKERS, hangUpMidResponse, httpPublish, poll, readSse, startGateway, unique, until, type TestGateway } from './support/index.js';
 
 /** An EventSource (the `eventsource` package) that sends extra headers. */
@@ -154,7 +155,8 @@ for (const kind of BROKERS) {
       // The client says it has "first" (it got it over some other path): skip it.
       const reader = readSse(gw.url, `${channel}?consumer_id=${consumerId}&last_event_id=first`);
       await until(() => reader.events.length >= 2, 'two events');
-      await new Promise((r) => setTimeout(r, 300));
+      // Open past the receipt time: the two events count as received (acknowledged).
+      await sleep(RECEIPT_MS + 300);
       reader.close();
       assert.deepEqual(
         reader.events.map((e) => e.id),
@@ -331,6 +333,9 @@ for (const kind of BROKERS) {
       await publishTen();
       const sse = readSse(gw.url, `${channel}?consumer_id=${consumerId}`);
       await until(() => sse.events.length === 10, 'ten SSE events');
+      // Open past the receipt time: an SSE event counts as received once the
+      // connection stayed open a second after it (closed sooner, it would come again).
+      await sleep(RECEIPT_MS + 300);
       sse.close();
       got.push(...sse.events.map((e) => e.data));
       await until(() => gw.gateway.stats().streams.identified === 0, 'the SSE stream to stop');
