@@ -3,6 +3,7 @@ import type { Broker, LogEntry, LogPosition, Subscription } from '../broker/brok
 import { signalMessage, type LogSignal, type Sink } from '../sources/sink.js';
 import { entryCheck, eventId, parseEventId } from './event-id.js';
 import type { LogTail, Mark, TailMember } from './log-tail.js';
+import { Receipts } from './receipts.js';
 
 /** Where a subscriber of a logged channel starts. */
 export type LogStart =
@@ -46,8 +47,8 @@ export interface LogSubscriptionOptions {
 export class LogSubscription implements TailMember {
   /** Offset of the last entry sent. */
   private lastSent = -1;
-  /** Event id of the last entry handed to the operating system (tracked subscriptions), or of where it was placed. */
-  private written: string | undefined;
+  /** What the client of a tracked subscription is known to have received. */
+  private readonly receipts = new Receipts();
   /** Where a subscription that starts `new` was placed, until something is written. */
   private placed: string | undefined;
   /** Live entries held while catching up. */
@@ -106,11 +107,12 @@ export class LogSubscription implements TailMember {
   }
 
   /**
-   * The event id of the last entry the client was written (or where a new
-   * consumer was placed): where its next stream resumes. Tracked subscriptions only.
+   * The event id of the last entry the client is known to have received (an
+   * SSE event a second after its write: docs/delivery.md), or where a new
+   * consumer was placed: where its next stream resumes. Tracked subscriptions only.
    */
   position(): string | undefined {
-    return this.written ?? this.placed;
+    return this.receipts.position() ?? this.placed;
   }
 
   /**
@@ -167,7 +169,7 @@ export class LogSubscription implements TailMember {
     const message = { ...entry.message, id: eventId(entry.offset, entry.message) };
     this.sink.send(this.channel, message, (ok) => {
       entry.ack();
-      if (ok && this.options.tracked === true) this.written = message.id;
+      if (ok && this.options.tracked === true) this.receipts.written(message.id, this.sink.confirmsReceipt?.() === true);
     });
   }
 
@@ -185,7 +187,7 @@ export class LogSubscription implements TailMember {
     if (reset) {
       this.lastSent = mark.offset;
       this.placed = eventId(mark.offset, mark.message);
-      this.written = undefined;
+      this.receipts.reset();
       this.signal(SIGNALS.reset, this.placed, 'unknown-position');
     }
     const held = this.held ?? [];
@@ -212,7 +214,7 @@ export class LogSubscription implements TailMember {
       return;
     }
     this.sink.send(this.channel, message, (ok) => {
-      if (ok) this.written = message.id;
+      if (ok) this.receipts.written(message.id, this.sink.confirmsReceipt?.() === true);
     });
   }
 
