@@ -34,6 +34,8 @@ export const PATHS = {
   /** The older name of {@link PATHS.ready}, kept as an alias. */
   health: '/_warren/health',
   stats: '/_warren/stats',
+  /** What identified consumers of audited channels missed (GET, with the publish token). */
+  missed: '/_warren/missed',
   /** WebSocket endpoint that subscribes to nothing until told (`warren.v1`). */
   socket: '/_warren/ws',
 } as const;

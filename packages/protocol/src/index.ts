@@ -27,6 +27,14 @@ export {
   routingKey,
   consumerQueueName,
   consumerQueueArguments,
+  parseConsumerQueueName,
+  auditExchangeName,
+  auditInboxName,
+  auditLogName,
+  auditInboxArguments,
+  MISSED_HEADERS,
+  deathFromHeaders,
+  deathHeaders,
   fanOutQueueName,
   fanOutQueueArguments,
   channelLogName,
@@ -37,7 +45,7 @@ export {
   fromWire,
   confirmError,
 } from './wire.js';
-export type { ConsumerQueueLimits, LogLimits, WireProperties } from './wire.js';
+export type { ConsumerQueueLimits, Death, DeathReason, LogLimits, WireProperties } from './wire.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY } from './http.js';
 export {
   MAX_TOKEN_LENGTH,
