@@ -4,7 +4,10 @@ import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Consum
 import {
   channelLogArguments,
   confirmError,
+  auditInboxArguments,
   consumerQueueArguments,
+  deathFromHeaders,
+  deathHeaders,
   fanOutQueueArguments,
   EXCHANGE_TYPE,
   fromWire,
@@ -12,6 +15,7 @@ import {
   toWireProperties,
   WarrenError,
   type ConsumerQueueLimits,
+  type Death,
   type LogLimits,
   type WarrenMessage,
 } from '@warren/protocol';
@@ -22,6 +26,7 @@ import {
   brokerUnavailable,
   emptyStats,
   QueueNotFoundError,
+  type AuditLayout,
   type Broker,
   type BrokerEvents,
   type BrokerStats,
@@ -176,11 +181,27 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   /** Through the default exchange, straight to the stream. */
-  appendLog(log: string, message: WarrenMessage): Promise<void> {
-    return this.publishTo('', log, message);
+  appendLog(log: string, message: WarrenMessage, death?: Death): Promise<void> {
+    return this.publishTo('', log, message, death === undefined ? undefined : deathHeaders(death));
   }
 
-  private async publishTo(exchange: string, key: string, message: WarrenMessage): Promise<void> {
+  async declareAudit(layout: AuditLayout): Promise<void> {
+    try {
+      await this.bounded((await this.admin()).assertExchange(layout.exchange, 'fanout', { durable: true }), 'exchange.declare');
+    } catch (err) {
+      throw this.translate(err);
+    }
+    await this.declareQueue(layout.inbox, true, auditInboxArguments(layout.inboxMaxLength));
+    this.counters.queueBinds++;
+    try {
+      await this.bounded((await this.admin()).bindQueue(layout.inbox, layout.exchange, ''), 'queue.bind');
+    } catch (err) {
+      throw this.translate(err);
+    }
+    await this.declareQueue(layout.log, true, channelLogArguments(layout.limits));
+  }
+
+  private async publishTo(exchange: string, key: string, message: WarrenMessage, headers?: Record<string, unknown>): Promise<void> {
     const ch = await this.channel(
       () => this.publishChannel,
       (p) => {
@@ -199,7 +220,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         this.options.operationTimeoutMs,
       );
       try {
-        ok = ch.publish(exchange, key, message.body, toWireProperties(message), (err: unknown) => {
+        const props = headers === undefined ? toWireProperties(message) : { ...toWireProperties(message), headers };
+        ok = ch.publish(exchange, key, message.body, props, (err: unknown) => {
           clearTimeout(timer);
           if (err == null) resolve();
           else reject(confirmError(err));
@@ -419,6 +441,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       offset: Number((msg.properties.headers as Record<string, unknown> | undefined)?.['x-stream-offset']),
       channel: msg.fields.routingKey,
       message: fromWire(msg.content, msg.properties),
+      death: deathFromHeaders(msg.properties.headers, msg.fields.routingKey),
       ack: () => {
         if (acked) return;
         acked = true;
@@ -490,6 +513,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     return {
       message: fromWire(msg.content, msg.properties),
       redelivered: msg.fields.redelivered,
+      death: deathFromHeaders(msg.properties.headers, msg.fields.routingKey),
       ack: () => settle(true),
       requeue: () => settle(false),
     };
