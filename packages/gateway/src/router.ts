@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseChannel, PATHS, WarrenError } from '@warren/protocol';
 import { noteAccess, type AccessLog } from './access-log.js';
+import { parseMissedQuery, type Audit } from './audit.js';
 import type { Upstream } from './upstream.js';
 import type { Broker } from './broker/broker.js';
 import type { Cors } from './cors.js';
@@ -23,6 +24,8 @@ export interface RouterDeps {
   broker: Broker;
   polls: LongPollFront;
   push: PushFront;
+  /** `undefined` without `--audit-routes`. */
+  audit: Audit | undefined;
   publishToken: string | undefined;
   maxMessageBytes: number;
   /** Makes a channel ready for a publish (binds a logged channel to its log). */
@@ -149,6 +152,16 @@ export class Router {
         authorizePublisher(req, publishToken);
         sendJson(res, 200, this.deps.stats());
         return;
+      case PATHS.missed: {
+        noteAccess(req, { transport: 'stats' });
+        allow('GET');
+        authorizePublisher(req, publishToken);
+        const { audit } = this.deps;
+        if (audit === undefined) throw new WarrenError('NOT_FOUND', 'no audit: start the gateway with --audit-routes (docs/audit.md)');
+        const page = await audit.query(parseMissedQuery(query));
+        sendJson(res, 200, page);
+        return;
+      }
       default:
         throw new WarrenError('NOT_FOUND', `no endpoint ${path}`);
     }
