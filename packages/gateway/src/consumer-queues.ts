@@ -1,6 +1,14 @@
 import { consumerQueueName, type ConsumerQueueLimits } from '@warren/protocol';
 import type { Broker } from './broker/broker.js';
 
+/** Audited channels (docs/audit.md): their queues dead-letter what they drop to the audit exchange. */
+export interface QueueAudit {
+  /** The dead-letter exchange for `channel`'s queues, or `undefined` for an unaudited channel. */
+  deadLetterExchangeFor(channel: string): string | undefined;
+  /** Makes sure the exchange exists (RabbitMQ drops dead letters to a missing one). */
+  prepare(): Promise<void>;
+}
+
 interface Entry {
   /** Consumers on the queue now; while any, the queue cannot expire. */
   active: number;
@@ -27,6 +35,7 @@ export class ConsumerQueues {
     private readonly broker: Broker,
     private readonly limits: ConsumerQueueLimits,
     private readonly now: () => number = Date.now,
+    private readonly audit?: QueueAudit,
   ) {
     this.margin = Math.min(Math.max(limits.expiresMs * 0.2, 100), 30_000);
     this.sweepTimer = setInterval(() => this.sweep(), Math.min(limits.expiresMs, 60_000));
@@ -41,7 +50,7 @@ export class ConsumerQueues {
     if (entry !== undefined && (entry.active > 0 || this.now() < entry.trustedUntil)) return name;
     let pending = this.declaring.get(name);
     if (pending === undefined) {
-      pending = this.broker.declareConsumerQueue(name, channel, this.limits).then(() => {
+      pending = this.declare(name, channel).then(() => {
         const current = this.entries.get(name);
         const seenUntil = this.now() + this.limits.expiresMs;
         const trustedUntil = seenUntil - this.margin;
@@ -59,6 +68,15 @@ export class ConsumerQueues {
     }
     await pending;
     return name;
+  }
+
+  private async declare(name: string, channel: string): Promise<void> {
+    const exchange = this.audit?.deadLetterExchangeFor(channel);
+    if (exchange === undefined) return this.broker.declareConsumerQueue(name, channel, this.limits);
+    await this.audit!.prepare();
+    // A queue that exists without the dead-letter exchange (declared before the
+    // route was audited) cannot take it (PRECONDITION_FAILED): it is used as it is.
+    return this.broker.declareConsumerQueue(name, channel, { ...this.limits, deadLetterExchange: exchange });
   }
 
   /** Whether the queue of (`consumerId`, `channel`) is known to exist (no declaration needed). */

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import {
   encodeMessage,
   parseChannel,
+  parseConsumerId,
   positionsLogName,
   WarrenError,
   type MessageData,
@@ -17,6 +18,7 @@ import { AttachedServer } from './attach.js';
 import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
+import { Audit, DEFAULT_MISSED_LIMIT, MAX_MISSED_LIMIT, type MissedPage } from './audit.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { Cors } from './cors.js';
 import { abortHandshake, sendError } from './http.js';
@@ -61,6 +63,8 @@ export interface GatewayStats {
   logs: ChannelLogsStats;
   /** Presence (with `presenceRoutes`): this process's id, the processes it knows, members. */
   presence?: PresenceStats;
+  /** With `--audit-routes`: dead letters moved into the audit stream, and queries answered. */
+  audit?: { moved: number; queries: number };
 }
 
 /** What only a program embedding the gateway can pass (no flag or variable). */
@@ -160,6 +164,14 @@ export interface Gateway {
    * @throws WarrenError `INVALID_CHANNEL`; `INVALID_REQUEST` for a channel that is not under `presenceRoutes`
    */
   presence(channel: string): PresenceMember[];
+  /**
+   * What identified consumers of audited channels missed (`auditRoutes`,
+   * docs/audit.md), oldest first, as `GET /_warren/missed` answers it.
+   * @throws WarrenError `NOT_FOUND` without `auditRoutes`; `BROKER_UNAVAILABLE`, `BROKER_TIMEOUT`
+   * @example
+   * const { missed } = await gateway.missed({ consumerId: 'user-42', channel: '/orders/42' });
+   */
+  missed(query: { consumerId?: string; channel?: string; after?: number; since?: number; limit?: number }): Promise<MissedPage>;
   /** The request handler of the gateway's routes. */
   handle(req: IncomingMessage, res: ServerResponse): void;
   /**
@@ -231,6 +243,21 @@ export function createGateway(input: CreateGatewayOptions = {}): Gateway {
     start: core.start,
     publish: core.publish,
     presence: (channel) => presenceOf(core.presence, channel),
+    missed: async (query) => {
+      if (core.audit === undefined) throw new WarrenError('NOT_FOUND', 'no audit: create the gateway with auditRoutes (docs/audit.md)');
+      await core.start();
+      const limit = query.limit ?? DEFAULT_MISSED_LIMIT;
+      if (!Number.isInteger(limit) || limit < 1 || limit > MAX_MISSED_LIMIT) {
+        throw new WarrenError('INVALID_REQUEST', `limit must be a whole number from 1 to ${MAX_MISSED_LIMIT}`);
+      }
+      return core.audit.query({
+        consumerId: query.consumerId === undefined ? undefined : parseConsumerId(query.consumerId),
+        channel: query.channel === undefined ? undefined : parseChannel(query.channel),
+        after: query.after,
+        since: query.since,
+        limit,
+      });
+    },
     connections: push.connections,
     async listen(): Promise<AddressInfo> {
       await core.start();
@@ -256,6 +283,8 @@ interface Core {
   log: Logger;
   broker: Broker;
   queues: ConsumerQueues;
+  /** What consumers of audited channels missed (docs/audit.md); `undefined` without `--audit-routes`. */
+  audit: Audit | undefined;
   fanOut: FanOut;
   logs: ChannelLogs;
   /** Where identified consumers of logged channels are (docs/channel-logs.md, "Positions"). */
@@ -286,11 +315,17 @@ interface Core {
 
 function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelTokens): Core {
   const broker = createBroker(options, log);
-  const queues = new ConsumerQueues(broker, {
-    expiresMs: options.queueExpiresMs,
-    maxLength: options.queueMaxLength,
-    queueType: options.queueType,
-  });
+  const audit = createAudit(options, broker, log);
+  const queues = new ConsumerQueues(
+    broker,
+    {
+      expiresMs: options.queueExpiresMs,
+      maxLength: options.queueMaxLength,
+      queueType: options.queueType,
+    },
+    Date.now,
+    audit,
+  );
   const fanOutOptions = {
     maxPendingBytes: options.maxPendingBytes,
     lingerMs: 30_000,
@@ -320,6 +355,7 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     log,
     broker,
     queues,
+    audit,
     fanOut,
     logs,
     positions,
@@ -353,6 +389,21 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     publish: publisher(options, broker, start, logs),
   };
   return core;
+}
+
+function createAudit(options: NormalizedOptions, broker: Broker, log: Logger): Audit | undefined {
+  if (options.auditRoutes === undefined) return undefined;
+  const maxBytes = options.auditMaxBytes;
+  return new Audit(broker, log, {
+    routes: parseList(options.auditRoutes),
+    exchange: options.exchange,
+    limits: {
+      maxAgeMs: options.auditMaxAgeMs,
+      maxBytes,
+      segmentBytes: Math.max(4096, Math.min(16 * 1024 * 1024, Math.floor(maxBytes / 8))),
+    },
+    queryTimeoutMs: options.brokerTimeoutMs,
+  });
 }
 
 function createPositions(options: NormalizedOptions, broker: Broker, log: Logger): Positions {
@@ -452,6 +503,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     push,
     stats,
     presence: (channel) => presenceOf(core.presence, channel),
+    audit: core.audit,
     publishToken,
     maxMessageBytes,
     publishBatch: { batchMaxMessages: options.publishBatchMaxMessages, batchMaxBytes: options.publishBatchMaxBytes },
@@ -500,6 +552,7 @@ function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayS
     pid: process.pid,
     logs: { ...core.logs.stats },
     ...(core.presence === undefined ? {} : { presence: core.presence.stats() }),
+    ...(core.audit === undefined ? {} : { audit: { ...core.audit.stats } }),
   };
 }
 
@@ -525,6 +578,7 @@ async function shutdown(
   await core.logs.close();
   await core.streamPositions.close();
   await core.positions.close();
+  await core.audit?.close();
   attached?.restore();
   await Promise.all([closeServer(server, attached === undefined), metrics?.listener?.close()]);
   // onClose may still publish (a chat's "left"): give it time before the broker goes.

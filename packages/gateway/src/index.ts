@@ -42,6 +42,9 @@ export type {
   ConsumerEnd,
   LogEntry,
   LogPosition,
+  AuditLayout,
   ReadLogOptions,
 } from './broker/broker.js';
 export type { LongPollStats } from './transports/long-poll.js';
+export { parseMissedQuery, MAX_MISSED_LIMIT, DEFAULT_MISSED_LIMIT } from './audit.js';
+export type { MissedEntry, MissedPage, MissedQuery } from './audit.js';

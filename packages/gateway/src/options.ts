@@ -71,6 +71,16 @@ export interface GatewayOptions {
   appRoutes?: string;
   /** Path prefixes of the logged channels, comma-separated (`/live/news/,/rooms/`): history and resume (docs/channel-logs.md). @default none */
   logRoutes?: string;
+  /**
+   * Path prefixes of the audited channels, comma-separated (`/orders/,/alerts/`):
+   * what the consumer queues of their identified consumers drop on overflow is
+   * kept in the audit stream (`GET /_warren/missed`, docs/audit.md). @default none
+   */
+  auditRoutes?: string;
+  /** How long the audit stream keeps its entries (`x-max-age`). @default 604_800_000 */
+  auditMaxAgeMs?: number;
+  /** Most bytes the audit stream keeps; the oldest are cut first (`x-max-length-bytes`). @default 67_108_864 */
+  auditMaxBytes?: number;
   /** How long a channel log keeps its entries (`x-max-age`). @default 86_400_000 */
   logMaxAgeMs?: number;
   /** Most bytes one log shard keeps; the oldest are cut first (`x-max-length-bytes`). @default 268_435_456 */
@@ -186,6 +196,7 @@ type Unset =
   | 'logRoutes'
   | 'presenceRoutes'
   | 'presenceWebhook'
+  | 'auditRoutes'
   | 'trustedProxies'
   | 'authUrl'
   | 'tokenSecret'
@@ -500,6 +511,36 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     defaultText: 'none',
     description:
       'Path prefixes of the logged channels, comma-separated (`/live/news/,/rooms/`): their messages are kept in RabbitMQ streams, and any subscriber may ask for history or resume ([Channel logs](channel-logs.md)).',
+  },
+  {
+    key: 'auditRoutes',
+    flag: '--audit-routes',
+    env: 'WARREN_AUDIT_ROUTES',
+    kind: 'prefixes',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'Path prefixes of the audited channels, comma-separated (`/orders/,/alerts/`): what the queue of an identified consumer drops on overflow is dead-lettered to an audit stream the app reads (`GET /_warren/missed`, `warren listen --missed`; [Audit](audit.md)).',
+  },
+  {
+    key: 'auditMaxAgeMs',
+    flag: '--audit-max-age',
+    env: 'WARREN_AUDIT_MAX_AGE',
+    kind: 'duration',
+    default: 7 * 24 * 60 * 60 * SECOND,
+    min: SECOND,
+    max: 365 * 24 * 60 * 60 * SECOND,
+    description: 'How long the audit stream keeps its entries (`x-max-age`; removed a segment at a time).',
+  },
+  {
+    key: 'auditMaxBytes',
+    flag: '--audit-max-bytes',
+    env: 'WARREN_AUDIT_MAX_BYTES',
+    kind: 'bytes',
+    default: 64 * 1024 * 1024,
+    min: 64 * 1024,
+    max: 1024 * 1024 * 1024 * 1024,
+    description: 'Most bytes the audit stream keeps; the oldest entries are cut first (`x-max-length-bytes`).',
   },
   {
     key: 'logMaxAgeMs',

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseChannel, PATHS, WarrenError } from '@warren/protocol';
 import { noteAccess, type AccessLog } from './access-log.js';
+import { parseMissedQuery, type Audit } from './audit.js';
 import type { Upstream } from './upstream.js';
 import type { Broker } from './broker/broker.js';
 import type { Cors } from './cors.js';
@@ -23,6 +24,8 @@ export interface RouterDeps {
   broker: Broker;
   polls: LongPollFront;
   push: PushFront;
+  /** `undefined` without `--audit-routes`. */
+  audit: Audit | undefined;
   publishToken: string | undefined;
   maxMessageBytes: number;
   /** Bounds of `POST /_warren/publish/batch`. */
@@ -166,6 +169,16 @@ export class Router {
         if (channels.length !== 1) throw new WarrenError('INVALID_REQUEST', 'name one channel: ?channel=/rooms/lobby');
         const channel = channels[0]!;
         sendJson(res, 200, { channel, members: this.deps.presence(channel) });
+        return;
+      }
+      case PATHS.missed: {
+        noteAccess(req, { transport: 'stats' });
+        allow('GET');
+        authorizePublisher(req, publishToken);
+        const { audit } = this.deps;
+        if (audit === undefined) throw new WarrenError('NOT_FOUND', 'no audit: start the gateway with --audit-routes (docs/audit.md)');
+        const page = await audit.query(parseMissedQuery(query));
+        sendJson(res, 200, page);
         return;
       }
       default:

@@ -38,6 +38,8 @@ export const PATHS = {
   stats: '/_warren/stats',
   /** Who is subscribed to a presence channel (`?channel=`); needs the publish token. */
   presence: '/_warren/presence',
+  /** What identified consumers of audited channels missed (GET, with the publish token). */
+  missed: '/_warren/missed',
   /** WebSocket endpoint that subscribes to nothing until told (`warren.v1`). */
   socket: '/_warren/ws',
 } as const;

@@ -27,6 +27,14 @@ export {
   routingKey,
   consumerQueueName,
   consumerQueueArguments,
+  parseConsumerQueueName,
+  auditExchangeName,
+  auditInboxName,
+  auditLogName,
+  auditInboxArguments,
+  MISSED_HEADERS,
+  deathFromHeaders,
+  deathHeaders,
   fanOutQueueName,
   fanOutQueueArguments,
   channelLogName,
@@ -37,7 +45,7 @@ export {
   fromWire,
   confirmError,
 } from './wire.js';
-export type { ConsumerQueueLimits, LogLimits, WireProperties } from './wire.js';
+export type { ConsumerQueueLimits, Death, DeathReason, LogLimits, WireProperties } from './wire.js';
 export { Returns } from './returns.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY, BATCH_CONTENT_TYPE } from './http.js';
 export {

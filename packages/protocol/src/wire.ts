@@ -12,6 +12,11 @@
  *   stream queue (`x-queue-type: stream`) with `x-max-age`,
  *   `x-max-length-bytes` and `x-stream-max-segment-size-bytes`, bound with
  *   the routing key of each logged channel hashed to that shard.
+ * - Audit (audited routes only, docs/audit.md): consumer queues of audited
+ *   channels carry `x-dead-letter-exchange: warren.audit` (`<exchange>.audit`
+ *   for another exchange), a durable `fanout` exchange bound to the durable
+ *   queue `warren:audit-inbox`; the gateway moves what arrives there into the
+ *   stream `warren:audit` with the `warren-missed-*` headers.
  * - Message properties: `messageId`, `contentType`, `type` (event name),
  *   `timestamp` (seconds), `deliveryMode: 2` (persistent). The body is the
  *   message bytes, untouched.
@@ -116,6 +121,11 @@ export interface ConsumerQueueLimits {
    * RabbitMQ cluster: the backlog survives the loss of a node). @default 'classic'
    */
   queueType?: 'classic' | 'quorum';
+  /**
+   * Where RabbitMQ dead-letters what the queue drops (overflow, `maxlen`):
+   * the audit exchange of an audited channel. @default none: dropped silently
+   */
+  deadLetterExchange?: string;
 }
 
 /** The `arguments` table of a consumer queue's declaration. */
@@ -124,8 +134,111 @@ export function consumerQueueArguments(limits: ConsumerQueueLimits): Record<stri
   // RabbitMQ refuses basic.get (the first step of a long-poll) on a quorum
   // queue with a single active consumer: there, one reader per consumer is
   // kept by the gateway process (takeover), not by the queue.
-  if (limits.queueType === 'quorum') return { 'x-queue-type': 'quorum', ...common };
-  return { ...common, 'x-single-active-consumer': true };
+  const audit = limits.deadLetterExchange === undefined ? {} : { 'x-dead-letter-exchange': limits.deadLetterExchange };
+  if (limits.queueType === 'quorum') return { 'x-queue-type': 'quorum', ...common, ...audit };
+  return { ...common, 'x-single-active-consumer': true, ...audit };
+}
+
+/** The consumer id and channel a consumer queue's name encodes, or `undefined` for another queue. */
+export function parseConsumerQueueName(queue: string): { consumerId: string; channel: string } | undefined {
+  if (!queue.startsWith(QUEUE_PREFIX)) return undefined;
+  const rest = queue.slice(QUEUE_PREFIX.length);
+  const colon = rest.indexOf(':');
+  if (colon <= 0) return undefined;
+  const consumerId = rest.slice(0, colon);
+  const channel = rest.slice(colon + 1);
+  if (!/^[A-Za-z0-9_-]+$/.test(consumerId) || !channel.startsWith('/')) return undefined;
+  return { consumerId, channel };
+}
+
+/** The dead-letter exchange of audited consumer queues: `warren.audit` (`<exchange>.audit` for another exchange). */
+export function auditExchangeName(exchange: string = DEFAULT_EXCHANGE): string {
+  return `${exchange}.audit`;
+}
+
+/**
+ * The durable queue bound to the audit exchange (`warren:audit-inbox`;
+ * `warren:audit-inbox:<exchange>` for another exchange). RabbitMQ 3.10 does
+ * not dead-letter into a stream, so dead letters land here first.
+ */
+export function auditInboxName(exchange: string = DEFAULT_EXCHANGE): string {
+  return exchange === DEFAULT_EXCHANGE ? `${QUEUE_PREFIX}audit-inbox` : `${QUEUE_PREFIX}audit-inbox:${exchange}`;
+}
+
+/** The stream the app reads the audit from (`warren:audit`; `warren:audit:<exchange>` for another exchange). */
+export function auditLogName(exchange: string = DEFAULT_EXCHANGE): string {
+  return exchange === DEFAULT_EXCHANGE ? `${QUEUE_PREFIX}audit` : `${QUEUE_PREFIX}audit:${exchange}`;
+}
+
+/** Arguments of the audit inbox: durable, bounded (oldest dropped first), one reader at a time (order kept). */
+export function auditInboxArguments(maxLength: number): Record<string, unknown> {
+  return { 'x-max-length': maxLength, 'x-overflow': 'drop-head', 'x-single-active-consumer': true };
+}
+
+/** Why a queue dropped a message: RabbitMQ's dead-letter reasons. */
+export type DeathReason = 'maxlen' | 'expired' | 'rejected' | 'delivery_limit';
+
+/** What RabbitMQ says about a dead-lettered message (its first death). */
+export interface Death {
+  /** The queue that dropped it. */
+  queue: string;
+  reason: DeathReason;
+  /** When (ms since the epoch; RabbitMQ gives whole seconds). */
+  time: number;
+  /** The channel it was published to (its routing key). */
+  channel: string;
+}
+
+/** Headers of an entry of the audit stream: the death, as the gateway copies it from `x-first-death-*` and `x-death`. */
+export const MISSED_HEADERS = {
+  queue: 'warren-missed-queue',
+  reason: 'warren-missed-reason',
+  time: 'warren-missed-time',
+  channel: 'warren-missed-channel',
+} as const;
+
+const REASONS: readonly string[] = ['maxlen', 'expired', 'rejected', 'delivery_limit'];
+
+/**
+ * The death of a message from its AMQP headers: the gateway's
+ * `warren-missed-*` (audit stream), else RabbitMQ's `x-first-death-*` and
+ * `x-death` (a dead letter). `undefined` for a message that did not die.
+ */
+export function deathFromHeaders(headers: Record<string, unknown> | undefined, routingKey: string): Death | undefined {
+  if (headers === undefined) return undefined;
+  const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : undefined);
+  const own = str(headers[MISSED_HEADERS.reason]);
+  if (own !== undefined) {
+    const queue = str(headers[MISSED_HEADERS.queue]);
+    const channel = str(headers[MISSED_HEADERS.channel]);
+    const time = Number(headers[MISSED_HEADERS.time]);
+    if (queue === undefined || channel === undefined || !REASONS.includes(own) || !Number.isFinite(time)) return undefined;
+    return { queue, reason: own as DeathReason, time, channel };
+  }
+  const reason = str(headers['x-first-death-reason']);
+  const queue = str(headers['x-first-death-queue']);
+  if (reason === undefined || queue === undefined || !REASONS.includes(reason)) return undefined;
+  const deaths = Array.isArray(headers['x-death']) ? (headers['x-death'] as Record<string, unknown>[]) : [];
+  const first = deaths.find((d) => str(d.queue) === queue && str(d.reason) === reason);
+  const stamp = first?.time as { value?: unknown } | number | undefined;
+  const seconds = typeof stamp === 'number' ? stamp : Number(stamp?.value);
+  const keys = Array.isArray(first?.['routing-keys']) ? (first['routing-keys'] as unknown[]) : [];
+  return {
+    queue,
+    reason: reason as DeathReason,
+    time: Number.isFinite(seconds) ? seconds * 1000 : Date.now(),
+    channel: str(keys[0]) ?? routingKey,
+  };
+}
+
+/** The headers that carry `death` into the audit stream. */
+export function deathHeaders(death: Death): Record<string, unknown> {
+  return {
+    [MISSED_HEADERS.queue]: death.queue,
+    [MISSED_HEADERS.reason]: death.reason,
+    [MISSED_HEADERS.time]: death.time,
+    [MISSED_HEADERS.channel]: death.channel,
+  };
 }
 
 /** The subset of AMQP basic properties Warren writes and reads. */
@@ -136,6 +249,7 @@ export interface WireProperties {
   timestamp?: number | undefined;
   deliveryMode?: number | undefined;
   persistent?: boolean | undefined;
+  headers?: Record<string, unknown> | undefined;
 }
 
 /** AMQP properties for publishing `message`. */

@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { WarrenError, type ConsumerQueueLimits, type LogLimits, type WarrenMessage } from '@warren/protocol';
+import { WarrenError, type ConsumerQueueLimits, type Death, type LogLimits, type WarrenMessage } from '@warren/protocol';
 
 /**
  * A message handed to a consumer. Settle it exactly once: `ack()` removes it
@@ -10,6 +10,8 @@ export interface Delivery {
   readonly message: WarrenMessage;
   /** `true` when the broker delivered this message before (it may be a duplicate). */
   readonly redelivered: boolean;
+  /** For a dead letter (the audit inbox): which queue dropped it, why and when. */
+  readonly death?: Death | undefined;
   ack(): void;
   requeue(): void;
 }
@@ -47,7 +49,22 @@ export interface LogEntry {
   /** The channel it was published to (its routing key). */
   readonly channel: string;
   readonly message: WarrenMessage;
+  /** For an entry of the audit stream: which queue dropped the message, why and when. */
+  readonly death?: Death | undefined;
   ack(): void;
+}
+
+/** Where the audit goes (docs/audit.md): names from `auditExchangeName`, `auditInboxName`, `auditLogName`. */
+export interface AuditLayout {
+  /** The dead-letter exchange of audited consumer queues (`fanout`, durable). */
+  exchange: string;
+  /** The durable queue bound to it, where dead letters land. */
+  inbox: string;
+  /** Most dead letters the inbox keeps while no gateway moves them (oldest dropped first). */
+  inboxMaxLength: number;
+  /** The audit stream the app reads. */
+  log: string;
+  limits: LogLimits;
 }
 
 export interface ReadLogOptions {
@@ -152,7 +169,14 @@ export interface Broker extends EventEmitter<BrokerEvents> {
    * Appends `message` to `log` itself (not through a channel): its entry's
    * `channel` is the log's name. The gateway marks a place in the log with it.
    */
-  appendLog(log: string, message: WarrenMessage): Promise<void>;
+  appendLog(log: string, message: WarrenMessage, death?: Death): Promise<void>;
+  /**
+   * Declares the audit's exchange, inbox (bound to the exchange) and stream.
+   * Idempotent. With a consumer queue declared with the exchange as its
+   * `deadLetterExchange`, what it drops on overflow lands in the inbox as a
+   * {@link Delivery} with its `death`.
+   */
+  declareAudit(layout: AuditLayout): Promise<void>;
   /** Deletes `log` and everything in it (its readers end with `queue-deleted`). Idempotent. */
   deleteLog(log: string): Promise<void>;
   stats(): BrokerStats;

@@ -1,10 +1,11 @@
-import type { LogLimits, WarrenMessage } from '@warren/protocol';
+import type { Death, LogLimits, WarrenMessage } from '@warren/protocol';
 import type { LogEntry, LogPosition, ReadLogOptions, Subscription } from './broker.js';
 
 interface LogRecord {
   offset: number;
   channel: string;
   message: WarrenMessage;
+  death: Death | undefined;
   bytes: number;
   /** When it was appended (ms since the epoch). */
   at: number;
@@ -42,9 +43,9 @@ export class MemoryLog {
     private readonly limits: LogLimits,
   ) {}
 
-  append(channel: string, message: WarrenMessage): void {
+  append(channel: string, message: WarrenMessage, death?: Death): void {
     const bytes = message.body.length + ENTRY_OVERHEAD;
-    this.entries.push({ offset: this.next++, channel, message, bytes, at: Date.now() });
+    this.entries.push({ offset: this.next++, channel, message, death, bytes, at: Date.now() });
     this.bytes += bytes;
     this.trim();
     this.schedulePump();
@@ -125,6 +126,7 @@ export class MemoryLog {
       offset: record.offset,
       channel: record.channel,
       message: record.message,
+      death: record.death,
       ack: () => {
         if (acked) return;
         acked = true;

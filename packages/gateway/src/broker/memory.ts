@@ -1,11 +1,12 @@
 import { EventEmitter } from 'node:events';
-import type { ConsumerQueueLimits, LogLimits, WarrenMessage } from '@warren/protocol';
+import type { ConsumerQueueLimits, Death, LogLimits, WarrenMessage } from '@warren/protocol';
 import {
   brokerUnavailable,
   emptyStats,
   QueueNotFoundError,
   type Broker,
   type BrokerEvents,
+  type AuditLayout,
   type BrokerStats,
   type ConsumeOptions,
   type Delivery,
@@ -18,6 +19,7 @@ interface Stored {
   seq: number;
   message: WarrenMessage;
   redelivered: boolean;
+  death?: Death;
 }
 
 class MemoryConsumer {
@@ -49,16 +51,28 @@ class MemoryQueue {
   touch(): void {
     clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
-    if (this.consumers.length === 0 && !this.deleted) {
+    if (this.consumers.length === 0 && !this.deleted && Number.isFinite(this.limits.expiresMs)) {
       this.expiryTimer = setTimeout(() => this.broker.deleteQueue(this), this.limits.expiresMs);
       this.expiryTimer.unref();
     }
   }
 
-  enqueue(stored: Stored): void {
+  enqueue(stored: Stored, channel: string): void {
     this.ready.push(stored);
-    // x-max-length counts ready messages; drop-head removes the oldest.
-    while (this.ready.length > this.limits.maxLength) this.ready.shift();
+    // x-max-length counts ready messages; drop-head removes the oldest
+    // (dead-lettered with reason maxlen when the queue has a dead-letter exchange).
+    while (this.ready.length > this.limits.maxLength) {
+      const dropped = this.ready.shift()!;
+      const exchange = this.limits.deadLetterExchange;
+      if (exchange !== undefined) {
+        this.broker.deadLetter(exchange, dropped, {
+          queue: this.name,
+          reason: 'maxlen',
+          time: Date.now(),
+          channel: dropped.death?.channel ?? channel,
+        });
+      }
+    }
     this.schedulePump();
   }
 
@@ -111,6 +125,8 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   private readonly bindings = new Map<string, Set<MemoryQueue>>();
   private readonly logs = new Map<string, MemoryLog>();
   private readonly logBindings = new Map<string, Set<MemoryLog>>();
+  /** Dead-letter (fan-out) exchanges and the queues bound to them. */
+  private readonly deadLetterExchanges = new Map<string, Set<MemoryQueue>>();
   private seq = 0;
   private closed = false;
   private started = false;
@@ -133,6 +149,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.bindings.clear();
     this.logs.clear();
     this.logBindings.clear();
+    this.deadLetterExchanges.clear();
   }
 
   async publish(channel: string, message: WarrenMessage): Promise<boolean> {
@@ -143,8 +160,31 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     const queues = this.bindings.get(channel);
     if (queues === undefined) return logs !== undefined;
     const seq = ++this.seq;
-    for (const queue of queues) queue.enqueue({ seq, message, redelivered: false });
+    for (const queue of queues) queue.enqueue({ seq, message, redelivered: false }, channel);
     return true;
+  }
+
+  /** @internal A queue dropped `stored`: RabbitMQ's dead-lettering, to every queue bound to `exchange` (a missing exchange drops it). */
+  deadLetter(exchange: string, stored: Stored, death: Death): void {
+    const seq = ++this.seq;
+    for (const queue of this.deadLetterExchanges.get(exchange) ?? []) {
+      // Only the first death is kept (x-first-death-*).
+      queue.enqueue({ seq, message: stored.message, redelivered: false, death: stored.death ?? death }, death.channel);
+    }
+  }
+
+  async declareAudit(layout: AuditLayout): Promise<void> {
+    this.assertReady();
+    this.counters.queueDeclares++;
+    let inbox = this.queues.get(layout.inbox);
+    if (inbox === undefined) {
+      inbox = new MemoryQueue(layout.inbox, { expiresMs: Infinity, maxLength: layout.inboxMaxLength }, this);
+      this.queues.set(layout.inbox, inbox);
+    }
+    let bound = this.deadLetterExchanges.get(layout.exchange);
+    if (bound === undefined) this.deadLetterExchanges.set(layout.exchange, (bound = new Set()));
+    bound.add(inbox);
+    await this.declareLog(layout.log, layout.limits);
   }
 
   async declareConsumerQueue(name: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
@@ -233,12 +273,12 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     return log.read(options);
   }
 
-  async appendLog(name: string, message: WarrenMessage): Promise<void> {
+  async appendLog(name: string, message: WarrenMessage, death?: Death): Promise<void> {
     this.assertReady();
     const log = this.logs.get(name);
     if (log === undefined) throw new QueueNotFoundError(name);
     this.counters.published++;
-    log.append(name, message);
+    log.append(death?.channel ?? name, message, death);
   }
 
   async deleteLog(name: string): Promise<void> {
@@ -272,6 +312,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     return {
       message: stored.message,
       redelivered: stored.redelivered,
+      death: stored.death,
       ack: () => {
         if (!settle()) return;
         this.counters.acked++;

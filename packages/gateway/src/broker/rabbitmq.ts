@@ -5,7 +5,10 @@ import {
   channelLogArguments,
   confirmError,
   Returns,
+  auditInboxArguments,
   consumerQueueArguments,
+  deathFromHeaders,
+  deathHeaders,
   fanOutQueueArguments,
   EXCHANGE_TYPE,
   fromWire,
@@ -13,6 +16,7 @@ import {
   toWireProperties,
   WarrenError,
   type ConsumerQueueLimits,
+  type Death,
   type LogLimits,
   type WarrenMessage,
 } from '@warren/protocol';
@@ -23,6 +27,7 @@ import {
   brokerUnavailable,
   emptyStats,
   QueueNotFoundError,
+  type AuditLayout,
   type Broker,
   type BrokerEvents,
   type BrokerStats,
@@ -180,12 +185,34 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   /** Through the default exchange, straight to the stream. */
-  async appendLog(log: string, message: WarrenMessage): Promise<void> {
-    await this.publishTo('', log, message, false);
+  async appendLog(log: string, message: WarrenMessage, death?: Death): Promise<void> {
+    await this.publishTo('', log, message, false, death === undefined ? undefined : deathHeaders(death));
+  }
+
+  async declareAudit(layout: AuditLayout): Promise<void> {
+    try {
+      await this.bounded((await this.admin()).assertExchange(layout.exchange, 'fanout', { durable: true }), 'exchange.declare');
+    } catch (err) {
+      throw this.translate(err);
+    }
+    await this.declareQueue(layout.inbox, true, auditInboxArguments(layout.inboxMaxLength));
+    this.counters.queueBinds++;
+    try {
+      await this.bounded((await this.admin()).bindQueue(layout.inbox, layout.exchange, ''), 'queue.bind');
+    } catch (err) {
+      throw this.translate(err);
+    }
+    await this.declareQueue(layout.log, true, channelLogArguments(layout.limits));
   }
 
   /** Resolves with `false` when the broker returned the message (routed nowhere). */
-  private async publishTo(exchange: string, key: string, message: WarrenMessage, mandatory: boolean): Promise<boolean> {
+  private async publishTo(
+    exchange: string,
+    key: string,
+    message: WarrenMessage,
+    mandatory: boolean,
+    headers?: Record<string, unknown>,
+  ): Promise<boolean> {
     const ch = await this.channel(
       () => this.publishChannel,
       (p) => {
@@ -208,7 +235,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       const returns = mandatory ? this.returns.get(ch) : undefined;
       const properties = returns === undefined ? toWireProperties(message) : { ...toWireProperties(message), mandatory: true };
       try {
-        ok = ch.publish(exchange, key, message.body, properties, (err: unknown) => {
+        const wire = headers === undefined ? properties : { ...properties, headers };
+        ok = ch.publish(exchange, key, message.body, wire, (err: unknown) => {
           clearTimeout(timer);
           const returned = returns?.take(key, message.id) ?? false;
           if (err == null) resolve(!returned);
@@ -429,6 +457,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       offset: Number((msg.properties.headers as Record<string, unknown> | undefined)?.['x-stream-offset']),
       channel: msg.fields.routingKey,
       message: fromWire(msg.content, msg.properties),
+      death: deathFromHeaders(msg.properties.headers, msg.fields.routingKey),
       ack: () => {
         if (acked) return;
         acked = true;
@@ -500,6 +529,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     return {
       message: fromWire(msg.content, msg.properties),
       redelivered: msg.fields.redelivered,
+      death: deathFromHeaders(msg.properties.headers, msg.fields.routingKey),
       ack: () => settle(true),
       requeue: () => settle(false),
     };
