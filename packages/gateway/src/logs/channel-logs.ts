@@ -45,7 +45,7 @@ export interface SubscribeLogOptions {
 export interface LogHandle {
   stop(): Promise<void>;
   /** The event id of the last message written to the client (tracked subscriptions), or where it was placed. */
-  position(): string | undefined;
+  position(open: boolean): string | undefined;
 }
 
 /**
@@ -148,7 +148,7 @@ export class ChannelLogs {
     this.stats.subscribed++;
     if (subscription.catchUp === 'memory') this.stats.fromMemory++;
     else if (subscription.catchUp === 'log') this.stats.fromLog++;
-    return { stop, position: () => subscription.position() };
+    return { stop, position: (open) => subscription.position(open) };
   }
 
   async close(): Promise<void> {

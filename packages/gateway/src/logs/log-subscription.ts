@@ -4,6 +4,11 @@ import { signalMessage, type LogSignal, type Sink } from '../sources/sink.js';
 import { entryCheck, eventId, parseEventId } from './event-id.js';
 import type { LogTail, Mark, TailMember } from './log-tail.js';
 import { Receipts } from './receipts.js';
+import { Ticker } from '../transports/ticker.js';
+import { RECEIPT_MS } from '../sources/queue-subscription.js';
+
+/** SSE streams with an event sent and not yet seen leave the process: looked at a few times per receipt time. */
+const leaving = new Ticker<LogSubscription>(RECEIPT_MS / 8, (sub) => sub.checkLeft());
 
 /** Where a subscriber of a logged channel starts. */
 export type LogStart =
@@ -49,6 +54,8 @@ export class LogSubscription implements TailMember {
   private lastSent = -1;
   /** What the client of a tracked subscription is known to have received. */
   private readonly receipts = new Receipts();
+  /** The last live event sent to an SSE stream and not yet seen leave the process. */
+  private sentId: string | undefined;
   /** Where a subscription that starts `new` was placed, until something is written. */
   private placed: string | undefined;
   /** Live entries held while catching up. */
@@ -108,10 +115,13 @@ export class LogSubscription implements TailMember {
 
   /**
    * The event id of the last entry the client is known to have received (an
-   * SSE event a second after its write: docs/delivery.md), or where a new
-   * consumer was placed: where its next stream resumes. Tracked subscriptions only.
+   * SSE event a second after it left the process: docs/delivery.md), or where
+   * a new consumer was placed: where its next stream resumes. `open`: the
+   * connection is still open (a periodic check), so what no longer waits in
+   * the process has left. Tracked subscriptions only.
    */
-  position(): string | undefined {
+  position(open: boolean): string | undefined {
+    if (open) this.checkpoint();
     return this.receipts.position() ?? this.placed;
   }
 
@@ -140,6 +150,7 @@ export class LogSubscription implements TailMember {
     if (this.stopped) return Promise.resolve();
     this.stopped = true;
     clearTimeout(this.timer);
+    leaving.delete(this);
     this.tail.remove(this);
     return this.endReader();
   }
@@ -213,9 +224,40 @@ export class LogSubscription implements TailMember {
       this.sink.send(this.channel, message);
       return;
     }
-    this.sink.send(this.channel, message, (ok) => {
-      if (ok) this.receipts.written(message.id, this.sink.confirmsReceipt?.() === true);
-    });
+    if (this.sink.confirmsReceipt?.() === true) {
+      // A WebSocket: the write's callback is the pong that proves the client read it.
+      this.sink.send(this.channel, message, (ok) => {
+        if (ok) this.receipts.written(message.id, true);
+      });
+      return;
+    }
+    // SSE: no callback per write (the fan-out's path); what left is seen at the next write or check.
+    this.checkpoint();
+    this.sink.send(this.channel, message);
+    if (this.sentId === undefined) leaving.add(this);
+    this.sentId = message.id;
+  }
+
+  /** @internal {@link leaving}'s tick: what was sent left the process (the stream is still open). */
+  checkLeft(): void {
+    if (this.stopped) {
+      leaving.delete(this);
+      return;
+    }
+    this.checkpoint();
+    if (this.sentId === undefined) leaving.delete(this);
+  }
+
+  /**
+   * Nothing of this stream waits in the process any more: everything sent so
+   * far reached the operating system by now (a receipt sample). Only asked
+   * while the connection is open (a destroyed socket reports nothing waiting).
+   */
+  private checkpoint(): void {
+    if (this.sentId !== undefined && this.sink.pendingBytes() === 0) {
+      this.receipts.written(this.sentId, false);
+      this.sentId = undefined;
+    }
   }
 
   private slow(): void {

@@ -6,7 +6,7 @@ interface Kept {
   readonly consumer: string;
   readonly channel: string;
   /** Where the stream is now: the event id of the last message written to its client. */
-  position(): string | undefined;
+  position(open: boolean): string | undefined;
   /** The position last appended, and when. */
   recorded: string | undefined;
   recordedAt: number;
@@ -36,7 +36,7 @@ export class StreamPositions {
   ) {}
 
   /** Keeps the position of `consumer` on `channel`, read from `position()`; `release()` records the last one. */
-  keep(consumer: string, channel: string, position: () => string | undefined): { release(): Promise<void> } {
+  keep(consumer: string, channel: string, position: (open: boolean) => string | undefined): { release(): Promise<void> } {
     const kept: Kept = { consumer, channel, position, recorded: undefined, recordedAt: 0 };
     this.kept.add(kept);
     if (this.timer === undefined) {
@@ -67,7 +67,7 @@ export class StreamPositions {
   private async release(kept: Kept): Promise<void> {
     if (!this.kept.delete(kept)) return;
     if (this.kept.size === 0) this.stopTimer();
-    const id = kept.position();
+    const id = kept.position(false);
     if (id === undefined) return;
     try {
       await this.positions.save(kept.consumer, kept.channel, id);
@@ -81,7 +81,7 @@ export class StreamPositions {
     const now = Date.now();
     const due: Array<[Kept, string]> = [];
     for (const kept of this.kept) {
-      const id = kept.position();
+      const id = kept.position(true);
       if (id === undefined || (id === kept.recorded && now - kept.recordedAt < this.options.expiresMs / 2)) continue;
       due.push([kept, id]);
     }

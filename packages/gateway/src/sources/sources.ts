@@ -147,7 +147,7 @@ export class Sources {
         : await positionStart(logged.positions, consumerId, channel);
       const subscription = await logs.subscribe(channel, sink, start, { tracked: true });
       handle = subscription;
-      release = logged.streams.keep(consumerId, channel, () => subscription.position()).release;
+      release = logged.streams.keep(consumerId, channel, (open) => subscription.position(open)).release;
     } catch (err) {
       forget();
       throw err;
