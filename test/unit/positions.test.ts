@@ -112,14 +112,6 @@ describe('RecentEntries', () => {
     assert.equal(recent.after(idOf(40), 40, '/even', Infinity), undefined, 'newer than read');
   });
 
-  it('gives the last N of a channel only when it holds N', () => {
-    const recent = new RecentEntries(100, 1024 * 1024, 60_000);
-    fill(recent, 0, 10);
-    assert.deepEqual(bodies(recent.last(3, '/odd', Infinity)), ['m5', 'm7', 'm9']);
-    assert.deepEqual(bodies(recent.last(0, '/odd', Infinity)), []);
-    assert.equal(recent.last(6, '/odd', Infinity), undefined, 'only 5 held');
-  });
-
   it('keeps at most its count, its bytes and its age, and refuses a catch-up over the byte budget', () => {
     const byCount = new RecentEntries(8, 1024 * 1024, 60_000);
     fill(byCount, 0, 20);

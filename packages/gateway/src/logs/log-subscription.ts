@@ -126,19 +126,16 @@ export class LogSubscription implements TailMember {
   }
 
   /**
-   * A resume or a history that the tail's recent entries hold is served from
-   * them, joining the tail in the same turn: no reader, no mark.
+   * A resume from an id that the tail's recent entries hold is served from
+   * them, joining the tail in the same turn: no reader, no mark. What the
+   * tail has not read yet comes to it live, after them.
    */
   private fromMemory(start: Exclude<LogStart, { kind: 'live' | 'new' }>): boolean {
-    const budget = this.options.maxPendingBytes / 2;
-    const recent = this.tail.recent;
-    let entries;
-    if (start.kind === 'history') {
-      entries = recent.last(start.count, this.channel, budget);
-    } else if (start.kind === 'resume') {
-      const target = parseEventId(start.id);
-      entries = target === undefined ? undefined : recent.after(start.id, target.offset, this.channel, budget);
-    }
+    // A history needs the end of the log, which the tail may not have read yet: it takes a mark (not from memory).
+    if (start.kind !== 'resume') return false;
+    const target = parseEventId(start.id);
+    if (target === undefined) return false;
+    const entries = this.tail.recent.after(start.id, target.offset, this.channel, this.options.maxPendingBytes / 2);
     if (entries === undefined) return false;
     this.tail.add(this);
     for (const [offset, message] of entries) this.write(offset, message);

@@ -21,8 +21,8 @@ const ENTRY_OVERHEAD = 256;
 /**
  * The last entries a tail read, every channel of the shard and the marks,
  * in offset order and without a hole (a tail reads the whole shard from
- * where it started). A subscriber that resumes from an id among them, or
- * asks for a history they hold, is served from here: no reader of its own,
+ * where it started). A subscriber that resumes from an id among them is
+ * served from here: no reader of its own,
  * no mark, no broker round trip. Bounded by count, bytes and age, each set
  * well inside the log's retention: what is served from here is what the
  * log itself would give, on any gateway.
@@ -66,28 +66,13 @@ export class RecentEntries {
     this.expire();
     const at = this.indexOf(offset);
     if (at < 0 || named(this.entry(at)).id !== id) return undefined;
-    return this.collect(at + 1, channel, Infinity, maxBytes);
+    return this.collect(at + 1, channel, maxBytes);
   }
 
-  /**
-   * The last `count` entries of `channel`, or `undefined` when fewer are
-   * held (older ones may be in the log only) or they add up to more than `maxBytes`.
-   */
-  last(count: number, channel: string, maxBytes: number): NamedEntry[] | undefined {
-    this.expire();
-    let found = 0;
-    let from = this.length;
-    while (found < count && from > 0) {
-      from--;
-      if (this.entry(from).channel === channel) found++;
-    }
-    return found < count ? undefined : this.collect(from, channel, count, maxBytes);
-  }
-
-  private collect(from: number, channel: string, count: number, maxBytes: number): NamedEntry[] | undefined {
+  private collect(from: number, channel: string, maxBytes: number): NamedEntry[] | undefined {
     const out: NamedEntry[] = [];
     let bytes = 0;
-    for (let i = from; i < this.length && out.length < count; i++) {
+    for (let i = from; i < this.length; i++) {
       const entry = this.entry(i);
       if (entry.channel !== channel) continue;
       bytes += entry.message.body.length;
