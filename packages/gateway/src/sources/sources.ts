@@ -110,17 +110,7 @@ export class Sources {
       forget();
       throw err;
     }
-    this.identified++;
-    let stopped = false;
-    return {
-      stop: async () => {
-        if (stopped) return;
-        stopped = true;
-        forget();
-        await subscription.stop();
-        this.identified--;
-      },
-    };
+    return this.counted(forget, () => subscription.stop());
   }
 
   /**
@@ -152,6 +142,11 @@ export class Sources {
       forget();
       throw err;
     }
+    return this.counted(forget, stop);
+  }
+
+  /** An identified stream, counted in {@link identified} until its (idempotent) stop forgets it and stops it. */
+  private counted(forget: () => void, stop: () => Promise<void>): SourceHandle {
     this.identified++;
     let stopped = false;
     return {
