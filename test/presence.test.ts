@@ -599,7 +599,7 @@ describe('presence when a process is cut off from the broker and comes back', { 
     // the watcher on a, which b dropped meanwhile, the same the other way round.
     const idA = a.gateway.stats().presence!.process;
     const idB = b.gateway.stats().presence!.process;
-    await until(() => hook.events.length >= 3 * 11, 'the webhook events', 3000);
+    await until(() => hook.events.length >= 3 * 11, 'the webhook events', 10_000);
     await new Promise((r) => setTimeout(r, 2 * INTERVAL));
     for (const name of names) {
       assert.deepEqual(
