@@ -139,6 +139,10 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   /** Consumer channels by `<prefetch>:<shard>`. */
   private readonly consumeChannels = new Map<string, Promise<Channel>>();
   private readonly closedChannels = new WeakSet<Channel>();
+  /** Declarations and bindings on their way to RabbitMQ, by what they do (see `settle`). */
+  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Channel openings that succeeded: no bound on waiting for them. */
+  private readonly openedChannels = new WeakSet<Promise<Channel>>();
   private readonly consumers = new Set<RabbitConsumer>();
   private publishDrain: Promise<void> | undefined;
   /** Each publish channel's returned messages, not yet matched to their confirm. */
@@ -189,20 +193,14 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     await this.publishTo('', log, message, false, death === undefined ? undefined : deathHeaders(death));
   }
 
-  async declareAudit(layout: AuditLayout): Promise<void> {
-    try {
-      await this.bounded((await this.admin()).assertExchange(layout.exchange, 'fanout', { durable: true }), 'exchange.declare');
-    } catch (err) {
-      throw this.translate(err);
-    }
-    await this.declareQueue(layout.inbox, true, auditInboxArguments(layout.inboxMaxLength));
-    this.counters.queueBinds++;
-    try {
-      await this.bounded((await this.admin()).bindQueue(layout.inbox, layout.exchange, ''), 'queue.bind');
-    } catch (err) {
-      throw this.translate(err);
-    }
-    await this.declareQueue(layout.log, true, channelLogArguments(layout.limits));
+  declareAudit(layout: AuditLayout): Promise<void> {
+    return this.settle(`audit ${layout.exchange}`, 'exchange.declare', async () => {
+      await (await this.admin()).assertExchange(layout.exchange, 'fanout', { durable: true });
+      await this.declareQueue(layout.inbox, true, auditInboxArguments(layout.inboxMaxLength));
+      this.counters.queueBinds++;
+      await (await this.admin()).bindQueue(layout.inbox, layout.exchange, '');
+      await this.declareQueue(layout.log, true, channelLogArguments(layout.limits));
+    });
   }
 
   /** Resolves with `false` when the broker returned the message (routed nowhere). */
@@ -273,46 +271,66 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     return this.declareAndBind(queue, channel, false, fanOutQueueArguments(limits));
   }
 
-  private async declareAndBind(queue: string, channel: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
-    await this.declareQueue(queue, durable, args);
-    await this.bind(queue, channel);
+  private declareAndBind(queue: string, channel: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
+    return this.settle(`queue ${queue} ${channel}`, 'queue.declare', async () => {
+      await this.declareQueue(queue, durable, args);
+      await this.bind(queue, channel);
+    });
   }
 
-  private async declareQueue(queue: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
-    this.counters.queueDeclares++;
-    try {
-      await this.bounded((await this.admin()).assertQueue(queue, { durable, arguments: args }), 'queue.declare');
-    } catch (err) {
-      if ((err as { code?: number }).code !== 406 || !this.ready) throw this.translate(err);
-      // The queue exists with other arguments (the retention or length
-      // setting changed since it was declared). Keep using it as it is: its
-      // messages belong to the consumer. It expires under its old settings.
-      // (The 406 closed the admin channel; admin() opens a new one.)
-      this.log.warn('queue exists with different arguments; using it as is', { queue });
-      try {
-        await this.bounded((await this.admin()).checkQueue(queue), 'queue.declare');
-      } catch (checkErr) {
-        throw this.translate(checkErr);
-      }
+  /**
+   * Runs a declaration (`what`, for the log) once per `key` at a time, and
+   * waits for it at most `operationTimeoutMs`. One that timed out for its
+   * caller goes on: a caller that asks again (a stream waiting for a slow
+   * broker) waits for that one instead of queueing the same RPCs behind it.
+   */
+  private async settle(key: string, what: string, run: () => Promise<void>): Promise<void> {
+    let operation = this.inFlight.get(key);
+    if (operation === undefined) {
+      const started = run();
+      operation = started;
+      this.inFlight.set(key, started);
+      const forget = (): void => {
+        if (this.inFlight.get(key) === started) this.inFlight.delete(key);
+      };
+      started.then(forget, forget);
     }
-  }
-
-  private async bind(queue: string, channel: string): Promise<void> {
-    this.counters.queueBinds++;
     try {
-      await this.bounded((await this.admin()).bindQueue(queue, this.options.exchange, routingKey(channel)), 'queue.bind');
+      await this.bounded(operation, what);
     } catch (err) {
       throw this.translate(err);
     }
   }
 
+  /** Declares `queue` (no time bound: see `settle`); one that exists with other arguments is used as it is. */
+  private async declareQueue(queue: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
+    this.counters.queueDeclares++;
+    try {
+      await (await this.admin()).assertQueue(queue, { durable, arguments: args });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 406 || !this.ready) throw err;
+      // The queue exists with other arguments (the retention or length
+      // setting changed since it was declared). Keep using it as it is: its
+      // messages belong to the consumer. It expires under its old settings.
+      // (The 406 closed the admin channel; admin() opens a new one.)
+      this.log.warn('queue exists with different arguments; using it as is', { queue });
+      await (await this.admin()).checkQueue(queue);
+    }
+  }
+
+  /** Binds `queue` to `channel` (no time bound: see `settle`). */
+  private async bind(queue: string, channel: string): Promise<void> {
+    this.counters.queueBinds++;
+    await (await this.admin()).bindQueue(queue, this.options.exchange, routingKey(channel));
+  }
+
   declareLog(log: string, limits: LogLimits): Promise<void> {
-    return this.declareQueue(log, true, channelLogArguments(limits));
+    return this.settle(`log ${log}`, 'queue.declare', () => this.declareQueue(log, true, channelLogArguments(limits)));
   }
 
   async bindLog(log: string, channel: string): Promise<void> {
     try {
-      await this.bind(log, channel);
+      await this.settle(`bind ${log} ${channel}`, 'queue.bind', () => this.bind(log, channel));
     } catch (err) {
       const cause = err instanceof WarrenError ? (err as { cause?: unknown }).cause : undefined;
       if ((cause as { code?: number } | undefined)?.code === 404) throw new QueueNotFoundError(log);
@@ -567,21 +585,28 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     if (this.state !== 'ready' || this.connection === undefined) throw brokerUnavailable(`RabbitMQ is not connected (${this.state})`);
     let p = get();
     if (p === undefined) {
-      p = open();
-      set(p);
-      p.catch(() => {
-        if (get() === p) set(undefined);
-      });
+      // The opening is shared and not bounded itself: a caller that gave up
+      // on a slow broker leaves it to the next one (it fails with the
+      // connection), instead of opening a channel nobody closes.
+      const opening = open();
+      p = opening;
+      set(opening);
+      opening.then(
+        () => this.openedChannels.add(opening),
+        () => {
+          if (get() === opening) set(undefined);
+        },
+      );
     }
     try {
-      return await p;
+      return await (this.openedChannels.has(p) ? p : this.bounded(p, 'channel.open'));
     } catch (err) {
       throw this.translate(err);
     }
   }
 
   private async openChannel(): Promise<Channel> {
-    const ch = await this.bounded(this.connection!.createChannel(), 'channel.open');
+    const ch = await this.connection!.createChannel();
     this.watchChannel(ch, () => {
       this.adminChannel = undefined;
     });
@@ -589,7 +614,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   private async openPublishChannel(): Promise<ConfirmChannel> {
-    const ch = await this.bounded(this.connection!.createConfirmChannel(), 'channel.open');
+    const ch = await this.connection!.createConfirmChannel();
     const returns = new Returns();
     this.returns.set(ch, returns);
     ch.on('return', (msg: { fields: { routingKey: string }; properties: { messageId?: unknown } }) =>
@@ -603,7 +628,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   private async openConsumeChannel(prefetch: number, key: string): Promise<Channel> {
-    const ch = await this.bounded(this.connection!.createChannel(), 'channel.open');
+    const ch = await this.connection!.createChannel();
     this.watchChannel(ch, () => {
       this.consumeChannels.delete(key);
       // Deferred: when the whole connection closed, its handler runs in this
@@ -617,7 +642,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       });
     });
     // Per-consumer prefetch (global = false) for every consumer on this channel.
-    await this.bounded(ch.prefetch(prefetch, false), 'basic.qos');
+    await ch.prefetch(prefetch, false);
     return ch;
   }
 
