@@ -516,6 +516,15 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
   return { push, longPoll, routes, router, upgrades, stats };
 }
 
+/**
+ * How long a stream waits for a broker that answers later than
+ * `brokerTimeoutMs` to declare and bind its queue before it opens anyway
+ * (and subscribes when it can, as during an outage).
+ */
+function streamPrepareWindowMs(brokerTimeoutMs: number): number {
+  return Math.max(30_000, 3 * brokerTimeoutMs);
+}
+
 /** The handler of `warren serve`, on the core's admission and queues. */
 function defaultDecider(core: Core): UpgradeDecider {
   const { options, log, broker, admission, queues, fanOut, upstream } = core;
@@ -530,9 +539,22 @@ function defaultDecider(core: Core): UpgradeDecider {
       // The broker is away: the stream opens and subscribes (and is admitted) once it is back.
       if (!broker.ready) return;
       admission.admitQueue(admission.clientAddress(req), channel, consumerId);
-      if (core.logs.isLogged(channel)) await core.logs.ensure(channel);
-      else if (consumerId !== undefined) await queues.ensure(consumerId, channel);
-      else await fanOut.prepare(channel);
+      const prepare = async (): Promise<void> => {
+        if (core.logs.isLogged(channel)) await core.logs.ensure(channel);
+        else if (consumerId !== undefined) await queues.ensure(consumerId, channel);
+        else await fanOut.prepare(channel);
+      };
+      // A broker that answers late is waited for: the 200 tells the client
+      // that the stream is bound, so a message confirmed after it reaches it.
+      const deadline = Date.now() + streamPrepareWindowMs(options.brokerTimeoutMs);
+      for (;;) {
+        try {
+          return await prepare();
+        } catch (err) {
+          const late = err instanceof WarrenError && err.code === 'BROKER_TIMEOUT';
+          if (!late || !broker.ready || req.socket.destroyed || Date.now() >= deadline) throw err;
+        }
+      }
     },
     sendToApp: upstream.proxying
       ? (req, channel, who, body, contentType) => upstream.send(req, channel, who, body, contentType)

@@ -27,6 +27,8 @@ class ChannelFanOut {
   readonly sinks = new Set<Sink>();
   subscription: Subscription | undefined;
   starting: Promise<void> | undefined;
+  /** The queue was declared and bound (by `prepare`) since the broker connected: `start` only consumes. */
+  declared = false;
   lingerTimer: NodeJS.Timeout | undefined;
   constructor(
     readonly channel: string,
@@ -82,20 +84,31 @@ export class FanOut {
     broker.on('lost', () => {
       for (const fan of this.channels.values()) {
         fan.subscription = undefined;
+        fan.declared = false;
         this.dropAll(fan, 'broker-unavailable');
       }
     });
   }
 
   /**
-   * Starts `channel`'s consumer if it is not running, so that a subscriber
-   * added next receives everything published from now on. Without a
-   * subscriber it lingers like an abandoned channel.
+   * Makes sure `channel`'s queue is bound, so that a subscriber added next
+   * receives everything published from now on (what comes before its
+   * consumer starts waits in the queue). Without a subscriber it lingers
+   * like an abandoned channel.
    */
   async prepare(channel: string): Promise<void> {
     const fan = this.entry(channel);
     if (fan.sinks.size === 0) this.linger(fan);
-    await this.start(fan);
+    if (fan.subscription !== undefined || fan.starting !== undefined) return this.start(fan);
+    await this.declare(fan);
+    fan.declared = true;
+  }
+
+  private declare(fan: ChannelFanOut): Promise<void> {
+    return this.broker.declareFanOutQueue(fan.queue, fan.channel, {
+      expiresMs: this.options.queueExpiresMs,
+      maxLength: this.options.queueMaxLength,
+    });
   }
 
   /**
@@ -161,10 +174,7 @@ export class FanOut {
     if (fan.subscription !== undefined) return Promise.resolve();
     fan.starting ??= (async () => {
       try {
-        await this.broker.declareFanOutQueue(fan.queue, fan.channel, {
-          expiresMs: this.options.queueExpiresMs,
-          maxLength: this.options.queueMaxLength,
-        });
+        if (!fan.declared) await this.declare(fan);
         fan.subscription = await this.broker.consume(fan.queue, {
           prefetch: this.options.prefetch,
           onMessage: (delivery) => {
