@@ -2,6 +2,7 @@ import { consumerQueueName } from '@warren/protocol';
 import { QueueNotFoundError, type Broker, type ConsumerEnd, type Delivery, type Subscription } from '../broker/broker.js';
 import type { ConsumerQueues } from '../consumer-queues.js';
 import type { Logger } from '../logger.js';
+import { Ticker } from '../transports/ticker.js';
 import type { Limiter } from './limiter.js';
 import type { Sink } from './sink.js';
 
@@ -31,6 +32,15 @@ const RESUME_WINDOW_MS = 100;
 export const RECEIPT_MS = 1000;
 
 /**
+ * One timer looks for due receipts in every subscription, every eighth of
+ * {@link RECEIPT_MS}: an idle stream holds no timer of its own, and the acks
+ * of many streams leave in the same turn, so that a channel's run of them
+ * goes as one `basic.ack multiple`. A message is acknowledged between
+ * RECEIPT_MS and 1.125 × RECEIPT_MS after its write.
+ */
+const receipts = new Ticker<QueueSubscription>(RECEIPT_MS / 8, (subscription) => subscription.ackReceived());
+
+/**
  * An identified consumer's stream: its own queue consumed with a bounded
  * prefetch, each message acknowledged only once the transport handed it to
  * the operating system and the connection stayed open {@link RECEIPT_MS}
@@ -52,7 +62,6 @@ export class QueueSubscription {
   /** Written deliveries waiting for their receipt time, oldest first, and when each was written. */
   private readonly written: Delivery[] = [];
   private readonly writtenAt: number[] = [];
-  private receiptTimer: NodeJS.Timeout | undefined;
   private whenSettled: (() => void) | undefined;
 
   constructor(
@@ -144,7 +153,7 @@ export class QueueSubscription {
     // The channel is gone: the broker requeued what was unacknowledged.
     this.written.length = 0;
     this.writtenAt.length = 0;
-    clearTimeout(this.receiptTimer);
+    receipts.delete(this);
     if (this.subscription !== undefined) this.queues.release(this.queue);
     this.subscription = undefined;
     this.options.onEnd(end);
@@ -218,20 +227,13 @@ export class QueueSubscription {
     this.written.push(delivery);
     this.writtenAt.push(Date.now());
     if (this.written.length > this.options.prefetch / 2) this.ackWritten(Infinity);
-    if (this.receiptTimer === undefined && this.written.length > 0) this.armReceipt();
+    if (this.written.length > 0) receipts.add(this);
   }
 
-  private armReceipt(): void {
-    const due = this.writtenAt[0]! + RECEIPT_MS - Date.now();
-    this.receiptTimer = setTimeout(
-      () => {
-        this.receiptTimer = undefined;
-        this.ackWritten(Date.now() - RECEIPT_MS);
-        if (this.written.length > 0) this.armReceipt();
-      },
-      Math.max(0, due),
-    );
-    this.receiptTimer.unref();
+  /** @internal Acknowledges what was written at least {@link RECEIPT_MS} ago (the shared ticker calls it). */
+  ackReceived(): void {
+    this.ackWritten(Date.now() - RECEIPT_MS);
+    if (this.written.length === 0) receipts.delete(this);
   }
 
   /** Acknowledges the written deliveries written at or before `before` (and, with `Infinity`, the oldest one). */
@@ -249,8 +251,7 @@ export class QueueSubscription {
 
   /** Requeues every written delivery not acknowledged yet. */
   private requeueWritten(): void {
-    clearTimeout(this.receiptTimer);
-    this.receiptTimer = undefined;
+    receipts.delete(this);
     for (const delivery of this.written.splice(0)) delivery.requeue();
     this.writtenAt.length = 0;
   }
