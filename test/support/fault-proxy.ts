@@ -52,8 +52,10 @@ class Pipe {
     private readonly from: Socket,
     private readonly to: Socket,
     private readonly proxy: FaultProxy,
+    toTarget: boolean,
   ) {
     from.on('data', (chunk: Buffer) => {
+      if (toTarget) proxy.bytesToTarget += chunk.length;
       this.queue.push({ chunk, dueAt: Date.now() + proxy.delayMs });
       this.flush();
     });
@@ -112,7 +114,7 @@ class Pair {
     this.upstream = connect({ host: proxy.targetHost, port: proxy.targetPort });
     client.setNoDelay(true);
     this.upstream.setNoDelay(true);
-    this.pipes = [new Pipe(client, this.upstream, proxy), new Pipe(this.upstream, client, proxy)];
+    this.pipes = [new Pipe(client, this.upstream, proxy, true), new Pipe(this.upstream, client, proxy, false)];
     const onGone = (): void => {
       if (proxy.blackholed) this.closeHeld = true;
       else this.destroy();
@@ -163,6 +165,8 @@ export class FaultProxy {
   private readonly port: number;
   /** Connections accepted since the proxy started (refused ones included). */
   accepted = 0;
+  /** Bytes the clients sent towards the target since the proxy started. */
+  bytesToTarget = 0;
 
   constructor(options: FaultProxyOptions) {
     if (!['127.0.0.1', 'localhost', '::1'].includes(options.targetHost)) {

@@ -95,6 +95,8 @@ export interface BrokerStats {
   published: number;
   delivered: number;
   acked: number;
+  /** `basic.ack` frames sent for `acked` (one can settle many: see `AckBatch`). */
+  ackFrames: number;
   requeued: number;
   connectionsOpened: number;
   channelsOpened: number;
@@ -203,6 +205,7 @@ export function emptyStats(kind: BrokerKind): BrokerStats {
     published: 0,
     delivered: 0,
     acked: 0,
+    ackFrames: 0,
     requeued: 0,
     connectionsOpened: 0,
     channelsOpened: 0,

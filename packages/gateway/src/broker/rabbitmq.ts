@@ -22,6 +22,7 @@ import {
 } from '@warren/protocol';
 import { within } from '../deadline.js';
 import type { Logger } from '../logger.js';
+import { AckBatch } from './ack-batch.js';
 import {
   brokerTimeout,
   brokerUnavailable,
@@ -139,6 +140,11 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   /** Consumer channels by `<prefetch>:<shard>`. */
   private readonly consumeChannels = new Map<string, Promise<Channel>>();
   private readonly closedChannels = new WeakSet<Channel>();
+  /** Each consuming channel's acknowledgements (see `AckBatch`). */
+  private readonly acks = new WeakMap<Channel, AckBatch>();
+  /** Batches with acks asked for in this turn of the event loop. */
+  private readonly acksWanted = new Set<AckBatch>();
+  private acksScheduled = false;
   /** Declarations and bindings on their way to RabbitMQ, by what they do (see `settle`). */
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Channel openings that succeeded: no bound on waiting for them. */
@@ -379,7 +385,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       this.batchFrames();
       msg = await this.bounded(getting, 'basic.get', (late) => {
         // Arrived after the caller gave up: put it back.
-        if (late !== false && !this.closedChannels.has(ch)) ch.nack(late, false, true);
+        if (late !== false) this.delivery(ch, late).requeue();
       });
     } catch (err) {
       if ((err as { code?: number }).code === 404) throw new QueueNotFoundError(queue);
@@ -470,6 +476,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
     this.counters.delivered++;
     const ch = consumer.channel;
+    const batch = this.ackBatch(ch);
+    batch.register(msg.fields.deliveryTag);
     let acked = false;
     const entry: LogEntry = {
       offset: Number((msg.properties.headers as Record<string, unknown> | undefined)?.['x-stream-offset']),
@@ -480,13 +488,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         if (acked) return;
         acked = true;
         if (this.closedChannels.has(ch)) return;
-        try {
-          ch.ack(msg);
-          this.batchFrames();
-          this.counters.acked++;
-        } catch {
-          // The channel closed: nothing to settle on a stream.
-        }
+        this.counters.acked++;
+        this.ack(batch, msg.fields.deliveryTag);
       },
     };
     // Arrived between cancel() and the broker's cancel-ok: nothing to give back on a stream.
@@ -526,22 +529,25 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   private delivery(ch: Channel, msg: Message): Delivery {
+    const batch = this.ackBatch(ch);
+    const tag = msg.fields.deliveryTag;
+    batch.register(tag);
     let settled = false;
     const settle = (ack: boolean): void => {
       if (settled) return;
       settled = true;
       if (this.closedChannels.has(ch)) return; // the broker requeued it when the channel closed
-      try {
-        if (ack) {
-          ch.ack(msg);
+      if (ack) {
+        this.counters.acked++;
+        this.ack(batch, tag);
+      } else {
+        this.counters.requeued++;
+        try {
+          batch.nack(tag);
           this.batchFrames();
-          this.counters.acked++;
-        } else {
-          ch.nack(msg, false, true);
-          this.counters.requeued++;
+        } catch {
+          // Channel closed between the check and the call: same as above.
         }
-      } catch {
-        // Channel closed between the check and the call: same as above.
       }
     };
     return {
@@ -551,6 +557,49 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       ack: () => settle(true),
       requeue: () => settle(false),
     };
+  }
+
+  /** The acknowledgements of `ch`, which sends them (on a closed channel, nothing: the broker requeued). */
+  private ackBatch(ch: Channel): AckBatch {
+    let batch = this.acks.get(ch);
+    if (batch === undefined) {
+      const ref = { fields: { deliveryTag: 0 } } as Message;
+      const send = (tag: number, ack: boolean, multiple: boolean): void => {
+        if (this.closedChannels.has(ch)) return;
+        ref.fields.deliveryTag = tag;
+        try {
+          if (ack) ch.ack(ref, multiple);
+          else ch.nack(ref, false, true);
+        } catch {
+          // The channel closed meanwhile: the broker requeued what it had not settled.
+        }
+      };
+      batch = new AckBatch({ ack: (tag, multiple) => send(tag, true, multiple), nack: (tag) => send(tag, false, false) });
+      this.acks.set(ch, batch);
+    }
+    return batch;
+  }
+
+  /**
+   * Acknowledges `tag` at the end of this turn: the acks of a turn leave as
+   * few `basic.ack multiple` frames as their order allows (`AckBatch`).
+   */
+  private ack(batch: AckBatch, tag: number): void {
+    const frames = batch.frames;
+    if (batch.ack(tag)) this.acksWanted.add(batch);
+    this.counters.ackFrames += batch.frames - frames;
+    if (this.acksScheduled || this.acksWanted.size === 0) return;
+    this.acksScheduled = true;
+    process.nextTick(() => {
+      this.acksScheduled = false;
+      this.batchFrames();
+      for (const wanted of this.acksWanted) {
+        const before = wanted.frames;
+        wanted.flush();
+        this.counters.ackFrames += wanted.frames - before;
+      }
+      this.acksWanted.clear();
+    });
   }
 
   /**
