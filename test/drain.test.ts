@@ -443,7 +443,8 @@ describe('warren serve drains on SIGTERM (RabbitMQ, two gateways)', () => {
     assert.ok(buckets.size >= 5, `reconnects fall in at least 5 buckets: ${histogram.join(' ')}`);
     assert.ok(Math.max(...buckets.values()) <= N / 2, `no bucket holds more than half the clients: ${histogram.join(' ')}`);
     const last = Math.max(...clients.map((c) => c.reconnectAt! - killedAt));
-    assert.ok(last <= DELAY + SPREAD + 1000, `the last reconnect came ${last} ms after SIGTERM, within delay + spread`);
+    // Slack for timers that fire late on a loaded machine (the clients' own and A's): seen 1.2 s late at load 10 on 2 cores.
+    assert.ok(last <= DELAY + SPREAD + 2000, `the last reconnect came ${last} ms after SIGTERM, within delay + spread`);
     t.diagnostic(`test took ${Date.now() - began} ms`);
   });
 });
