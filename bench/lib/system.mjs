@@ -232,6 +232,9 @@ export async function startServer(kind, { amqpUrl, token, profileDir, profileNam
           // Every subscriber comes from 127.0.0.1: a budget of 120 new queues a minute would refuse most identified ones.
           '--queue-budget',
           '1000000',
+          // Stopping is outside every measured window: no 5 s for load balancers (there are none) at each of the run's ~30 stops.
+          '--drain-delay',
+          '0',
           ...extraArgs,
         ]
       : [...nodeArgs, 'bench/lib/node-ceiling.mjs'];
