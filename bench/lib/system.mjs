@@ -71,8 +71,13 @@ export class Management {
     this.auth = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
   }
 
-  /** Enables the management plugin (a no-op when it is on) and waits for its API. */
+  /** Enables the management plugin when its API does not answer (rabbitmq-plugins starts an Erlang VM: seconds) and waits for it. */
   async enable() {
+    if (await this.get('/api/overview', 1).then(
+      () => true,
+      () => false,
+    ))
+      return;
     try {
       execFileSync('rabbitmq-plugins', ['enable', 'rabbitmq_management'], { stdio: 'ignore', timeout: 60_000 });
     } catch {}
