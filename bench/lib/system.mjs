@@ -73,11 +73,11 @@ export class Management {
 
   /** Enables the management plugin when its API does not answer (rabbitmq-plugins starts an Erlang VM: seconds) and waits for it. */
   async enable() {
-    if (await this.get('/api/overview', 1).then(
+    const up = await this.get('/api/overview', 1).then(
       () => true,
       () => false,
-    ))
-      return;
+    );
+    if (up) return;
     try {
       execFileSync('rabbitmq-plugins', ['enable', 'rabbitmq_management'], { stdio: 'ignore', timeout: 60_000 });
     } catch {}
