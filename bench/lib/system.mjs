@@ -197,6 +197,38 @@ export function fileLimit() {
   }
 }
 
+/** The hard open-file limit (`ulimit -Hn`): as far as a Node process raises its own soft limit when it starts. */
+export function hardFileLimit() {
+  try {
+    const v = execFileSync('sh', ['-c', 'ulimit -Hn']).toString().trim();
+    return v === 'unlimited' ? Infinity : Number(v);
+  } catch {
+    return NaN;
+  }
+}
+
+/** The ephemeral ports loopback clients draw from: [low, high] of ip_local_port_range. */
+export function portRange() {
+  try {
+    return readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+/** TCP sockets in TIME_WAIT on this machine (IPv4 and IPv6), NaN when /proc/net/tcp cannot be read. */
+export function timeWaitSockets() {
+  let n = 0;
+  try {
+    for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+      for (const line of readFileSync(f, 'utf8').split('\n').slice(1)) if (line.split(/\s+/)[4] === '06') n++;
+    }
+    return n;
+  } catch {
+    return NaN;
+  }
+}
+
 export function machine() {
   const cpu = cpus();
   let os = '';
