@@ -405,8 +405,8 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
       `Anonymous connections, all open at once on one server process (\`warren serve\` without \`--workers\`; the Node ceiling), from ${cfg.workers} subscriber worker processes on loopback; then ${f0(cfg.connectionsMessages)} messages as fast as the confirms allow, each of which must reach every connection once and in order. Each connection holds a file descriptor in the server and one in a worker: Node raises its soft open-file limit to the hard one when it starts, and the harness needs ${f0(asked)} + 64 in the server process; below that it opens what fits and says so (EBENCH_NOFILE). Clients draw ports from ip_local_port_range (${conns[0].portRange?.join('–') ?? '?'}); sockets left in TIME_WAIT by earlier scenarios point at other server ports (each server listens on a fresh one), so they do not collide.`,
     );
     out.push('');
-    for (const r of conns) if (r.capped !== undefined) out.push(`- ${r.name}: ${r.capped}`);
-    if (conns.some((r) => r.capped !== undefined)) out.push('');
+    const capped = [...new Set(conns.map((r) => r.capped).filter(Boolean))];
+    for (const message of capped) out.push(`**Capped here:** ${message}`, '');
     out.push(
       '| Transport | Server | Opened / asked | Refused | Subscribed | Server fds | Connects/s | RSS before → open → after messages | Delivered | Lost / dup / ooo | Deliveries/s | Ratio to Node ceiling | p50 / p99 in the flood | Server CPU (open; flood) | RabbitMQ queues for the channel | TIME_WAIT before | Load after (1 / 5 min) |',
     );
@@ -498,7 +498,8 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   }
   const loggedRows = [...(li?.rows ?? []).flatMap(({ anon, id }) => [anon, id]), ...(storm === undefined ? [] : [storm])];
   if (li?.leftover > 0) notes.push(`${li.leftover} queues or streams of the logged-identified group were still on the broker at the end`);
-  for (const r of conns) if (r.capped !== undefined) notes.push(`${r.name}: ${r.capped}`);
+  const cappedRows = conns.filter((r) => r.capped !== undefined);
+  if (cappedRows.length > 0) notes.push(`${cappedRows.map((r) => r.name).join(', ')}: ${cappedRows[0].capped}`);
   for (const r of [...fan, ...results.idle, ...conns, ...loggedRows])
     if (r.gatewayStderr) notes.push(`${r.name}: the gateway wrote to stderr: \`${r.gatewayStderr.replace(/\s+/g, ' ').slice(0, 400)}\``);
   for (const r of fan) {
