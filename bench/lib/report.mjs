@@ -188,8 +188,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     r.error === undefined &&
     r.n === r.requested &&
     r.open.failed === 0 &&
-    isExact(r.delivery) &&
-    r.delivery.unique === r.delivery.expected;
+    (r.phases ?? [r.delivery]).every((p) => isExact(p) && p.unique === p.expected);
   const held = (r) =>
     r === undefined
       ? '—'
@@ -246,10 +245,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   const inexact = [
     ...warrenRows.flatMap((r) => [r.latency, r.throughput].filter(Boolean)),
     ...idleW.map((r) => r.delivery).filter(Boolean),
-    ...conns
-      .filter((r) => r.system === 'warren')
-      .map((r) => r.delivery)
-      .filter(Boolean),
+    ...conns.filter((r) => r.system === 'warren').flatMap((r) => r.phases ?? [r.delivery].filter(Boolean)),
     ...loggedPhases,
   ].filter((r) => !isExact(r));
   if (warrenRows.length + idleW.length + conns.length + loggedPhases.length > 0) {
@@ -402,20 +398,20 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     out.push(`## ${f0(asked)} connections on one process`);
     out.push('');
     out.push(
-      `Anonymous connections, all open at once on one server process (\`warren serve\` without \`--workers\`; the Node ceiling), from ${cfg.workers} subscriber worker processes on loopback; then ${f0(cfg.connectionsMessages)} messages as fast as the confirms allow, each of which must reach every connection once and in order. Each connection holds a file descriptor in the server and one in a worker: Node raises its soft open-file limit to the hard one when it starts, and the harness needs ${f0(asked)} + 64 in the server process; below that it opens what fits and says so (EBENCH_NOFILE). Clients draw ports from ip_local_port_range (${conns[0].portRange?.join('–') ?? '?'}); sockets left in TIME_WAIT by earlier scenarios point at other server ports (each server listens on a fresh one), so they do not collide.`,
+      `Anonymous connections, all open at once on one server process (\`warren serve\` without \`--workers\`; the Node ceiling), from ${cfg.workers} subscriber worker processes on loopback; then ${f0(cfg.connectionsMessages)} messages as fast as the confirms allow, each of which must reach every connection once and in order (${cfg.repeats ?? 1} such phase(s) on the same connections; the one with the median rate is shown, every rate beside it). Each connection holds a file descriptor in the server and one in a worker: Node raises its soft open-file limit to the hard one when it starts, and the harness needs ${f0(asked)} + 64 in the server process; below that it opens what fits and says so (EBENCH_NOFILE). Clients draw ports from ip_local_port_range (${conns[0].portRange?.join('–') ?? '?'}); sockets left in TIME_WAIT by earlier scenarios point at other server ports (each server listens on a fresh one), so they do not collide.`,
     );
     out.push('');
     const capped = [...new Set(conns.map((r) => r.capped).filter(Boolean))];
     for (const message of capped) out.push(`**Capped here:** ${message}`, '');
     out.push(
-      '| Transport | Server | Opened / asked | Refused | Subscribed | Server fds | Connects/s | RSS before → open → after messages | Delivered | Lost / dup / ooo | Deliveries/s | Ratio to Node ceiling | p50 / p99 in the flood | Server CPU (open; flood) | RabbitMQ queues for the channel | TIME_WAIT before | Load after (1 / 5 min) |',
+      '| Transport | Server | Opened / asked | Refused | Subscribed | Server fds | Connects/s | RSS before → open → after messages | Delivered | Lost / dup / ooo | Deliveries/s | Ratio to Node ceiling | Deliveries/s of each phase | p50 / p99 in the flood | Server CPU (open; flood) | RabbitMQ queues for the channel | TIME_WAIT before | Load after (1 / 5 min) |',
     );
-    out.push('|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|---|---:|---:|---|');
+    out.push('|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|---|---|---:|---:|---|');
     for (const r of conns) {
       const c = find(conns, { system: 'node', transport: r.transport });
       const d = r.delivery;
       out.push(
-        `| ${r.transport.toUpperCase()} | ${r.system === 'warren' ? 'Warren' : 'Node ceiling'}${r.error ? ` (error: ${r.error})` : ''} | ${f0(r.open?.opened)} / ${f0(r.requested)} | ${f0(r.open?.failed)}${r.open?.failed > 0 ? ` ${JSON.stringify(r.open.errors)}` : ''} | ${f0(r.subscribed)} | ${f0(r.fdsAfterOpen)} | ${f0(r.open?.connectsPerSec)} | ${f0(r.rssBeforeMiB)} → ${f0(r.rssAfterOpenMiB)} → ${f0(r.rssAfterMiB)} MiB | ${f0(d?.unique)}/${f0(d?.expected)} | ${exact(d)} | ${f0(d?.deliveriesPerSec)} | ${r.system === 'warren' ? ratio(d?.deliveriesPerSec, c?.delivery?.deliveriesPerSec) : '—'} | ${f1(d?.latency?.p50)} / ${f1(d?.latency?.p99)} ms | ${pct(r.open?.cpu?.server)}; ${pct(d?.cpu?.server)} | ${r.queuesForChannel ?? '—'} | ${f0(r.timeWaitBefore)} | ${r.loadAfter?.slice(0, 2).map(f2).join(' / ') ?? '—'} |`,
+        `| ${r.transport.toUpperCase()} | ${r.system === 'warren' ? 'Warren' : 'Node ceiling'}${r.error ? ` (error: ${r.error})` : ''} | ${f0(r.open?.opened)} / ${f0(r.requested)} | ${f0(r.open?.failed)}${r.open?.failed > 0 ? ` ${JSON.stringify(r.open.errors)}` : ''} | ${f0(r.subscribed)} | ${f0(r.fdsAfterOpen)} | ${f0(r.open?.connectsPerSec)} | ${f0(r.rssBeforeMiB)} → ${f0(r.rssAfterOpenMiB)} → ${f0(r.rssAfterMiB)} MiB | ${f0(d?.unique)}/${f0(d?.expected)} | ${exact(d)} | ${f0(d?.deliveriesPerSec)} | ${r.system === 'warren' ? ratio(d?.deliveriesPerSec, c?.delivery?.deliveriesPerSec) : '—'} | ${(r.deliveryRates ?? []).map(f0).join(', ')} | ${f1(d?.latency?.p50)} / ${f1(d?.latency?.p99)} ms | ${pct(r.open?.cpu?.server)}; ${pct(d?.cpu?.server)} | ${r.queuesForChannel ?? '—'} | ${f0(r.timeWaitBefore)} | ${r.loadAfter?.slice(0, 2).map(f2).join(' / ') ?? '—'} |`,
       );
     }
     out.push('');
