@@ -4,7 +4,7 @@
 // amqplib on the same queues), written to bench/results.md.
 //
 //   npm run bench                 the full run (about 20 minutes on 2 cores; must stay under 25)
-//   npm run bench -- --quick      tiny numbers, about 70 s (under 120 s): a smoke test
+//   npm run bench -- --quick      tiny numbers, about 60 s (under 120 s): a smoke test
 //   npm run bench -- --only connections   20,000 connections on one process (ulimit -Hn ≥ 20,064)
 //   npm run bench -- --help       every flag
 //
@@ -49,7 +49,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 process.chdir(ROOT);
 
 const FLAGS = {
-  quick: { type: 'boolean', default: false, help: 'tiny numbers (about 70 s, under 120 s): a smoke test' },
+  quick: { type: 'boolean', default: false, help: 'tiny numbers (about 60 s, under 120 s): a smoke test' },
   fanout: { type: 'string', help: 'subscriber counts of the throughput scenarios', full: '1000,5000', quickValue: '50,200' },
   messages: {
     type: 'string',
