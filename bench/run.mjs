@@ -3,8 +3,9 @@
 // a ceiling measured in the same run (a minimal Node fan-out server; raw
 // amqplib on the same queues), written to bench/results.md.
 //
-//   npm run bench                 the full run (about 10 minutes on 2 cores)
-//   npm run bench -- --quick      tiny numbers, under a minute: a smoke test
+//   npm run bench                 the full run (about 20 minutes on 2 cores; must stay under 25)
+//   npm run bench -- --quick      tiny numbers, about 60 s (under 120 s): a smoke test
+//   npm run bench -- --only connections   20,000 connections on one process (ulimit -Hn ≥ 20,064)
 //   npm run bench -- --help       every flag
 //
 // Subscribers live in worker processes apart from the server under test, on
@@ -31,6 +32,9 @@ import {
   listQueueNames,
   fileLimit,
   forkHelper,
+  hardFileLimit,
+  portRange,
+  timeWaitSockets,
   machine,
   Management,
   rssMiB,
@@ -45,7 +49,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 process.chdir(ROOT);
 
 const FLAGS = {
-  quick: { type: 'boolean', default: false, help: 'tiny numbers (under a minute): a smoke test' },
+  quick: { type: 'boolean', default: false, help: 'tiny numbers (about 60 s, under 120 s): a smoke test' },
   fanout: { type: 'string', help: 'subscriber counts of the throughput scenarios', full: '1000,5000', quickValue: '50,200' },
   messages: {
     type: 'string',
@@ -61,7 +65,7 @@ const FLAGS = {
   },
   'latency-subscribers': { type: 'string', help: 'subscribers of the latency phases', full: '1000', quickValue: '50' },
   'latency-rate': { type: 'string', help: 'messages per second of the latency phases', full: '10', quickValue: '10' },
-  'latency-seconds': { type: 'string', help: 'length of each latency phase', full: '15', quickValue: '2' },
+  'latency-seconds': { type: 'string', help: 'length of each latency phase', full: '15', quickValue: '1' },
   repeats: {
     type: 'string',
     help: 'throughput phases per anonymous and Node-ceiling scenario; the one with the median rate is reported (identified and RabbitMQ-ceiling scenarios run one: they are long)',
@@ -76,6 +80,18 @@ const FLAGS = {
   },
   'idle-connections': { type: 'string', help: 'connections of the idle-memory scenarios', full: '10000', quickValue: '300' },
   'idle-messages': { type: 'string', help: 'messages sent to every idle connection at the end', full: '20', quickValue: '5' },
+  connections: {
+    type: 'string',
+    help: 'anonymous connections one server process holds in the connections group (a gateway, then the Node ceiling; SSE, then WS); each needs a file descriptor in the server: a hard open-file limit below this plus 64 caps it, and the report says so',
+    full: '20000',
+    quickValue: '200',
+  },
+  'connections-messages': {
+    type: 'string',
+    help: 'messages sent to every connection of the connections group, as fast as confirms allow',
+    full: '20',
+    quickValue: '5',
+  },
   'churn-consumers': { type: 'string', help: 'known consumer ids of the reconnect scenario', full: '1000', quickValue: '60' },
   'churn-concurrency': { type: 'string', help: 'reconnect loops at once', full: '200', quickValue: '20' },
   'churn-seconds': { type: 'string', help: 'length of the reconnect scenario', full: '30', quickValue: '3' },
@@ -99,7 +115,7 @@ const FLAGS = {
   profile: { type: 'boolean', default: false, help: 'take the CPU profiles even with --quick' },
   only: {
     type: 'string',
-    help: 'comma-separated groups to run: throughput, idle, churn, longpoll, publish, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2), metrics (--metrics-port vs none) and logged (--log-routes vs none), and logged-identified (identified SSE on a logged channel against anonymous fan-out; a reconnect storm with Last-Event-ID)',
+    help: 'comma-separated groups to run: throughput, idle, connections, churn, longpoll, publish, profile; and, only when named, the A/B groups workers (warren serve --workers 1 vs 2), metrics (--metrics-port vs none) and logged (--log-routes vs none), and logged-identified (identified SSE on a logged channel against anonymous fan-out; a reconnect storm with Last-Event-ID)',
   },
   'publish-messages': {
     type: 'string',
@@ -194,6 +210,8 @@ const cfg = {
   repeats: num('repeats'),
   idleConnections: num('idle-connections'),
   idleMessages: num('idle-messages'),
+  connections: num('connections'),
+  connectionsMessages: num('connections-messages'),
   churnConsumers: num('churn-consumers'),
   churnConcurrency: num('churn-concurrency'),
   churnSeconds: num('churn-seconds'),
@@ -224,7 +242,7 @@ const cfg = {
 const persistent = cfg.persistent;
 /** The k-th value of a per-size list, or its last one. */
 const nth = (xs, k) => xs[Math.min(k, xs.length - 1)];
-const groups = new Set((flags.only ?? 'throughput,idle,churn,longpoll,publish,profile').split(','));
+const groups = new Set((flags.only ?? 'throughput,idle,connections,churn,longpoll,publish,profile').split(','));
 if (!cfg.profile) groups.delete('profile');
 const outPath = flags.out ?? (quick ? 'bench/results-quick.md' : 'bench/results.md');
 const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
@@ -248,7 +266,8 @@ const WATCHDOG_MS = quick ? 180_000 : 40 * 60_000;
 
 /** A pause: `fullMs` in the full run, `quickMs` with --quick. */
 const pause = (fullMs, quickMs) => sleep(quick ? quickMs : fullMs);
-const quiet = (beam) => waitRabbitQuiet(beam, 0.15, quick ? 3000 : 30_000, quick ? 300 : 1000);
+// A quick run's figures are not judged: it does not wait for a broker that others share to be quiet.
+const quiet = (beam) => (quick ? Promise.resolve() : waitRabbitQuiet(beam, 0.15, 30_000, 1000));
 const log = (...args) => process.stdout.write(`[bench ${(performance.now() / 1000).toFixed(0).padStart(4)} s] ${args.join(' ')}\n`);
 const mgmt = new Management();
 const started = new Date();
@@ -451,6 +470,7 @@ async function cleanupQueues() {
 const results = {
   fanout: [],
   idle: [],
+  connections: [],
   churn: undefined,
   longPoll: undefined,
   profiles: [],
@@ -745,6 +765,108 @@ async function idleScenario({ system, transport, n }) {
     await cleanupQueues();
   }
   return row;
+}
+
+/** File descriptors a server process holds besides its connections (about 22 here: stdio, epoll, libuv, AMQP, listeners). */
+const FD_HEADROOM = 64;
+
+/** How many connections one server process can hold under the hard open-file limit `limit` (Node raises its soft limit to the hard one). */
+const connectionsAllowed = (limit) => (Number.isFinite(limit) ? limit - FD_HEADROOM : Infinity);
+
+/** The stable message of a connections scenario capped by the open-file limit. */
+const fileLimitMessage = (n, limit) =>
+  `EBENCH_NOFILE: ${n} connections on one process need an open-file limit of at least ${n + FD_HEADROOM}; the hard limit here is ${limit}, so ${connectionsAllowed(limit)} were opened. Raise it where the run starts (as root with CAP_SYS_RESOURCE: ulimit -Hn 65536; systemd: LimitNOFILE=65536; docker run --ulimit nofile=65536:65536)`;
+
+/**
+ * Many connections on one server process (issue 17): N anonymous SSE or WS
+ * connections on one `warren serve` (one process, no --workers) or the Node
+ * ceiling, all open at once; none may be refused; then messages as fast as
+ * the confirms allow, each of which must reach every connection, once and in
+ * order. The server's file descriptors, RSS and CPU beside the deliveries.
+ */
+async function connectionsScenario({ system, transport, n: requested }) {
+  const limit = hardFileLimit();
+  const n = Math.min(requested, connectionsAllowed(limit));
+  const name = `conns-${system}-${transport}-${requested}`;
+  const channel = `/bench-${RUN}-${name}`;
+  const beam = beamPid();
+  const row = { name, system, transport, requested, n, fileLimit: limit };
+  let server;
+  let publisher;
+  log(`${name}: start`);
+  if (n < requested) {
+    row.capped = fileLimitMessage(requested, limit);
+    log(`${name}: ${row.capped}`);
+  }
+  await quiet(beam);
+  try {
+    // Loopback clients take ports from ip_local_port_range; those still in TIME_WAIT from earlier scenarios point at other server ports.
+    row.timeWaitBefore = timeWaitSockets();
+    row.portRange = portRange();
+    server = system === 'warren' ? await startWarren() : await startNode();
+    await pause(500, 200);
+    row.rssBeforeMiB = rssMiB(server.pid);
+    row.fdsBefore = openFiles(server.pid);
+    const stopCpu = cpuMeter([beam, server.pid]);
+    row.open = await openSubscribers(server, { transport, path: channel, n });
+    row.subscribed = await waitStreams(server, row.open.opened, { identified: false, transport }, quick ? 10_000 : 60_000);
+    const cpu = stopCpu();
+    row.open.cpu = { rabbit: cpu[0].cores, server: cpu[1].cores };
+    row.fdsAfterOpen = openFiles(server.pid);
+    log(
+      `${name}: ${row.open.opened}/${n} open in ${(row.open.ms / 1000).toFixed(1)} s (${row.open.connectsPerSec.toFixed(0)}/s), ${row.subscribed} subscribed, ${row.fdsAfterOpen} fds; ${row.timeWaitBefore} sockets in TIME_WAIT before${row.open.failed > 0 ? `; failures ${JSON.stringify(row.open.errors)}` : ''}`,
+    );
+    await pause(1000, 200);
+    row.rssAfterOpenMiB = rssMiB(server.pid);
+    publisher = system === 'node' ? await FeedPublisher.connect(server.feedPort) : await AmqpPublisher.connect(AMQP, { persistent });
+    // --repeats phases on the same connections (one phase of a few seconds varies by ±20% here); the median rate stands.
+    const phases = [];
+    for (let k = 0; k < cfg.repeats; k++) {
+      const phase = await runPhase({
+        targets: workers,
+        publisher,
+        channel,
+        m: cfg.connectionsMessages,
+        server,
+        beam,
+        subscribers: row.open.opened,
+      });
+      phases.push(phase);
+      log(`${name}: run ${k + 1}/${cfg.repeats}: ${phase.deliveriesPerSec.toFixed(0)} deliveries/s (${phase.unique}/${phase.expected})`);
+    }
+    row.delivery = [...phases].sort((x, y) => x.deliveriesPerSec - y.deliveriesPerSec)[Math.floor((phases.length - 1) / 2)];
+    row.deliveryRates = phases.map((p) => p.deliveriesPerSec);
+    row.phases = phases.map((p) => ({ unique: p.unique, expected: p.expected, lost: p.lost, dup: p.dup, ooo: p.ooo, drops: p.drops }));
+    row.rssAfterMiB = rssMiB(server.pid);
+    if (system === 'warren') row.queuesForChannel = (await mgmt.queueNames(channel)).length;
+    const d = row.delivery;
+    log(
+      `${name}: median run ${d.unique}/${n * cfg.connectionsMessages} delivered, ${d.deliveriesPerSec.toFixed(0)} deliveries/s, p99 ${d.latency.p99.toFixed(1)} ms, lost ${d.lost} dup ${d.dup} ooo ${d.ooo} drops ${d.drops}; server RSS ${row.rssAfterMiB.toFixed(0)} MiB, CPU ${pctLog(d.cpu.server)}; load ${loadavg()[0].toFixed(2)}`,
+    );
+  } catch (err) {
+    row.error = err.message;
+    results.errors.push(`${name}: ${err.message}`);
+    log(`${name}: FAILED ${err.message}`);
+  } finally {
+    await publisher?.close();
+    if (server !== undefined) {
+      await closeSubscribers().catch(() => undefined);
+      await stopServer(server);
+      if (server.kind === 'warren' && /error/i.test(server.stderr())) row.gatewayStderr = server.stderr().slice(-1500);
+    }
+    await cleanupQueues();
+  }
+  row.loadAfter = loadavg();
+  return row;
+}
+
+/** Open file descriptors of a process (NaN when it is gone). */
+function openFiles(pid) {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return NaN;
+  }
 }
 
 /** Known identified consumers reconnecting SSE streams as fast as they can for a while. */
@@ -1385,9 +1507,10 @@ async function main() {
     tcpTwReuse: readFileSync('/proc/sys/net/ipv4/tcp_tw_reuse', 'utf8').trim(),
     rabbitMemStartMiB: (await mgmt.node()).memUsedMiB,
   };
-  // Each worker and the server must hold their share of the idle connections.
-  const perWorker = Math.ceil(cfg.idleConnections / cfg.workers);
-  if (Number.isFinite(limit) && perWorker + 200 > limit) cfg.workers = Math.ceil(cfg.idleConnections / (limit - 200));
+  // Each worker and the server must hold their share of the idle connections (and of the connections group's).
+  const most = Math.max(cfg.idleConnections, groups.has('connections') ? cfg.connections : 0);
+  const perWorker = Math.ceil(most / cfg.workers);
+  if (Number.isFinite(limit) && perWorker + 200 > limit) cfg.workers = Math.ceil(most / (limit - 200));
   if (Number.isFinite(limit) && cfg.idleConnections + 500 > limit) {
     log(`open-file limit ${limit}: idle connections capped at ${limit - 500}`);
     cfg.idleConnections = limit - 500;
@@ -1431,6 +1554,16 @@ async function main() {
       ['node', 'ws'],
     ]) {
       results.idle.push(await idleScenario({ system, transport, n: cfg.idleConnections }));
+    }
+  }
+  if (groups.has('connections')) {
+    for (const [system, transport] of [
+      ['warren', 'sse'],
+      ['node', 'sse'],
+      ['warren', 'ws'],
+      ['node', 'ws'],
+    ]) {
+      results.connections.push(await connectionsScenario({ system, transport, n: cfg.connections }));
     }
   }
   for (const group of Object.keys(AB_GROUPS)) if (groups.has(group)) await abGroup(group);

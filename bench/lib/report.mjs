@@ -181,6 +181,40 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
       false,
     );
   }
+  // Many connections on one process (issue 17), the Node ceiling's beside.
+  const conns = results.connections ?? [];
+  const connsOk = (r) =>
+    r !== undefined &&
+    r.error === undefined &&
+    r.n === r.requested &&
+    r.open.failed === 0 &&
+    (r.phases ?? [r.delivery]).every((p) => isExact(p) && p.unique === p.expected);
+  const held = (r) =>
+    r === undefined
+      ? '—'
+      : r.error !== undefined
+        ? `error: ${r.error}`
+        : `${f0(r.open.failed)} refused, ${f0(r.delivery.drops)} dropped, ${f0(r.delivery.unique)}/${f0(r.open.opened * r.delivery.m)} delivered`;
+  for (const transport of ['sse', 'ws']) {
+    const w = find(conns, { system: 'warren', transport });
+    const c = find(conns, { system: 'node', transport });
+    if (w === undefined) continue;
+    const T = transport.toUpperCase();
+    targets.push([
+      `${f0(w.requested)} concurrent anonymous ${T} connections on one gateway process: none refused or dropped, every message delivered`,
+      `${w.n < w.requested ? `**only ${f0(w.n)} opened**: the hard open-file limit is ${f0(w.fileLimit)} (EBENCH_NOFILE, below); ` : ''}${held(w)}; Node ceiling: ${held(c)}`,
+      'all',
+      pass(connsOk(w)),
+    ]);
+    ratioTarget(
+      `Anonymous ${transport === 'sse' ? 'SSE' : 'WebSocket'} fan-out ÷ Node ceiling, ${f0(w.n)} connections on one process (deliveries/s)`,
+      w,
+      c,
+      (a, b) => [a.delivery?.deliveriesPerSec, b.delivery?.deliveriesPerSec],
+      0.8,
+      true,
+    );
+  }
   const li = results.loggedIdentified;
   for (const { S, anon, id } of li?.rows ?? []) {
     ratioTarget(
@@ -211,9 +245,10 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   const inexact = [
     ...warrenRows.flatMap((r) => [r.latency, r.throughput].filter(Boolean)),
     ...idleW.map((r) => r.delivery).filter(Boolean),
+    ...conns.filter((r) => r.system === 'warren').flatMap((r) => r.phases ?? [r.delivery].filter(Boolean)),
     ...loggedPhases,
   ].filter((r) => !isExact(r));
-  if (warrenRows.length + idleW.length + loggedPhases.length > 0) {
+  if (warrenRows.length + idleW.length + conns.length + loggedPhases.length > 0) {
     targets.push([
       'Every Warren stream scenario: nothing lost, duplicated or out of order',
       inexact.length === 0 ? 'exact' : `${inexact.length} phase(s) inexact (see tables)`,
@@ -357,6 +392,31 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     out.push('');
   }
 
+  // ---- many connections on one process
+  if (conns.length > 0) {
+    const asked = Math.max(...conns.map((r) => r.requested));
+    out.push(`## ${f0(asked)} connections on one process`);
+    out.push('');
+    out.push(
+      `Anonymous connections, all open at once on one server process (\`warren serve\` without \`--workers\`; the Node ceiling), from ${cfg.workers} subscriber worker processes on loopback; then ${f0(cfg.connectionsMessages)} messages as fast as the confirms allow, each of which must reach every connection once and in order (${cfg.repeats ?? 1} such phase(s) on the same connections; the one with the median rate is shown, every rate beside it). Each connection holds a file descriptor in the server and one in a worker: Node raises its soft open-file limit to the hard one when it starts, and the harness needs ${f0(asked)} + 64 in the server process; below that it opens what fits and says so (EBENCH_NOFILE). Clients draw ports from ip_local_port_range (${conns[0].portRange?.join('–') ?? '?'}); sockets left in TIME_WAIT by earlier scenarios point at other server ports (each server listens on a fresh one), so they do not collide.`,
+    );
+    out.push('');
+    const capped = [...new Set(conns.map((r) => r.capped).filter(Boolean))];
+    for (const message of capped) out.push(`**Capped here:** ${message}`, '');
+    out.push(
+      '| Transport | Server | Opened / asked | Refused | Subscribed | Server fds | Connects/s | RSS before → open → after messages | Delivered | Lost / dup / ooo | Deliveries/s | Ratio to Node ceiling | Deliveries/s of each phase | p50 / p99 in the flood | Server CPU (open; flood) | RabbitMQ queues for the channel | TIME_WAIT before | Load after (1 / 5 min) |',
+    );
+    out.push('|---|---|---:|---:|---:|---:|---:|---|---:|---|---:|---:|---|---|---|---:|---:|---|');
+    for (const r of conns) {
+      const c = find(conns, { system: 'node', transport: r.transport });
+      const d = r.delivery;
+      out.push(
+        `| ${r.transport.toUpperCase()} | ${r.system === 'warren' ? 'Warren' : 'Node ceiling'}${r.error ? ` (error: ${r.error})` : ''} | ${f0(r.open?.opened)} / ${f0(r.requested)} | ${f0(r.open?.failed)}${r.open?.failed > 0 ? ` ${JSON.stringify(r.open.errors)}` : ''} | ${f0(r.subscribed)} | ${f0(r.fdsAfterOpen)} | ${f0(r.open?.connectsPerSec)} | ${f0(r.rssBeforeMiB)} → ${f0(r.rssAfterOpenMiB)} → ${f0(r.rssAfterMiB)} MiB | ${f0(d?.unique)}/${f0(d?.expected)} | ${exact(d)} | ${f0(d?.deliveriesPerSec)} | ${r.system === 'warren' ? ratio(d?.deliveriesPerSec, c?.delivery?.deliveriesPerSec) : '—'} | ${(r.deliveryRates ?? []).map(f0).join(', ')} | ${f1(d?.latency?.p50)} / ${f1(d?.latency?.p99)} ms | ${pct(r.open?.cpu?.server)}; ${pct(d?.cpu?.server)} | ${r.queuesForChannel ?? '—'} | ${f0(r.timeWaitBefore)} | ${r.loadAfter?.slice(0, 2).map(f2).join(' / ') ?? '—'} |`,
+      );
+    }
+    out.push('');
+  }
+
   // ---- churn
   if (churn !== undefined) {
     out.push('## Reconnect churn (identified SSE)');
@@ -434,7 +494,9 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   }
   const loggedRows = [...(li?.rows ?? []).flatMap(({ anon, id }) => [anon, id]), ...(storm === undefined ? [] : [storm])];
   if (li?.leftover > 0) notes.push(`${li.leftover} queues or streams of the logged-identified group were still on the broker at the end`);
-  for (const r of [...fan, ...results.idle, ...loggedRows])
+  const cappedRows = conns.filter((r) => r.capped !== undefined);
+  if (cappedRows.length > 0) notes.push(`${cappedRows.map((r) => r.name).join(', ')}: ${cappedRows[0].capped}`);
+  for (const r of [...fan, ...results.idle, ...conns, ...loggedRows])
     if (r.gatewayStderr) notes.push(`${r.name}: the gateway wrote to stderr: \`${r.gatewayStderr.replace(/\s+/g, ' ').slice(0, 400)}\``);
   for (const r of fan) {
     for (const phase of [r.latency, r.throughput]) {
@@ -444,7 +506,7 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
     }
   }
   const busy = [];
-  for (const r of [...fan, ...results.idle]) {
+  for (const r of [...fan, ...results.idle, ...conns]) {
     for (const phase of [r.latency, r.throughput, r.delivery]) if (phase?.cpu?.other > 0.15) busy.push(`${r.name} ${pct(phase.cpu.other)}`);
   }
   for (const r of [churn, lp]) if (r?.cpu?.other > 0.15) busy.push(`${r.name} ${pct(r.cpu.other)}`);
@@ -455,7 +517,9 @@ export function writeResults(path, { env, cfg, command, started, elapsedS, quick
   out.push(notes.length === 0 ? 'None: no errors, no stray messages, no queue left behind.' : notes.map((n) => `- ${n}`).join('\n'));
   out.push('');
   writeFileSync(path, out.join('\n'));
-  const refused = results.idle.some((r) => r.open?.failed > 0 || (r.queuesForChannel !== undefined && r.queuesForChannel !== 1));
+  const refused = [...results.idle, ...conns.filter((r) => r.system === 'warren')].some(
+    (r) => r.open?.failed > 0 || (r.queuesForChannel !== undefined && r.queuesForChannel !== 1),
+  );
   const correct =
     results.errors.length === 0 &&
     (results.ab ?? []).every(({ row }) => row.throughput === undefined || isExact(row.throughput)) &&

@@ -71,8 +71,13 @@ export class Management {
     this.auth = `Basic ${Buffer.from(`${user}:${pass}`).toString('base64')}`;
   }
 
-  /** Enables the management plugin (a no-op when it is on) and waits for its API. */
+  /** Enables the management plugin when its API does not answer (rabbitmq-plugins starts an Erlang VM: seconds) and waits for it. */
   async enable() {
+    const up = await this.get('/api/overview', 1).then(
+      () => true,
+      () => false,
+    );
+    if (up) return;
     try {
       execFileSync('rabbitmq-plugins', ['enable', 'rabbitmq_management'], { stdio: 'ignore', timeout: 60_000 });
     } catch {}
@@ -192,6 +197,38 @@ export function fileLimit() {
   }
 }
 
+/** The hard open-file limit (`ulimit -Hn`): as far as a Node process raises its own soft limit when it starts. */
+export function hardFileLimit() {
+  try {
+    const v = execFileSync('sh', ['-c', 'ulimit -Hn']).toString().trim();
+    return v === 'unlimited' ? Infinity : Number(v);
+  } catch {
+    return NaN;
+  }
+}
+
+/** The ephemeral ports loopback clients draw from: [low, high] of ip_local_port_range. */
+export function portRange() {
+  try {
+    return readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+/** TCP sockets in TIME_WAIT on this machine (IPv4 and IPv6), NaN when /proc/net/tcp cannot be read. */
+export function timeWaitSockets() {
+  let n = 0;
+  try {
+    for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+      for (const line of readFileSync(f, 'utf8').split('\n').slice(1)) if (line.split(/\s+/)[4] === '06') n++;
+    }
+    return n;
+  } catch {
+    return NaN;
+  }
+}
+
 export function machine() {
   const cpu = cpus();
   let os = '';
@@ -232,6 +269,9 @@ export async function startServer(kind, { amqpUrl, token, profileDir, profileNam
           // Every subscriber comes from 127.0.0.1: a budget of 120 new queues a minute would refuse most identified ones.
           '--queue-budget',
           '1000000',
+          // Stopping is outside every measured window: no 5 s for load balancers (there are none) at each of the run's ~30 stops.
+          '--drain-delay',
+          '0',
           ...extraArgs,
         ]
       : [...nodeArgs, 'bench/lib/node-ceiling.mjs'];
