@@ -123,13 +123,17 @@ for (const kind of BROKERS) {
         assert.equal(jsonError(res.body).code, 'INVALID_PATTERN', path);
       }
       const outside = `/${unique('elsewhere')}/*`;
-      const res = await rawRequest(gw.url, `${outside}?token=${token([`${outside.slice(0, -2)}/*`])}`, { headers: { accept: 'text/event-stream' } });
+      const res = await rawRequest(gw.url, `${outside}?token=${token([`${outside.slice(0, -2)}/*`])}`, {
+        headers: { accept: 'text/event-stream' },
+      });
       assert.equal(res.status, 403);
       assert.equal(jsonError(res.body).code, 'WILDCARD_NOT_ALLOWED');
       const poll = await rawRequest(gw.url, `${root}/*?token=${token([`${root}/*`])}`);
       assert.equal(poll.status, 400);
       assert.equal(jsonError(poll.body).code, 'WILDCARD_NOT_SUPPORTED');
-      const history = await rawRequest(gw.url, `${root}/*?history=5&token=${token([`${root}/*`])}`, { headers: { accept: 'text/event-stream' } });
+      const history = await rawRequest(gw.url, `${root}/*?history=5&token=${token([`${root}/*`])}`, {
+        headers: { accept: 'text/event-stream' },
+      });
       assert.equal(history.status, 400);
       assert.equal(jsonError(history.body).code, 'WILDCARD_NOT_SUPPORTED');
       const { ws, frames: got } = await openSocket(`${gw.url.replace('http', 'ws')}/_warren/ws?token=${token([`${root}/*`])}`);

@@ -539,7 +539,8 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     default: 30 * SECOND,
     min: 0,
     max: 3600 * SECOND,
-    description: "How long a gateway process's wildcard queue outlives its last pattern subscriber (while it exists, every publish is routed).",
+    description:
+      "How long a gateway process's wildcard queue outlives its last pattern subscriber (while it exists, every publish is routed).",
   },
   {
     key: 'auditRoutes',

@@ -44,6 +44,9 @@ export class WildcardRoutes {
  */
 export function refusePattern(channel: string, where: string): void {
   if (isPattern(channel)) {
-    throw new WarrenError('WILDCARD_NOT_SUPPORTED', `${where} takes a channel, not a wildcard pattern; subscribe to patterns with SSE or a warren.v1 WebSocket`);
+    throw new WarrenError(
+      'WILDCARD_NOT_SUPPORTED',
+      `${where} takes a channel, not a wildcard pattern; subscribe to patterns with SSE or a warren.v1 WebSocket`,
+    );
   }
 }

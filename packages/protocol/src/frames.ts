@@ -219,7 +219,15 @@ export const CLIENT_FRAMES: FrameFields<ClientFrame> = {
 
 /** Every server frame type and its fields, checked against {@link ServerFrame}. */
 export const SERVER_FRAMES: FrameFields<ServerFrame> = {
-  message: { channel: 'required', pattern: 'optional', id: 'required', event: 'optional', contentType: 'required', data: 'required', encoding: 'optional' },
+  message: {
+    channel: 'required',
+    pattern: 'optional',
+    id: 'required',
+    event: 'optional',
+    contentType: 'required',
+    data: 'required',
+    encoding: 'optional',
+  },
   gap: { channel: 'required', id: 'required', reason: 'required' },
   reset: { channel: 'required', id: 'required', reason: 'required' },
   subscribed: { channel: 'required' },

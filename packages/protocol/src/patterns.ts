@@ -37,7 +37,8 @@ export function parseChannelPattern(input: unknown): ChannelPattern {
   if (typeof input !== 'string') return fail('not a string');
   if (input.length > MAX_CHANNEL_LENGTH) return fail(`longer than ${MAX_CHANNEL_LENGTH} characters`);
   const depth = input.endsWith('/**') ? 'any' : input.endsWith('/*') ? 'one' : undefined;
-  if (depth === undefined) return fail('the wildcard must be the whole last segment: "/stocks/*" (one segment) or "/stocks/**" (any depth)');
+  if (depth === undefined)
+    return fail('the wildcard must be the whole last segment: "/stocks/*" (one segment) or "/stocks/**" (any depth)');
   const base = input.slice(0, input.length - (depth === 'any' ? 3 : 2));
   if (base.includes('*')) return fail('only the last segment may be a wildcard');
   if (!isChannel(base)) return fail(`"${base}" before the wildcard is not a valid channel`);

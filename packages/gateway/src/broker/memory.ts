@@ -166,7 +166,8 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     if (queues === undefined && this.catchAll.size === 0) return logs !== undefined;
     const seq = ++this.seq;
     for (const queue of queues ?? []) queue.enqueue({ seq, message, channel, redelivered: false }, channel);
-    for (const queue of this.catchAll) if (queues?.has(queue) !== true) queue.enqueue({ seq, message, channel, redelivered: false }, channel);
+    for (const queue of this.catchAll)
+      if (queues?.has(queue) !== true) queue.enqueue({ seq, message, channel, redelivered: false }, channel);
     return true;
   }
 

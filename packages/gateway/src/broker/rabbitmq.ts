@@ -820,7 +820,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.attempt++;
     clearTimeout(this.reconnectTimer);
     // An ExchangeTypeError there was logged, and leaves the broker closed.
-    this.reconnectTimer = setTimeout(() => this.connect().catch(() => undefined), delay);
+    this.reconnectTimer = setTimeout(() => void this.connect().catch(() => undefined), delay);
     this.reconnectTimer.unref();
   }
 

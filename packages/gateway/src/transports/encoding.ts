@@ -89,5 +89,8 @@ export function messageFrameBytes(channel: string, message: WarrenMessage, patte
  */
 export function patternSseEventBytes(channel: string, message: WarrenMessage, pattern: string): Buffer {
   const frame = messageFrameBytes(channel, message, pattern);
-  return Buffer.from(encodeSseData(frame.toString('utf8'), { id: message.id, ...(message.event === undefined ? {} : { event: message.event }) }), 'utf8');
+  return Buffer.from(
+    encodeSseData(frame.toString('utf8'), { id: message.id, ...(message.event === undefined ? {} : { event: message.event }) }),
+    'utf8',
+  );
 }
