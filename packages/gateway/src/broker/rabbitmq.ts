@@ -766,7 +766,10 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         await this.bounded(check(ch), what);
       } catch (err) {
         const code = (err as { code?: number }).code;
-        if (err instanceof WarrenError || (code !== 404 && code !== 406)) throw err;
+        if (err instanceof WarrenError) throw err;
+        if (code !== 404 && code !== 406) {
+          throw new Error(`cannot use exchange "${exchange}" as a durable ${type} exchange: ${(err as Error).message}`);
+        }
         return code;
       }
       await this.bounded(ch.close(), 'channel.close');
