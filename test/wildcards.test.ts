@@ -14,7 +14,9 @@ import {
   rawRequest,
   readSse,
   requireRabbit,
+  spawnServe,
   startGateway,
+  TOKEN,
   unique,
   until,
   type SseReader,
@@ -193,12 +195,12 @@ for (const kind of BROKERS) {
 describe('wildcard subscriptions on RabbitMQ across processes and exchanges', () => {
   before(() => requireRabbit());
 
-  it('two gateways on one RabbitMQ each deliver to their own pattern subscribers', async () => {
+  it('two gateway processes on one RabbitMQ each deliver to their own pattern subscribers', async () => {
     const exchange = unique('wildcards-two-');
     const root = `/${unique('two')}`;
-    const options = { exchange, wildcardRoutes: `${root}/` };
-    const a = await startGateway('rabbitmq', options);
-    const b = await startGateway('rabbitmq', options);
+    const args = ['--amqp-url', AMQP_URL, '--exchange', exchange, '--wildcard-routes', `${root}/`, '--publish-token', TOKEN];
+    const a = await spawnServe(args);
+    const b = await spawnServe(args);
     try {
       const ra = readSse(a.url, `${root}/*`);
       const rb = readSse(b.url, `${root}/**`);
@@ -216,12 +218,16 @@ describe('wildcard subscriptions on RabbitMQ across processes and exchanges', ()
         frames(rb).map((f) => f.channel),
         [`${root}/x`, `${root}/y/z`],
       );
-      assert.notEqual(a.gateway.stats().wildcard, undefined);
+      // Each process has its own subscriber (and its own wildcard queue).
+      for (const gw of [a, b]) {
+        const stats = await rawRequest(gw.url, '/_warren/stats', { headers: { authorization: `Bearer ${TOKEN}` } });
+        assert.equal((JSON.parse(stats.body) as { wildcard: { subscribers: number } }).wildcard.subscribers, 1);
+      }
       ra.close();
       rb.close();
     } finally {
-      await a.close();
-      await b.close();
+      await a.stop();
+      await b.stop();
       await deleteExchange(exchange);
     }
   });
