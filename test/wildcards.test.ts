@@ -3,7 +3,9 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqp from 'amqplib';
 import { SignJWT } from 'jose';
+import { EventSource } from 'eventsource';
 import { WebSocket } from 'ws';
+import { WarrenClient, type WarrenClientError, type WarrenMessage } from '@warren/client';
 import { Producer, signChannelToken } from '@warren/producer';
 import { wildcardQueueName } from '@warren/protocol';
 import {
@@ -277,6 +279,55 @@ describe('wildcard subscriptions on RabbitMQ across processes and exchanges', ()
       await plain.close();
       await wild.close();
       await deleteExchange(exchange);
+    }
+  });
+});
+
+describe('the browser client subscribes to patterns', () => {
+  let gw: TestGateway;
+  const root = `/${unique('client')}`;
+  before(async () => {
+    gw = await startGateway('memory', { wildcardRoutes: `${root}/` });
+  });
+  after(() => gw.close());
+
+  for (const transport of ['websocket', 'sse'] as const) {
+    it(`over ${transport}: each message names its channel and the pattern it came through`, async () => {
+      const client = new WarrenClient({ url: gw.url, transports: [transport], WebSocket, EventSource, fetch, storage: null });
+      const got: WarrenMessage[] = [];
+      try {
+        client.subscribe(`${root}/*`, (message) => got.push(message));
+        await until(() => client.transport === transport && gw.gateway.stats().wildcard?.subscribers === 1, 'the pattern stream');
+        await publishAll(gw, [`${root}/a`, `${root}/a/b`, `${root}/b`], transport);
+        await until(() => got.length >= 2, 'two messages');
+        await sleep(200);
+        assert.deepEqual(
+          got.map((m) => [m.channel, m.pattern, m.data, m.transport]),
+          [
+            [`${root}/a`, `${root}/*`, `${transport}${root}/a`, transport],
+            [`${root}/b`, `${root}/*`, `${transport}${root}/b`, transport],
+          ],
+        );
+      } finally {
+        client.close();
+      }
+    });
+  }
+
+  it('refuses a malformed pattern, and says long-poll cannot read one', async () => {
+    const client = new WarrenClient({ url: gw.url, transports: ['long-poll'], fetch, storage: null });
+    const errors: WarrenClientError[] = [];
+    client.on('error', (error) => errors.push(error));
+    try {
+      assert.throws(
+        () => client.subscribe(`${root}/a*`, () => undefined),
+        (err: WarrenClientError) => err.code === 'INVALID_PATTERN',
+      );
+      client.subscribe(`${root}/*`, () => undefined);
+      await until(() => errors.length >= 1, 'the error');
+      assert.equal(errors[0]!.code, 'WILDCARD_NOT_SUPPORTED');
+    } finally {
+      client.close();
     }
   });
 });
