@@ -331,3 +331,28 @@ describe('the browser client subscribes to patterns', () => {
     }
   });
 });
+
+describe('wildcard patterns count against --max-queues', () => {
+  it('a process holds at most --max-queues patterns with subscribers; one freed makes room', async () => {
+    const root = `/${unique('cap')}`;
+    const gw = await startGateway('memory', { wildcardRoutes: `${root}/`, maxQueues: 1 });
+    try {
+      const first = readSse(gw.url, `${root}/*`);
+      assert.equal(await first.status, 200);
+      const again = readSse(gw.url, `${root}/*`);
+      assert.equal(await again.status, 200, 'the same pattern costs nothing more');
+      const second = readSse(gw.url, `${root}/**`);
+      const status = await second.status;
+      second.close();
+      assert.equal(status, 503);
+      first.close();
+      again.close();
+      await until(() => gw.gateway.stats().wildcard?.patterns === 0, 'the pattern to be forgotten');
+      const third = readSse(gw.url, `${root}/**`);
+      assert.equal(await third.status, 200);
+      third.close();
+    } finally {
+      await gw.close();
+    }
+  });
+});

@@ -180,8 +180,13 @@ export class Admission {
   admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void {
     const { fanOut, queues, options, logs, wildcard } = this.deps;
     if (isPattern(channel)) {
-      // One queue per process for every pattern: a pattern new to it costs a token, as a new channel does.
-      if (wildcard?.has(channel) !== true) this.deps.queueBudget.take(clientAddress);
+      // One queue per process for every pattern, but each message is matched against every pattern held:
+      // a pattern new to this process costs a token, as a new channel does, and there are at most --max-queues.
+      if (wildcard === undefined || wildcard.has(channel)) return;
+      if (wildcard.size >= options.maxQueues) {
+        throw new WarrenError('QUEUE_LIMIT_REACHED', `this gateway serves ${options.maxQueues} wildcard patterns already`);
+      }
+      this.deps.queueBudget.take(clientAddress);
       return;
     }
     if (logs.isLogged(channel)) {

@@ -830,7 +830,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     min: 1,
     max: 10_000_000,
     description:
-      'Most consumer queues (and, counted apart, anonymous channels) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.',
+      'Most consumer queues (and, counted apart, anonymous channels and wildcard patterns) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.',
   },
   {
     key: 'metricsPort',

@@ -102,7 +102,8 @@ export const ERROR_CODES = {
   },
   QUEUE_LIMIT_REACHED: {
     status: 503,
-    description: 'This gateway already keeps `--max-queues` consumer queues (or anonymous channels); existing ones still work.',
+    description:
+      'This gateway already keeps `--max-queues` consumer queues (or anonymous channels, or wildcard patterns); existing ones still work.',
   },
   BROKER_TIMEOUT: {
     status: 503,

@@ -16,7 +16,7 @@ export interface WildcardFanOutOptions {
 }
 
 export interface WildcardStats {
-  /** Patterns with a subscriber (or lingering) in this process. */
+  /** Patterns with a subscriber in this process. */
   patterns: number;
   /** Pattern subscriptions open now. */
   subscribers: number;
@@ -86,9 +86,14 @@ export class WildcardFanOut {
     });
   }
 
-  /** The patterns with an entry in this process now (a subscriber, or lingering). */
+  /** Whether `pattern` has a subscriber in this process now. */
   has(pattern: string): boolean {
     return this.patterns.has(pattern);
+  }
+
+  /** Patterns with a subscriber in this process now. */
+  get size(): number {
+    return this.patterns.size;
   }
 
   /** Makes sure the queue is bound and consumed, so that a subscriber added next gets what is published from now on. */
@@ -127,7 +132,15 @@ export class WildcardFanOut {
   /** @internal Takes `sink` off `entry` (dispatch may have taken it off already). */
   leave(entry: PatternEntry, sink: Sink): void {
     if (entry.sinks.delete(sink)) this.stats.subscribers--;
+    this.forgetIfEmpty(entry);
     if (this.stats.subscribers === 0) this.linger();
+  }
+
+  /** A pattern without subscribers is matched no more (each message is matched against every pattern held). */
+  private forgetIfEmpty(entry: PatternEntry): void {
+    if (entry.sinks.size > 0 || this.patterns.get(entry.pattern.pattern) !== entry) return;
+    this.patterns.delete(entry.pattern.pattern);
+    this.stats.patterns--;
   }
 
   /** Stops the consumer and deletes the queue. */
@@ -187,6 +200,7 @@ export class WildcardFanOut {
         this.stats.delivered++;
         sink.send(channel, message, undefined, entry.pattern.pattern);
       }
+      if (dropped) this.forgetIfEmpty(entry);
     }
     // (Not on every message: the queue goes `lingerMs` after its last subscriber, whatever is published meanwhile.)
     if (dropped && this.stats.subscribers === 0) this.linger();
@@ -194,7 +208,10 @@ export class WildcardFanOut {
 
   /** Ends every pattern stream. */
   private dropAll(): void {
-    for (const entry of this.patterns.values()) {
+    const entries = [...this.patterns.values()];
+    this.patterns.clear();
+    this.stats.patterns = 0;
+    for (const entry of entries) {
       const sinks = [...entry.sinks];
       entry.sinks.clear();
       this.stats.subscribers -= sinks.length;
@@ -203,14 +220,12 @@ export class WildcardFanOut {
     this.linger();
   }
 
-  /** Without subscribers for `lingerMs`: forget the patterns, stop consuming and delete the queue (publishes are no longer routed to it). */
+  /** Without subscribers for `lingerMs`: stop consuming and delete the queue (publishes are no longer routed to it). */
   private linger(): void {
     clearTimeout(this.lingerTimer);
     this.lingerTimer = setTimeout(() => {
       this.lingerTimer = undefined;
       if (this.stats.subscribers > 0) return;
-      this.patterns.clear();
-      this.stats.patterns = 0;
       this.stopQueue().catch((err: unknown) => this.log.warn('wildcard queue cleanup failed', { error: String(err) }));
     }, this.options.lingerMs);
     this.lingerTimer.unref();
