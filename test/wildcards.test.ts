@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import amqp from 'amqplib';
@@ -353,6 +356,39 @@ describe('wildcard patterns count against --max-queues', () => {
       third.close();
     } finally {
       await gw.close();
+    }
+  });
+});
+
+describe('the application is asked about a pattern as the channel', () => {
+  it('--auth-url gets Warren-Channel: the pattern, and its 403 refuses the stream', async () => {
+    const root = `/${unique('auth')}`;
+    const asked: string[] = [];
+    const app = createServer((req, res) => {
+      const channel = String(req.headers['warren-channel']);
+      asked.push(channel);
+      res.writeHead(channel === `${root}/*` ? 204 : 403).end();
+    });
+    app.listen(0, '127.0.0.1');
+    await once(app, 'listening');
+    const gw = await startGateway('memory', {
+      wildcardRoutes: `${root}/`,
+      authUrl: `http://127.0.0.1:${(app.address() as AddressInfo).port}/auth`,
+    });
+    try {
+      const allowed = readSse(gw.url, `${root}/*`);
+      assert.equal(await allowed.status, 200);
+      const refused = readSse(gw.url, `${root}/**`);
+      assert.equal(await refused.status, 403);
+      assert.deepEqual(asked, [`${root}/*`, `${root}/**`]);
+      await httpPublish(gw.url, `${root}/a`, 'hello');
+      await until(() => allowed.events.length === 1, 'the message');
+      assert.equal(frames(allowed)[0]!.channel, `${root}/a`);
+      allowed.close();
+      refused.close();
+    } finally {
+      await gw.close();
+      app.close();
     }
   });
 });
