@@ -111,16 +111,17 @@ describe('a gateway whose exchange cannot be used', () => {
   it('does not crash: it logs, keeps retrying and answers 503', async () => {
     const lines: string[] = [];
     const { createLogger } = await import('@warren/gateway');
-    // amq.topic exists as a topic exchange: declaring it direct is refused.
+    // A missing exchange named amq.* cannot be declared (the prefix is RabbitMQ's own: 403).
+    // (An existing exchange of another type is used as it is: test/wildcards.test.ts.)
     const gw = await startGateway('rabbitmq', {
-      exchange: 'amq.topic',
+      exchange: 'amq.warren-missing',
       reconnectMinMs: 50,
       reconnectMaxMs: 200,
       logger: createLogger('warn', (l) => lines.push(l)),
     });
     try {
       await until(() => lines.length >= 2, 'two failed attempts');
-      assert.match(lines[0]!, /cannot use exchange \\"amq.topic\\" as a durable direct exchange/);
+      assert.match(lines[0]!, /cannot use exchange \\"amq.warren-missing\\" as a durable direct exchange/);
       assert.equal(gw.gateway.broker.ready, false);
       const health = await poll(gw.url, '/_warren/health');
       assert.equal(health.status, 503);

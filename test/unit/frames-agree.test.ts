@@ -47,6 +47,7 @@ same<Equal<Exclude<protocol.ServerFrame, protocol.ReplyFrame>, protocol.ServerFr
 /** A value of the right kind for each server frame field. */
 const GOOD: Record<string, unknown> = {
   channel: '/a/b',
+  pattern: '/a/*',
   id: 'm-1',
   event: 'note',
   contentType: 'application/octet-stream',

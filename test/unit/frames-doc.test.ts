@@ -73,7 +73,7 @@ describe('docs/protocol.md, "## Frames"', () => {
 
   it('names only real error codes for refused client frames', () => {
     const codes = table(section(frameDoc, '### Client → gateway'), 'Code').map(([code]) => code!.replace(/`/g, ''));
-    assert.deepEqual(codes, ['INVALID_FRAME', 'INVALID_CHANNEL', 'INVALID_MESSAGE_ID', 'INVALID_REQUEST']);
+    assert.deepEqual(codes, ['INVALID_FRAME', 'INVALID_CHANNEL', 'INVALID_PATTERN', 'INVALID_MESSAGE_ID', 'INVALID_REQUEST']);
     for (const code of codes) assert.ok(code in ERROR_CODES, code);
   });
 

@@ -125,9 +125,11 @@ describe('parseClientFrame', () => {
     for (const type of ['subscribe', 'unsubscribe', 'send']) {
       refused(json({ type }), 'INVALID_CHANNEL');
       refused(json({ type, channel: 7 }), 'INVALID_CHANNEL');
-      for (const channel of ['', 'a', '/', '/a/', '/a//b', '/a/../b', '/./a', '/_warren/ws', '/a b', '/a*', `/${'c'.repeat(128)}`]) {
+      for (const channel of ['', 'a', '/', '/a/', '/a//b', '/a/../b', '/./a', '/_warren/ws', '/a b', `/${'c'.repeat(128)}`]) {
         refused(json({ type, channel, data: 'x' }), 'INVALID_CHANNEL', { channel });
       }
+      // A `*` asks for a wildcard pattern, which subscribe and unsubscribe take (docs/wildcards.md), and send does not.
+      refused(json({ type, channel: '/a*', data: 'x' }), type === 'send' ? 'INVALID_CHANNEL' : 'INVALID_PATTERN', { channel: '/a*' });
     }
     assert.deepEqual(parseClientFrame(json({ type: 'subscribe', channel: `/${'c'.repeat(127)}` })), {
       type: 'subscribe',

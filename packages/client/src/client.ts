@@ -18,7 +18,7 @@ import {
   type WarrenSignalEvent,
   type WebSocketConstructor,
 } from './types.js';
-import { backoffDelay, checkChannel, generateConsumerId, isConsumerId, isEventName, isMessageId } from './util.js';
+import { backoffDelay, checkTarget, generateConsumerId, isConsumerId, isEventName, isMessageId } from './util.js';
 
 /** Ids remembered per channel to drop a message delivered twice (at-least-once delivery). */
 const RECENT_IDS = 256;
@@ -150,7 +150,7 @@ export class WarrenClient {
    */
   subscribe(channel: string, onMessage: (message: WarrenMessage) => void, options: SubscribeOptions = {}): Subscription {
     if (this.closed) throw new WarrenClientError('CLIENT_CLOSED', 'the client is closed');
-    checkChannel(channel);
+    checkTarget(channel);
     if (typeof onMessage !== 'function') throw new WarrenClientError('INVALID_OPTION', 'onMessage must be a function');
     if (options.lastEventId !== undefined && !isMessageId(options.lastEventId)) {
       throw new WarrenClientError('INVALID_MESSAGE_ID', 'lastEventId must be 1 to 128 visible ASCII characters');
@@ -374,7 +374,7 @@ export class WarrenClient {
   }
 
   private deliver(message: WarrenMessage): void {
-    const state = this.channels.get(message.channel);
+    const state = this.channels.get(message.pattern ?? message.channel);
     if (state === undefined) return;
     if (message.id !== '') {
       if (state.recent.has(message.id)) return;

@@ -42,6 +42,8 @@ export type ClientFrame = SubscribeFrame | UnsubscribeFrame | SendFrame | Presen
 export interface MessageFrame {
   type: 'message';
   channel: string;
+  /** On a wildcard subscription: the pattern subscribed to, which `channel` matched. */
+  pattern?: string;
   id: string;
   event?: string;
   contentType: string;
@@ -152,6 +154,7 @@ const members: Check = (v) => Array.isArray(v) && v.every(member);
 const SERVER_FIELDS: { [T in ServerFrame['type']]: Record<string, [Presence, Check]> } = {
   message: {
     channel: ['required', string],
+    pattern: ['optional', string],
     id: ['required', string],
     event: ['optional', string],
     contentType: ['required', string],

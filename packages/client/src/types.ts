@@ -8,6 +8,8 @@ export const DEFAULT_TRANSPORTS: readonly TransportName[] = ['websocket', 'sse',
 export interface WarrenMessage {
   /** The channel it was published to, e.g. `/greetings`. */
   channel: string;
+  /** The wildcard pattern it came through (`/stocks/*`), on a pattern subscription (docs/wildcards.md). */
+  pattern?: string;
   /** The message id the producer gave (or the gateway made up). */
   id: string;
   /** The producer's event name, if it named one. */
@@ -53,7 +55,7 @@ export interface WarrenCloseEvent {
  * - `CONNECT_TIMEOUT`: it did not open within `connectTimeoutMs`.
  * - `CONNECTION_LOST`: an open connection ended.
  * - `INVALID_FRAME`: the gateway sent something the client cannot read.
- * - `INVALID_CHANNEL`, `INVALID_CONSUMER_ID`, `INVALID_MESSAGE_ID`, `INVALID_OPTION`, `CLIENT_CLOSED`: thrown by the API for bad arguments or use after `close()`.
+ * - `INVALID_CHANNEL`, `INVALID_PATTERN`, `INVALID_CONSUMER_ID`, `INVALID_MESSAGE_ID`, `INVALID_OPTION`, `CLIENT_CLOSED`: thrown by the API for bad arguments or use after `close()`.
  */
 export type WarrenClientErrorCode =
   | 'TRANSPORT_UNAVAILABLE'
@@ -62,6 +64,7 @@ export type WarrenClientErrorCode =
   | 'CONNECTION_LOST'
   | 'INVALID_FRAME'
   | 'INVALID_CHANNEL'
+  | 'INVALID_PATTERN'
   | 'INVALID_CONSUMER_ID'
   | 'INVALID_MESSAGE_ID'
   | 'INVALID_OPTION'

@@ -5,6 +5,30 @@ const CONSUMER_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const MESSAGE_ID = /^[\x21-\x7e]{1,128}$/;
 const EVENT_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
 
+/** `true` for a wildcard pattern (`/stocks/*`, `/stocks/**`; docs/wildcards.md): no channel holds a `*`. */
+export const isPattern = (channel: string): boolean => channel.includes('*');
+
+/**
+ * Checks what a subscription names: a channel, or a wildcard pattern (a
+ * channel then a last segment `*` or `**`).
+ * @throws WarrenClientError `INVALID_CHANNEL`, `INVALID_PATTERN`
+ */
+export function checkTarget(target: unknown): string {
+  if (typeof target !== 'string' || !isPattern(target)) return checkChannel(target);
+  const base = target.endsWith('/**') ? target.slice(0, -3) : target.endsWith('/*') ? target.slice(0, -2) : undefined;
+  const fail = (why: string): never => {
+    throw new WarrenClientError('INVALID_PATTERN', `invalid wildcard pattern: ${why}`);
+  };
+  if (target.length > 128) return fail('longer than 128 characters');
+  if (base === undefined || base.includes('*')) return fail('the wildcard must be the whole last segment: "/stocks/*" or "/stocks/**"');
+  try {
+    checkChannel(base);
+  } catch {
+    return fail(`"${base}" before the wildcard is not a valid channel`);
+  }
+  return target;
+}
+
 /** Checks a channel path with the gateway's rules. @throws WarrenClientError `INVALID_CHANNEL` */
 export function checkChannel(channel: unknown): string {
   const fail = (why: string): never => {

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { tokenAllows, WarrenError } from '@warren/protocol';
+import { isPattern, tokenAllows, WarrenError } from '@warren/protocol';
 import type { ChannelLogs } from './logs/channel-logs.js';
 import type { ConsumerKind } from './access-log.js';
 import type { Upstream, Identity } from './upstream.js';
@@ -10,6 +10,7 @@ import { UNVOUCHED_PREFIX } from './consumer-id.js';
 import type { ConnectionLimits, QueueBudget } from './limits.js';
 import type { NormalizedOptions } from './options.js';
 import type { FanOut } from './sources/fan-out.js';
+import type { WildcardFanOut } from './sources/wildcard-fan-out.js';
 import type { ChannelTokens } from './tokens.js';
 
 /** What admission needs from the gateway around it. */
@@ -22,6 +23,8 @@ export interface AdmissionDeps {
   broker: Broker;
   queues: ConsumerQueues;
   fanOut: FanOut;
+  /** Pattern subscriptions; absent without `--wildcard-routes`. */
+  wildcard: WildcardFanOut | undefined;
   /** Logged channels keep no queue per consumer: a new binding to a log is what they cost. */
   logs: Pick<ChannelLogs, 'isLogged' | 'isBound'>;
   limits: ConnectionLimits;
@@ -175,7 +178,17 @@ export class Admission {
    * @throws WarrenError `QUEUE_BUDGET_EXCEEDED`, `QUEUE_LIMIT_REACHED`
    */
   admitQueue(clientAddress: string, channel: string, consumerId: string | undefined): void {
-    const { fanOut, queues, options, logs } = this.deps;
+    const { fanOut, queues, options, logs, wildcard } = this.deps;
+    if (isPattern(channel)) {
+      // One queue per process for every pattern, but each message is matched against every pattern held:
+      // a pattern new to this process costs a token, as a new channel does, and there are at most --max-queues.
+      if (wildcard === undefined || wildcard.has(channel)) return;
+      if (wildcard.size >= options.maxQueues) {
+        throw new WarrenError('QUEUE_LIMIT_REACHED', `this gateway serves ${options.maxQueues} wildcard patterns already`);
+      }
+      this.deps.queueBudget.take(clientAddress);
+      return;
+    }
     if (logs.isLogged(channel)) {
       // No queue: a channel new to its log is bound, once.
       if (!logs.isBound(channel)) this.deps.queueBudget.take(clientAddress);

@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   encodeMessage,
+  isPattern,
   parseChannel,
   parseConsumerId,
   positionsLogName,
@@ -33,6 +34,8 @@ import { PushFront } from './push/open.js';
 import { Router } from './router.js';
 import { Routes } from './routes.js';
 import { FanOut, type FanOutStats } from './sources/fan-out.js';
+import { WildcardFanOut, type WildcardStats } from './sources/wildcard-fan-out.js';
+import { WildcardRoutes } from './wildcards.js';
 import { Sources } from './sources/sources.js';
 import { TlsServer } from './tls.js';
 import { ChannelTokens } from './tokens.js';
@@ -55,6 +58,8 @@ export interface GatewayStats {
   streams: { sse: number; websocket: number; identified: number };
   /** Anonymous streams sharing per-process queues. */
   fanOut: FanOutStats;
+  /** Pattern subscriptions (docs/wildcards.md); only with `--wildcard-routes`. */
+  wildcard?: WildcardStats;
   /** Consumer queues whose declaration is cached. */
   knownQueues: number;
   /** The gateway's process id: tells the workers of `warren serve --workers` apart. */
@@ -286,6 +291,10 @@ interface Core {
   /** What consumers of audited channels missed (docs/audit.md); `undefined` without `--audit-routes`. */
   audit: Audit | undefined;
   fanOut: FanOut;
+  /** Which channels may be subscribed by pattern. */
+  wildcards: WildcardRoutes;
+  /** The process's pattern subscriptions (docs/wildcards.md); `undefined` without `--wildcard-routes`. */
+  wildcard: WildcardFanOut | undefined;
   logs: ChannelLogs;
   /** Where identified consumers of logged channels are (docs/channel-logs.md, "Positions"). */
   positions: Positions;
@@ -334,6 +343,10 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     queueMaxLength: 10_000,
   };
   const fanOut = new FanOut(broker, log, fanOutOptions);
+  const wildcards = new WildcardRoutes(options.wildcardRoutes);
+  const wildcard = wildcards.enabled
+    ? new WildcardFanOut(broker, fanOut.gatewayId, log, { ...fanOutOptions, lingerMs: options.wildcardLingerMs })
+    : undefined;
   const logs = createLogs(options, broker, log);
   const upstream = createUpstream(options, log);
   const cors = new Cors(options.corsOrigins);
@@ -357,6 +370,8 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     queues,
     audit,
     fanOut,
+    wildcards,
+    wildcard,
     logs,
     positions,
     streamPositions,
@@ -365,7 +380,7 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     tokens,
     cors,
     queueBudget,
-    streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch, logs, { positions, streams: streamPositions }),
+    streams: new Sources(broker, queues, fanOut, log, options.streamPrefetch, logs, { positions, streams: streamPositions }, wildcard),
     admission: new Admission({
       options,
       upstream,
@@ -374,6 +389,7 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
       broker,
       queues,
       fanOut,
+      wildcard,
       logs,
       queueBudget,
       limits,
@@ -475,6 +491,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     sseRetryMs: options.sseRetryMs,
     context: {
       streams: core.streams,
+      parseTarget: (channel) => core.wildcards.parse(channel),
       log,
       maxSubscriptions: options.wsMaxSubscriptions,
       maxPendingBytes: options.maxPendingBytes,
@@ -503,6 +520,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     push,
     stats,
     presence: (channel) => presenceOf(core.presence, channel),
+    wildcards: core.wildcards,
     audit: core.audit,
     publishToken,
     maxMessageBytes,
@@ -531,6 +549,7 @@ function defaultDecider(core: Core): UpgradeDecider {
   return createDefaultDecider({
     log,
     admission,
+    wildcards: core.wildcards,
     reauthIntervalMs: options.reauthIntervalMs,
     maxSubscriptions: options.wsMaxSubscriptions,
     isLogged: (channel) => core.logs.isLogged(channel),
@@ -540,7 +559,8 @@ function defaultDecider(core: Core): UpgradeDecider {
       if (!broker.ready) return;
       admission.admitQueue(admission.clientAddress(req), channel, consumerId);
       const prepare = async (): Promise<void> => {
-        if (core.logs.isLogged(channel)) await core.logs.ensure(channel);
+        if (isPattern(channel)) await core.wildcard?.prepare();
+        else if (core.logs.isLogged(channel)) await core.logs.ensure(channel);
         else if (consumerId !== undefined) await queues.ensure(consumerId, channel);
         else await fanOut.prepare(channel);
       };
@@ -570,6 +590,7 @@ function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayS
     longPoll: { ...longPoll.stats },
     streams: { sse, websocket: push.connections.size - sse, identified: core.streams.identified },
     fanOut: { ...core.fanOut.stats },
+    ...(core.wildcard === undefined ? {} : { wildcard: { ...core.wildcard.stats } }),
     knownQueues: core.queues.size,
     pid: process.pid,
     logs: { ...core.logs.stats },
@@ -597,6 +618,7 @@ async function shutdown(
   // Its members stay for the grace period elsewhere: time for its clients to reconnect to another process.
   await core.presence?.close();
   await core.fanOut.close();
+  await core.wildcard?.close().catch((err: unknown) => core.log.warn('wildcard close failed', { error: String(err) }));
   await core.logs.close();
   await core.streamPositions.close();
   await core.positions.close();
@@ -712,6 +734,7 @@ function createBroker(options: NormalizedOptions, log: Logger): Broker {
   return new RabbitBroker({
     urls: parseList(options.amqpUrl),
     exchange: options.exchange,
+    exchangeType: options.wildcardRoutes === undefined ? 'direct' : 'topic',
     reconnectMinMs: options.reconnectMinMs,
     reconnectMaxMs: options.reconnectMaxMs,
     connectionName: `warren-gateway pid=${process.pid}`,

@@ -32,6 +32,8 @@ export { parseRequestId, REQUEST_ID_HEADER, MAX_REQUEST_ID_LENGTH } from './requ
 export { serveClusterMetrics } from './cluster-metrics.js';
 export type { MetricsListener } from './metrics.js';
 export { QueueNotFoundError } from './broker/broker.js';
+export { ExchangeTypeError } from './broker/rabbitmq.js';
+export type { WildcardStats } from './sources/wildcard-fan-out.js';
 export type {
   Broker,
   BrokerStats,

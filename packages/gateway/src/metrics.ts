@@ -235,6 +235,7 @@ export class Metrics {
     });
     gauge('warren_long_polls_waiting', 'Long-polls waiting for a message now.', (s) => s.longPoll.active);
     gauge('warren_fan_out_channels', 'Channels with a per-process fan-out queue and consumer.', (s) => s.fanOut.channels);
+    gauge('warren_wildcard_subscribers', 'Pattern subscriptions (/stocks/*) open now.', (s) => s.wildcard?.subscribers ?? 0);
     gauge('warren_known_queues', 'Consumer queues whose declaration the gateway has cached.', (s) => s.knownQueues);
     gauge('warren_broker_ready', '1 while the broker is connected and usable, else 0.', (s) => (s.broker.ready ? 1 : 0));
     gauge('warren_broker_consumers', 'Broker consumers running now.', (s) => s.broker.activeConsumers);
@@ -250,6 +251,13 @@ export class Metrics {
     );
 
     counter('warren_fan_out_deliveries_total', 'Messages written to anonymous streams from the fan-out.', (s) => s.fanOut.delivered);
+    counter('warren_wildcard_subscriptions_total', 'Pattern subscriptions opened.', (s) => s.wildcard?.subscribed ?? 0);
+    counter('warren_wildcard_deliveries_total', 'Messages written to pattern subscribers.', (s) => s.wildcard?.delivered ?? 0);
+    counter(
+      'warren_wildcard_slow_closed_total',
+      'Pattern subscribers closed because they read too slowly.',
+      (s) => s.wildcard?.slowClosed ?? 0,
+    );
     counter('warren_long_polls_started_total', 'Long-polls started.', (s) => s.longPoll.started);
     counter(
       'warren_long_polls_live_total',

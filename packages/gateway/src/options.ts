@@ -72,6 +72,14 @@ export interface GatewayOptions {
   /** Path prefixes of the logged channels, comma-separated (`/live/news/,/rooms/`): history and resume (docs/channel-logs.md). @default none */
   logRoutes?: string;
   /**
+   * Path prefixes under which clients may subscribe by pattern, comma-separated
+   * (`/stocks/`): `/stocks/*` (one segment), `/stocks/**` (any depth). The
+   * exchange must then be a topic exchange (docs/wildcards.md). @default none: no patterns
+   */
+  wildcardRoutes?: string;
+  /** How long a process's wildcard queue outlives its last pattern subscriber. @default 30_000 */
+  wildcardLingerMs?: number;
+  /**
    * Path prefixes of the audited channels, comma-separated (`/orders/,/alerts/`):
    * what the consumer queues of their identified consumers drop on overflow is
    * kept in the audit stream (`GET /_warren/missed`, docs/audit.md). @default none
@@ -194,6 +202,7 @@ type Unset =
   | 'pushRoutes'
   | 'appRoutes'
   | 'logRoutes'
+  | 'wildcardRoutes'
   | 'presenceRoutes'
   | 'presenceWebhook'
   | 'auditRoutes'
@@ -513,6 +522,27 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
       'Path prefixes of the logged channels, comma-separated (`/live/news/,/rooms/`): their messages are kept in RabbitMQ streams, and any subscriber may ask for history or resume ([Channel logs](channel-logs.md)).',
   },
   {
+    key: 'wildcardRoutes',
+    flag: '--wildcard-routes',
+    env: 'WARREN_WILDCARD_ROUTES',
+    kind: 'prefixes',
+    default: undefined,
+    defaultText: 'none',
+    description:
+      'Path prefixes under which clients may subscribe by pattern, comma-separated (`/stocks/`): `/stocks/*` (one segment), `/stocks/**` (any depth). The exchange must be a topic exchange ([Wildcard subscriptions](wildcards.md)).',
+  },
+  {
+    key: 'wildcardLingerMs',
+    flag: '--wildcard-linger',
+    env: 'WARREN_WILDCARD_LINGER',
+    kind: 'duration',
+    default: 30 * SECOND,
+    min: 0,
+    max: 3600 * SECOND,
+    description:
+      "How long a gateway process's wildcard queue outlives its last pattern subscriber (while it exists, every publish is routed).",
+  },
+  {
     key: 'auditRoutes',
     flag: '--audit-routes',
     env: 'WARREN_AUDIT_ROUTES',
@@ -800,7 +830,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     min: 1,
     max: 10_000_000,
     description:
-      'Most consumer queues (and, counted apart, anonymous channels) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.',
+      'Most consumer queues (and, counted apart, anonymous channels and wildcard patterns) one gateway keeps in use; past it a new one is `503 QUEUE_LIMIT_REACHED`.',
   },
   {
     key: 'metricsPort',

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { parseChannel, PATHS, WarrenError } from '@warren/protocol';
+import { PATHS, WarrenError } from '@warren/protocol';
 import { noteAccess, type AccessLog } from './access-log.js';
 import { parseMissedQuery, type Audit } from './audit.js';
 import type { Upstream } from './upstream.js';
@@ -12,6 +12,7 @@ import { authorizePublisher, handlePublish, handlePublishBatch, type PublishLimi
 import { REQUEST_ID_HEADER } from './request-id.js';
 import { parseTarget, wantsEventStream, type Routes } from './routes.js';
 import type { LongPollFront } from './transports/long-poll.js';
+import { refusePattern, type WildcardRoutes } from './wildcards.js';
 
 export interface RouterDeps {
   log: Logger;
@@ -26,6 +27,8 @@ export interface RouterDeps {
   push: PushFront;
   /** `undefined` without `--audit-routes`. */
   audit: Audit | undefined;
+  /** Which channels may be subscribed by pattern (`--wildcard-routes`). */
+  wildcards: WildcardRoutes;
   publishToken: string | undefined;
   maxMessageBytes: number;
   /** Bounds of `POST /_warren/publish/batch`. */
@@ -79,7 +82,7 @@ export class Router {
     if (upstream.proxying && req.method !== 'GET' && req.method !== 'OPTIONS') return upstream.forward(req, res);
     // An application's handlers take streams only; polls need the default handler.
     if (custom && !(req.method === 'GET' && wantsEventStream(req))) return this.decline(req, res, path);
-    const channel = custom ? undefined : parseChannel(path);
+    const channel = custom ? undefined : this.deps.wildcards.parse(path);
     if (req.method === 'OPTIONS') {
       noteAccess(req, { transport: 'preflight' });
       return cors.preflight(req, res);
@@ -90,7 +93,10 @@ export class Router {
       throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
     }
     noteAccess(req, { transport: wantsEventStream(req) ? 'sse' : 'long-poll' });
-    if (!wantsEventStream(req)) return this.deps.polls.serve(req, res, channel!, query);
+    if (!wantsEventStream(req)) {
+      refusePattern(channel!, 'a long-poll');
+      return this.deps.polls.serve(req, res, channel!, query);
+    }
     if (!(await this.deps.push.open('sse', req, path, query, { res }, this.deps.upstream.requestId(req))))
       await this.decline(req, res, path);
   }

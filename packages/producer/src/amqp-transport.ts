@@ -109,7 +109,7 @@ export class AmqpTransport implements PublishTransport {
           returns.add(msg.fields.routingKey, msg.properties.messageId),
         );
         ch.on('close', () => returns.clear());
-        await ch.assertExchange(this.exchange, EXCHANGE_TYPE, { durable: true });
+        await useExchange(connection, this.exchange);
         const forget = (): void => {
           if (this.connection === connection) {
             this.connection = undefined;
@@ -133,6 +133,28 @@ export class AmqpTransport implements PublishTransport {
     });
     return opening;
   }
+}
+
+/**
+ * Makes sure `exchange` exists: one that does is used whatever its type (a
+ * gateway with wildcard routes makes it a topic exchange, which routes a
+ * channel's key as a direct one does); a missing one is declared `direct`.
+ * On channels of their own: RabbitMQ closes the channel of a refused check.
+ */
+async function useExchange(connection: ChannelModel, exchange: string): Promise<void> {
+  const look = await connection.createChannel();
+  look.on('error', () => undefined);
+  try {
+    await look.checkExchange(exchange);
+    await look.close();
+    return;
+  } catch (err) {
+    if ((err as { code?: number }).code !== 404) throw err;
+  }
+  const declare = await connection.createChannel();
+  declare.on('error', () => undefined);
+  await declare.assertExchange(exchange, EXCHANGE_TYPE, { durable: true });
+  await declare.close();
 }
 
 /** `url` with `heartbeat=<seconds>` unless it names its own. */

@@ -17,6 +17,16 @@ export const ERROR_CODES = {
     description:
       'A publish batch is not `application/x-ndjson`, or a line of it is not a JSON object with `channel` or `channels` and `data`; the message names the line. Nothing of the batch was published.',
   },
+  INVALID_PATTERN: {
+    status: 400,
+    description:
+      'A wildcard pattern is malformed: only a last segment `*` (one segment) or `**` (any depth) after a valid channel is allowed, as in `/stocks/*` ([Wildcard subscriptions](wildcards.md)).',
+  },
+  WILDCARD_NOT_SUPPORTED: {
+    status: 400,
+    description:
+      'A wildcard pattern was used where patterns are not served: a long-poll, `?history=`/`since`, presence, or a send; subscribe to it with SSE or a `warren.v1` WebSocket.',
+  },
   INVALID_FRAME: { status: 400, description: 'A WebSocket frame is not a valid `warren.v1` command.' },
   TOO_MANY_SUBSCRIPTIONS: { status: 400, description: 'A WebSocket asked for more channels than `--ws-max-subscriptions`.' },
   UNAUTHORIZED: {
@@ -32,6 +42,10 @@ export const ERROR_CODES = {
   FORBIDDEN: {
     status: 403,
     description: 'The application (`--auth-url`) refused the subscription with 403, or a signed token does not cover the channel.',
+  },
+  WILDCARD_NOT_ALLOWED: {
+    status: 403,
+    description: 'A wildcard pattern names channels outside `--wildcard-routes` (or the gateway has none).',
   },
   ORIGIN_NOT_ALLOWED: { status: 403, description: 'A WebSocket upgrade came from an origin not in `--cors-origins`.' },
   FORBIDDEN_FROM_BROWSER: {
@@ -88,7 +102,8 @@ export const ERROR_CODES = {
   },
   QUEUE_LIMIT_REACHED: {
     status: 503,
-    description: 'This gateway already keeps `--max-queues` consumer queues (or anonymous channels); existing ones still work.',
+    description:
+      'This gateway already keeps `--max-queues` consumer queues (or anonymous channels, or wildcard patterns); existing ones still work.',
   },
   BROKER_TIMEOUT: {
     status: 503,

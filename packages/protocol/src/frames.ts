@@ -1,5 +1,6 @@
 import { WarrenError, type ErrorCode } from './errors.js';
 import { parseChannel, parseMessageId } from './names.js';
+import { isPattern, parseChannelPattern } from './patterns.js';
 
 // The JSON frames of the `warren.v1` WebSocket subprotocol. The browser
 // client keeps a dependency-free copy (packages/client/src/frames.ts);
@@ -68,7 +69,10 @@ export type ClientFrame = SubscribeFrame | UnsubscribeFrame | SendFrame | Presen
 /** A message published to a channel the socket subscribed to. */
 export interface MessageFrame {
   type: 'message';
+  /** The channel it was published to. */
   channel: string;
+  /** On a wildcard subscription: the pattern subscribed to (`/stocks/*`), which `channel` matched. */
+  pattern?: string;
   id: string;
   /** The producer's event name, when it named one. */
   event?: string;
@@ -215,7 +219,15 @@ export const CLIENT_FRAMES: FrameFields<ClientFrame> = {
 
 /** Every server frame type and its fields, checked against {@link ServerFrame}. */
 export const SERVER_FRAMES: FrameFields<ServerFrame> = {
-  message: { channel: 'required', id: 'required', event: 'optional', contentType: 'required', data: 'required', encoding: 'optional' },
+  message: {
+    channel: 'required',
+    pattern: 'optional',
+    id: 'required',
+    event: 'optional',
+    contentType: 'required',
+    data: 'required',
+    encoding: 'optional',
+  },
   gap: { channel: 'required', id: 'required', reason: 'required' },
   reset: { channel: 'required', id: 'required', reason: 'required' },
   subscribed: { channel: 'required' },
@@ -284,7 +296,7 @@ export function parseClientFrame(text: string): ClientFrame {
       case 'subscribe':
         return parseSubscribe(raw);
       case 'unsubscribe':
-        return { type: 'unsubscribe', channel: parseChannel(raw.channel) };
+        return { type: 'unsubscribe', channel: parseTarget(raw.channel) };
       case 'send': {
         if (raw.id !== undefined && !isSendId(raw.id)) {
           throw new WarrenError('INVALID_FRAME', `a send id is a string of at most ${MAX_SEND_ID_LENGTH} characters`);
@@ -310,8 +322,13 @@ export function parseClientFrame(text: string): ClientFrame {
   }
 }
 
+/** What a subscribe or unsubscribe names: a channel, or a wildcard pattern (docs/wildcards.md). */
+function parseTarget(input: unknown): string {
+  return typeof input === 'string' && isPattern(input) ? parseChannelPattern(input).pattern : parseChannel(input);
+}
+
 function parseSubscribe(raw: Fields): SubscribeFrame {
-  const frame: SubscribeFrame = { type: 'subscribe', channel: parseChannel(raw.channel) };
+  const frame: SubscribeFrame = { type: 'subscribe', channel: parseTarget(raw.channel) };
   if (raw.since !== undefined) {
     parseSince(raw.since);
     frame.since = raw.since as string;
@@ -385,6 +402,7 @@ type FieldNames<F> = F extends unknown ? Exclude<keyof F, 'type'> : never;
 /** A check for each field of the server frames. */
 const SERVER_KINDS: Record<FieldNames<ServerFrame>, (v: unknown) => boolean> = {
   channel: string,
+  pattern: string,
   id: string,
   event: string,
   contentType: string,

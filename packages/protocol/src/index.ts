@@ -18,11 +18,16 @@ export {
   isEventName,
   isContentType,
 } from './names.js';
+export { isPattern, parseChannelPattern, patternMatches, patternUnder } from './patterns.js';
+export type { ChannelPattern } from './patterns.js';
 export { encodeMessage, isTextual, TEXT_CONTENT_TYPE, JSON_CONTENT_TYPE, BINARY_CONTENT_TYPE } from './message.js';
 export type { MessageData, MessageOptions, WarrenMessage } from './message.js';
 export {
   DEFAULT_EXCHANGE,
   EXCHANGE_TYPE,
+  WILDCARD_EXCHANGE_TYPE,
+  WILDCARD_BINDING_KEY,
+  wildcardQueueName,
   QUEUE_PREFIX,
   routingKey,
   consumerQueueName,

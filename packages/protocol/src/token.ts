@@ -22,6 +22,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { WarrenError } from './errors.js';
 import { isChannel, parseChannel, parseConsumerId } from './names.js';
+import { isPattern, parseChannelPattern, patternUnder, type ChannelPattern } from './patterns.js';
 
 /** Longest token {@link verifyChannelToken} accepts, in characters; longer input is refused unread. */
 export const MAX_TOKEN_LENGTH = 4096;
@@ -227,8 +228,14 @@ export function verifyChannelToken(token: string, secret: string | Uint8Array, n
  * `/users/42/*` covers `/users/42/inbox` and `/users/42/a/b`, but not
  * `/users/42` itself nor `/users/420/x`. An invalid `channel` and invalid
  * grants never match.
+ *
+ * A wildcard pattern (`/users/42/*`, `/users/42/**`, docs/wildcards.md) is
+ * covered only by a prefix grant that covers every channel it can match:
+ * `/users/42/*` covers `/users/42/*` and `/users/42/inbox/**`, `/users/*`
+ * covers `/users/42/*`; no exact grant ever covers a pattern.
  */
 export function tokenAllows(claims: Pick<ChannelTokenClaims, 'channels'>, channel: string): boolean {
+  if (isPattern(channel)) return tokenAllowsPattern(claims, channel);
   if (!isChannel(channel)) return false;
   for (const entry of claims.channels) {
     if (!isTokenGrant(entry)) continue;
@@ -240,4 +247,15 @@ export function tokenAllows(claims: Pick<ChannelTokenClaims, 'channels'>, channe
     }
   }
   return false;
+}
+
+/** A wildcard pattern is covered by a prefix grant whose prefix holds every channel it matches. */
+function tokenAllowsPattern(claims: Pick<ChannelTokenClaims, 'channels'>, input: string): boolean {
+  let pattern: ChannelPattern;
+  try {
+    pattern = parseChannelPattern(input);
+  } catch {
+    return false;
+  }
+  return claims.channels.some((entry) => isTokenGrant(entry) && entry.endsWith('/*') && patternUnder(pattern, entry.slice(0, -1)));
 }

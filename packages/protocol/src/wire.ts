@@ -2,7 +2,11 @@
  * The AMQP wire layout. Anything that speaks AMQP 0-9-1 can publish to a
  * Warren channel by following it; README.md ("Wire layout") says the same.
  *
- * - Exchange: {@link DEFAULT_EXCHANGE} (`warren`), type `direct`, durable.
+ * - Exchange: {@link DEFAULT_EXCHANGE} (`warren`), type `direct`, durable;
+ *   type `topic` where the gateways serve wildcard subscriptions
+ *   (`--wildcard-routes`, docs/wildcards.md). Publishers use it the same
+ *   way: a topic exchange routes a routing key without `*` or `#` exactly
+ *   as a direct one does. Declare it passively (or accept either type).
  * - Routing key: the channel path exactly as in the URL (`/greetings`).
  * - Consumer queue: `warren:<consumer id>:<channel>`, durable, with
  *   `x-expires` (retention), `x-max-length` + `x-overflow: drop-head` and
@@ -12,6 +16,9 @@
  *   stream queue (`x-queue-type: stream`) with `x-max-age`,
  *   `x-max-length-bytes` and `x-stream-max-segment-size-bytes`, bound with
  *   the routing key of each logged channel hashed to that shard.
+ * - Wildcard queue (wildcard routes only): `warren:wildcard:<gateway id>`,
+ *   one per gateway process while it has pattern subscribers, not durable,
+ *   with `x-expires`, bound to the topic exchange with `#`.
  * - Audit (audited routes only, docs/audit.md): consumer queues of audited
  *   channels carry `x-dead-letter-exchange: warren.audit` (`<exchange>.audit`
  *   for another exchange), a durable `fanout` exchange bound to the durable
@@ -27,6 +34,10 @@ import { BINARY_CONTENT_TYPE, type WarrenMessage } from './message.js';
 
 export const DEFAULT_EXCHANGE = 'warren';
 export const EXCHANGE_TYPE = 'direct';
+/** The exchange type a gateway with wildcard routes declares (docs/wildcards.md). */
+export const WILDCARD_EXCHANGE_TYPE = 'topic';
+/** The binding key of a wildcard queue on the topic exchange: every routing key. */
+export const WILDCARD_BINDING_KEY = '#';
 export const QUEUE_PREFIX = 'warren:';
 
 /** The routing key of a channel: the channel path itself. */
@@ -45,6 +56,14 @@ export function consumerQueueName(consumerId: string, channel: string): string {
  */
 export function fanOutQueueName(gatewayId: string, channel: string): string {
   return `${QUEUE_PREFIX}fanout:${gatewayId}:${channel}`;
+}
+
+/**
+ * The queue through which one gateway process receives every channel for
+ * its wildcard subscribers (docs/wildcards.md): `warren:wildcard:<gateway id>`.
+ */
+export function wildcardQueueName(gatewayId: string): string {
+  return `${QUEUE_PREFIX}wildcard:${gatewayId}`;
 }
 
 /** Arguments of a fan-out queue: not durable, gone a minute after its process stops consuming. */

@@ -1,5 +1,5 @@
 import { WarrenClientError, type FetchLike, type FetchResponseLike, type WarrenMessage } from '../types.js';
-import { bytesToBase64, errorText, gatewayUrl, isTextual } from '../util.js';
+import { bytesToBase64, errorText, gatewayUrl, isPattern, isTextual } from '../util.js';
 import type { ClientTransport, TransportHost } from './transport.js';
 
 /** Grace on top of the poll timeout before a poll that got no answer counts as lost. */
@@ -38,6 +38,19 @@ export class LongPollTransport implements ClientTransport {
 
   add(channel: string): void {
     if (this.done || this.pollers.has(channel)) return;
+    if (isPattern(channel)) {
+      // A poll reads one consumer queue; a pattern has none (docs/wildcards.md).
+      queueMicrotask(() => {
+        if (this.done) return;
+        this.host.report(
+          new WarrenClientError('WILDCARD_NOT_SUPPORTED', `long-poll cannot read the pattern ${channel}; use WebSocket or SSE`, {
+            transport: 'long-poll',
+            channel,
+          }),
+        );
+      });
+      return;
+    }
     const poller: Poller = { controller: undefined, timer: undefined };
     this.pollers.set(channel, poller);
     // Never calls the host synchronously: the first await comes first.

@@ -1,5 +1,5 @@
-import { WarrenClientError, type EventSourceConstructor, type EventSourceLike } from '../types.js';
-import { gatewayUrl } from '../util.js';
+import { WarrenClientError, type EventSourceConstructor, type EventSourceLike, type WarrenMessage } from '../types.js';
+import { base64ToBytes, gatewayUrl, isPattern } from '../util.js';
 import { noop, type ClientTransport, type TransportHost } from './transport.js';
 
 interface Stream {
@@ -123,6 +123,10 @@ export class SseTransport implements ClientTransport {
     if (name !== undefined && (name === 'open' || name === 'error') && !this.host.eventNames(channel).includes(name)) return;
     const { data, lastEventId } = (event ?? {}) as { data?: unknown; lastEventId?: unknown };
     this.host.healthy();
+    if (isPattern(channel)) {
+      this.onPatternEvent(channel, name, String(data));
+      return;
+    }
     this.host.deliver({
       channel,
       id: typeof lastEventId === 'string' ? lastEventId : '',
@@ -130,6 +134,37 @@ export class SseTransport implements ClientTransport {
       data: typeof data === 'string' ? data : String(data),
       transport: 'sse',
     });
+  }
+
+  /** On a wildcard pattern, an event's data is the `warren.v1` message frame, which names the channel (docs/wildcards.md). */
+  private onPatternEvent(pattern: string, name: string | undefined, data: string): void {
+    let frame: { channel?: unknown; id?: unknown; contentType?: unknown; data?: unknown; encoding?: unknown };
+    try {
+      frame = JSON.parse(data) as typeof frame;
+    } catch {
+      frame = {};
+    }
+    const { channel, id, contentType, data: body, encoding } = frame;
+    if (typeof channel !== 'string' || typeof id !== 'string' || typeof body !== 'string') {
+      this.host.report(
+        new WarrenClientError('INVALID_FRAME', 'a pattern event whose data is not a message frame', { transport: 'sse', channel: pattern }),
+      );
+      return;
+    }
+    const message: WarrenMessage = { channel, pattern, id, data: body, transport: 'sse' };
+    if (name !== undefined) message.event = name;
+    if (typeof contentType === 'string') message.contentType = contentType;
+    if (encoding === 'base64') {
+      try {
+        message.binary = base64ToBytes(body);
+      } catch {
+        this.host.report(
+          new WarrenClientError('INVALID_FRAME', 'a base64 message that is not base64', { transport: 'sse', channel: pattern }),
+        );
+        return;
+      }
+    }
+    this.host.deliver(message);
   }
 
   /** A logged channel's signal: an event `warren-gap` or `warren-reset` with data `{"reason":…}`. */

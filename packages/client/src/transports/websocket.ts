@@ -164,10 +164,12 @@ export class WebSocketTransport implements ClientTransport {
 
   private onMessage(frame: MessageFrame): void {
     const channel = frame.channel;
-    if (!this.channels.has(channel)) return;
+    // A pattern subscription's frames name the pattern they came through.
+    if (!this.channels.has(frame.pattern ?? channel)) return;
     this.host.opened();
     this.host.healthy();
     const message: WarrenMessage = { channel, id: frame.id, contentType: frame.contentType, data: frame.data, transport: 'websocket' };
+    if (frame.pattern !== undefined) message.pattern = frame.pattern;
     if (frame.event !== undefined) message.event = frame.event;
     if (frame.encoding === 'base64') {
       try {

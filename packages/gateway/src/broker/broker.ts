@@ -8,6 +8,8 @@ import { WarrenError, type ConsumerQueueLimits, type Death, type LogLimits, type
  */
 export interface Delivery {
   readonly message: WarrenMessage;
+  /** The channel it was published to (its routing key). */
+  readonly channel?: string | undefined;
   /** `true` when the broker delivered this message before (it may be a duplicate). */
   readonly redelivered: boolean;
   /** For a dead letter (the audit inbox): which queue dropped it, why and when. */
@@ -139,6 +141,14 @@ export interface Broker extends EventEmitter<BrokerEvents> {
   declareConsumerQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void>;
   /** Declares a non-durable fan-out queue (see `fanOutQueueArguments`) and binds it to `channel`. Idempotent. */
   declareFanOutQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void>;
+  /**
+   * Declares the process's wildcard queue (docs/wildcards.md): a non-durable
+   * fan-out queue bound to every channel (RabbitMQ: binding key `#` on the
+   * topic exchange). Each {@link Delivery} names its `channel`. Idempotent.
+   */
+  declareWildcardQueue(queue: string, limits: ConsumerQueueLimits): Promise<void>;
+  /** Deletes `queue` and its messages; its consumers end with `queue-deleted`. Idempotent. */
+  deleteQueue(queue: string): Promise<void>;
   /**
    * Starts a consumer on `queue`.
    * @throws QueueNotFoundError when the queue does not exist

@@ -18,6 +18,8 @@ import { MemoryLog } from './memory-log.js';
 interface Stored {
   seq: number;
   message: WarrenMessage;
+  /** The channel it was published to. */
+  channel?: string;
   redelivered: boolean;
   death?: Death;
 }
@@ -52,7 +54,7 @@ class MemoryQueue {
     clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
     if (this.consumers.length === 0 && !this.deleted && Number.isFinite(this.limits.expiresMs)) {
-      this.expiryTimer = setTimeout(() => this.broker.deleteQueue(this), this.limits.expiresMs);
+      this.expiryTimer = setTimeout(() => this.broker.expireQueue(this), this.limits.expiresMs);
       this.expiryTimer.unref();
     }
   }
@@ -123,6 +125,8 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   readonly counters: BrokerStats = emptyStats('memory');
   private readonly queues = new Map<string, MemoryQueue>();
   private readonly bindings = new Map<string, Set<MemoryQueue>>();
+  /** Queues bound to every channel (RabbitMQ: `#` on the topic exchange), the gateways' wildcard queues. */
+  private readonly catchAll = new Set<MemoryQueue>();
   private readonly logs = new Map<string, MemoryLog>();
   private readonly logBindings = new Map<string, Set<MemoryLog>>();
   /** Dead-letter (fan-out) exchanges and the queues bound to them. */
@@ -147,6 +151,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     for (const queue of this.queues.values()) queue.dispose();
     this.queues.clear();
     this.bindings.clear();
+    this.catchAll.clear();
     this.logs.clear();
     this.logBindings.clear();
     this.deadLetterExchanges.clear();
@@ -158,9 +163,11 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     const logs = this.logBindings.get(channel);
     for (const log of logs ?? []) log.append(channel, message);
     const queues = this.bindings.get(channel);
-    if (queues === undefined) return logs !== undefined;
+    if (queues === undefined && this.catchAll.size === 0) return logs !== undefined;
     const seq = ++this.seq;
-    for (const queue of queues) queue.enqueue({ seq, message, redelivered: false }, channel);
+    for (const queue of queues ?? []) queue.enqueue({ seq, message, channel, redelivered: false }, channel);
+    for (const queue of this.catchAll)
+      if (queues?.has(queue) !== true) queue.enqueue({ seq, message, channel, redelivered: false }, channel);
     return true;
   }
 
@@ -208,6 +215,32 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   /** In process, a fan-out queue is a consumer queue: nothing survives a restart anyway. */
   declareFanOutQueue(name: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
     return this.declareConsumerQueue(name, channel, limits);
+  }
+
+  async declareWildcardQueue(name: string, limits: ConsumerQueueLimits): Promise<void> {
+    this.assertReady();
+    this.counters.queueDeclares++;
+    let queue = this.queues.get(name);
+    if (queue === undefined) {
+      queue = new MemoryQueue(name, limits, this);
+      this.queues.set(name, queue);
+    }
+    queue.touch();
+    this.counters.queueBinds++;
+    this.catchAll.add(queue);
+  }
+
+  async deleteQueue(name: string): Promise<void> {
+    this.assertReady();
+    const queue = this.queues.get(name);
+    if (queue === undefined) return;
+    const consumers = queue.consumers.splice(0);
+    this.removeQueue(queue);
+    for (const consumer of consumers) {
+      if (consumer.cancelled) continue;
+      consumer.cancelled = true;
+      consumer.options.onEnd({ reason: 'queue-deleted' });
+    }
   }
 
   async consume(name: string, options: ConsumeOptions): Promise<Subscription> {
@@ -311,6 +344,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     };
     return {
       message: stored.message,
+      channel: stored.channel,
       redelivered: stored.redelivered,
       death: stored.death,
       ack: () => {
@@ -327,9 +361,14 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   /** @internal x-expires ran out. */
-  deleteQueue(queue: MemoryQueue): void {
+  expireQueue(queue: MemoryQueue): void {
     if (queue.consumers.length > 0 || this.queues.get(queue.name) !== queue) return;
+    this.removeQueue(queue);
+  }
+
+  private removeQueue(queue: MemoryQueue): void {
     this.queues.delete(queue.name);
+    this.catchAll.delete(queue);
     for (const channel of queue.channels) {
       const bound = this.bindings.get(channel);
       bound?.delete(queue);

@@ -11,6 +11,8 @@ import {
   deathHeaders,
   fanOutQueueArguments,
   EXCHANGE_TYPE,
+  WILDCARD_BINDING_KEY,
+  WILDCARD_EXCHANGE_TYPE,
   fromWire,
   routingKey,
   toWireProperties,
@@ -50,6 +52,14 @@ export interface RabbitBrokerOptions {
   urls: readonly string[];
   /** Exchange that channels publish to. */
   exchange: string;
+  /**
+   * `topic` (wildcard routes): declared so, and an exchange of another type
+   * is an {@link ExchangeTypeError}. `direct`: declared so when missing, and
+   * one that exists is used whatever its type (a topic exchange routes
+   * Warren's keys as a direct one does).
+   * @default 'direct'
+   */
+  exchangeType?: 'direct' | 'topic';
   /** First reconnect delay; doubles up to `reconnectMaxMs`, with ±20% jitter. */
   reconnectMinMs: number;
   reconnectMaxMs: number;
@@ -106,6 +116,16 @@ function streamOffset(from: LogPosition): unknown {
 }
 
 type State = 'idle' | 'connecting' | 'ready' | 'down' | 'closed';
+
+/**
+ * The exchange exists with a type the gateway cannot use: a direct exchange
+ * where wildcard routes need a topic one. RabbitMQ cannot change an
+ * exchange's type: migrate it (docs/wildcards.md, "Moving to a topic
+ * exchange"), or run without `--wildcard-routes`.
+ */
+export class ExchangeTypeError extends Error {
+  override readonly name = 'ExchangeTypeError';
+}
 
 class RabbitConsumer {
   tag: string | undefined;
@@ -275,6 +295,23 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
 
   declareFanOutQueue(queue: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
     return this.declareAndBind(queue, channel, false, fanOutQueueArguments(limits));
+  }
+
+  /** Bound with `#`: needs the topic exchange (`exchangeType: 'topic'`). */
+  declareWildcardQueue(queue: string, limits: ConsumerQueueLimits): Promise<void> {
+    return this.settle(`wildcard ${queue}`, 'queue.declare', async () => {
+      await this.declareQueue(queue, false, fanOutQueueArguments(limits));
+      this.counters.queueBinds++;
+      await (await this.admin()).bindQueue(queue, this.options.exchange, WILDCARD_BINDING_KEY);
+    });
+  }
+
+  async deleteQueue(queue: string): Promise<void> {
+    try {
+      await this.bounded((await this.admin()).deleteQueue(queue), 'queue.delete');
+    } catch (err) {
+      throw this.translate(err);
+    }
   }
 
   private declareAndBind(queue: string, channel: string, durable: boolean, args: Record<string, unknown>): Promise<void> {
@@ -552,6 +589,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     };
     return {
       message: fromWire(msg.content, msg.properties),
+      channel: msg.fields.routingKey,
       redelivered: msg.fields.redelivered,
       death: deathFromHeaders(msg.properties.headers, msg.fields.routingKey),
       ack: () => settle(true),
@@ -728,15 +766,7 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         return;
       }
       this.counters.connectionsOpened++;
-      const ch = await this.bounded(connection.createChannel(), 'channel.open');
-      ch.on('error', () => undefined);
-      try {
-        await this.bounded(ch.assertExchange(this.options.exchange, EXCHANGE_TYPE, { durable: true }), 'exchange.declare');
-      } catch (err) {
-        if (err instanceof WarrenError) throw err;
-        throw new Error(`cannot use exchange "${this.options.exchange}" as a durable ${EXCHANGE_TYPE} exchange: ${(err as Error).message}`);
-      }
-      await this.bounded(ch.close(), 'channel.close');
+      await this.declareExchange(connection);
       // close() came while the exchange was being checked: this connection is not wanted.
       if (this.state !== 'connecting') {
         await connection.close().catch(() => undefined);
@@ -745,6 +775,12 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     } catch (err) {
       if (connection !== undefined) await connection.close().catch(() => undefined);
       if (this.state !== 'connecting') return;
+      if (err instanceof ExchangeTypeError && this.counters.connectionsOpened === 1) {
+        // A first start on the wrong exchange is a setup to fix, not an outage to wait out.
+        this.state = 'closed';
+        this.log.error('cannot use the exchange', { error: err.message });
+        throw err;
+      }
       this.state = 'down';
       this.log.warn('cannot connect to RabbitMQ', { error: (err as Error).message, attempt: this.attempt, node: this.urlIndex });
       this.nextUrl();
@@ -761,6 +797,44 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     this.attempt = 0;
     this.log.info('connected to RabbitMQ', { exchange: this.options.exchange, node: this.urlIndex });
     this.emit('ready');
+  }
+
+  /**
+   * Makes sure the exchange exists as it must (see `exchangeType`). Each
+   * check on a channel of its own: a refused declaration closes its channel.
+   * @throws ExchangeTypeError for a topic exchange that exists as another type
+   */
+  private async declareExchange(connection: ChannelModel): Promise<void> {
+    const { exchange } = this.options;
+    const topic = this.options.exchangeType === 'topic';
+    const type = topic ? WILDCARD_EXCHANGE_TYPE : EXCHANGE_TYPE;
+    const attempt = async (check: (ch: Channel) => Promise<unknown>, what: string): Promise<number | undefined> => {
+      const ch = await this.bounded(connection.createChannel(), 'channel.open');
+      ch.on('error', () => undefined);
+      try {
+        await this.bounded(check(ch), what);
+      } catch (err) {
+        const code = (err as { code?: number }).code;
+        if (err instanceof WarrenError) throw err;
+        if (code !== 404 && code !== 406) {
+          throw new Error(`cannot use exchange "${exchange}" as a durable ${type} exchange: ${(err as Error).message}`);
+        }
+        return code;
+      }
+      await this.bounded(ch.close(), 'channel.close');
+      return undefined;
+    };
+    // Without wildcard routes any existing exchange will do: look first (passive), declare when missing.
+    if (!topic && (await attempt((ch) => ch.checkExchange(exchange), 'exchange.declare')) === undefined) return;
+    const refused = await attempt((ch) => ch.assertExchange(exchange, type, { durable: true }), 'exchange.declare');
+    if (refused === undefined) return;
+    if (topic) {
+      throw new ExchangeTypeError(
+        `exchange "${exchange}" exists with another type than topic (or not durable): --wildcard-routes needs a durable topic exchange; ` +
+          'RabbitMQ cannot change the type of an exchange: see "Moving to a topic exchange" in docs/wildcards.md, or use another --exchange',
+      );
+    }
+    throw new Error(`cannot use exchange "${exchange}" as a durable ${type} exchange (RabbitMQ answered ${refused})`);
   }
 
   private onConnectionClosed(conn: ChannelModel, err: Error | undefined): void {
@@ -797,7 +871,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
     const delay = Math.round(base * (0.8 + Math.random() * 0.4));
     this.attempt++;
     clearTimeout(this.reconnectTimer);
-    this.reconnectTimer = setTimeout(() => void this.connect(), delay);
+    // An ExchangeTypeError there was logged, and leaves the broker closed.
+    this.reconnectTimer = setTimeout(() => void this.connect().catch(() => undefined), delay);
     this.reconnectTimer.unref();
   }
 

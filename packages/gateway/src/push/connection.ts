@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { parseChannel, parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
+import { parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
 import { noteAccess } from '../access-log.js';
 import type { Logger } from '../logger.js';
 import { UNVOUCHED_PREFIX } from '../consumer-id.js';
@@ -11,6 +11,11 @@ import type { PushConnection, PushHandler, SubscribeOptions, UpgradeKind, WriteO
 /** What a connection needs from the gateway around it. */
 export interface ConnectionContext {
   readonly streams: Sources;
+  /**
+   * What a subscription names: a channel, or a wildcard pattern this gateway serves.
+   * @throws WarrenError `INVALID_CHANNEL`, `INVALID_PATTERN`, `WILDCARD_NOT_ALLOWED`
+   */
+  parseTarget(channel: string): string;
   readonly log: Logger;
   /** Most channels one connection may subscribe to. */
   readonly maxSubscriptions: number;
@@ -186,7 +191,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
   }
 
   async subscribe(channel: string, options: SubscribeOptions = {}): Promise<void> {
-    channel = parseChannel(channel);
+    channel = this.context.parseTarget(channel);
     const consumerId =
       options.consumerId === null
         ? undefined
@@ -286,12 +291,12 @@ export class Connection implements PushConnection, Sink, TransportEvents {
 
   // Sink: what subscriptions deliver to.
 
-  send(channel: string, message: WarrenMessage, written?: (ok: boolean) => void): void {
+  send(channel: string, message: WarrenMessage, written?: (ok: boolean) => void, pattern?: string): void {
     if (this.state === 'closed') {
       written?.(false);
       return;
     }
-    this.transport.deliver(channel, message, written);
+    this.transport.deliver(channel, message, written, pattern);
   }
 
   signal(channel: string, signal: LogSignal): void {

@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import {
   ClientFrameError,
   HEADERS,
-  parseChannel,
+  isPattern,
   parseClientFrame,
   PATHS,
   parseSince,
@@ -20,6 +20,7 @@ import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
 import type { Presence, PresenceChange, PresenceTicket } from '../presence/presence.js';
+import { refusePattern, type WildcardRoutes } from '../wildcards.js';
 import type { PushConnection, PushHandler, PushUpgrade, SubscribeOptions, UpgradeDecider } from './handler.js';
 
 /** What the standalone gateway's handler needs from the gateway around it. */
@@ -33,6 +34,8 @@ export interface DefaultHandlerDeps {
   prepareStream(req: IncomingMessage, channel: string, consumerId: string | undefined): Promise<void>;
   /** Most channels one socket may subscribe to (`--ws-max-subscriptions`). */
   maxSubscriptions: number;
+  /** Which channels may be subscribed by pattern (`--wildcard-routes`). */
+  wildcards: WildcardRoutes;
   /** Whether a channel is logged (`--log-routes`): `?history=` means something there only. */
   isLogged(channel: string): boolean;
   /** Presence on the channels under `--presence-routes`; absent without them. */
@@ -66,7 +69,7 @@ export function createDefaultDecider(deps: DefaultHandlerDeps): UpgradeDecider {
 
 async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
   const { request: req, query } = upgrade;
-  const channel = parseChannel(upgrade.path);
+  const channel = deps.wildcards.parse(upgrade.path);
   const requested = upgrade.consumerId;
   const lastEventId = findLastEventId(req, query);
   const token = deps.admission.findToken(req, query);
@@ -84,7 +87,7 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
 
 async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
   const { request: req, query } = upgrade;
-  const channel = upgrade.path === PATHS.socket ? undefined : parseChannel(upgrade.path);
+  const channel = upgrade.path === PATHS.socket ? undefined : deps.wildcards.parse(upgrade.path);
   const requested = upgrade.consumerId;
   const lastEventId = findLastEventId(req, query);
   const token = deps.admission.findToken(req, query);
@@ -105,6 +108,7 @@ function presenceFlag(deps: DefaultHandlerDeps, channel: string, query: URLSearc
   const value = query.get('presence');
   if (value === null || value === '0' || value === 'false') return false;
   if (value !== '1' && value !== 'true') throw new WarrenError('INVALID_REQUEST', 'presence is 1 (or true) to receive joins and leaves');
+  refusePattern(channel, 'presence');
   if (deps.presence?.isPresenceChannel(channel) !== true) {
     throw new WarrenError('INVALID_REQUEST', `${channel} is not a presence channel (under --presence-routes)`);
   }
@@ -138,7 +142,7 @@ function holdPresence(
   send: (change: PresenceChange) => void,
 ): void {
   const presence = deps.presence;
-  if (presence === undefined || !presence.isPresenceChannel(channel)) return;
+  if (presence === undefined || isPattern(channel) || !presence.isPresenceChannel(channel)) return;
   if (identity !== undefined && hold.ticket === undefined) hold.ticket = presence.enter(channel, identity);
   if (watch && hold.unwatch === undefined) hold.unwatch = presence.watch(channel, send);
 }
@@ -151,6 +155,11 @@ type StreamStart = Pick<SubscribeOptions, 'lastEventId' | 'history' | 'since'>;
  * @throws WarrenError `INVALID_REQUEST`, `INVALID_MESSAGE_ID`
  */
 function startOf(deps: DefaultHandlerDeps, channel: string, query: URLSearchParams, lastEventId: string | undefined): StreamStart {
+  if (isPattern(channel)) {
+    // Live only: an EventSource's Last-Event-ID is ignored, history asked for is refused.
+    if (query.has('history') || query.has('since')) refusePattern(channel, 'history (?history=, ?since=)');
+    return {};
+  }
   const from: StreamStart = lastEventId === undefined ? {} : { lastEventId };
   if (!deps.isLogged(channel)) return from;
   const history = parseHistory(query.get('history'));
@@ -230,7 +239,7 @@ class StreamSession extends DefaultSession<string> {
       conn.drop('broker-unavailable');
       return;
     }
-    if (!conn.open || deps.presence?.isPresenceChannel(this.channel) !== true) return;
+    if (!conn.open || isPattern(this.channel) || deps.presence?.isPresenceChannel(this.channel) !== true) return;
     this.hold = new PresenceHold();
     // Events named apart (as the signals are), so that `onmessage` never mistakes one for data.
     holdPresence(deps, this.hold, this.channel, this.identity, this.watch, (change) =>
@@ -315,6 +324,8 @@ class SocketSession extends DefaultSession<string | undefined> {
     const conn = this.conn;
     let identity = knownIdentity;
     try {
+      // A pattern this gateway does not serve is refused before the app is asked about it.
+      this.deps.wildcards.parse(channel);
       if (watch) presenceFlag(this.deps, channel, new URLSearchParams('presence=1'));
       const earlier = this.pending.get(channel);
       if (earlier !== undefined) {
@@ -345,7 +356,7 @@ class SocketSession extends DefaultSession<string | undefined> {
       else conn.drop('broker-unavailable');
       return;
     }
-    if (conn.open && conn.channels.includes(channel) && this.deps.presence?.isPresenceChannel(channel) === true) {
+    if (conn.open && conn.channels.includes(channel) && !isPattern(channel) && this.deps.presence?.isPresenceChannel(channel) === true) {
       this.holds ??= new Map();
       let hold = this.holds.get(channel);
       if (hold === undefined) this.holds.set(channel, (hold = new PresenceHold()));

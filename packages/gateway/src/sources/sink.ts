@@ -11,8 +11,10 @@ export interface Sink {
    * handed to the operating system, `written(false)` if the connection died
    * first. Called exactly once. Without `written` (live fan-out, which
    * acknowledges on arrival) no callback is attached to the write.
+   * `pattern`: delivered to a wildcard subscription (`/stocks/*`), which
+   * `channel` matched; the transport tells the client both.
    */
-  send(channel: string, message: WarrenMessage, written?: (ok: boolean) => void): void;
+  send(channel: string, message: WarrenMessage, written?: (ok: boolean) => void, pattern?: string): void;
   /** Bytes accepted by `send()` and not yet handed to the operating system. */
   pendingBytes(): number;
   /**

@@ -1,4 +1,4 @@
-import { consumerQueueName, parseSince } from '@warren/protocol';
+import { consumerQueueName, isPattern, parseSince } from '@warren/protocol';
 import type { Broker, ConsumerEnd } from '../broker/broker.js';
 import type { ConsumerQueues } from '../consumer-queues.js';
 import type { Logger } from '../logger.js';
@@ -11,6 +11,8 @@ import { logStart } from '../logs/channel-logs.js';
 import type { LogStart } from '../logs/log-subscription.js';
 import type { Positions } from '../logs/positions.js';
 import type { StreamPositions } from '../logs/stream-positions.js';
+import type { WildcardFanOut } from './wildcard-fan-out.js';
+import { refusePattern } from '../wildcards.js';
 
 /** What identified streams of logged channels need: where positions are read, and who keeps them. */
 export interface LoggedPositions {
@@ -77,9 +79,17 @@ export class Sources {
     private readonly prefetch: number,
     private readonly logs?: ChannelLogs,
     private readonly logged?: LoggedPositions,
+    /** Pattern subscriptions; absent without `--wildcard-routes` (where no pattern gets this far). */
+    private readonly wildcard?: WildcardFanOut,
   ) {}
 
   async open(request: SourceRequest): Promise<SourceHandle> {
+    if (isPattern(request.channel)) {
+      // Live only, whoever reads: no consumer queue, no resume (docs/wildcards.md).
+      if (request.history !== undefined || request.since !== undefined) refusePattern(request.channel, 'history (history, since)');
+      if (this.wildcard === undefined) refusePattern(request.channel, 'this gateway (no --wildcard-routes)');
+      return this.wildcard!.subscribe(request.channel, request.sink);
+    }
     if (this.logs?.isLogged(request.channel) === true) {
       if (request.consumerId === undefined || this.logged === undefined)
         return this.logs.subscribe(request.channel, request.sink, logStart(request.history, request.since ?? request.lastEventId));

@@ -40,11 +40,12 @@ export function encodeSseData(data: string | Buffer, options: { id?: string; eve
 }
 
 /** The `warren.v1` frame of a message: its body as text, or base64 when the content type is not textual. */
-export function messageFrame(channel: string, message: WarrenMessage): MessageFrame {
+export function messageFrame(channel: string, message: WarrenMessage, pattern?: string): MessageFrame {
   const textual = isTextual(message.contentType);
   const frame: MessageFrame = {
     type: 'message',
     channel,
+    ...(pattern === undefined ? {} : { pattern }),
     id: message.id,
     contentType: message.contentType,
     data: textual ? message.body.toString('utf8') : message.body.toString('base64'),
@@ -60,7 +61,7 @@ export function messageFrame(channel: string, message: WarrenMessage): MessageFr
  * once (not once per connection) is what keeps the fan-out cheap.
  */
 const sseBytes = new WeakMap<WarrenMessage, Buffer>();
-const frameBytes = new WeakMap<WarrenMessage, { channel: string; bytes: Buffer }>();
+const frameBytes = new WeakMap<WarrenMessage, { channel: string; pattern: string | undefined; bytes: Buffer }>();
 
 /** {@link encodeSseEvent} as bytes, encoded once per message object. */
 export function sseEventBytes(message: WarrenMessage): Buffer {
@@ -73,10 +74,23 @@ export function sseEventBytes(message: WarrenMessage): Buffer {
 }
 
 /** The JSON of {@link messageFrame} as UTF-8 bytes, encoded once per message object and channel. */
-export function messageFrameBytes(channel: string, message: WarrenMessage): Buffer {
+export function messageFrameBytes(channel: string, message: WarrenMessage, pattern?: string): Buffer {
   const cached = frameBytes.get(message);
-  if (cached !== undefined && cached.channel === channel) return cached.bytes;
-  const bytes = Buffer.from(JSON.stringify(messageFrame(channel, message)), 'utf8');
-  frameBytes.set(message, { channel, bytes });
+  if (cached !== undefined && cached.channel === channel && cached.pattern === pattern) return cached.bytes;
+  const bytes = Buffer.from(JSON.stringify(messageFrame(channel, message, pattern)), 'utf8');
+  frameBytes.set(message, { channel, pattern, bytes });
   return bytes;
+}
+
+/**
+ * The SSE event of a message on a wildcard subscription: `id:` and `event:`
+ * as on a channel's stream, and as `data:` the `warren.v1` message frame
+ * (JSON, one line), whose `channel` says where it was published.
+ */
+export function patternSseEventBytes(channel: string, message: WarrenMessage, pattern: string): Buffer {
+  const frame = messageFrameBytes(channel, message, pattern);
+  return Buffer.from(
+    encodeSseData(frame.toString('utf8'), { id: message.id, ...(message.event === undefined ? {} : { event: message.event }) }),
+    'utf8',
+  );
 }

@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
 import { corkForTick } from './cork.js';
-import { encodeSseData, sseEventBytes } from './encoding.js';
+import { encodeSseData, patternSseEventBytes, sseEventBytes } from './encoding.js';
 import { Ticker } from './ticker.js';
 import type { CloseReason, PushTransport, TransportEvents } from './transport.js';
 
@@ -89,8 +89,9 @@ export class SseTransport implements PushTransport {
     this.send(encodeSseData(data, options), done);
   }
 
-  deliver(_channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void {
-    this.send(sseEventBytes(message), done);
+  /** On a wildcard subscription the event's data is the `warren.v1` message frame, which names the channel (docs/wildcards.md). */
+  deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void, pattern?: string): void {
+    this.send(pattern === undefined ? sseEventBytes(message) : patternSseEventBytes(channel, message, pattern), done);
   }
 
   private send(chunk: string | Buffer, done?: (ok: boolean) => void): void {

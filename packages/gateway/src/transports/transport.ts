@@ -44,7 +44,7 @@ export interface PushTransport {
   /** Application data. `done(true)` once handed to the operating system, `done(false)` if the socket died first. */
   write(data: string | Buffer, options: WriteOptions, done: (ok: boolean) => void): void;
   /** A broker message of `channel`, in this transport's encoding. Same `done` contract; no callback without `done`. */
-  deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void;
+  deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void, pattern?: string): void;
   /** A logged channel's signal, in the transport's own form; without it, it is delivered as a message named after the signal. */
   signal?(channel: string, signal: LogSignal): void;
   /** Bytes accepted and not yet handed to the operating system. */

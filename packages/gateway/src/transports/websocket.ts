@@ -234,8 +234,8 @@ export class WebSocketTransport implements PushTransport, EndOfTick {
     this.send(data, typeof data !== 'string', done);
   }
 
-  deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void): void {
-    const data = this.protocol === WARREN_PROTOCOL ? messageFrameBytes(channel, message) : message.body;
+  deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void, pattern?: string): void {
+    const data = this.protocol === WARREN_PROTOCOL ? messageFrameBytes(channel, message, pattern) : message.body;
     const binary = this.protocol !== WARREN_PROTOCOL && !isTextual(message.contentType);
     if (done === undefined) {
       this.send(data, binary);
