@@ -73,10 +73,14 @@ interface Binding {
  * seen. Never throws: when the API cannot be read, the count is `undefined`.
  *
  * A count waits for a listing when the last one is too old (or there is
- * none yet), at most `timeoutMs`; counts asked meanwhile share it. After a
- * failed listing, nothing waits: counts are `undefined` at once, and a new
- * listing is tried in the background after `maxAgeMs`, then twice as long
- * each time it fails again (up to 30 s).
+ * none yet), at most `timeoutMs`; counts asked meanwhile share it. A count
+ * asked shortly before the listing expires (twice a listing's duration, at
+ * most half of `maxAgeMs`) starts the next listing in the background, so
+ * that a steady flow of publishes does not wait: listings are then between
+ * `maxAgeMs / 2` and `maxAgeMs` apart, and none is made while nothing
+ * counts. After a failed listing, nothing waits: counts are `undefined` at
+ * once, and a new listing is tried in the background after `maxAgeMs`, then
+ * twice as long each time it fails again (up to 30 s).
  *
  * @example
  * const counts = new RouteCounts({ managementUrl: 'http://guest:guest@localhost:15672', amqpUrl, exchange: 'warren' });
@@ -92,6 +96,8 @@ export class RouteCounts {
   private readonly timeoutMs: number;
   private retryMs: number;
   private failing = false;
+  /** How long the last listing that succeeded took. */
+  private lastDurationMs = 0;
   private exchangeType: string | undefined;
   private readonly counters: RouteCountStats = { listings: 0, failures: 0, bindings: 0 };
 
@@ -152,12 +158,27 @@ export class RouteCounts {
 
   private current(): Listing | Promise<Listing> {
     const listing = this.listing;
-    if (listing !== undefined && Date.now() < listing.until) return listing;
-    this.inFlight ??= this.list().finally(() => (this.inFlight = undefined));
+    const now = Date.now();
+    if (listing !== undefined && now < listing.until) {
+      // Listed again shortly before this one expires, in the background:
+      // under a steady flow of publishes, none waits for a listing.
+      if (listing.match !== undefined && this.inFlight === undefined && now >= listing.until - this.leadMs()) void this.refresh();
+      return listing;
+    }
+    const next = this.refresh();
     // While the API fails, nobody waits for it: the next listing is tried in
     // the background, and counts stay unknown until one succeeds.
     if (listing !== undefined && listing.match === undefined) return listing;
-    return this.inFlight;
+    return next;
+  }
+
+  /** How long before a listing expires the next one is asked for: twice the last one's duration, at most half the age. */
+  private leadMs(): number {
+    return Math.min(2 * this.lastDurationMs, this.maxAgeMs / 2);
+  }
+
+  private refresh(): Promise<Listing> {
+    return (this.inFlight ??= this.list().finally(() => (this.inFlight = undefined)));
   }
 
   private async list(): Promise<Listing> {
@@ -172,6 +193,7 @@ export class RouteCounts {
       if (!Array.isArray(bindings)) throw new Error('the management API answered something other than a list of bindings');
       listing = { at, until: at + this.maxAgeMs, match: matcher(this.exchangeType, bindings) };
       this.counters.bindings = bindings.length;
+      this.lastDurationMs = Date.now() - at;
       this.retryMs = this.maxAgeMs;
       if (this.failing) {
         this.failing = false;
