@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
 import { OptionError, type Logger } from '@warren/gateway';
 import { Producer } from '@warren/producer';
-import { consumerQueueName } from '@warren/protocol';
+import { consumerQueueName, RouteCounts } from '@warren/protocol';
 import { closeAndClean } from './support/channel-logs.js';
 import {
   AMQP_URL,
@@ -330,6 +330,56 @@ describe('route counts', () => {
       } finally {
         process.off('warning', onWarning);
         await producer.close();
+      }
+    });
+  });
+
+  describe('RouteCounts on the management API itself', () => {
+    it("without credentials in the management URL, uses the AMQP URL's user", async () => {
+      const exchange = unique('rc-creds-');
+      const conn = await amqp.connect(AMQP_URL);
+      try {
+        const ch = await conn.createChannel();
+        await ch.assertExchange(exchange, 'direct', { durable: false });
+        const { queue } = await ch.assertQueue('', { exclusive: true });
+        await ch.bindQueue(queue, exchange, '/k');
+        const bare = MANAGEMENT_URL.replace(/\/\/[^@/]*@/, '//');
+        assert.notEqual(bare, MANAGEMENT_URL);
+        const counts = new RouteCounts({ managementUrl: bare, amqpUrl: AMQP_URL, exchange });
+        assert.equal(await counts.count('/k'), 1);
+        assert.equal(await counts.count('/other'), 0);
+        assert.deepEqual(counts.stats(), { listings: 1, failures: 0, bindings: 1 });
+        await ch.deleteExchange(exchange);
+      } finally {
+        await conn.close();
+      }
+    });
+
+    it('on a topic exchange, counts the queues RabbitMQ routes to (patterns, a queue bound twice once)', async () => {
+      const exchange = unique('rc-topic-');
+      const conn = await amqp.connect(AMQP_URL);
+      try {
+        const ch = await conn.createConfirmChannel();
+        await ch.assertExchange(exchange, 'topic', { durable: false });
+        const patterns = [['a.*', 'a.b'], ['a.#'], ['a.b'], ['#.c']];
+        const queues: string[] = [];
+        for (const keys of patterns) {
+          const { queue } = await ch.assertQueue('', { exclusive: true });
+          queues.push(queue);
+          for (const key of keys) await ch.bindQueue(queue, exchange, key);
+        }
+        const counts = new RouteCounts({ managementUrl: MANAGEMENT_URL, amqpUrl: AMQP_URL, exchange, maxAgeMs: 60_000 });
+        for (const key of ['a.b', 'a', 'a.b.c', 'x.c', 'x']) {
+          const before = await Promise.all(queues.map(async (q) => (await ch.checkQueue(q)).messageCount));
+          ch.publish(exchange, key, Buffer.from('x'));
+          await ch.waitForConfirms();
+          const after = await Promise.all(queues.map(async (q) => (await ch.checkQueue(q)).messageCount));
+          const routedTo = after.filter((n, i) => n > before[i]!).length;
+          assert.equal(await counts.count(key), routedTo, `key ${key}`);
+        }
+        await ch.deleteExchange(exchange);
+      } finally {
+        await conn.close();
       }
     });
   });

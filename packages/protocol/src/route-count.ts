@@ -294,8 +294,9 @@ function matcher(type: string | undefined, bindings: readonly Binding[]): ((key:
 
 /** Whether a topic binding `pattern` matches `key` (AMQP 0-9-1 topic rules). */
 export function topicMatches(pattern: string, key: string): boolean {
-  const p = pattern.split('.');
-  const k = key.split('.');
+  // As RabbitMQ splits them: an empty key or pattern has no words.
+  const p = pattern === '' ? [] : pattern.split('.');
+  const k = key === '' ? [] : key.split('.');
   // can[j]: the pattern's first i words can match the key's first j words.
   let can = [true, ...k.map(() => false)];
   for (const word of p) {
