@@ -284,7 +284,7 @@ describe('route counts', () => {
           warn: (msg) => void warnings.push(msg),
           error: () => undefined,
         };
-        const gw = await startGateway('rabbitmq', { exchange, managementUrl: d.url(), routeCountMaxAgeMs: 50, logger });
+        const gw = await startGateway('rabbitmq', { exchange, managementUrl: d.url(), routeCountMaxAgeMs: 100, logger });
         try {
           await until(() => gw.gateway.broker.ready, 'the broker is connected');
           for (let i = 0; i < 3; i++) {
@@ -294,7 +294,7 @@ describe('route counts', () => {
             assert.equal('queues' in result, false, JSON.stringify(result));
             assert.equal('routes' in result, false);
             assert.ok(Date.now() - began < 4_000, `publish ${i} took ${Date.now() - began} ms`);
-            await sleep(60);
+            await sleep(110);
           }
           assert.equal(warnings.filter((w) => /management API/.test(w)).length, 1, JSON.stringify(warnings));
         } finally {
@@ -348,7 +348,9 @@ describe('route counts', () => {
         const counts = new RouteCounts({ managementUrl: bare, amqpUrl: AMQP_URL, exchange });
         assert.equal(await counts.count('/k'), 1);
         assert.equal(await counts.count('/other'), 0);
-        assert.deepEqual(counts.stats(), { listings: 1, failures: 0, bindings: 1 });
+        const stats = counts.stats();
+        assert.deepEqual({ ...stats, lastListingMs: 0 }, { listings: 1, failures: 0, bindings: 1, lastListingMs: 0 });
+        assert.ok(stats.lastListingMs > 0 && stats.lastListingMs < 2000, String(stats.lastListingMs));
         await ch.deleteExchange(exchange);
       } finally {
         await conn.close();

@@ -334,7 +334,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     env: 'WARREN_ROUTE_COUNT_MAX_AGE',
     kind: 'duration',
     default: SECOND,
-    min: 10,
+    min: 100,
     max: 10 * MINUTE,
     description:
       'How long one listing of the exchange bindings serves the route counts of publishes (with `--management-url`): the most a count can be out of date, and the least time between two listings.',

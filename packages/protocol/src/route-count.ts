@@ -43,6 +43,8 @@ export interface RouteCountStats {
   failures: number;
   /** Bindings in the last listing that succeeded. */
   bindings: number;
+  /** How long the last listing that succeeded took, in ms: keep `maxAgeMs` well above it. */
+  lastListingMs: number;
 }
 
 export const DEFAULT_ROUTE_COUNT_MAX_AGE_MS = 1000;
@@ -96,10 +98,8 @@ export class RouteCounts {
   private readonly timeoutMs: number;
   private retryMs: number;
   private failing = false;
-  /** How long the last listing that succeeded took. */
-  private lastDurationMs = 0;
   private exchangeType: string | undefined;
-  private readonly counters: RouteCountStats = { listings: 0, failures: 0, bindings: 0 };
+  private readonly counters: RouteCountStats = { listings: 0, failures: 0, bindings: 0, lastListingMs: 0 };
 
   /** @throws TypeError when a URL is malformed or a duration is not positive */
   constructor(private readonly options: RouteCountOptions) {
@@ -174,7 +174,7 @@ export class RouteCounts {
 
   /** How long before a listing expires the next one is asked for: twice the last one's duration, at most half the age. */
   private leadMs(): number {
-    return Math.min(2 * this.lastDurationMs, this.maxAgeMs / 2);
+    return Math.min(2 * this.counters.lastListingMs, this.maxAgeMs / 2);
   }
 
   private refresh(): Promise<Listing> {
@@ -193,7 +193,7 @@ export class RouteCounts {
       if (!Array.isArray(bindings)) throw new Error('the management API answered something other than a list of bindings');
       listing = { at, until: at + this.maxAgeMs, match: matcher(this.exchangeType, bindings) };
       this.counters.bindings = bindings.length;
-      this.lastDurationMs = Date.now() - at;
+      this.counters.lastListingMs = Date.now() - at;
       this.retryMs = this.maxAgeMs;
       if (this.failing) {
         this.failing = false;
