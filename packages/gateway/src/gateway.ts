@@ -11,6 +11,7 @@ import {
   type MessageData,
   type MessageOptions,
   type PresenceMember,
+  type RouteCountStats,
 } from '@warren/protocol';
 import { AccessLog } from './access-log.js';
 import { Admission } from './admission.js';
@@ -19,6 +20,7 @@ import { AttachedServer } from './attach.js';
 import type { Broker, BrokerStats } from './broker/broker.js';
 import { MemoryBroker } from './broker/memory.js';
 import { RabbitBroker } from './broker/rabbitmq.js';
+import { createRouteCounter, type RouteCounter } from './broker/route-count.js';
 import { Audit, DEFAULT_MISSED_LIMIT, MAX_MISSED_LIMIT, type MissedPage } from './audit.js';
 import { ConsumerQueues } from './consumer-queues.js';
 import { Cors } from './cors.js';
@@ -70,6 +72,8 @@ export interface GatewayStats {
   presence?: PresenceStats;
   /** With `--audit-routes`: dead letters moved into the audit stream, and queries answered. */
   audit?: { moved: number; queries: number };
+  /** With `--management-url`: listings of the exchange's bindings for the publishes' route counts. */
+  routeCounts?: RouteCountStats;
 }
 
 /** What only a program embedding the gateway can pass (no flag or variable). */
@@ -320,6 +324,8 @@ interface Core {
   interruptDrain: (() => void) | undefined;
   start(): Promise<void>;
   publish: Gateway['publish'];
+  /** What counts the queues and logs a publish reached, for the publish endpoint's answers. */
+  routeCounter: RouteCounter | undefined;
 }
 
 function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelTokens): Core {
@@ -403,6 +409,17 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     interruptDrain: undefined,
     start,
     publish: publisher(options, broker, start, logs),
+    routeCounter: createRouteCounter(
+      broker,
+      {
+        managementUrl: options.managementUrl,
+        amqpUrl: options.amqpUrl === undefined ? undefined : parseList(options.amqpUrl)[0],
+        exchange: options.exchange,
+        maxAgeMs: options.routeCountMaxAgeMs,
+        timeoutMs: Math.min(options.brokerTimeoutMs, 2000),
+      },
+      log,
+    ),
   };
   return core;
 }
@@ -526,6 +543,7 @@ function createFronts(core: Core, input: CreateGatewayOptions, attached: Attache
     maxMessageBytes,
     publishBatch: { batchMaxMessages: options.publishBatchMaxMessages, batchMaxBytes: options.publishBatchMaxBytes },
     preparePublish: (channel) => core.logs.preparePublish(channel),
+    routeCounter: core.routeCounter,
     pushRoutes,
     stopping,
     passRequest,
@@ -583,6 +601,7 @@ function defaultDecider(core: Core): UpgradeDecider {
 }
 
 function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayStats {
+  const routeCounts = core.routeCounter?.stats();
   let sse = 0;
   for (const conn of push.connections) if (conn.kind === 'sse') sse++;
   return {
@@ -596,6 +615,7 @@ function gatewayStats(core: Core, push: PushFront, longPoll: LongPoll): GatewayS
     logs: { ...core.logs.stats },
     ...(core.presence === undefined ? {} : { presence: core.presence.stats() }),
     ...(core.audit === undefined ? {} : { audit: { ...core.audit.stats } }),
+    ...(routeCounts === undefined ? {} : { routeCounts }),
   };
 }
 

@@ -24,6 +24,17 @@ export interface GatewayOptions {
   amqpUrl?: string;
   /** Exchange channels are published to. @default 'warren' */
   exchange?: string;
+  /**
+   * RabbitMQ's management HTTP API (`http://user:pass@host:15672`; without
+   * credentials, those of `amqpUrl`): the publish endpoint's answers then
+   * count the queues and logs each message reached (`queues`, `routes`), from
+   * a listing of the exchange's bindings at most `routeCountMaxAgeMs` old.
+   * Needs `amqpUrl` (the embedded broker counts by itself).
+   * @default none: no count on RabbitMQ
+   */
+  managementUrl?: string;
+  /** How long one listing of the exchange's bindings serves route counts. @default 1_000 */
+  routeCountMaxAgeMs?: number;
   /** Bearer token for `POST /_warren/publish`. @default none: HTTP publishing is off */
   publishToken?: string;
   /** How long a long-poll waits for a message. @default 25_000 */
@@ -195,6 +206,7 @@ type Unset =
   | 'tlsCert'
   | 'tlsKey'
   | 'amqpUrl'
+  | 'managementUrl'
   | 'publishToken'
   | 'logger'
   | 'corsOrigins'
@@ -314,6 +326,27 @@ export const OPTION_SPECS: readonly OptionSpec[] = [
     kind: 'string',
     default: 'warren',
     description: 'Exchange that channels are published to.',
+  },
+  {
+    key: 'managementUrl',
+    flag: '--management-url',
+    env: 'WARREN_MANAGEMENT_URL',
+    kind: 'http-url',
+    default: undefined,
+    defaultText: 'none: no count on RabbitMQ',
+    description:
+      "RabbitMQ's management HTTP API (`http://user:pass@host:15672`; without credentials, the `--amqp-url` user's): publish answers then say how many queues and logs took each message (`queues`, `routes`), counted from the exchange's bindings listed at most `--route-count-max-age` before ([Was it routed?](publishing.md#was-it-routed)). Needs `--amqp-url`; the embedded broker always counts.",
+  },
+  {
+    key: 'routeCountMaxAgeMs',
+    flag: '--route-count-max-age',
+    env: 'WARREN_ROUTE_COUNT_MAX_AGE',
+    kind: 'duration',
+    default: SECOND,
+    min: 100,
+    max: 10 * MINUTE,
+    description:
+      'How long one listing of the exchange bindings serves the route counts of publishes (with `--management-url`): the most a count can be out of date, and the least time between two listings.',
   },
   {
     key: 'publishToken',
@@ -1199,6 +1232,11 @@ function checkTogether(options: NormalizedOptions): void {
         `${describe(key)} needs ${describe('tokenSecret')}, ${describe('tokenPublicKey')} or ${describe('tokenJwksUrl')}: what verifies the JWTs`,
       );
     }
+  }
+  if (options.managementUrl !== undefined && options.amqpUrl === undefined) {
+    throw new OptionError(
+      `${describe('managementUrl')} needs ${describe('amqpUrl')}: it counts RabbitMQ's bindings, and the embedded broker counts its own`,
+    );
   }
   if (options.amqpHeartbeatMs % SECOND !== 0) {
     throw new OptionError(`${describe('amqpHeartbeatMs')} must be whole seconds, got ${showDuration(options.amqpHeartbeatMs)}`);

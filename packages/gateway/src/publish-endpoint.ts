@@ -15,6 +15,7 @@ import {
   type WarrenMessage,
 } from '@warren/protocol';
 import type { Broker } from './broker/broker.js';
+import { publishCounted, type RouteCounter } from './broker/route-count.js';
 import { header, readBody, sendJson } from './http.js';
 import type { Logger } from './logger.js';
 
@@ -60,7 +61,11 @@ export function authorizePublisher(req: IncomingMessage, token: string | undefin
   }
 }
 
-/** What a published message is answered with: its id, its channels, and which of them no queue or log took. */
+/**
+ * What a published message is answered with: its id, its channels, which of
+ * them no queue or log took, and, when the gateway can count them, how many
+ * queues and logs took it.
+ */
 export interface PublishAnswer {
   id: string;
   channels: string[];
@@ -68,6 +73,13 @@ export interface PublishAnswer {
   routed: boolean;
   /** The channels whose copy reached no queue and no log, in the order of `channels`. */
   unrouted: string[];
+  /**
+   * The queues and logs the copies reached, all channels together; absent
+   * when unknown (RabbitMQ without `--management-url`, or its API failing).
+   */
+  queues?: number;
+  /** The same per channel: 0 exactly for the channels in `unrouted`. Absent with `queues`. */
+  routes?: Record<string, number>;
 }
 
 /** The bounds of the publish endpoints. */
@@ -79,16 +91,36 @@ export interface PublishLimits {
 
 type Prepare = (channel: string) => Promise<unknown>;
 
+/** How the publish endpoints reach the broker. */
+export interface PublishVia {
+  broker: Broker;
+  /** Makes a channel ready for a publish (binds a logged channel to its log). */
+  prepare?: Prepare;
+  /** Counts the queues and logs a publish reached; none: no count in the answer. */
+  counter?: RouteCounter | undefined;
+}
+
 /** Publishes `message` to each of `channels` (checked, without duplicates) and waits for every confirm. */
-async function publishMessage(broker: Broker, prepare: Prepare, channels: string[], message: WarrenMessage): Promise<PublishAnswer> {
-  const routed = await Promise.all(
+async function publishMessage(via: PublishVia, channels: string[], message: WarrenMessage): Promise<PublishAnswer> {
+  const results = await Promise.all(
     channels.map(async (channel) => {
-      await prepare(channel);
-      return broker.publish(channel, message);
+      await via.prepare?.(channel);
+      return publishCounted(via.broker, via.counter, channel, message);
     }),
   );
-  const unrouted = channels.filter((_, i) => !routed[i]);
-  return { id: message.id, channels, routed: unrouted.length < channels.length, unrouted };
+  const unrouted = channels.filter((_, i) => !results[i]!.routed);
+  const answer: PublishAnswer = { id: message.id, channels, routed: unrouted.length < channels.length, unrouted };
+  if (results.every((r) => r.queues !== undefined)) {
+    const routes: Record<string, number> = {};
+    let queues = 0;
+    for (const [i, channel] of channels.entries()) {
+      routes[channel] = results[i]!.queues!;
+      queues += routes[channel];
+    }
+    answer.queues = queues;
+    answer.routes = routes;
+  }
+  return answer;
 }
 
 /** The channels of one publish, checked: 1 to {@link MAX_PUBLISH_CHANNELS}, duplicates dropped. */
@@ -103,7 +135,8 @@ function checkChannels(channels: readonly string[]): string[] {
  * `POST /_warren/publish?channel=/a[&channel=/b…]`: the body is the message,
  * `Content-Type` its type, optional `Message-Id` and `Warren-Event` headers.
  * Answers `200 {"id", "channels", "routed", "unrouted"}` once the broker
- * confirmed every channel: `unrouted` the channels no queue or log took.
+ * confirmed every channel: `unrouted` the channels no queue or log took;
+ * with `"queues"` and `"routes"` too when `via.counter` gives a count.
  * Pipelined requests on one connection are handled at once, each waiting
  * for its own confirms; Node writes their answers in request order.
  */
@@ -111,10 +144,9 @@ export async function handlePublish(
   req: IncomingMessage,
   res: ServerResponse,
   query: URLSearchParams,
-  broker: Broker,
+  via: PublishVia,
   token: string | undefined,
   maxMessageBytes: number,
-  prepare: Prepare = () => Promise.resolve(),
 ): Promise<void> {
   authorizePublisher(req, token);
   const unique = checkChannels(query.getAll('channel'));
@@ -129,8 +161,8 @@ export async function handlePublish(
   };
   if (event !== undefined) message.event = parseEventName(event);
   message.body = await readBody(req, maxMessageBytes);
-  if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
-  sendJson(res, 200, await publishMessage(broker, prepare, unique, message));
+  if (!via.broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
+  sendJson(res, 200, await publishMessage(via, unique, message));
 }
 
 /** One message of a batch: what its line says, checked. */
@@ -247,11 +279,10 @@ export function parseBatch(body: Buffer, limits: PublishLimits): BatchEntry[] {
 export async function handlePublishBatch(
   req: IncomingMessage,
   res: ServerResponse,
-  broker: Broker,
+  via: PublishVia,
   token: string | undefined,
   limits: PublishLimits,
   log: Logger,
-  prepare: Prepare = () => Promise.resolve(),
 ): Promise<void> {
   authorizePublisher(req, token);
   const type = header(req, 'content-type')?.split(';')[0]?.trim().toLowerCase();
@@ -268,13 +299,13 @@ export async function handlePublishBatch(
     throw err;
   }
   const entries = parseBatch(body, limits);
-  if (!broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
+  if (!via.broker.ready) throw new WarrenError('BROKER_UNAVAILABLE', 'the broker is not connected');
   const now = Date.now();
   let failed = 0;
   const results = await Promise.all(
     entries.map(({ channels, message }): Promise<BatchResult> => {
       message.publishedAt = now;
-      return publishMessage(broker, prepare, channels, message).catch((err: unknown) => {
+      return publishMessage(via, channels, message).catch((err: unknown) => {
         failed++;
         if (!(err instanceof WarrenError) || err.status === null) {
           log.error('unexpected error in a publish batch', { error: err instanceof Error ? err.stack : String(err) });

@@ -8,6 +8,7 @@ import type { Cors } from './cors.js';
 import { sendError, sendJson } from './http.js';
 import type { Logger } from './logger.js';
 import type { PushFront } from './push/open.js';
+import type { RouteCounter } from './broker/route-count.js';
 import { authorizePublisher, handlePublish, handlePublishBatch, type PublishLimits } from './publish-endpoint.js';
 import { REQUEST_ID_HEADER } from './request-id.js';
 import { parseTarget, wantsEventStream, type Routes } from './routes.js';
@@ -35,6 +36,8 @@ export interface RouterDeps {
   publishBatch: Pick<PublishLimits, 'batchMaxMessages' | 'batchMaxBytes'>;
   /** Makes a channel ready for a publish (binds a logged channel to its log). */
   preparePublish(channel: string): Promise<unknown>;
+  /** Counts the queues and logs a publish reached (the answer's `queues` and `routes`); none: no count. */
+  routeCounter: RouteCounter | undefined;
   /** `--push-routes` as given, for error messages. */
   pushRoutes: string | undefined;
   /** A request the gateway does not take, when attached to an application's server. */
@@ -116,10 +119,11 @@ export class Router {
   }
 
   private async publish(req: IncomingMessage, res: ServerResponse, query: URLSearchParams, batch: boolean): Promise<void> {
-    const { broker, publishToken, maxMessageBytes, preparePublish, publishBatch, log } = this.deps;
+    const { broker, publishToken, maxMessageBytes, preparePublish, routeCounter, publishBatch, log } = this.deps;
+    const via = { broker, prepare: preparePublish, counter: routeCounter };
     try {
-      if (batch) await handlePublishBatch(req, res, broker, publishToken, { maxMessageBytes, ...publishBatch }, log, preparePublish);
-      else await handlePublish(req, res, query, broker, publishToken, maxMessageBytes, preparePublish);
+      if (batch) await handlePublishBatch(req, res, via, publishToken, { maxMessageBytes, ...publishBatch }, log);
+      else await handlePublish(req, res, query, via, publishToken, maxMessageBytes);
       this.publishes.accepted++;
     } catch (err) {
       if (err instanceof WarrenError && err.status !== null && err.status < 500) this.publishes.refused++;

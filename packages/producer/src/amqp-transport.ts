@@ -1,6 +1,6 @@
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { confirmError, EXCHANGE_TYPE, Returns, routingKey, toWireProperties, WarrenError, type WarrenMessage } from '@warren/protocol';
-import type { PublishTransport } from './transport.js';
+import type { PublishTransport, Sent } from './transport.js';
 
 const unavailable = (message: string, cause: unknown): WarrenError => new WarrenError('BROKER_UNAVAILABLE', message, { cause });
 
@@ -25,7 +25,7 @@ export class AmqpTransport implements PublishTransport {
     private readonly heartbeatSeconds: number,
   ) {}
 
-  async send(channels: readonly string[], message: WarrenMessage): Promise<string[]> {
+  async send(channels: readonly string[], message: WarrenMessage): Promise<Sent> {
     let timer: NodeJS.Timeout | undefined;
     const ch = await Promise.race([
       this.open(),
@@ -37,7 +37,7 @@ export class AmqpTransport implements PublishTransport {
       }),
     ]).finally(() => clearTimeout(timer));
     const routed = await Promise.all(channels.map((channel) => this.publishOne(ch, channel, message)));
-    return channels.filter((_, i) => !routed[i]);
+    return { unrouted: channels.filter((_, i) => !routed[i]) };
   }
 
   async close(): Promise<void> {

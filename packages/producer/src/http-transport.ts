@@ -1,6 +1,6 @@
 import { Pool } from 'undici';
 import { HEADERS, isErrorCode, PATHS, WarrenError, type WarrenMessage } from '@warren/protocol';
-import type { PublishTransport } from './transport.js';
+import type { PublishTransport, Sent } from './transport.js';
 
 /**
  * Publishes through a gateway's `POST /_warren/publish` endpoint: one
@@ -19,7 +19,7 @@ export class HttpTransport implements PublishTransport {
     this.pool = new Pool(url.origin, { connections: 8, pipelining: 8 });
   }
 
-  async send(channels: readonly string[], message: WarrenMessage): Promise<string[]> {
+  async send(channels: readonly string[], message: WarrenMessage): Promise<Sent> {
     const query = new URLSearchParams();
     for (const channel of channels) query.append('channel', channel);
     const headers: Record<string, string> = {
@@ -52,7 +52,7 @@ export class HttpTransport implements PublishTransport {
     } catch (err) {
       throw new WarrenError('GATEWAY_UNREACHABLE', `cannot reach the gateway: ${(err as Error).message}`, { cause: err });
     }
-    let body: { code?: unknown; message?: unknown; unrouted?: unknown } = {};
+    let body: { code?: unknown; message?: unknown; unrouted?: unknown; routes?: unknown } = {};
     try {
       body = JSON.parse(text) as typeof body;
     } catch {
@@ -60,7 +60,10 @@ export class HttpTransport implements PublishTransport {
     }
     if (status === 200) {
       const unrouted = body.unrouted;
-      if (Array.isArray(unrouted) && unrouted.every((c) => typeof c === 'string' && channels.includes(c))) return unrouted as string[];
+      if (Array.isArray(unrouted) && unrouted.every((c) => typeof c === 'string' && channels.includes(c))) {
+        const routes = routesOf(body.routes, channels);
+        return routes === undefined ? { unrouted: unrouted as string[] } : { unrouted: unrouted as string[], routes };
+      }
       throw new WarrenError(
         'GATEWAY_ERROR',
         'the gateway confirmed the message without saying how it was routed (a gateway older than this producer?)',
@@ -75,4 +78,21 @@ export class HttpTransport implements PublishTransport {
   async close(): Promise<void> {
     await this.pool.close();
   }
+}
+
+/**
+ * The gateway's count per channel (`"routes"`), when it gave one for every
+ * channel. One it did not give, or gave malformed, is left out: the message
+ * was confirmed all the same, and the count is an extra.
+ */
+function routesOf(value: unknown, channels: readonly string[]): Record<string, number> | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const given = value as Record<string, unknown>;
+  const routes: Record<string, number> = {};
+  for (const channel of channels) {
+    const n = given[channel];
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) return undefined;
+    routes[channel] = n;
+  }
+  return routes;
 }

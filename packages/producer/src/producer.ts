@@ -1,7 +1,17 @@
-import { DEFAULT_EXCHANGE, encodeMessage, parseChannel, WarrenError, type MessageData, type MessageOptions } from '@warren/protocol';
+import {
+  DEFAULT_EXCHANGE,
+  encodeMessage,
+  parseChannel,
+  RouteCounts,
+  routingKey,
+  WarrenError,
+  type MessageData,
+  type MessageOptions,
+} from '@warren/protocol';
 import { AmqpTransport } from './amqp-transport.js';
 import { HttpTransport } from './http-transport.js';
 import { readTokenFile, tokenFileFor } from './token-file.js';
+import { countRoutes } from './route-count.js';
 import type { PublishTransport } from './transport.js';
 
 /**
@@ -39,6 +49,21 @@ export interface ProducerOptions {
    * publish reconnects. @default 4
    */
   heartbeatSeconds?: number;
+  /**
+   * RabbitMQ's management HTTP API, for an `amqp(s)://` URL:
+   * `http://user:pass@host:15672` (without credentials, those of `url`).
+   * With it a publish says how many queues and logs took the message
+   * ({@link PublishResult.queues}), counted from the exchange's bindings as
+   * listed at most `routeCountMaxAgeMs` before. Over `http(s)://` the gateway
+   * counts (its `--management-url`), so this option is refused there.
+   * @default `WARREN_MANAGEMENT_URL` for an `amqp(s)://` URL, else none: no count
+   */
+  managementUrl?: string;
+  /**
+   * How long one listing of the exchange's bindings serves counts, with
+   * `managementUrl`: the most a count can be out of date. @default 1000
+   */
+  routeCountMaxAgeMs?: number;
 }
 
 /** What a confirmed publish returns. */
@@ -57,6 +82,18 @@ export interface PublishResult {
   routed: boolean;
   /** The channels whose copy reached no queue and no log, in the order of `channels` (empty when every copy was routed). */
   unrouted: string[];
+  /**
+   * How many queues and logs took the message, all channels together: 0 when
+   * `routed` is false, at least 1 when it is true. Absent when unknown: over
+   * AMQP without `managementUrl` (or when the management API cannot be
+   * read), over HTTP from a gateway on RabbitMQ without `--management-url`.
+   * From the embedded broker, exact; from RabbitMQ, counted from a listing of
+   * the bindings at most `routeCountMaxAgeMs` (the gateway's
+   * `--route-count-max-age`) old, bounded by `routed`.
+   */
+  queues?: number;
+  /** The same per channel, `{ "/users/42": 3 }`: 0 exactly for the channels in `unrouted`. Absent with `queues`. */
+  routes?: Record<string, number>;
 }
 
 /** The second half of `producer.publish(data).to(channel)`. */
@@ -94,6 +131,7 @@ export interface Publication {
  */
 export class Producer {
   private readonly transport: PublishTransport;
+  private readonly routeCounts: RouteCounts | undefined;
   private readonly maxMessageBytes: number;
   private readonly inFlight = new Set<Promise<unknown>>();
   private closed = false;
@@ -117,12 +155,14 @@ export class Producer {
     if (!Number.isInteger(this.maxMessageBytes) || this.maxMessageBytes < 1)
       throw new TypeError('Producer: maxMessageBytes must be a positive integer');
     if (url.protocol === 'amqp:' || url.protocol === 'amqps:') {
-      this.transport = new AmqpTransport(
-        text,
-        options.exchange ?? DEFAULT_EXCHANGE,
-        options.timeoutMs ?? 10_000,
-        options.heartbeatSeconds ?? 4,
-      );
+      const exchange = options.exchange ?? DEFAULT_EXCHANGE;
+      const timeoutMs = options.timeoutMs ?? 10_000;
+      this.transport = new AmqpTransport(text, exchange, timeoutMs, options.heartbeatSeconds ?? 4);
+      const managementUrl = options.managementUrl ?? (env.WARREN_MANAGEMENT_URL || undefined);
+      this.routeCounts =
+        managementUrl === undefined
+          ? undefined
+          : routeCountsFor(managementUrl, text, exchange, options.routeCountMaxAgeMs, Math.min(timeoutMs, 2000));
     } else if (url.protocol === 'http:' || url.protocol === 'https:') {
       const file = tokenFileFor(url);
       const token = options.token || env.WARREN_PUBLISH_TOKEN || (file === undefined ? undefined : readTokenFile(file));
@@ -131,6 +171,11 @@ export class Producer {
         throw new WarrenError(
           'PRODUCER_NOT_CONFIGURED',
           `Producer: no publish token for ${text}: set WARREN_PUBLISH_TOKEN (the gateway's --publish-token) or pass { token }${more}`,
+        );
+      }
+      if (options.managementUrl !== undefined) {
+        throw new TypeError(
+          'Producer: managementUrl is for an amqp(s):// url; through a gateway, the gateway counts (start it with --management-url)',
         );
       }
       this.transport = new HttpTransport(url, token, options.timeoutMs ?? 10_000);
@@ -169,13 +214,47 @@ export class Producer {
         throw new WarrenError('MESSAGE_TOO_LARGE', `message is ${message.body.length} bytes; the limit is ${this.maxMessageBytes}`);
       }
       message.publishedAt = Date.now();
-      const unrouted = await this.transport.send(unique, message);
-      return { id: message.id, channels: unique, routed: unrouted.length < unique.length, unrouted };
+      // Counted while the broker confirms: a listing, when one is due, costs no extra wait.
+      const counting = this.routeCounts === undefined ? undefined : Promise.all(unique.map((c) => this.routeCounts!.count(routingKey(c))));
+      const { unrouted, routes } = await this.transport.send(unique, message);
+      const result: PublishResult = { id: message.id, channels: unique, routed: unrouted.length < unique.length, unrouted };
+      return countRoutes(result, routes ?? (await counting));
     };
     const promise = run();
     this.inFlight.add(promise);
     const forget = (): void => void this.inFlight.delete(promise);
     promise.then(forget, forget);
     return promise;
+  }
+}
+
+function routeCountsFor(
+  managementUrl: string,
+  amqpUrl: string,
+  exchange: string,
+  maxAgeMs: number | undefined,
+  timeoutMs: number,
+): RouteCounts {
+  try {
+    return new RouteCounts({
+      managementUrl,
+      amqpUrl,
+      exchange,
+      ...(maxAgeMs === undefined ? {} : { maxAgeMs }),
+      timeoutMs,
+      // The producer has no log: a failing API is a process warning, once per outage.
+      onStateChange: (state) => {
+        if (!state.ok) {
+          process.emitWarning(
+            `cannot list the bindings of exchange ${exchange} from the RabbitMQ management API: ${state.error.message}; publishes carry no route count`,
+            {
+              code: 'WARREN_ROUTE_COUNT',
+            },
+          );
+        }
+      },
+    });
+  } catch (err) {
+    throw new TypeError(`Producer: ${(err as Error).message}`);
   }
 }

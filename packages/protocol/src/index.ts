@@ -52,6 +52,8 @@ export {
 } from './wire.js';
 export type { ConsumerQueueLimits, Death, DeathReason, LogLimits, WireProperties } from './wire.js';
 export { Returns } from './returns.js';
+export { RouteCounts, DEFAULT_ROUTE_COUNT_MAX_AGE_MS, routeCountOf, topicMatches } from './route-count.js';
+export type { RouteCountOptions, RouteCountState, RouteCountStats } from './route-count.js';
 export { HEADERS, PATHS, CONSUMER_COOKIE, CONSUMER_QUERY, BATCH_CONTENT_TYPE } from './http.js';
 export {
   MAX_TOKEN_LENGTH,

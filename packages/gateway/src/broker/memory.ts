@@ -171,6 +171,15 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     return true;
   }
 
+  /**
+   * The queues and logs a publish to `channel` reaches now: what `publish()`
+   * routes by (one queue or log counted once). Exact when read in the same
+   * turn as the publish, which routes synchronously.
+   */
+  routeCount(channel: string): number {
+    return (this.bindings.get(channel)?.size ?? 0) + (this.logBindings.get(channel)?.size ?? 0);
+  }
+
   /** @internal A queue dropped `stored`: RabbitMQ's dead-lettering, to every queue bound to `exchange` (a missing exchange drops it). */
   deadLetter(exchange: string, stored: Stored, death: Death): void {
     const seq = ++this.seq;
