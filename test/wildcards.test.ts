@@ -14,8 +14,10 @@ import { wildcardQueueName } from '@warren/protocol';
 import {
   AMQP_URL,
   BROKERS,
+  enableManagement,
   httpPublish,
   jsonError,
+  poll,
   rawRequest,
   readSse,
   requireRabbit,
@@ -61,6 +63,8 @@ function openSocket(url: string): Promise<{ ws: WebSocket; frames: Array<Record<
   });
 }
 
+const MANAGEMENT_URL = process.env.WARREN_TEST_MANAGEMENT_URL ?? 'http://guest:guest@127.0.0.1:15672';
+
 for (const kind of BROKERS) {
   describe(`wildcard subscriptions on the ${kind} broker`, () => {
     let gw: TestGateway;
@@ -69,11 +73,14 @@ for (const kind of BROKERS) {
     const root = `/${unique('stocks')}`;
     const other = `/${unique('other')}`;
     before(async () => {
+      // On RabbitMQ the publish answer counts queues through the management API (see route-count.test.ts).
+      if (kind === 'rabbitmq') await enableManagement();
       gw = await startGateway(kind, {
         exchange,
         wildcardRoutes: `${root}/,${other}/`,
         wildcardLingerMs: 300,
         tokenSecret: SECRET,
+        ...(kind === 'rabbitmq' ? { managementUrl: MANAGEMENT_URL, routeCountMaxAgeMs: 100 } : {}),
       });
     });
     after(async () => {
@@ -187,10 +194,23 @@ for (const kind of BROKERS) {
       const lone = `/${unique('lone')}`;
       const reader = readSse(gw.url, `${root}/*?token=${token([`${root}/*`])}`);
       assert.equal(await reader.status, 200);
-      assert.equal((await httpPublish(gw.url, lone, 'x')).json.routed, true, 'routed to the wildcard queue');
+      const routed = (await httpPublish(gw.url, lone, 'x')).json;
+      assert.equal(routed.routed, true, 'routed to the wildcard queue');
+      assert.equal(routed.queues, 1, 'counted: the wildcard queue is the one queue that took it');
+      // A channel with a consumer queue of its own as well: both counted (the count may lag by its max age).
+      const polled = `/${unique('polled')}`;
+      const polledToken = signChannelToken({ consumerId: unique('wc-'), channels: [polled], ttlMs: 60_000 }, SECRET);
+      assert.equal((await poll(gw.url, polled, { timeout: 0, query: `&token=${polledToken}` })).status, 204);
+      await until(
+        async () => (await httpPublish(gw.url, polled, 'p')).json.queues === 2,
+        'a count of 2: the consumer queue and the wildcard queue',
+        5000,
+        100,
+      );
       reader.close();
       await until(() => gw.gateway.stats().wildcard?.subscribers === 0, 'the subscriber to leave');
       await until(async () => (await httpPublish(gw.url, lone, 'y')).json.routed === false, 'the queue to go after the linger', 5000, 100);
+      assert.equal((await httpPublish(gw.url, lone, 'z')).json.queues, 0, 'and no longer counted');
       const stats = gw.gateway.stats().wildcard!;
       assert.ok(stats.subscribed >= 1 && stats.delivered >= 1, JSON.stringify(stats));
     });

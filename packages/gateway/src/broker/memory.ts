@@ -177,7 +177,10 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
    * turn as the publish, which routes synchronously.
    */
   routeCount(channel: string): number {
-    return (this.bindings.get(channel)?.size ?? 0) + (this.logBindings.get(channel)?.size ?? 0);
+    const queues = this.bindings.get(channel);
+    let wildcard = 0;
+    for (const queue of this.catchAll) if (queues?.has(queue) !== true) wildcard++;
+    return (queues?.size ?? 0) + wildcard + (this.logBindings.get(channel)?.size ?? 0);
   }
 
   /** @internal A queue dropped `stored`: RabbitMQ's dead-lettering, to every queue bound to `exchange` (a missing exchange drops it). */
