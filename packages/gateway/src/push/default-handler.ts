@@ -20,6 +20,7 @@ import type { Logger } from '../logger.js';
 import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
 import type { Presence, PresenceChange, PresenceTicket } from '../presence/presence.js';
+import { NO_REQUEST, viewOf, type RequestView } from '../request-view.js';
 import type { PushConnection, PushHandler, PushUpgrade, SubscribeOptions, UpgradeDecider } from './handler.js';
 
 /** What the standalone gateway's handler needs from the gateway around it. */
@@ -38,7 +39,7 @@ export interface DefaultHandlerDeps {
   /** Presence on the channels under `--presence-routes`; absent without them. */
   presence: Presence | undefined;
   /** Sends a client's message to the application; absent without one. */
-  sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
+  sendToApp: ((req: RequestView, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
 
 /** Most client messages waiting for the application's answer, per socket. */
@@ -79,7 +80,9 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
-  return new StreamSession(deps, req, token, requested, channel, consumerId, from, identity, watch);
+  // Kept only to be authorized again: an idle stream holds no request.
+  const kept = deps.admission.reauthorizing ? viewOf(req) : NO_REQUEST;
+  return new StreamSession(deps, kept, token, requested, channel, consumerId, from, identity, watch);
 }
 
 async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
@@ -94,7 +97,9 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
     channel === undefined ? { consumerId: requested, identity: undefined } : await deps.admission.identify(req, token, channel, requested);
   const from = channel === undefined ? {} : startOf(deps, channel, query, lastEventId);
   upgrade.consumerId = who.consumerId;
-  return new SocketSession(deps, req, token, requested, channel, who.consumerId, from, who.identity, watch);
+  // Kept only to ask the application again (authorization, client messages): an idle socket holds no request.
+  const kept = deps.admission.reauthorizing || deps.sendToApp !== undefined ? viewOf(req) : NO_REQUEST;
+  return new SocketSession(deps, kept, token, requested, channel, who.consumerId, from, who.identity, watch);
 }
 
 /**
@@ -146,12 +151,15 @@ function holdPresence(
 /** Where a stream starts: `Last-Event-ID`, and on a logged channel `?history=` and `?since=`. */
 type StreamStart = Pick<SubscribeOptions, 'lastEventId' | 'history' | 'since'>;
 
+/** A stream that starts now: one object for all of them. */
+const FROM_NOW: StreamStart = Object.freeze({});
+
 /**
  * The start a request asks for (`?history=` and `?since=` mean something on logged channels only).
  * @throws WarrenError `INVALID_REQUEST`, `INVALID_MESSAGE_ID`
  */
 function startOf(deps: DefaultHandlerDeps, channel: string, query: URLSearchParams, lastEventId: string | undefined): StreamStart {
-  const from: StreamStart = lastEventId === undefined ? {} : { lastEventId };
+  const from: StreamStart = lastEventId === undefined ? FROM_NOW : { lastEventId };
   if (!deps.isLogged(channel)) return from;
   const history = parseHistory(query.get('history'));
   const since = query.get('since') ?? undefined;
@@ -169,7 +177,8 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
 
   constructor(
     protected readonly deps: DefaultHandlerDeps,
-    protected readonly req: IncomingMessage,
+    /** What the application is sent of the request when asked again ({@link NO_REQUEST} when it never is). */
+    protected readonly req: RequestView,
     protected readonly token: string | undefined,
     protected readonly requested: string | undefined,
     /** The channel of the URL path (none for `/_warren/ws`). */
@@ -183,9 +192,9 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
     protected readonly watch = false,
   ) {}
 
-  prepare(): Promise<void> {
+  prepare(upgrade: PushUpgrade): Promise<void> {
     // A stream on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
-    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.req, this.channel, this.consumerId);
+    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(upgrade.request, this.channel, this.consumerId);
   }
 
   onClose(): void {
@@ -198,9 +207,9 @@ class StreamSession extends DefaultSession<string> {
   /** Made only on a presence channel (one object per connection is what an idle stream costs). */
   private hold: PresenceHold | undefined;
 
-  override async prepare(): Promise<void> {
+  override async prepare(upgrade: PushUpgrade): Promise<void> {
     try {
-      await super.prepare();
+      await super.prepare(upgrade);
     } catch (err) {
       // An EventSource closes for good on any answer but 200: when the broker
       // goes away while the queue is being declared, the stream opens anyway
@@ -249,11 +258,11 @@ class SocketSession extends DefaultSession<string | undefined> {
   private conn!: PushConnection;
   private json = false;
   private inFlight = 0;
-  /** Subscribes not yet done, by channel: counted against the cap before the app is asked. */
-  private readonly pending = new Map<string, Promise<void>>();
-  /** Subscribes asking the app now, and those waiting for their turn. */
+  /** Subscribes not yet done, by channel: counted against the cap before the app is asked (made with the first). */
+  private pending: Map<string, Promise<void>> | undefined;
+  /** Subscribes asking the app now, and those waiting for their turn (made with the first to wait). */
   private asking = 0;
-  private readonly turns: Array<() => void> = [];
+  private turns: Array<() => void> | undefined;
   /** Presence per subscribed presence channel (made with the first). */
   private holds: Map<string, PresenceHold> | undefined;
   /** `presence` frames waiting for their answer. */
@@ -316,16 +325,20 @@ class SocketSession extends DefaultSession<string | undefined> {
     let identity = knownIdentity;
     try {
       if (watch) presenceFlag(this.deps, channel, new URLSearchParams('presence=1'));
-      const earlier = this.pending.get(channel);
+      const earlier = this.pending?.get(channel);
       if (earlier !== undefined) {
         await earlier;
         if (!conn.channels.includes(channel)) return; // the first subscribe said why
       } else {
-        if (!conn.channels.includes(channel) && new Set([...conn.channels, ...this.pending.keys()]).size >= this.deps.maxSubscriptions) {
+        if (
+          !conn.channels.includes(channel) &&
+          new Set([...conn.channels, ...(this.pending?.keys() ?? [])]).size >= this.deps.maxSubscriptions
+        ) {
           throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.deps.maxSubscriptions} channels per connection`);
         }
         const attempt = this.attach(channel, from, known);
-        this.pending.set(
+        const pending = (this.pending ??= new Map());
+        pending.set(
           channel,
           attempt.then(
             () => undefined,
@@ -335,7 +348,8 @@ class SocketSession extends DefaultSession<string | undefined> {
         try {
           identity ??= await attempt;
         } finally {
-          this.pending.delete(channel);
+          pending.delete(channel);
+          if (pending.size === 0 && this.pending === pending) this.pending = undefined;
         }
       }
     } catch (err) {
@@ -383,12 +397,12 @@ class SocketSession extends DefaultSession<string | undefined> {
       this.asking++;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.turns.push(resolve));
+    return new Promise((resolve) => (this.turns ??= []).push(resolve));
   }
 
   /** Hands a finished question's turn to the next waiting subscribe. */
   private nextTurn(): void {
-    const next = this.turns.shift();
+    const next = this.turns?.shift();
     if (next !== undefined) next();
     else this.asking--;
   }
