@@ -120,7 +120,6 @@ interface Receipt {
  * client that reads, however slowly, keeps answering.
  */
 export class WebSocketTransport implements PushTransport, EndOfTick {
-  readonly kind = 'websocket';
   readonly protocol: string | undefined;
   /** Answered a ping since the last keep-alive tick. */
   private alive = true;
@@ -140,6 +139,11 @@ export class WebSocketTransport implements PushTransport, EndOfTick {
   ) {
     this.protocol = ws.protocol === '' ? undefined : ws.protocol;
     ws.on('error', ignore);
+  }
+
+  // On the prototype, not a field: one object per idle connection, every field counts.
+  get kind(): 'websocket' {
+    return 'websocket';
   }
 
   attach(events: TransportEvents): void {
