@@ -77,13 +77,17 @@ type Callback = 'onOpen' | 'onMessage' | 'onDrained' | 'onShutdown' | 'onClose';
  * `request`, `path` and `query` throw `REQUEST_NOT_KEPT`. An application's
  * handlers (`onUpgrade`) get an {@link AppConnection}, which keeps them.
  */
-export class Connection implements PushConnection, Sink, TransportEvents {
+export class Connection implements PushConnection, Sink, TransportEvents, Slot {
   // Ten thousand idle connections hold ten thousand of these: every field
   // counts (bench/heap-per-connection.mjs), so no closure, promise or map
   // is made per connection unless it is used, and the request (its header
   // maps and raw headers, a kilobyte and more) is not kept.
   readonly consumerId: string | undefined;
-  readonly slot: Slot;
+  // The connection is its own place under the caps (a Slot, given back as is): no object of its own.
+  /** The client's address, as the connection caps count it. */
+  readonly address: string;
+  /** Its key under the per-identity cap. */
+  readonly key: string | undefined;
   /** The client's socket: what it carried counts in the bytes out, at open and at close. */
   readonly socket: Duplex & { readonly bytesWritten?: number };
   private readonly access: AccessEntry | undefined;
@@ -107,7 +111,8 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     init: ConnectionInit,
   ) {
     this.consumerId = init.consumerId;
-    this.slot = init.slot;
+    this.address = init.slot.address;
+    this.key = init.slot.key;
     this.socket = init.socket;
     this.access = init.access;
   }
@@ -123,11 +128,6 @@ export class Connection implements PushConnection, Sink, TransportEvents {
 
   get query(): URLSearchParams {
     throw notKept('query');
-  }
-
-  /** The client's address, as the connection caps count it. */
-  get clientAddress(): string {
-    return this.slot.address;
   }
 
   get kind(): UpgradeKind {
@@ -240,7 +240,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     if (this.subscriptionCount() >= this.context.maxSubscriptions) {
       throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.context.maxSubscriptions} channels per connection`);
     }
-    this.context.admitQueue(this.clientAddress, channel, consumerId);
+    this.context.admitQueue(this.address, channel, consumerId);
     let failure: unknown;
     const sub: Subscribed = { channel, handle: undefined, starting: undefined };
     sub.starting = this.context

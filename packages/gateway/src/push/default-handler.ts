@@ -80,6 +80,8 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
+  // A stream nobody asks about again (most of them): the least state an idle stream can hold.
+  if (!deps.admission.reauthorizing && deps.presence?.isPresenceChannel(channel) !== true) return new PlainStream(deps, channel, from);
   // Kept only to be authorized again: an idle stream holds no request.
   const kept = deps.admission.reauthorizing ? viewOf(req) : NO_REQUEST;
   return new StreamSession(deps, kept, token, requested, channel, consumerId, from, identity, watch);
@@ -202,20 +204,66 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
   }
 }
 
-/** One default SSE stream: the path's channel, re-authorized from time to time. */
+/**
+ * Declares what a default SSE stream reads. An EventSource closes for good
+ * on any answer but 200: when the broker goes away while the queue is being
+ * declared, the stream opens anyway and subscribes once the broker is back.
+ */
+async function prepareSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade, channel: string): Promise<void> {
+  try {
+    await deps.prepareStream(upgrade.request, channel, upgrade.consumerId);
+  } catch (err) {
+    if (!(err instanceof WarrenError && (err.code === 'BROKER_UNAVAILABLE' || err.code === 'BROKER_TIMEOUT'))) throw err;
+  }
+}
+
+/**
+ * Subscribes a default SSE stream to its channel, as the connection's
+ * consumer. @returns whether it is subscribed (a stream that could not
+ * start is closed: EventSource reconnects by itself and sends Last-Event-ID)
+ */
+async function subscribeSse(deps: DefaultHandlerDeps, conn: PushConnection, channel: string, from: StreamStart): Promise<boolean> {
+  try {
+    await conn.subscribe(channel, { consumerId: conn.consumerId ?? null, ...from });
+    return true;
+  } catch (err) {
+    if (!conn.open) return false;
+    deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
+    conn.drop('broker-unavailable');
+    return false;
+  }
+}
+
+/**
+ * A default SSE stream nobody asks about again: no re-authorization (no
+ * `--auth-url` or tokens), not on a presence channel. Ten thousand idle
+ * streams hold ten thousand of these: three fields.
+ */
+class PlainStream implements PushHandler {
+  [key: string]: unknown;
+
+  constructor(
+    private readonly deps: DefaultHandlerDeps,
+    private readonly channel: string,
+    private readonly from: StreamStart,
+  ) {}
+
+  prepare(upgrade: PushUpgrade): Promise<void> {
+    return prepareSse(this.deps, upgrade, this.channel);
+  }
+
+  async onOpen(conn: PushConnection): Promise<void> {
+    await subscribeSse(this.deps, conn, this.channel, this.from);
+  }
+}
+
+/** One default SSE stream that is re-authorized from time to time, or counted in its channel's presence. */
 class StreamSession extends DefaultSession<string> {
   /** Made only on a presence channel (one object per connection is what an idle stream costs). */
   private hold: PresenceHold | undefined;
 
-  override async prepare(upgrade: PushUpgrade): Promise<void> {
-    try {
-      await super.prepare(upgrade);
-    } catch (err) {
-      // An EventSource closes for good on any answer but 200: when the broker
-      // goes away while the queue is being declared, the stream opens anyway
-      // and subscribes once the broker is back.
-      if (!(err instanceof WarrenError && (err.code === 'BROKER_UNAVAILABLE' || err.code === 'BROKER_TIMEOUT'))) throw err;
-    }
+  override prepare(upgrade: PushUpgrade): Promise<void> {
+    return prepareSse(this.deps, upgrade, this.channel);
   }
 
   async onOpen(conn: PushConnection): Promise<void> {
@@ -230,15 +278,7 @@ class StreamSession extends DefaultSession<string> {
       }, deps.reauthIntervalMs);
       this.reauth.unref();
     }
-    try {
-      await conn.subscribe(this.channel, { consumerId: this.consumerId ?? null, ...this.from });
-    } catch (err) {
-      if (!conn.open) return;
-      deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
-      // EventSource reconnects by itself and sends Last-Event-ID.
-      conn.drop('broker-unavailable');
-      return;
-    }
+    if (!(await subscribeSse(deps, conn, this.channel, this.from))) return;
     if (!conn.open || deps.presence?.isPresenceChannel(this.channel) !== true) return;
     this.hold = new PresenceHold();
     // Events named apart (as the signals are), so that `onmessage` never mistakes one for data.

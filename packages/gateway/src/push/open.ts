@@ -55,7 +55,7 @@ export class PushFront {
       admitQueue: (address, channel, consumerId) => deps.admission.admitQueue(address, channel, consumerId),
       closed: (conn) => {
         if (this.connections.delete(conn)) this.closedBytes[conn.kind] += conn.socket.bytesWritten ?? 0;
-        deps.admission.give(conn.slot);
+        deps.admission.give(conn);
       },
       closedSlow: (conn) => {
         this.slowClosed[conn.kind]++;
