@@ -136,6 +136,24 @@ describe('re-authorization and connection caps with --auth-url', () => {
     await app.stop();
   });
 
+  it("re-authorizes an open stream with its client's headers and request id, though it keeps no request", async () => {
+    const dave = String((await rawRequest(app.url, '/login?user=dave')).headers['set-cookie']).split(';')[0]!;
+    const stats = async (): Promise<{ authCalls: number; lastAuthHeaders: Record<string, string> }> =>
+      JSON.parse((await rawRequest(app.url, '/stats')).body);
+    const sse = readSse(gw.url, '/live/reauth', { cookie: dave, 'user-agent': 'reauth-test/1' });
+    assert.equal(await sse.status, 200);
+    const id = String((await sse.headers)['x-request-id']);
+    const opened = (await stats()).authCalls;
+    await until(async () => (await stats()).authCalls >= opened + 3, 'three re-authorizations');
+    const { lastAuthHeaders: seen } = await stats();
+    assert.deepEqual(
+      [seen.cookie, seen['user-agent'], seen['x-request-id'], seen['warren-channel']],
+      [dave, 'reauth-test/1', id, '/live/reauth'],
+    );
+    assert.doesNotMatch(sse.raw(), /closing/, 'still open: the app allowed it each time');
+    sse.close();
+  });
+
   it('caps open subscriptions per identity and per address (429 TOO_MANY_CONNECTIONS), and frees a slot when one closes', async () => {
     const bob = String((await rawRequest(app.url, '/login?user=bob')).headers['set-cookie']).split(';')[0]!;
     const a1 = readSse(gw.url, '/live/cap1', { cookie: alice });

@@ -23,6 +23,23 @@ describe('CORS for cross-origin pages', () => {
     sse.close();
   });
 
+  it("an SSE stream's head carries the grant and its request id, opened or refused", async () => {
+    const sse = readSse(gw.url, `/${unique('c-')}`, { origin: page });
+    const head = await sse.headers;
+    assert.equal(head['access-control-allow-origin'], page);
+    assert.equal(head['access-control-allow-credentials'], 'true');
+    assert.match(String(head.vary), /Origin/);
+    assert.match(String(head['x-request-id']), /^[0-9a-f-]{36}$/);
+    sse.close();
+    const refused = await rawRequest(gw.url, `/${unique('c-')}?consumer_id=${encodeURIComponent('not valid!')}`, {
+      headers: { origin: page, accept: 'text/event-stream' },
+    });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.headers['access-control-allow-origin'], page);
+    assert.match(String(refused.headers.vary), /Origin/);
+    assert.match(String(refused.headers['x-request-id']), /^[0-9a-f-]{36}$/);
+  });
+
   it('answers a preflight for the Consumer-Id and Last-Event-ID headers', async () => {
     const res = await rawRequest(gw.url, '/greetings', {
       method: 'OPTIONS',

@@ -9,6 +9,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { WebSocket, WebSocketServer } from 'ws';
 import {
   createGateway,
@@ -229,7 +231,7 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
     const r = record(handler);
     const app = await embed(() => r.handler);
     apps.push(app);
-    const client = await connect(`${app.ws}/any`);
+    const client = await connect(`${app.ws}/any?x=1`, { 'x-app': 'kept' });
     client.ws.send('a');
     client.ws.send('b');
     client.ws.send(Buffer.from([1, 2, 3]));
@@ -246,7 +248,10 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
     assert.equal(conn.pending(), -1);
     assert.equal(conn.write('late'), false, 'write after close is refused');
     assert.equal(conn.kind, 'websocket');
-    assert.equal(conn.request.url, '/any');
+    assert.equal(conn.request.url, '/any?x=1');
+    assert.equal(conn.request.headers['x-app'], 'kept');
+    assert.equal(conn.path, '/any');
+    assert.equal(conn.query.get('x'), '1');
     assert.equal(app.gateway.connections.size, 0);
   });
 
@@ -527,6 +532,15 @@ describe('warren serve is the same library with the default handler', { timeout:
       const conns = [...gateway.connections];
       assert.deepEqual(conns.map((c) => c.kind).sort(), ['sse', 'websocket']);
       for (const conn of conns) assert.deepEqual(conn.channels, [channel]);
+      // The default handler's connections keep no request (an idle stream holds only what it reads).
+      for (const conn of conns) {
+        for (const read of [() => conn.request, () => conn.path, () => conn.query]) {
+          assert.throws(
+            read,
+            (err: unknown) => err instanceof WarrenError && err.code === 'REQUEST_NOT_KEPT' && /onUpgrade/.test(err.message),
+          );
+        }
+      }
       await until(() => gateway.stats().fanOut.subscribers === 2, 'both subscribed');
       await gateway.publish(channel, 'to both');
       await until(() => sse.events.length === 1 && ws.messages.length === 1, 'delivered');
@@ -568,6 +582,39 @@ describe('warren serve is the same library with the default handler', { timeout:
       await gateway.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it("an idle WebSocket of the default handler lets its request go; an onUpgrade handler's keeps it", async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const collected = async (ref: WeakRef<object>): Promise<boolean> => {
+      for (let i = 0; i < 10 && ref.deref() !== undefined; i++) {
+        await sleep(20);
+        gc();
+      }
+      return ref.deref() === undefined;
+    };
+    const requestOf = (server: Server): Promise<WeakRef<IncomingMessage>> =>
+      new Promise((resolve) => server.prependOnceListener('upgrade', (req: IncomingMessage) => resolve(new WeakRef(req))));
+    const gateway = createGateway({ port: 0, host: '127.0.0.1', logger: silentLogger });
+    const { port } = await gateway.listen();
+    const app = await embed(() => ({}));
+    try {
+      const defaultReq = requestOf(gateway.server);
+      const standalone = await connect(`ws://127.0.0.1:${port}${unique('/lib-gc-')}`);
+      await until(() => gateway.stats().fanOut.subscribers === 1, 'subscribed');
+      const appReq = requestOf(app.server);
+      const embedded = await connect(`${app.ws}/any`);
+      await until(() => app.gateway.connections.size === 1, 'open');
+      assert.equal(await collected(await defaultReq), true, 'the default handler keeps no request once open');
+      assert.equal(await collected(await appReq), false, "an onUpgrade handler's connection keeps conn.request");
+      assert.equal([...app.gateway.connections][0]!.request.url, '/any');
+      standalone.ws.close();
+      embedded.ws.close();
+    } finally {
+      await app.close();
+      await gateway.close();
     }
   });
 

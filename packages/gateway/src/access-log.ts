@@ -71,7 +71,19 @@ type Counted = Duplex & { bytesRead?: number; bytesWritten?: number; [LOGGED]?: 
  * made per delivery.
  */
 export function noteAccess(req: IncomingMessage, note: AccessNote): void {
-  const entry = (req as Tracked)[ENTRY];
+  noteEntry((req as Tracked)[ENTRY], note);
+}
+
+/** What the access log tracks of one request, for a stream that keeps this instead of its request. */
+export type AccessEntry = Entry;
+
+/** The access-log entry of `req`; `undefined` when the access log is off. */
+export function accessEntry(req: IncomingMessage): AccessEntry | undefined {
+  return (req as Tracked)[ENTRY];
+}
+
+/** {@link noteAccess} on the entry of a request (nothing for `undefined`: the access log is off). */
+export function noteEntry(entry: AccessEntry | undefined, note: AccessNote): void {
   if (entry === undefined) return;
   if (note.transport !== undefined) entry.transport = note.transport;
   if (note.status !== undefined) entry.status = note.status;

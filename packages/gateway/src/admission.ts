@@ -7,6 +7,7 @@ import type { Broker } from './broker/broker.js';
 import type { ConsumerQueues } from './consumer-queues.js';
 import type { Cors } from './cors.js';
 import { UNVOUCHED_PREFIX } from './consumer-id.js';
+import type { RequestView } from './request-view.js';
 import type { ConnectionLimits, QueueBudget } from './limits.js';
 import type { NormalizedOptions } from './options.js';
 import type { FanOut } from './sources/fan-out.js';
@@ -61,7 +62,7 @@ export class Admission {
   /** The app or tokens can vouch for identities: ids nobody vouched for must never name one's queue. */
   private readonly vouching: boolean;
   /** The identity {@link identify} found vouched for in a request (a token or the app's answer). */
-  private readonly vouchedFor = new WeakMap<IncomingMessage, string>();
+  private readonly vouchedFor = new WeakMap<RequestView, string>();
 
   constructor(private readonly deps: AdmissionDeps) {
     this.vouching = deps.upstream.authorizing || deps.tokens.enabled;
@@ -102,7 +103,7 @@ export class Admission {
    * (`anon.<id>`), so that no client can read another identity's queues.
    */
   async identify(
-    req: IncomingMessage,
+    req: RequestView,
     token: string | undefined,
     channel: string,
     requested: string | undefined,
@@ -206,7 +207,7 @@ export class Admission {
   }
 
   /** The client address the caps and the budget count `req` under. */
-  clientAddress(req: IncomingMessage): string {
+  clientAddress(req: RequestView): string {
     return this.deps.upstream.clientAddress(req);
   }
 

@@ -35,18 +35,32 @@ export class Cors {
 
   /** Adds the CORS headers a response to `req` should carry, if its origin is allowed. */
   apply(req: IncomingMessage, res: ServerResponse): void {
-    const origin = req.headers.origin;
-    if (origin === undefined) return;
-    res.appendHeader('vary', 'Origin');
-    if (this.origins.has(origin)) {
-      res.setHeader('access-control-allow-origin', origin);
-      res.setHeader('access-control-allow-credentials', 'true');
-    } else if (this.any) {
-      res.setHeader('access-control-allow-origin', '*');
-    } else {
-      return;
+    const headers = this.headersFor(req);
+    if (headers === undefined) return;
+    for (const [name, value] of Object.entries(headers)) {
+      if (name === 'vary') res.appendHeader(name, value);
+      else res.setHeader(name, value);
     }
-    res.setHeader('access-control-expose-headers', EXPOSED_HEADERS);
+  }
+
+  /**
+   * The CORS headers of a response to `req`, as an object (for a stream's
+   * head, written once): `Vary: Origin` for any request with an `Origin`,
+   * and the grants if that origin is allowed. `undefined` without `Origin`.
+   */
+  headersFor(req: IncomingMessage): Record<string, string> | undefined {
+    const origin = req.headers.origin;
+    if (origin === undefined) return undefined;
+    if (this.origins.has(origin)) {
+      return {
+        vary: 'Origin',
+        'access-control-allow-origin': origin,
+        'access-control-allow-credentials': 'true',
+        'access-control-expose-headers': EXPOSED_HEADERS,
+      };
+    }
+    if (this.any) return { vary: 'Origin', 'access-control-allow-origin': '*', 'access-control-expose-headers': EXPOSED_HEADERS };
+    return { vary: 'Origin' };
   }
 
   /** Answers a preflight (`OPTIONS`) for a channel: 204, with the grants if the origin is allowed. */

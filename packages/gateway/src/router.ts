@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { PATHS, WarrenError } from '@warren/protocol';
 import { noteAccess, type AccessLog } from './access-log.js';
 import { parseMissedQuery, type Audit } from './audit.js';
@@ -63,11 +63,14 @@ export class Router {
   /** The request listener: every error is answered as JSON with its code. */
   handle(req: IncomingMessage, res: ServerResponse): void {
     const requestId = this.deps.upstream.requestId(req);
-    res.setHeader(REQUEST_ID_HEADER, requestId);
+    // A stream's head carries the id (and CORS) in the one `writeHead` that opens it: a header set
+    // on the response before would keep Node's map of response headers for the stream's life.
+    if (!(req.method === 'GET' && wantsEventStream(req))) res.setHeader(REQUEST_ID_HEADER, requestId);
     this.deps.access.request(req, res, requestId);
     this.route(req, res).catch((err: unknown) => {
       // A client that hung up mid-upload is not the gateway's error.
       if (req.destroyed && !(err instanceof WarrenError)) return;
+      this.tag(req, res);
       sendError(res, err, this.deps.log);
       // A refused request body is not read: drop the connection once answered.
       if (!req.complete) res.once('finish', () => req.destroy());
@@ -90,23 +93,40 @@ export class Router {
       noteAccess(req, { transport: 'preflight' });
       return cors.preflight(req, res);
     }
-    cors.apply(req, res);
-    if (req.method !== 'GET') {
-      res.setHeader('allow', 'GET, OPTIONS');
-      throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
-    }
-    noteAccess(req, { transport: wantsEventStream(req) ? 'sse' : 'long-poll' });
-    if (!wantsEventStream(req)) {
+    if (req.method !== 'GET' || !wantsEventStream(req)) {
+      cors.apply(req, res);
+      if (req.method !== 'GET') {
+        res.setHeader('allow', 'GET, OPTIONS');
+        throw new WarrenError('METHOD_NOT_ALLOWED', `${req.method} is not allowed on a channel; use GET`);
+      }
+      noteAccess(req, { transport: 'long-poll' });
       refusePattern(channel!, 'a long-poll');
       return this.deps.polls.serve(req, res, channel!, query);
     }
-    if (!(await this.deps.push.open('sse', req, path, query, { res }, this.deps.upstream.requestId(req))))
-      await this.decline(req, res, path);
+    noteAccess(req, { transport: 'sse' });
+    const head: OutgoingHttpHeaders = { [REQUEST_ID_HEADER]: upstream.requestId(req), ...cors.headersFor(req) };
+    let opened: boolean;
+    try {
+      opened = await this.deps.push.open('sse', req, path, query, { res }, head);
+    } catch (err) {
+      // A refused stream's answer carries the head it would have had.
+      setHeaders(res, head);
+      throw err;
+    }
+    if (opened) return;
+    setHeaders(res, head);
+    await this.decline(req, res, path);
+  }
+
+  /** Sets the request id on a response that does not carry it yet (a stream's, refused or passed on). */
+  private tag(req: IncomingMessage, res: ServerResponse): void {
+    if (!res.headersSent && !res.hasHeader(REQUEST_ID_HEADER)) res.setHeader(REQUEST_ID_HEADER, this.deps.upstream.requestId(req));
   }
 
   /** A request the gateway does not serve: the application's (attached or upstream), else 404. */
   private decline(req: IncomingMessage, res: ServerResponse, path: string): void | Promise<void> {
     const { passRequest, upstream, custom } = this.deps;
+    this.tag(req, res);
     if (passRequest !== undefined) {
       noteAccess(req, { transport: 'app' });
       return passRequest(req, res);
@@ -134,6 +154,7 @@ export class Router {
 
   private async internal(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams): Promise<void> {
     const { broker, publishToken } = this.deps;
+    this.tag(req, res);
     const allow = (method: string): void => {
       if (req.method !== method) {
         res.setHeader('allow', method);
@@ -194,5 +215,15 @@ export class Router {
       default:
         throw new WarrenError('NOT_FOUND', `no endpoint ${path}`);
     }
+  }
+}
+
+/** Sets `headers` on a response whose head is not written yet (`vary` added to what is there). */
+function setHeaders(res: ServerResponse, headers: OutgoingHttpHeaders): void {
+  if (res.headersSent) return;
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    if (name === 'vary') res.appendHeader(name, String(value));
+    else res.setHeader(name, value);
   }
 }

@@ -33,7 +33,8 @@ export class UpgradeFront {
 
   /** The `upgrade` listener. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => undefined);
+    // A function of the module's: a closure made here would keep this call's request for the socket's life.
+    socket.on('error', ignore);
     const requestId = this.deps.upstream.requestId(req);
     this.deps.access.upgrade(req, socket, requestId);
     noteAccess(req, { transport: 'websocket' });
@@ -55,8 +56,15 @@ export class UpgradeFront {
       if (!routes.isPushRoute(path)) return this.decline(req, socket, head, path);
     }
     admission.checkSocketOrigin(req);
-    if (!(await push.open('websocket', req, path, query, { socket, head }, this.deps.upstream.requestId(req))))
-      await this.decline(req, socket, head, path);
+    const opened = await push.open(
+      'websocket',
+      req,
+      path,
+      query,
+      { socket, head },
+      { [REQUEST_ID_HEADER]: this.deps.upstream.requestId(req) },
+    );
+    if (!opened) await this.decline(req, socket, head, path);
   }
 
   /** A WebSocket the gateway does not serve: the application's (attached or upstream), else 404. */
@@ -74,3 +82,5 @@ export class UpgradeFront {
     );
   }
 }
+
+function ignore(): void {}

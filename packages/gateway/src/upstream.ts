@@ -12,6 +12,7 @@ import { abortHandshake } from './http.js';
 import type { Logger } from './logger.js';
 import { plainAddress, TrustedProxies } from './proxies.js';
 import { REQUEST_ID_HEADER, requestId as chooseRequestId } from './request-id.js';
+import type { RequestView } from './request-view.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1): never forwarded. */
 const HOP_BY_HOP = new Set([
@@ -172,13 +173,13 @@ export class Upstream {
   }
 
   /** The client's address: the right-most untrusted `X-Forwarded-For` hop when the peer is a trusted proxy, else the peer. */
-  clientAddress(req: IncomingMessage): string {
+  clientAddress(req: RequestView): string {
     const forwarded = req.headers['x-forwarded-for'];
     return this.trusted.clientAddress(req.socket.remoteAddress ?? '', Array.isArray(forwarded) ? forwarded.join(',') : forwarded);
   }
 
   /** Whether the client reached the site over https: TLS to the gateway, or a trusted proxy's `X-Forwarded-Proto: https`. */
-  secure(req: IncomingMessage): boolean {
+  secure(req: RequestView): boolean {
     if ((req.socket as { encrypted?: boolean }).encrypted === true) return true;
     const proto = req.headers['x-forwarded-proto'];
     const first = (Array.isArray(proto) ? proto[0] : proto)?.split(',')[0]?.trim().toLowerCase();
@@ -186,12 +187,12 @@ export class Upstream {
   }
 
   /** The id of `req` (`X-Request-Id`): a trusted proxy's, else a new one; the same for every call. */
-  requestId(req: IncomingMessage): string {
+  requestId(req: RequestView): string {
     return chooseRequestId(req, this.trusted);
   }
 
   /** Whether `req` came from one of `--trusted-proxies` (whose forwarding headers are believed). */
-  fromTrustedProxy(req: IncomingMessage): boolean {
+  fromTrustedProxy(req: RequestView): boolean {
     return this.trusted.has(req.socket.remoteAddress ?? '');
   }
 
@@ -242,7 +243,7 @@ export class Upstream {
    * Decisions are reused for `authCacheMs` per credentials and channel.
    * @throws WarrenError `UNAUTHORIZED`, `FORBIDDEN`, `UPSTREAM_UNAVAILABLE`, `UPSTREAM_TIMEOUT`
    */
-  async authorize(req: IncomingMessage, channel: string, requestedId: string | undefined, fresh = false): Promise<AuthDecision> {
+  async authorize(req: RequestView, channel: string, requestedId: string | undefined, fresh = false): Promise<AuthDecision> {
     const key = createHash('sha256')
       .update([req.headers.cookie ?? '', req.headers.authorization ?? '', req.headers.origin ?? '', channel, requestedId ?? ''].join('\n'))
       .digest('base64url');
@@ -274,7 +275,7 @@ export class Upstream {
    * identity (`Warren-Consumer-Id`, `Warren-Channel`).
    * @throws WarrenError `UPSTREAM_UNAVAILABLE`, `UPSTREAM_TIMEOUT`
    */
-  async send(req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string): Promise<AppReply> {
+  async send(req: RequestView, channel: string, who: Identity, body: Buffer, contentType: string): Promise<AppReply> {
     const upstream = new URL(this.options.upstream!);
     const headers: Record<string, string> = {
       ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']),
@@ -314,7 +315,7 @@ export class Upstream {
     this.pools.clear();
   }
 
-  private async askApp(req: IncomingMessage, channel: string, requestedId: string | undefined): Promise<AuthDecision> {
+  private async askApp(req: RequestView, channel: string, requestedId: string | undefined): Promise<AuthDecision> {
     const url = new URL(this.options.authUrl!);
     const headers: Record<string, string> = {
       ...this.forwardedHeaders(req, ['cookie', 'authorization', 'origin', 'user-agent']),
@@ -360,7 +361,7 @@ export class Upstream {
    * client's own kept (and extended) only when it is a trusted proxy;
    * `X-Request-Id` the request's id (a trusted proxy's, else the gateway's).
    */
-  private forwardedHeaders(req: IncomingMessage, only?: string[]): Record<string, string> {
+  private forwardedHeaders(req: RequestView, only?: string[]): Record<string, string> {
     const peer = plainAddress(req.socket.remoteAddress ?? '');
     const trusted = this.trusted.has(peer);
     const drop = connectionTokens(req.headers.connection);

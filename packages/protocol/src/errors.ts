@@ -119,6 +119,11 @@ export const ERROR_CODES = {
       'Client side: `new Producer()` found no URL (option `url`, `WARREN_AMQP_URL`, `WARREN_URL`), or no publish token for an `http(s)://` URL (option `token`, `WARREN_PUBLISH_TOKEN`, the token file `warren serve` writes); the message says what to set.',
   },
   CONNECTION_CLOSED: { status: null, description: 'Library: `subscribe()` was called on a push connection that is closed or closing.' },
+  REQUEST_NOT_KEPT: {
+    status: null,
+    description:
+      "Library: `conn.request`, `conn.path` or `conn.query` was read on a connection of the default handler (`warren serve`, or `createGateway()` without `onUpgrade`), which keeps no request once the stream is open; an `onUpgrade` handler's connections keep them.",
+  },
 } as const satisfies Record<string, { status: number | null; description: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

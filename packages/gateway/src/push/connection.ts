@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
-import { noteAccess } from '../access-log.js';
+import type { Duplex } from 'node:stream';
+import { noteEntry, type AccessEntry } from '../access-log.js';
+import type { Slot } from '../admission.js';
 import type { Logger } from '../logger.js';
 import { UNVOUCHED_PREFIX } from '../consumer-id.js';
 import { signalMessage, type LogSignal, type Sink, type SinkCloseReason } from '../sources/sink.js';
@@ -41,12 +43,20 @@ export interface ConnectionContext {
 }
 
 export interface ConnectionInit {
+  consumerId: string | undefined;
+  /** Where the connection caps counted it (its client's address among them): given back once it closes. */
+  slot: Slot;
+  /** The client's TCP socket, for the bytes it carried. */
+  socket: Duplex & { readonly bytesWritten?: number };
+  /** Its line in the access log (`undefined` when the log is off). */
+  access: AccessEntry | undefined;
+}
+
+/** What an {@link AppConnection} keeps of the request it came from. */
+export interface AppConnectionInit extends ConnectionInit {
   request: IncomingMessage;
   path: string;
   query: URLSearchParams;
-  consumerId: string | undefined;
-  /** The client's address, as the connection caps count it. */
-  clientAddress: string;
 }
 
 /** One subscription of a connection: its handle once started, the promise of it while it starts. */
@@ -66,16 +76,26 @@ type Callback = 'onOpen' | 'onMessage' | 'onDrained' | 'onShutdown' | 'onClose';
  * It is the `Sink` its subscriptions deliver to, and it keeps the callback
  * order the handler is promised: `onOpen` first, `onMessage` one at a time,
  * `onClose` last and alone.
+ *
+ * A connection of the default handler keeps nothing of the request it came
+ * from (the handler read what it needs when it took the connection):
+ * `request`, `path` and `query` throw `REQUEST_NOT_KEPT`. An application's
+ * handlers (`onUpgrade`) get an {@link AppConnection}, which keeps them.
  */
-export class Connection implements PushConnection, Sink, TransportEvents {
+export class Connection implements PushConnection, Sink, TransportEvents, Slot {
   // Ten thousand idle connections hold ten thousand of these: every field
   // counts (bench/heap-per-connection.mjs), so no closure, promise or map
-  // is made per connection unless it is used.
-  readonly request: IncomingMessage;
-  readonly path: string;
-  readonly query: URLSearchParams;
+  // is made per connection unless it is used, and the request (its header
+  // maps and raw headers, a kilobyte and more) is not kept.
   readonly consumerId: string | undefined;
-  readonly clientAddress: string;
+  // The connection is its own place under the caps (a Slot, given back as is): no object of its own.
+  /** The client's address, as the connection caps count it. */
+  readonly address: string;
+  /** Its key under the per-identity cap. */
+  readonly key: string | undefined;
+  /** The client's socket: what it carried counts in the bytes out, at open and at close. */
+  readonly socket: Duplex & { readonly bytesWritten?: number };
+  private readonly access: AccessEntry | undefined;
   private state: 'new' | 'open' | 'closing' | 'closed' = 'new';
   private writes = 0;
   /** `pending()` returned more than 0: `onDrained` is owed once the count is 0. */
@@ -86,8 +106,8 @@ export class Connection implements PushConnection, Sink, TransportEvents {
   private subs: Subscribed | Map<string, Subscribed> | undefined;
   /** `onClose` has run. */
   private finished = false;
-  private settledPromise: Promise<void> | undefined;
-  private settle: (() => void) | undefined;
+  /** Made only when `settled` is asked for before `onClose` has run. */
+  private settling: { promise: Promise<void>; resolve: () => void } | undefined;
 
   constructor(
     private readonly transport: PushTransport,
@@ -95,11 +115,24 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     private readonly context: ConnectionContext,
     init: ConnectionInit,
   ) {
-    this.request = init.request;
-    this.path = init.path;
-    this.query = init.query;
     this.consumerId = init.consumerId;
-    this.clientAddress = init.clientAddress;
+    this.address = init.slot.address;
+    this.key = init.slot.key;
+    this.socket = init.socket;
+    this.access = init.access;
+  }
+
+  /** The request the connection came from: kept by an {@link AppConnection} only. */
+  get request(): IncomingMessage {
+    throw notKept('request');
+  }
+
+  get path(): string {
+    throw notKept('path');
+  }
+
+  get query(): URLSearchParams {
+    throw notKept('query');
   }
 
   get kind(): UpgradeKind {
@@ -113,7 +146,12 @@ export class Connection implements PushConnection, Sink, TransportEvents {
   /** Resolves once `onClose` has run. */
   get settled(): Promise<void> {
     if (this.finished) return RESOLVED;
-    return (this.settledPromise ??= new Promise<void>((resolve) => (this.settle = resolve)));
+    if (this.settling === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.settling = { promise, resolve };
+    }
+    return this.settling.promise;
   }
 
   private isClosed(): boolean {
@@ -155,7 +193,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     this.context.closed(this);
     void this.run('onClose', []).finally(() => {
       this.finished = true;
-      this.settle?.();
+      this.settling?.resolve();
     });
   }
 
@@ -207,7 +245,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     if (this.subscriptionCount() >= this.context.maxSubscriptions) {
       throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.context.maxSubscriptions} channels per connection`);
     }
-    this.context.admitQueue(this.clientAddress, channel, consumerId);
+    this.context.admitQueue(this.address, channel, consumerId);
     let failure: unknown;
     const sub: Subscribed = { channel, handle: undefined, starting: undefined };
     sub.starting = this.context
@@ -334,7 +372,7 @@ export class Connection implements PushConnection, Sink, TransportEvents {
     if (this.state === 'closed') return;
     if (reason.kind === 'slow-consumer' && this.state !== 'closing') this.context.closedSlow(this);
     if (this.state !== 'closing') this.state = 'closing';
-    noteAccess(this.request, { reason: reason.kind });
+    noteEntry(this.access, { reason: reason.kind });
     this.transport.end(reason);
   }
 
@@ -368,6 +406,42 @@ export class Connection implements PushConnection, Sink, TransportEvents {
       else this.context.log.error(`${name} failed`, { error: String(err) });
     }
   }
+}
+
+/**
+ * The connection of an application's handler (`onUpgrade`): it keeps the
+ * request it came from, with its path and query (Rack's `env`).
+ */
+export class AppConnection extends Connection {
+  private readonly keptRequest: IncomingMessage;
+  private readonly keptPath: string;
+  private readonly keptQuery: URLSearchParams;
+
+  constructor(transport: PushTransport, handler: PushHandler, context: ConnectionContext, init: AppConnectionInit) {
+    super(transport, handler, context, init);
+    this.keptRequest = init.request;
+    this.keptPath = init.path;
+    this.keptQuery = init.query;
+  }
+
+  override get request(): IncomingMessage {
+    return this.keptRequest;
+  }
+
+  override get path(): string {
+    return this.keptPath;
+  }
+
+  override get query(): URLSearchParams {
+    return this.keptQuery;
+  }
+}
+
+function notKept(what: 'request' | 'path' | 'query'): WarrenError {
+  return new WarrenError(
+    'REQUEST_NOT_KEPT',
+    `conn.${what}: the default handler's connections keep no request once open; read it in onUpgrade, or take the connection with an onUpgrade handler (its connections keep conn.request, conn.path and conn.query)`,
+  );
 }
 
 /** Stops a subscription, once it has started if it is still starting. */

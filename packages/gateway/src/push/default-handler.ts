@@ -21,6 +21,7 @@ import { isTextual } from '../transports/encoding.js';
 import { WARREN_PROTOCOL } from '../transports/websocket.js';
 import type { Presence, PresenceChange, PresenceTicket } from '../presence/presence.js';
 import { refusePattern, type WildcardRoutes } from '../wildcards.js';
+import { NO_REQUEST, viewOf, type RequestView } from '../request-view.js';
 import type { PushConnection, PushHandler, PushUpgrade, SubscribeOptions, UpgradeDecider } from './handler.js';
 
 /** What the standalone gateway's handler needs from the gateway around it. */
@@ -41,7 +42,7 @@ export interface DefaultHandlerDeps {
   /** Presence on the channels under `--presence-routes`; absent without them. */
   presence: Presence | undefined;
   /** Sends a client's message to the application; absent without one. */
-  sendToApp: ((req: IncomingMessage, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
+  sendToApp: ((req: RequestView, channel: string, who: Identity, body: Buffer, contentType: string) => Promise<AppReply>) | undefined;
 }
 
 /** Most client messages waiting for the application's answer, per socket. */
@@ -82,7 +83,11 @@ async function decideSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promis
   upgrade.consumerId = consumerId;
   // The id the client can send back (not the identity prefix, which is the app's to give).
   if (requested !== undefined) upgrade.setHeader(HEADERS.consumerId, requested);
-  return new StreamSession(deps, req, token, requested, channel, consumerId, from, identity, watch);
+  // A stream nobody asks about again (most of them): the least state an idle stream can hold.
+  if (!deps.admission.reauthorizing && deps.presence?.isPresenceChannel(channel) !== true) return new PlainStream(deps, channel, from);
+  // Kept only to be authorized again: an idle stream holds no request.
+  const kept = deps.admission.reauthorizing ? viewOf(req) : NO_REQUEST;
+  return new StreamSession(deps, kept, token, requested, channel, consumerId, from, identity, watch);
 }
 
 async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): Promise<PushHandler> {
@@ -97,7 +102,9 @@ async function decideWebSocket(deps: DefaultHandlerDeps, upgrade: PushUpgrade): 
     channel === undefined ? { consumerId: requested, identity: undefined } : await deps.admission.identify(req, token, channel, requested);
   const from = channel === undefined ? {} : startOf(deps, channel, query, lastEventId);
   upgrade.consumerId = who.consumerId;
-  return new SocketSession(deps, req, token, requested, channel, who.consumerId, from, who.identity, watch);
+  // Kept only to ask the application again (authorization, client messages): an idle socket holds no request.
+  const kept = deps.admission.reauthorizing || deps.sendToApp !== undefined ? viewOf(req) : NO_REQUEST;
+  return new SocketSession(deps, kept, token, requested, channel, who.consumerId, from, who.identity, watch);
 }
 
 /**
@@ -150,6 +157,9 @@ function holdPresence(
 /** Where a stream starts: `Last-Event-ID`, and on a logged channel `?history=` and `?since=`. */
 type StreamStart = Pick<SubscribeOptions, 'lastEventId' | 'history' | 'since'>;
 
+/** A stream that starts now: one object for all of them. */
+const FROM_NOW: StreamStart = Object.freeze({});
+
 /**
  * The start a request asks for (`?history=` and `?since=` mean something on logged channels only).
  * @throws WarrenError `INVALID_REQUEST`, `INVALID_MESSAGE_ID`
@@ -158,9 +168,9 @@ function startOf(deps: DefaultHandlerDeps, channel: string, query: URLSearchPara
   if (isPattern(channel)) {
     // Live only: an EventSource's Last-Event-ID is ignored, history asked for is refused.
     if (query.has('history') || query.has('since')) refusePattern(channel, 'history (?history=, ?since=)');
-    return {};
+    return FROM_NOW;
   }
-  const from: StreamStart = lastEventId === undefined ? {} : { lastEventId };
+  const from: StreamStart = lastEventId === undefined ? FROM_NOW : { lastEventId };
   if (!deps.isLogged(channel)) return from;
   const history = parseHistory(query.get('history'));
   const since = query.get('since') ?? undefined;
@@ -178,7 +188,8 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
 
   constructor(
     protected readonly deps: DefaultHandlerDeps,
-    protected readonly req: IncomingMessage,
+    /** What the application is sent of the request when asked again ({@link NO_REQUEST} when it never is). */
+    protected readonly req: RequestView,
     protected readonly token: string | undefined,
     protected readonly requested: string | undefined,
     /** The channel of the URL path (none for `/_warren/ws`). */
@@ -192,9 +203,9 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
     protected readonly watch = false,
   ) {}
 
-  prepare(): Promise<void> {
+  prepare(upgrade: PushUpgrade): Promise<void> {
     // A stream on a channel's path reads it from the start; `/_warren/ws` subscribes by frames.
-    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(this.req, this.channel, this.consumerId);
+    return this.channel === undefined ? Promise.resolve() : this.deps.prepareStream(upgrade.request, this.channel, this.consumerId);
   }
 
   onClose(): void {
@@ -202,20 +213,66 @@ abstract class DefaultSession<C extends string | undefined> implements PushHandl
   }
 }
 
-/** One default SSE stream: the path's channel, re-authorized from time to time. */
+/**
+ * Declares what a default SSE stream reads. An EventSource closes for good
+ * on any answer but 200: when the broker goes away while the queue is being
+ * declared, the stream opens anyway and subscribes once the broker is back.
+ */
+async function prepareSse(deps: DefaultHandlerDeps, upgrade: PushUpgrade, channel: string): Promise<void> {
+  try {
+    await deps.prepareStream(upgrade.request, channel, upgrade.consumerId);
+  } catch (err) {
+    if (!(err instanceof WarrenError && (err.code === 'BROKER_UNAVAILABLE' || err.code === 'BROKER_TIMEOUT'))) throw err;
+  }
+}
+
+/**
+ * Subscribes a default SSE stream to its channel, as the connection's
+ * consumer. @returns whether it is subscribed (a stream that could not
+ * start is closed: EventSource reconnects by itself and sends Last-Event-ID)
+ */
+async function subscribeSse(deps: DefaultHandlerDeps, conn: PushConnection, channel: string, from: StreamStart): Promise<boolean> {
+  try {
+    await conn.subscribe(channel, { consumerId: conn.consumerId ?? null, ...from });
+    return true;
+  } catch (err) {
+    if (!conn.open) return false;
+    deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
+    conn.drop('broker-unavailable');
+    return false;
+  }
+}
+
+/**
+ * A default SSE stream nobody asks about again: no re-authorization (no
+ * `--auth-url` or tokens), not on a presence channel. Ten thousand idle
+ * streams hold ten thousand of these: three fields.
+ */
+class PlainStream implements PushHandler {
+  [key: string]: unknown;
+
+  constructor(
+    private readonly deps: DefaultHandlerDeps,
+    private readonly channel: string,
+    private readonly from: StreamStart,
+  ) {}
+
+  prepare(upgrade: PushUpgrade): Promise<void> {
+    return prepareSse(this.deps, upgrade, this.channel);
+  }
+
+  async onOpen(conn: PushConnection): Promise<void> {
+    await subscribeSse(this.deps, conn, this.channel, this.from);
+  }
+}
+
+/** One default SSE stream that is re-authorized from time to time, or counted in its channel's presence. */
 class StreamSession extends DefaultSession<string> {
   /** Made only on a presence channel (one object per connection is what an idle stream costs). */
   private hold: PresenceHold | undefined;
 
-  override async prepare(): Promise<void> {
-    try {
-      await super.prepare();
-    } catch (err) {
-      // An EventSource closes for good on any answer but 200: when the broker
-      // goes away while the queue is being declared, the stream opens anyway
-      // and subscribes once the broker is back.
-      if (!(err instanceof WarrenError && (err.code === 'BROKER_UNAVAILABLE' || err.code === 'BROKER_TIMEOUT'))) throw err;
-    }
+  override prepare(upgrade: PushUpgrade): Promise<void> {
+    return prepareSse(this.deps, upgrade, this.channel);
   }
 
   async onOpen(conn: PushConnection): Promise<void> {
@@ -230,15 +287,7 @@ class StreamSession extends DefaultSession<string> {
       }, deps.reauthIntervalMs);
       this.reauth.unref();
     }
-    try {
-      await conn.subscribe(this.channel, { consumerId: this.consumerId ?? null, ...this.from });
-    } catch (err) {
-      if (!conn.open) return;
-      deps.log.warn('stream could not start', { error: err instanceof Error ? err.message : String(err) });
-      // EventSource reconnects by itself and sends Last-Event-ID.
-      conn.drop('broker-unavailable');
-      return;
-    }
+    if (!(await subscribeSse(deps, conn, this.channel, this.from))) return;
     if (!conn.open || isPattern(this.channel) || deps.presence?.isPresenceChannel(this.channel) !== true) return;
     this.hold = new PresenceHold();
     // Events named apart (as the signals are), so that `onmessage` never mistakes one for data.
@@ -258,11 +307,11 @@ class SocketSession extends DefaultSession<string | undefined> {
   private conn!: PushConnection;
   private json = false;
   private inFlight = 0;
-  /** Subscribes not yet done, by channel: counted against the cap before the app is asked. */
-  private readonly pending = new Map<string, Promise<void>>();
-  /** Subscribes asking the app now, and those waiting for their turn. */
+  /** Subscribes not yet done, by channel: counted against the cap before the app is asked (made with the first). */
+  private pending: Map<string, Promise<void>> | undefined;
+  /** Subscribes asking the app now, and those waiting for their turn (made with the first to wait). */
   private asking = 0;
-  private readonly turns: Array<() => void> = [];
+  private turns: Array<() => void> | undefined;
   /** Presence per subscribed presence channel (made with the first). */
   private holds: Map<string, PresenceHold> | undefined;
   /** `presence` frames waiting for their answer. */
@@ -327,16 +376,20 @@ class SocketSession extends DefaultSession<string | undefined> {
       // A pattern this gateway does not serve is refused before the app is asked about it.
       this.deps.wildcards.parse(channel);
       if (watch) presenceFlag(this.deps, channel, new URLSearchParams('presence=1'));
-      const earlier = this.pending.get(channel);
+      const earlier = this.pending?.get(channel);
       if (earlier !== undefined) {
         await earlier;
         if (!conn.channels.includes(channel)) return; // the first subscribe said why
       } else {
-        if (!conn.channels.includes(channel) && new Set([...conn.channels, ...this.pending.keys()]).size >= this.deps.maxSubscriptions) {
+        if (
+          !conn.channels.includes(channel) &&
+          new Set([...conn.channels, ...(this.pending?.keys() ?? [])]).size >= this.deps.maxSubscriptions
+        ) {
           throw new WarrenError('TOO_MANY_SUBSCRIPTIONS', `at most ${this.deps.maxSubscriptions} channels per connection`);
         }
         const attempt = this.attach(channel, from, known);
-        this.pending.set(
+        const pending = (this.pending ??= new Map());
+        pending.set(
           channel,
           attempt.then(
             () => undefined,
@@ -346,7 +399,8 @@ class SocketSession extends DefaultSession<string | undefined> {
         try {
           identity ??= await attempt;
         } finally {
-          this.pending.delete(channel);
+          pending.delete(channel);
+          if (pending.size === 0 && this.pending === pending) this.pending = undefined;
         }
       }
     } catch (err) {
@@ -394,12 +448,12 @@ class SocketSession extends DefaultSession<string | undefined> {
       this.asking++;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.turns.push(resolve));
+    return new Promise((resolve) => (this.turns ??= []).push(resolve));
   }
 
   /** Hands a finished question's turn to the next waiting subscribe. */
   private nextTurn(): void {
-    const next = this.turns.shift();
+    const next = this.turns?.shift();
     if (next !== undefined) next();
     else this.asking--;
   }

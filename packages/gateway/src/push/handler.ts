@@ -122,9 +122,16 @@ export interface SubscribeOptions {
  */
 export interface PushConnection {
   readonly kind: UpgradeKind;
-  /** The HTTP request the connection came from (Rack's `env`). */
+  /**
+   * The HTTP request the connection came from (Rack's `env`), kept for the
+   * connection's life for an `onUpgrade` handler. The default handler's
+   * connections keep none (an idle stream holds only what it reads).
+   * @throws WarrenError `REQUEST_NOT_KEPT` on a connection of the default handler
+   */
   readonly request: IncomingMessage;
+  /** The request's path. @throws WarrenError `REQUEST_NOT_KEPT` on a connection of the default handler */
   readonly path: string;
+  /** The request's query. @throws WarrenError `REQUEST_NOT_KEPT` on a connection of the default handler */
   readonly query: URLSearchParams;
   /** The consumer subscriptions read as by default (see {@link PushUpgrade.consumerId}). */
   readonly consumerId: string | undefined;

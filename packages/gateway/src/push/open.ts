@@ -1,15 +1,14 @@
 import { validateHeaderName, validateHeaderValue, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { parseConsumerId } from '@warren/protocol';
-import { noteAccess } from '../access-log.js';
-import type { Admission, Slot } from '../admission.js';
+import { accessEntry, noteAccess } from '../access-log.js';
+import type { Admission } from '../admission.js';
 import { findConsumer } from '../consumer-id.js';
-import { REQUEST_ID_HEADER } from '../request-id.js';
-import { SseTransport } from '../transports/sse.js';
+import { SseTransport, type SseOptions } from '../transports/sse.js';
 import type { Ticker } from '../transports/ticker.js';
 import type { PushTransport } from '../transports/transport.js';
 import type { WebSocketAcceptor } from '../transports/websocket.js';
-import { Connection, type ConnectionContext } from './connection.js';
+import { AppConnection, Connection, type ConnectionContext } from './connection.js';
 import type { PushHandler, PushUpgrade, UpgradeDecider, UpgradeKind } from './handler.js';
 
 /** Where a push request came in: an SSE response, or a socket to upgrade. */
@@ -37,8 +36,9 @@ export interface PushFrontDeps {
 export class PushFront {
   /** Open push connections. */
   readonly connections = new Set<Connection>();
-  private readonly slots = new WeakMap<Connection, Slot>();
   private readonly context: ConnectionContext;
+  /** One options object for every SSE response. */
+  private readonly sse: SseOptions;
   /**
    * Bytes written to the sockets of closed connections, less what their
    * sockets had written before they opened (a kept-alive socket's earlier
@@ -54,19 +54,22 @@ export class PushFront {
       ...deps.context,
       admitQueue: (address, channel, consumerId) => deps.admission.admitQueue(address, channel, consumerId),
       closed: (conn) => {
-        if (this.connections.delete(conn)) this.closedBytes[conn.kind] += conn.request.socket.bytesWritten;
-        const slot = this.slots.get(conn);
-        if (slot !== undefined) deps.admission.give(slot);
+        if (this.connections.delete(conn)) this.closedBytes[conn.kind] += conn.socket.bytesWritten ?? 0;
+        deps.admission.give(conn);
       },
       closedSlow: (conn) => {
         this.slowClosed[conn.kind]++;
       },
     };
+    this.sse = { heartbeats: deps.heartbeats, retryMs: deps.sseRetryMs };
   }
 
   /**
    * A push request: resolves `false` when the decider declined it (the
    * caller passes it on), `true` once it is open or its client left.
+   * `head` is the response head to start from (the request id; CORS for
+   * SSE): written with the `200` or the `101` and never set on the
+   * response before, so that Node keeps no header map for the stream's life.
    * @throws WarrenError for a refused request (answered by the caller)
    */
   async open(
@@ -75,12 +78,11 @@ export class PushFront {
     path: string,
     query: URLSearchParams,
     io: PushIo,
-    requestId: string,
+    head: OutgoingHttpHeaders,
   ): Promise<boolean> {
     const { admission, custom } = this.deps;
     admission.checkOpen(true);
-    // An SSE response has it already (the router set it); a 101 is written by ws from these.
-    const headers: OutgoingHttpHeaders = 'res' in io ? {} : { [REQUEST_ID_HEADER]: requestId };
+    const headers: OutgoingHttpHeaders = { ...head };
     const requested = findConsumer(req, query);
     const upgrade = pushUpgrade(kind, req, path, query, requested, headers);
     const handler = (await this.deps.decide(upgrade)) as PushHandler | undefined | null | false;
@@ -103,10 +105,13 @@ export class PushFront {
     }
     if (transport === undefined) return true;
     if (kind === 'websocket') noteAccess(req, { status: 101 });
-    const conn = new Connection(transport, handler, this.context, { request: req, path, query, consumerId, clientAddress: slot.address });
+    const init = { consumerId, slot, socket: req.socket, access: accessEntry(req) };
+    // The default handler took what it needs from the request already: only an application's handler keeps it.
+    const conn = custom
+      ? new AppConnection(transport, handler, this.context, { ...init, request: req, path, query })
+      : new Connection(transport, handler, this.context, init);
     this.connections.add(conn);
     this.closedBytes[conn.kind] -= writtenBefore;
-    this.slots.set(conn, slot);
     conn.start();
     return true;
   }
@@ -114,7 +119,7 @@ export class PushFront {
   /** Bytes written to push sockets (SSE and WebSocket): headers, framing and heartbeats included. */
   bytesOut(): { sse: number; websocket: number } {
     const out = { ...this.closedBytes };
-    for (const conn of this.connections) out[conn.kind] += conn.request.socket.bytesWritten;
+    for (const conn of this.connections) out[conn.kind] += conn.socket.bytesWritten ?? 0;
     return out;
   }
 
@@ -122,7 +127,7 @@ export class PushFront {
   private async complete(req: IncomingMessage, io: PushIo, headers: OutgoingHttpHeaders): Promise<PushTransport | undefined> {
     if ('res' in io) {
       if (io.res.destroyed) return undefined;
-      return new SseTransport(io.res, headers, { heartbeats: this.deps.heartbeats, retryMs: this.deps.sseRetryMs });
+      return new SseTransport(io.res, headers, this.sse);
     }
     if (io.socket.destroyed) return undefined;
     try {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { WebSocket, WebSocketServer, type RawData, type Server } from 'ws';
 import type { GapFrame, ResetFrame, WarrenMessage } from '@warren/protocol';
 import type { LogSignal } from '../sources/sink.js';
 import type { WriteOptions } from '../push/handler.js';
@@ -35,13 +35,14 @@ export interface WebSocketOptions {
  * `maxPayload` enforced with 1009, `warren.v1` offered as subprotocol).
  */
 export class WebSocketAcceptor {
-  private readonly wss: WebSocketServer;
+  private readonly wss: Server<typeof PushSocket>;
   /** One timer pings every socket; a socket that missed a pong and read nothing by the next ping is dropped. */
   private readonly pings: Ticker<WebSocketTransport>;
 
   constructor(private readonly options: WebSocketOptions) {
     this.pings = new Ticker<WebSocketTransport>(options.pingIntervalMs, (socket) => socket.ping());
     this.wss = new WebSocketServer({
+      WebSocket: PushSocket,
       noServer: true,
       clientTracking: false,
       perMessageDeflate: false,
@@ -75,22 +76,36 @@ export class WebSocketAcceptor {
   }
 }
 
-/** The transport of a socket, for the listeners all sockets share (no closure per socket). */
+/** The transport of a socket, told directly what happens to it (no listener, no closure per socket). */
 const TRANSPORT = Symbol('warren.websocket');
-type TaggedSocket = WebSocket & { [TRANSPORT]?: WebSocketTransport };
 
-function ignore(): void {}
+/**
+ * ws's socket, reporting to its transport without listeners: four listeners
+ * per socket (error, pong, message, close) grow each socket's table of
+ * listeners past its first slots (about 100 bytes per idle connection,
+ * bench/heap-per-connection.mjs). `ws` takes the class as its `WebSocket` option.
+ */
+class PushSocket extends WebSocket {
+  [TRANSPORT]?: WebSocketTransport;
 
-function onPong(this: TaggedSocket, data: Buffer): void {
-  this[TRANSPORT]?.ponged(data);
-}
-
-function onSocketMessage(this: TaggedSocket, data: RawData, isBinary: boolean): void {
-  this[TRANSPORT]?.received(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8'));
-}
-
-function onSocketClose(this: TaggedSocket): void {
-  this[TRANSPORT]?.gone();
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    // 'close' follows an error: nothing to do about the error itself (an emitter without a listener would throw).
+    if (event === 'error') return true;
+    const transport = this[TRANSPORT];
+    if (transport !== undefined) {
+      if (event === 'pong') {
+        transport.ponged(args[0] as Buffer);
+        return true;
+      }
+      if (event === 'message') {
+        const [data, isBinary] = args as [RawData, boolean];
+        transport.received(isBinary ? toBuffer(data) : toBuffer(data).toString('utf8'));
+        return true;
+      }
+      if (event === 'close') transport.gone();
+    }
+    return super.emit(event, ...args);
+  }
 }
 
 /** A delivery written to the socket, waiting for the pong that proves the client read it. */
@@ -120,7 +135,6 @@ interface Receipt {
  * client that reads, however slowly, keeps answering.
  */
 export class WebSocketTransport implements PushTransport, EndOfTick {
-  readonly kind = 'websocket';
   readonly protocol: string | undefined;
   /** Answered a ping since the last keep-alive tick. */
   private alive = true;
@@ -135,25 +149,25 @@ export class WebSocketTransport implements PushTransport, EndOfTick {
   private backlogMark = -1;
 
   constructor(
-    private readonly ws: WebSocket,
+    private readonly ws: PushSocket,
     private readonly keepAlive: Ticker<WebSocketTransport>,
   ) {
     this.protocol = ws.protocol === '' ? undefined : ws.protocol;
-    ws.on('error', ignore);
+  }
+
+  // On the prototype, not a field: one object per idle connection, every field counts.
+  get kind(): 'websocket' {
+    return 'websocket';
   }
 
   attach(events: TransportEvents): void {
-    const ws = this.ws as TaggedSocket;
     this.events = events;
     this.keepAlive.add(this);
-    if (ws.readyState === WebSocket.CLOSED) {
+    if (this.ws.readyState === WebSocket.CLOSED) {
       this.gone();
       return;
     }
-    ws[TRANSPORT] = this;
-    ws.on('pong', onPong);
-    ws.on('message', onSocketMessage);
-    ws.on('close', onSocketClose);
+    this.ws[TRANSPORT] = this;
   }
 
   /** A client message. */
