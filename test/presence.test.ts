@@ -591,6 +591,8 @@ describe('presence when a process is cut off from the broker and comes back', { 
     const back = Date.now() - backAt;
     console.log(`# presence: a process cut off from the broker lost its members at the others after ${dropped} ms; back ${back} ms after`);
     assert.ok(back <= INTERVAL + 500, `back within an interval (${back} ms)`);
+    // The join frames reach the watcher's socket after a's list has them back: wait for them, then count.
+    await until(() => names.every((name) => count(watch.seen, 'join', name) >= 2), 'the watcher to see the joins again', 3000, 10);
     for (const name of names) {
       assert.equal(count(watch.seen, 'leave', name), 1, name);
       assert.equal(count(watch.seen, 'join', name), 2, name);
