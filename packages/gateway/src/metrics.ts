@@ -37,7 +37,11 @@ const BROKER_COUNTERS: ReadonlyArray<[name: string, help: string, read: Read]> =
   ['deliveries', 'Messages the broker delivered to the gateway (consumers and basic.get).', (s) => s.broker.delivered],
   ['publishes', 'Messages the broker confirmed, from every source (HTTP, library, WebSocket).', (s) => s.broker.published],
   ['acks', 'Deliveries acknowledged (handed to the client).', (s) => s.broker.acked],
-  ['ack_frames', 'basic.ack frames sent to RabbitMQ (one frame acknowledges many deliveries of a channel at once where order allows).', (s) => s.broker.ackFrames],
+  [
+    'ack_frames',
+    'basic.ack frames sent to RabbitMQ (one frame acknowledges many deliveries of a channel at once where order allows).',
+    (s) => s.broker.ackFrames,
+  ],
   ['requeues', 'Deliveries put back in their queue (the client did not take them).', (s) => s.broker.requeued],
   ['queue_declares', 'queue.declare calls (consumer and fan-out queues).', (s) => s.broker.queueDeclares],
   ['queue_binds', 'queue.bind calls.', (s) => s.broker.queueBinds],
