@@ -824,10 +824,11 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
       await this.bounded(ch.close(), 'channel.close');
       return undefined;
     };
-    // Without wildcard routes any existing exchange will do: look first (passive), declare when missing.
-    if (!topic && (await attempt((ch) => ch.checkExchange(exchange), 'exchange.declare')) === undefined) return;
     const refused = await attempt((ch) => ch.assertExchange(exchange, type, { durable: true }), 'exchange.declare');
     if (refused === undefined) return;
+    // Without wildcard routes an existing exchange of another type (a topic one) will do: a second
+    // channel looks (passive). Only then: the usual start costs one channel (see test/churn.test.ts).
+    if (!topic && refused === 406 && (await attempt((ch) => ch.checkExchange(exchange), 'exchange.declare')) === undefined) return;
     if (topic) {
       throw new ExchangeTypeError(
         `exchange "${exchange}" exists with another type than topic (or not durable): --wildcard-routes needs a durable topic exchange; ` +
