@@ -383,7 +383,8 @@ describe('presence across three gateway processes on RabbitMQ', { timeout: 240_0
     const onIt = clients.filter((c) => c.gw === draining);
     const stay = new Set(clients.filter((c) => c.gw !== draining).map((c) => c.identity));
     const gone = [...new Set(onIt.map((c) => c.identity))].filter((identity) => !stay.has(identity));
-    assert.ok(gone.length >= 60, `${gone.length} identities only on the draining process`);
+    // Clients are spread at random: enough of them to mean something (54 seen once; about 70 usual).
+    assert.ok(gone.length >= 30, `${gone.length} identities only on the draining process`);
     for (const c of onIt) clients.splice(clients.indexOf(c), 1);
     const termAt = Date.now();
     gateways[draining]!.child.kill('SIGTERM');
@@ -601,7 +602,17 @@ describe('presence when a process is cut off from the broker and comes back', { 
     // the watcher on a, which b dropped meanwhile, the same the other way round.
     const idA = a.gateway.stats().presence!.process;
     const idB = b.gateway.stats().presence!.process;
-    await until(() => hook.events.length >= 3 * 11, 'the webhook events', 10_000);
+    // Batched posts of two processes, one of them just back from a partition: allow 20 s, and say what came.
+    // b's members: joined (from b), left and came back (both from a). a's watcher, seen from b: whether b
+    // dropped it before the partition ended is a race (b drops it 3.5 intervals after its last beat, the
+    // partition ends once a has dropped b's members): either nothing, or a leave and a join, both from b.
+    const described = (): string =>
+      hook.events.map((e) => `${e.type}:${e.identity}:${e.process === idA ? 'a' : e.process === idB ? 'b' : '?'}`).join(' ');
+    await until(() => hook.events.filter((e) => names.includes(e.identity)).length >= 3 * 10, 'the webhook events', 20_000).catch(
+      (err: unknown) => {
+        throw new Error(`${(err as Error).message}: ${hook.events.length} came: ${described()}`);
+      },
+    );
     await new Promise((r) => setTimeout(r, 2 * INTERVAL));
     for (const name of names) {
       assert.deepEqual(
@@ -610,11 +621,12 @@ describe('presence when a process is cut off from the broker and comes back', { 
         name,
       );
     }
-    assert.deepEqual(
-      hook.events.filter((e) => e.identity === `${prefix}-watch`).map((e) => `${e.type}:${e.process === idA ? 'a' : 'b'}`),
-      ['join:a', 'leave:b', 'join:b'],
+    const watcher = hook.events.filter((e) => e.identity === `${prefix}-watch`).map((e) => `${e.type}:${e.process === idA ? 'a' : 'b'}`);
+    assert.ok(
+      JSON.stringify(watcher) === JSON.stringify(['join:a']) || JSON.stringify(watcher) === JSON.stringify(['join:a', 'leave:b', 'join:b']),
+      `the watcher's events: ${watcher.join(' ')}`,
     );
-    assert.equal(hook.events.length, 33);
+    assert.equal(hook.events.length, 30 + watcher.length, described());
     watch.ws.close();
   });
 });
