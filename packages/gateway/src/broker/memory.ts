@@ -207,15 +207,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   async declareConsumerQueue(name: string, channel: string, limits: ConsumerQueueLimits): Promise<void> {
-    this.assertReady();
-    this.counters.queueDeclares++;
-    let queue = this.queues.get(name);
-    if (queue === undefined) {
-      queue = new MemoryQueue(name, limits, this);
-      this.queues.set(name, queue);
-    }
-    queue.touch();
-    this.counters.queueBinds++;
+    const queue = this.declareQueue(name, limits);
     if (!queue.channels.has(channel)) {
       queue.channels.add(channel);
       let bound = this.bindings.get(channel);
@@ -230,6 +222,11 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
   }
 
   async declareWildcardQueue(name: string, limits: ConsumerQueueLimits): Promise<void> {
+    this.catchAll.add(this.declareQueue(name, limits));
+  }
+
+  /** Declares `name` (made when missing, its expiry restarted) and counts the bind that follows. */
+  private declareQueue(name: string, limits: ConsumerQueueLimits): MemoryQueue {
     this.assertReady();
     this.counters.queueDeclares++;
     let queue = this.queues.get(name);
@@ -239,7 +236,7 @@ export class MemoryBroker extends EventEmitter<BrokerEvents> implements Broker {
     }
     queue.touch();
     this.counters.queueBinds++;
-    this.catchAll.add(queue);
+    return queue;
   }
 
   async deleteQueue(name: string): Promise<void> {

@@ -579,12 +579,8 @@ export class RabbitBroker extends EventEmitter<BrokerEvents> implements Broker {
         this.ack(batch, tag);
       } else {
         this.counters.requeued++;
-        try {
-          batch.nack(tag);
-          this.batchFrames();
-        } catch {
-          // Channel closed between the check and the call: same as above.
-        }
+        batch.nack(tag); // its sender ignores a channel closed meanwhile (the broker requeued)
+        this.batchFrames();
       }
     };
     return {
