@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EventSource } from 'eventsource';
@@ -29,6 +30,39 @@ function openSocket(url: string, protocol?: string): Promise<{ ws: WebSocket; fr
 
 const json = (frames: Array<{ text: string }>) => frames.map((f) => JSON.parse(f.text) as Record<string, any>);
 
+/** A raw HTTP GET of an SSE stream over a plain socket: every byte the gateway sends, as it came. */
+async function rawSse(base: string, path: string, version: '1.0' | '1.1', headers: Record<string, string> = {}) {
+  const url = new URL(base);
+  const socket: Socket = connect(Number(url.port), url.hostname);
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  await new Promise((r) => socket.once('connect', r));
+  const extra = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.write(`GET ${path} HTTP/${version}\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n${extra}\r\n`);
+  const text = () => Buffer.concat(chunks).toString('latin1');
+  return { socket, bytes: () => Buffer.concat(chunks), text };
+}
+
+/** The body of a chunked response, checking that each chunk's size is its exact byte count. */
+function dechunk(body: Buffer): Buffer {
+  const out: Buffer[] = [];
+  let at = 0;
+  while (at < body.length) {
+    const eol = body.indexOf('\r\n', at);
+    assert.ok(eol > at, `a chunk size line at byte ${at}`);
+    const sizeLine = body.subarray(at, eol).toString('latin1');
+    assert.match(sizeLine, /^[0-9a-f]+$/i, `a hex chunk size, not ${JSON.stringify(sizeLine)}`);
+    const size = parseInt(sizeLine, 16);
+    if (eol + 2 + size + 2 > body.length) break; // the last chunk is still on its way
+    out.push(body.subarray(eol + 2, eol + 2 + size));
+    assert.equal(body.subarray(eol + 2 + size, eol + 4 + size).toString('latin1'), '\r\n', `chunk of ${size} bytes ends with CRLF`);
+    at = eol + 4 + size;
+  }
+  return Buffer.concat(out);
+}
+
 for (const kind of BROKERS) {
   describe(`Server-Sent Events on the ${kind} broker`, () => {
     let gw: TestGateway;
@@ -56,6 +90,38 @@ for (const kind of BROKERS) {
         { type: 'message', id: 'e-2', data: '{"n":1}' },
         { type: 'message', id: 'e-3', data: Buffer.from([0, 1, 2]).toString('base64') },
       ]);
+    });
+
+    it('frames every event as one well-formed chunk for HTTP/1.1 and sends it unframed to an HTTP/1.0 client', async () => {
+      const channel = `/${unique('sse-raw-')}`;
+      const body = 'héllo ✓ 🐇\nsecond line';
+      const want = `id: r-1\nevent: greet\ndata: héllo ✓ 🐇\ndata: second line\n\n`;
+      const streams: Array<{ version: '1.0' | '1.1'; headers: Record<string, string> }> = [
+        { version: '1.1', headers: {} },
+        { version: '1.1', headers: { 'consumer-id': unique('raw-') } },
+        { version: '1.0', headers: {} },
+      ];
+      const raws = await Promise.all(streams.map((s) => rawSse(gw.url, channel, s.version, s.headers)));
+      try {
+        for (const raw of raws) await until(() => raw.text().includes(': warren'), 'the stream opened');
+        await httpPublish(gw.url, channel, body, { 'message-id': 'r-1', 'warren-event': 'greet' });
+        await httpPublish(gw.url, channel, 'two', { 'message-id': 'r-2' });
+        for (const [k, raw] of raws.entries()) {
+          await until(() => raw.text().includes('data: two\n\n'), `stream ${k} got both events`);
+          const all = raw.bytes();
+          const split = all.indexOf('\r\n\r\n');
+          const head = all.subarray(0, split).toString('latin1');
+          const rest = all.subarray(split + 4);
+          const events = streams[k]!.version === '1.1' ? dechunk(rest) : rest;
+          if (streams[k]!.version === '1.1') assert.match(head, /transfer-encoding: chunked/i);
+          else assert.doesNotMatch(head, /transfer-encoding/i, 'no chunked encoding for HTTP/1.0');
+          const text = events.toString('utf8');
+          assert.ok(text.includes(want), `stream ${k} (HTTP/${streams[k]!.version}) carries the event intact: ${JSON.stringify(text)}`);
+          assert.ok(text.endsWith('id: r-2\ndata: two\n\n'), `stream ${k}: the second event follows: ${JSON.stringify(text)}`);
+        }
+      } finally {
+        for (const raw of raws) raw.socket.destroy();
+      }
     });
 
     it('sends headers right for proxies, a retry hint and heartbeat comments', async () => {

@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { WarrenMessage } from '@warren/protocol';
-import { encodeSseData, encodeSseEvent, isTextual, messageFrame, messageFrameBytes, sseEventBytes } from '#gateway/transports/encoding.js';
+import {
+  encodeSseData,
+  encodeSseEvent,
+  isTextual,
+  messageFrame,
+  messageFrameBytes,
+  sseEventBytes,
+  sseEventChunk,
+} from '#gateway/transports/encoding.js';
 
 const text = (body: string, extra: Partial<WarrenMessage> = {}): WarrenMessage => ({
   id: 'm1',
@@ -130,11 +138,34 @@ describe('encode-once caching', () => {
     const message = text('shared', { event: 'e' });
     const first = sseEventBytes(message);
     assert.equal(first.toString('utf8'), encodeSseEvent(message));
-    assert.equal(sseEventBytes(message), first, 'the same Buffer, not a new encoding');
+    const again = sseEventBytes(message);
+    assert.ok(again.buffer === first.buffer && again.byteOffset === first.byteOffset, 'the same bytes, not a new encoding');
+    assert.equal(sseEventChunk(message), sseEventChunk(message), 'the same framed chunk');
     // Another message object (even an equal one) is encoded on its own.
     const twin = text('shared', { event: 'e' });
-    assert.notEqual(sseEventBytes(twin), first);
+    assert.notEqual(sseEventChunk(twin), sseEventChunk(message));
     assert.deepEqual(sseEventBytes(twin), first);
+  });
+
+  it('sseEventChunk frames the event as one HTTP/1.1 chunk whose size is its UTF-8 byte length', () => {
+    for (const message of [
+      text('plain'),
+      text('héllo ✓ 🐇\nsecond line', { event: 'greet', id: 'ü-1' }),
+      text('', {}),
+      { id: 'b', contentType: 'application/octet-stream', body: BYTES },
+      text('x'.repeat(70_000)),
+    ]) {
+      const chunk = sseEventChunk(message);
+      const head = chunk.indexOf('\r\n');
+      const size = parseInt(chunk.subarray(0, head).toString('latin1'), 16);
+      assert.match(chunk.subarray(0, head).toString('latin1'), /^[0-9a-f]+$/);
+      assert.equal(size, Buffer.byteLength(encodeSseEvent(message), 'utf8'));
+      assert.equal(chunk.length, head + 2 + size + 2, 'size line, data, CRLF: nothing else');
+      assert.equal(chunk.subarray(head + 2, head + 2 + size).toString('utf8'), encodeSseEvent(message));
+      assert.equal(chunk.subarray(chunk.length - 2).toString('latin1'), '\r\n');
+      assert.equal(sseEventChunk(message), chunk, 'encoded once per message object');
+      assert.equal(sseEventBytes(message).toString('utf8'), encodeSseEvent(message), 'the unframed bytes are the event');
+    }
   });
 
   it('sseEventBytes does not cache a refused message', () => {

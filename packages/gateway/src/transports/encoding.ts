@@ -60,17 +60,37 @@ export function messageFrame(channel: string, message: WarrenMessage, pattern?: 
  * hands one message object to thousands of connections, and encoding it
  * once (not once per connection) is what keeps the fan-out cheap.
  */
-const sseBytes = new WeakMap<WarrenMessage, Buffer>();
 const frameBytes = new WeakMap<WarrenMessage, { channel: string; pattern: string | undefined; bytes: Buffer }>();
 
-/** {@link encodeSseEvent} as bytes, encoded once per message object. */
-export function sseEventBytes(message: WarrenMessage): Buffer {
-  let bytes = sseBytes.get(message);
-  if (bytes === undefined) {
-    bytes = Buffer.from(encodeSseEvent(message), 'utf8');
-    sseBytes.set(message, bytes);
+/**
+ * The SSE chunk of a message, kept on the message object itself: a message
+ * of an identified stream is decoded for one delivery, and a `WeakMap` entry
+ * per delivery costs the garbage collector more than a field.
+ */
+const SSE_CHUNK = Symbol('warren.sseChunk');
+type WithSseChunk = WarrenMessage & { [SSE_CHUNK]?: Buffer };
+
+/**
+ * {@link encodeSseEvent} framed as one HTTP/1.1 chunk (`<size in hex>\r\n`,
+ * the event, `\r\n`), encoded once per message object: a chunked SSE
+ * response writes it to its socket as it is, one write per connection where
+ * `res.write` makes three (size, data, line break).
+ */
+export function sseEventChunk(message: WarrenMessage): Buffer {
+  const m = message as WithSseChunk;
+  let chunk = m[SSE_CHUNK];
+  if (chunk === undefined) {
+    const event = encodeSseEvent(message);
+    chunk = Buffer.from(`${Buffer.byteLength(event, 'utf8').toString(16)}\r\n${event}\r\n`, 'utf8');
+    m[SSE_CHUNK] = chunk;
   }
-  return bytes;
+  return chunk;
+}
+
+/** {@link encodeSseEvent} as bytes (a view into {@link sseEventChunk}'s buffer), for a response that is not chunked. */
+export function sseEventBytes(message: WarrenMessage): Buffer {
+  const chunk = sseEventChunk(message);
+  return chunk.subarray(chunk.indexOf(0x0a) + 1, chunk.length - 2);
 }
 
 /** The JSON of {@link messageFrame} as UTF-8 bytes, encoded once per message object and channel. */

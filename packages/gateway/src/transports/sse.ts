@@ -1,8 +1,9 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { WarrenMessage } from '@warren/protocol';
 import type { WriteOptions } from '../push/handler.js';
 import { corkForTick } from './cork.js';
-import { encodeSseData, patternSseEventBytes, sseEventBytes } from './encoding.js';
+import { encodeSseData, patternSseEventBytes, sseEventBytes, sseEventChunk } from './encoding.js';
 import { Ticker } from './ticker.js';
 import type { CloseReason, PushTransport, TransportEvents } from './transport.js';
 
@@ -35,6 +36,24 @@ function onResponseClose(this: TaggedResponse): void {
 function flattenHead(res: ServerResponse): void {
   const head = (res as { _header?: unknown })._header;
   if (typeof head === 'string' && head.length > 0) head.charCodeAt(0);
+}
+
+/** What {@link chunkedSocket} reads of a response: `OutgoingMessage` fields Node has kept since its first releases. */
+type ResponseState = ServerResponse & { chunkedEncoding?: boolean; outputData?: unknown[] };
+
+/**
+ * The socket of a chunked response that may be written to directly, or
+ * `null` to go through `res.write`. A chunk written to the socket lands
+ * exactly where `res.write` would put it only while the response is the
+ * socket's current message (`socket._httpMessage`), its head is sent, and
+ * nothing waits in the response's own buffer (`outputData`); an HTTP/1.0
+ * client gets no chunked encoding at all. Any field missing (another Node)
+ * means `res.write`.
+ */
+function chunkedSocket(res: ResponseState): Socket | null {
+  const socket = res.socket as (Socket & { _httpMessage?: unknown }) | null;
+  if (socket === null || res.chunkedEncoding !== true || !res.headersSent || socket._httpMessage !== res) return null;
+  return Array.isArray(res.outputData) && res.outputData.length === 0 ? socket : null;
 }
 
 /**
@@ -111,7 +130,20 @@ export class SseTransport implements PushTransport {
 
   /** On a wildcard subscription the event's data is the `warren.v1` message frame, which names the channel (docs/wildcards.md). */
   deliver(channel: string, message: WarrenMessage, done?: (ok: boolean) => void, pattern?: string): void {
-    this.send(pattern === undefined ? sseEventBytes(message) : patternSseEventBytes(channel, message, pattern), done);
+    if (pattern !== undefined) {
+      this.send(patternSseEventBytes(channel, message, pattern), done);
+      return;
+    }
+    const socket = this.closed || this.res.destroyed ? null : chunkedSocket(this.res);
+    if (socket === null) {
+      this.send(sseEventBytes(message), done);
+      return;
+    }
+    // The message's chunk, framed once for every response it goes to, in one write (res.write makes three).
+    this.active = true;
+    corkForTick(socket);
+    if (done === undefined) socket.write(sseEventChunk(message));
+    else socket.write(sseEventChunk(message), (err) => done(err == null && !socket.destroyed));
   }
 
   private send(chunk: string | Buffer, done?: (ok: boolean) => void): void {
