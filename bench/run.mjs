@@ -3,7 +3,7 @@
 // a ceiling measured in the same run (a minimal Node fan-out server; raw
 // amqplib on the same queues), written to bench/results.md.
 //
-//   npm run bench                 the full run (about 20 minutes on 2 cores; must stay under 25)
+//   npm run bench                 the full run (14 minutes on 2 cores here; must stay under 25)
 //   npm run bench -- --quick      tiny numbers, about 60 s (under 120 s): a smoke test
 //   npm run bench -- --only connections   20,000 connections on one process (ulimit -Hn ≥ 20,064)
 //   npm run bench -- --help       every flag
