@@ -476,6 +476,50 @@ describe('createGateway({ server }) inside an application', { timeout: 30_000 },
         b.ws.close();
       });
 
+      it('gateway.publish and conn.publish answer who took the message, as the publish endpoint does', async () => {
+        const inbox = unique('/lib-routed-');
+        const app = await embed(
+          (upgrade) => {
+            upgrade.consumerId = upgrade.query.get('user') ?? undefined;
+            return {
+              onOpen: (conn: PushConnection) => conn.subscribe(inbox),
+              async onMessage(conn: PushConnection, data: string | Buffer) {
+                conn.write(JSON.stringify(await conn.publish(inbox, `relayed ${String(data)}`)));
+              },
+            };
+          },
+          { broker },
+        );
+        apps.push(app);
+        // Nobody has ever subscribed: no queue took it.
+        const nobody = await app.gateway.publish(inbox, 'into the void', { id: 'void-1' });
+        assert.equal(nobody.id, 'void-1');
+        assert.deepEqual(nobody.channels, [inbox]);
+        assert.equal(nobody.routed, false);
+        assert.deepEqual(nobody.unrouted, [inbox]);
+        // The embedded broker counts exactly; RabbitMQ counts only with managementUrl (not given here).
+        if (broker === 'memory') {
+          assert.equal(nobody.queues, 0);
+          assert.deepEqual(nobody.routes, { [inbox]: 0 });
+        } else {
+          assert.equal(nobody.queues, undefined);
+        }
+        const user = await connect(`${app.ws}/inbox?user=${unique('u')}`);
+        await until(() => app.gateway.stats().streams.identified === 1, 'the identified stream');
+        const one = await app.gateway.publish(inbox, 'one');
+        assert.equal(one.routed, true);
+        assert.deepEqual(one.unrouted, []);
+        if (broker === 'memory') assert.equal(one.queues, 1);
+        // conn.publish answers the same way.
+        user.ws.send('hi');
+        await until(() => user.texts().some((t) => t.startsWith('{')), 'the answer of conn.publish');
+        const answer = JSON.parse(user.texts().find((t) => t.startsWith('{'))!) as { routed: boolean; unrouted: string[]; queues?: number };
+        assert.equal(answer.routed, true);
+        assert.deepEqual(answer.unrouted, []);
+        if (broker === 'memory') assert.equal(answer.queues, 1);
+        user.ws.close();
+      });
+
       it('an identified consumer (set by the decider) gets what was published while it was away', async () => {
         const inbox = unique('/lib-inbox-');
         const user = unique('u');

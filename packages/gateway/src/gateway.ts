@@ -1,3 +1,4 @@
+import { publishMessage, type PublishAnswer, type PublishVia } from './publish-endpoint.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -162,10 +163,17 @@ export interface Gateway {
   stats(): GatewayStats;
   /**
    * Publishes to every subscriber of `channel`, in every gateway process on
-   * the same broker. Resolves once the broker has taken it.
+   * the same broker. Resolves once the broker has confirmed it, with what the
+   * publish endpoint answers: `routed` (did any queue or log take it),
+   * `unrouted`, and, where the gateway can count them (always on the
+   * embedded broker; on RabbitMQ with `managementUrl`), `queues` and
+   * `routes` (docs/publishing.md).
+   * @example
+   * const { routed } = await gateway.publish('/users/42', 'your order shipped');
+   * if (!routed) await sendEmail(); // nobody will get it over Warren
    * @throws WarrenError `INVALID_CHANNEL`, `INVALID_MESSAGE`, `MESSAGE_TOO_LARGE`, `BROKER_UNAVAILABLE`
    */
-  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
+  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<PublishAnswer>;
   /**
    * Who is subscribed to the presence channel `channel` (under
    * `presenceRoutes`), over every gateway process on the broker: one entry
@@ -369,6 +377,18 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     return (started ??= broker.start().then(() => presence?.start()));
   };
   const limits = new ConnectionLimits(options.maxConnectionsPerIp, options.maxConnectionsPerIdentity);
+  // What counts the queues and logs a publish reached, for the endpoints' answers and gateway.publish().
+  const routeCounter = createRouteCounter(
+    broker,
+    {
+      managementUrl: options.managementUrl,
+      amqpUrl: options.amqpUrl === undefined ? undefined : parseList(options.amqpUrl)[0],
+      exchange: options.exchange,
+      maxAgeMs: options.routeCountMaxAgeMs,
+      timeoutMs: Math.min(options.brokerTimeoutMs, 2000),
+    },
+    log,
+  );
   const core: Core = {
     options,
     log,
@@ -408,18 +428,8 @@ function createCore(options: NormalizedOptions, log: Logger, tokens: ChannelToke
     refusing: false,
     interruptDrain: undefined,
     start,
-    publish: publisher(options, broker, start, logs),
-    routeCounter: createRouteCounter(
-      broker,
-      {
-        managementUrl: options.managementUrl,
-        amqpUrl: options.amqpUrl === undefined ? undefined : parseList(options.amqpUrl)[0],
-        exchange: options.exchange,
-        maxAgeMs: options.routeCountMaxAgeMs,
-        timeoutMs: Math.min(options.brokerTimeoutMs, 2000),
-      },
-      log,
-    ),
+    publish: publisher(options, { broker, prepare: (channel) => logs.preparePublish(channel), counter: routeCounter }, start),
+    routeCounter,
   };
   return core;
 }
@@ -779,17 +789,16 @@ function createUpstream(options: NormalizedOptions, log: Logger): Upstream {
   );
 }
 
-/** `gateway.publish()`: checked like the publish endpoint, then to the broker. */
-function publisher(options: NormalizedOptions, broker: Broker, start: () => Promise<void>, logs: ChannelLogs): Gateway['publish'] {
-  return async (channel: string, data: MessageData, messageOptions?: MessageOptions): Promise<void> => {
+/** `gateway.publish()`: checked like the publish endpoint, then to the broker; answered as the endpoint answers. */
+function publisher(options: NormalizedOptions, via: PublishVia, start: () => Promise<void>): Gateway['publish'] {
+  return async (channel: string, data: MessageData, messageOptions?: MessageOptions): Promise<PublishAnswer> => {
     const target = parseChannel(channel);
     const message = encodeMessage(data, messageOptions);
     if (message.body.length > options.maxMessageBytes) {
       throw new WarrenError('MESSAGE_TOO_LARGE', `the message is ${message.body.length} bytes; at most ${options.maxMessageBytes}`);
     }
     await start();
-    await logs.preparePublish(target);
-    await broker.publish(target, message);
+    return publishMessage(via, [target], message);
   };
 }
 

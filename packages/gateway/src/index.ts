@@ -1,5 +1,6 @@
 export { createGateway, MAX_URL_LENGTH } from './gateway.js';
 export type { Gateway, GatewayStats, CreateGatewayOptions, EmbedOptions } from './gateway.js';
+export type { PublishAnswer } from './publish-endpoint.js';
 export type {
   PushConnection,
   PushHandler,

@@ -101,7 +101,7 @@ export interface PublishVia {
 }
 
 /** Publishes `message` to each of `channels` (checked, without duplicates) and waits for every confirm. */
-async function publishMessage(via: PublishVia, channels: string[], message: WarrenMessage): Promise<PublishAnswer> {
+export async function publishMessage(via: PublishVia, channels: string[], message: WarrenMessage): Promise<PublishAnswer> {
   const results = await Promise.all(
     channels.map(async (channel) => {
       await via.prepare?.(channel);

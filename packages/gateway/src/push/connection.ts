@@ -1,3 +1,4 @@
+import type { PublishAnswer } from '../publish-endpoint.js';
 import type { IncomingMessage } from 'node:http';
 import { parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
 import type { Duplex } from 'node:stream';
@@ -23,7 +24,7 @@ export interface ConnectionContext {
   readonly maxSubscriptions: number;
   /** Bytes a client may leave unread before it is dropped as too slow. */
   readonly maxPendingBytes: number;
-  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
+  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<PublishAnswer>;
   /**
    * Resolves once the broker is connected (at once when it is): a
    * subscription made while it is away waits for it instead of failing.
@@ -323,7 +324,7 @@ export class Connection implements PushConnection, Sink, TransportEvents, Slot {
     else if (subs instanceof Map && subs.get(sub.channel) === sub) subs.delete(sub.channel);
   }
 
-  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void> {
+  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<PublishAnswer> {
     return this.context.publish(channel, data, options);
   }
 

@@ -1,3 +1,4 @@
+import type { PublishAnswer } from '../publish-endpoint.js';
 import type { IncomingMessage, OutgoingHttpHeader } from 'node:http';
 import type { MessageData, MessageOptions } from '@warren/protocol';
 
@@ -182,8 +183,8 @@ export interface PushConnection {
   /**
    * Publishes to every subscriber of `channel`, in every process on the same
    * broker (this connection too, when subscribed). Resolves once the broker
-   * has taken the message.
+   * has confirmed it, with who took it, as `gateway.publish()` does.
    * @throws WarrenError `INVALID_CHANNEL`, `INVALID_MESSAGE`, `MESSAGE_TOO_LARGE`, `BROKER_UNAVAILABLE`
    */
-  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<void>;
+  publish(channel: string, data: MessageData, options?: MessageOptions): Promise<PublishAnswer>;
 }
