@@ -84,6 +84,15 @@ describe('documentation matches the code', () => {
     assert.ok(quickStart.indexOf('curl http://localhost:4000/greetings') < quickStart.indexOf('npx warren publish /greetings'));
   });
 
+  it('the README long-poll walkthrough names the minted id in a poll before it publishes (no queue is made for a minted id)', () => {
+    const walk = /^## The curl walkthrough: long-poll\n([^]*?)^## /m.exec(readme)?.[1];
+    assert.ok(walk, 'a long-poll walkthrough section');
+    const named = walk.indexOf('curl -H "Consumer-Id: $ID"');
+    const published = walk.indexOf('npx warren publish /greetings one');
+    assert.ok(named >= 0 && published >= 0, 'a poll naming $ID and a publish');
+    assert.ok(named < published, 'what is published before the poll that makes the queue is lost: poll first');
+  });
+
   it('the docs/configuration.md settings table lists every setting with its flag and variable, and nothing else', () => {
     const rows = [...configuration.matchAll(/^\| `(--[a-z-]+)` \| `(WARREN_[A-Z_]+)` \|/gm)].map((m) => [m[1], m[2]]);
     assert.deepEqual(
