@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import amqp from 'amqplib';
 import { WebSocket } from 'ws';
 import { channelLogName, logShardOf } from '@warren/protocol';
-import { AMQP_URL, BROKERS, readSse, startGateway, unique, until, type SseReader, type TestGateway } from './support/index.js';
+import { AMQP_URL, BROKERS, httpPublish, readSse, startGateway, unique, until, type SseReader, type TestGateway } from './support/index.js';
 import { closeAndClean, publishAll, range } from './support/channel-logs.js';
 
 const SHARDS = 4;
@@ -121,6 +121,38 @@ for (const kind of BROKERS) {
       assert.deepEqual(
         got.slice(0, 3).map((f) => f.id),
         probe.events.slice(2).map((e) => e.id),
+      );
+    });
+
+    it('a message published to a plain and a logged channel at once keeps the log event id on the logged stream', async () => {
+      // One publish, two channels: the embedded broker hands the same message object to the plain
+      // channel's stream and to the log, which gives it its own event id. The plain stream's
+      // encoding of the message must not be reused for the logged stream (it would carry the publish id).
+      const plain = `/${unique('plain-')}`;
+      const channel = `/logged/${unique('both-')}`;
+      const plainReader = readSse(gw.url, plain);
+      assert.equal(await plainReader.status, 200);
+      await until(() => gw.gateway.stats().fanOut.subscribers >= 1, 'the plain stream');
+      const logged = await open(channel);
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await httpPublish(gw.url, [plain, channel], `m${i}`, { 'message-id': `pub-${i}` })).status, 200);
+      }
+      await until(() => messages(logged).length === 3 && messages(plainReader).length === 3, 'three messages on each stream');
+      plainReader.close();
+      logged.close();
+      assert.deepEqual(
+        messages(plainReader).map((e) => e.id),
+        ['pub-0', 'pub-1', 'pub-2'],
+      );
+      for (const e of messages(logged)) assert.match(e.id!, /^\d+\.[0-9a-f]{8}$/, `a log event id, not ${e.id}`);
+      // And the id resumes: nothing after the last one, no reset.
+      const again = await open(channel, { 'last-event-id': messages(logged).at(-1)!.id! });
+      await new Promise((r) => setTimeout(r, 300));
+      again.close();
+      assert.deepEqual(
+        again.events.map((e) => e.event),
+        [],
+        'no warren-reset and nothing repeated',
       );
     });
 

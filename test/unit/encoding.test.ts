@@ -168,6 +168,15 @@ describe('encode-once caching', () => {
     }
   });
 
+  it('a copy made by spreading a message (a log giving it its event id) is encoded on its own', () => {
+    const message = text('shared');
+    const before = sseEventChunk(message).toString('utf8');
+    const copy = { ...message, id: '7.0badc0de' };
+    assert.match(sseEventChunk(copy).toString('utf8'), /id: 7\.0badc0de\n/);
+    assert.equal(sseEventChunk(message).toString('utf8'), before, 'the original keeps its own');
+    assert.deepEqual(Object.keys(message).sort(), ['body', 'contentType', 'id'], 'the cache is no enumerable field');
+  });
+
   it('sseEventBytes does not cache a refused message', () => {
     const bad = text('x', { id: 'a\nb' });
     assert.throws(() => sseEventBytes(bad), /CR or LF/);

@@ -65,7 +65,10 @@ const frameBytes = new WeakMap<WarrenMessage, { channel: string; pattern: string
 /**
  * The SSE chunk of a message, kept on the message object itself: a message
  * of an identified stream is decoded for one delivery, and a `WeakMap` entry
- * per delivery costs the garbage collector more than a field.
+ * per delivery costs the garbage collector more than a field. Not
+ * enumerable, so that a copy made by spreading (`{ ...message, id }`, as the
+ * channel logs give a message its event id) never inherits the encoding of
+ * the original.
  */
 const SSE_CHUNK = Symbol('warren.sseChunk');
 type WithSseChunk = WarrenMessage & { [SSE_CHUNK]?: Buffer };
@@ -82,7 +85,7 @@ export function sseEventChunk(message: WarrenMessage): Buffer {
   if (chunk === undefined) {
     const event = encodeSseEvent(message);
     chunk = Buffer.from(`${Buffer.byteLength(event, 'utf8').toString(16)}\r\n${event}\r\n`, 'utf8');
-    m[SSE_CHUNK] = chunk;
+    Object.defineProperty(m, SSE_CHUNK, { value: chunk, enumerable: false });
   }
   return chunk;
 }
