@@ -14,7 +14,10 @@ import { EventSource } from 'eventsource';
 import { chromium, type Browser } from 'playwright-core';
 import { WebSocket } from 'ws';
 import { createGateway, silentLogger, type PushConnection, type PushHandler, type UpgradeDecider } from '@warren/gateway';
-import { AMQP_URL, readSse, requireRabbit, ROOT, spawnNode, until, type NodeProcess } from './support/index.js';
+import { Producer } from '@warren/producer';
+import { AMQP_URL, readSse, requireRabbit, ROOT, spawnNode, until, type NodeProcess, type SseReader } from './support/index.js';
+
+const PROBE = 'probe ';
 
 const CHROMIUM = process.env.WARREN_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -204,10 +207,21 @@ describe('examples/embedded/echo.mjs', { timeout: 60_000 }, () => {
   });
 });
 
-/** alice and bob in the chat: everyone sees each join, message and leave exactly once. */
-async function chatScenario(aliceUrl: string, bobUrl: string, listenerBase: string): Promise<void> {
+/**
+ * alice and bob in the chat: everyone sees each join, message and leave exactly once.
+ * `listening` waits until the SSE listener hears the room: an app's handler subscribes in
+ * `onOpen`, after the client already has its `200`, so on a broker with a network between them
+ * alice's join could be published before the listener's process has bound its queue.
+ */
+async function chatScenario(
+  aliceUrl: string,
+  bobUrl: string,
+  listenerBase: string,
+  listening?: (listener: SseReader) => Promise<void>,
+): Promise<void> {
   const listener = readSse(listenerBase, '/chat/watcher');
   await until(async () => (await listener.status) === 200, 'the SSE listener');
+  await listening?.(listener);
   const alice = await socket(`${aliceUrl}/chat/alice`);
   await until(() => alice.messages.includes('alice joined the chat.'), 'alice sees her join');
   const bob = await socket(`${bobUrl}/chat/bob`);
@@ -228,7 +242,7 @@ async function chatScenario(aliceUrl: string, bobUrl: string, listenerBase: stri
   ]);
   assert.deepEqual(bob.messages, ['bob joined the chat.', 'alice: hi bob', 'bob: hi alice']);
   assert.deepEqual(
-    listener.events.map((e) => e.data),
+    listener.events.map((e) => e.data).filter((data) => !data.startsWith(PROBE)),
     ['alice joined the chat.', 'bob joined the chat.', 'alice: hi bob', 'bob: hi alice', 'bob left the chat.'],
     'an SSE connection only listens',
   );
@@ -274,8 +288,22 @@ describe('examples/embedded/chat.mjs', { timeout: 60_000 }, () => {
     const b = await run('chat', { WARREN_AMQP_URL: AMQP_URL });
     try {
       assert.notEqual(a.url, b.url);
-      // alice on A, bob on B, the SSE listener on B.
-      await chatScenario(a.url.replace('http', 'ws'), b.url.replace('http', 'ws'), b.url);
+      // alice on A, bob on B, the SSE listener on B; a producer straight to RabbitMQ probes the room
+      // until the listener hears the last probe (nobody else is in the room yet).
+      const producer = new Producer({ url: AMQP_URL });
+      try {
+        let n = 0;
+        await chatScenario(a.url.replace('http', 'ws'), b.url.replace('http', 'ws'), b.url, (listener) =>
+          until(async () => {
+            // The last probe heard: none is still on its way (one queue, in order) to reach bob later.
+            if (n > 0 && listener.events.some((e) => e.data === `${PROBE}${n - 1}`)) return true;
+            await producer.publish(`${PROBE}${n++}`).to('/chat');
+            return false;
+          }, 'the SSE listener to hear the room'),
+        );
+      } finally {
+        await producer.close();
+      }
     } finally {
       await a.proc.stop();
       await b.proc.stop();
