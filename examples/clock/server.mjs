@@ -59,7 +59,10 @@ const producer = new Producer({ url: process.env.WARREN_AMQP_URL || gatewayUrl, 
 let timer;
 let failing = false;
 async function tick() {
-  timer = setTimeout(tick, 1000 - (Date.now() % 1000)); // on the second
+  // On the next second. A timer may fire a millisecond before the second it
+  // was set for: then the next one is a second away, not a millisecond.
+  const untilNext = 1000 - (Date.now() % 1000);
+  timer = setTimeout(tick, untilNext < 100 ? untilNext + 1000 : untilNext);
   try {
     await producer.publish(new Date().toISOString()).to('/clock');
     if (failing) console.log('clock: publishing again');
