@@ -1,4 +1,3 @@
-import { publishMessage, type PublishAnswer, type PublishVia } from './publish-endpoint.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -51,6 +50,7 @@ import { Presence, type PresenceStats } from './presence/presence.js';
 import { sseHeartbeats } from './transports/sse.js';
 import { WebSocketAcceptor } from './transports/websocket.js';
 import { UpgradeFront } from './upgrade.js';
+import { publishMessage, type PublishAnswer, type PublishVia } from './publish-endpoint.js';
 
 export { MAX_URL_LENGTH } from './routes.js';
 

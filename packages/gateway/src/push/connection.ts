@@ -1,4 +1,3 @@
-import type { PublishAnswer } from '../publish-endpoint.js';
 import type { IncomingMessage } from 'node:http';
 import { parseConsumerId, WarrenError, type MessageData, type MessageOptions, type WarrenMessage } from '@warren/protocol';
 import type { Duplex } from 'node:stream';
@@ -10,6 +9,7 @@ import { signalMessage, type LogSignal, type Sink, type SinkCloseReason } from '
 import type { SourceHandle, Sources } from '../sources/sources.js';
 import type { CloseReason, PushTransport, TransportEvents } from '../transports/transport.js';
 import type { PushConnection, PushHandler, SubscribeOptions, UpgradeKind, WriteOptions } from './handler.js';
+import type { PublishAnswer } from '../publish-endpoint.js';
 
 /** What a connection needs from the gateway around it. */
 export interface ConnectionContext {

@@ -1,6 +1,6 @@
-import type { PublishAnswer } from '../publish-endpoint.js';
 import type { IncomingMessage, OutgoingHttpHeader } from 'node:http';
 import type { MessageData, MessageOptions } from '@warren/protocol';
+import type { PublishAnswer } from '../publish-endpoint.js';
 
 /**
  * What kind of push connection a request asks for: the analogue of Rack's

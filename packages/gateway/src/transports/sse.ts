@@ -134,19 +134,14 @@ export class SseTransport implements PushTransport {
       this.send(patternSseEventBytes(channel, message, pattern), done);
       return;
     }
-    const socket = this.closed || this.res.destroyed ? null : chunkedSocket(this.res);
-    if (socket === null) {
-      this.send(sseEventBytes(message), done);
-      return;
-    }
-    // The message's chunk, framed once for every response it goes to, in one write (res.write makes three).
-    this.active = true;
-    corkForTick(socket);
-    if (done === undefined) socket.write(sseEventChunk(message));
-    else socket.write(sseEventChunk(message), (err) => done(err == null && !socket.destroyed));
+    // The message's chunk, framed once for every response it goes to, in one socket write (res.write makes three).
+    const socket = chunkedSocket(this.res);
+    if (socket === null) this.send(sseEventBytes(message), done);
+    else this.send(sseEventChunk(message), done, socket);
   }
 
-  private send(chunk: string | Buffer, done?: (ok: boolean) => void): void {
+  /** Writes `chunk` through the response, or, already framed, straight to its socket (`to`, from {@link chunkedSocket}). */
+  private send(chunk: string | Buffer, done?: (ok: boolean) => void, to: ServerResponse | Socket = this.res): void {
     if (this.closed || this.res.destroyed) {
       done?.(false);
       return;
@@ -156,10 +151,10 @@ export class SseTransport implements PushTransport {
     // Messages written in the same tick (a burst from the broker) leave in one writev.
     if (socket !== null) corkForTick(socket);
     if (done === undefined) {
-      this.res.write(chunk);
+      to.write(chunk);
       return;
     }
-    this.res.write(chunk, (err) => {
+    to.write(chunk, (err?: Error | null) => {
       // A write to a socket that died can still report success: check the socket.
       done(err == null && socket !== null && !socket.destroyed);
     });
